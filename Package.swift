@@ -1,0 +1,56 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Release builds of the hot targets skip overflow and exclusivity checks: the kernels and the
+/// forward pass check their shapes once with `precondition` at entry instead.
+let hotLoopSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "CastServe",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "cast-serve", targets: ["cast-serve"]),
+        .executable(name: "cast-bench", targets: ["cast-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing"])]
+        ),
+        .target(name: "GGUF"),
+        .target(
+            name: "Kernels",
+            dependencies: ["CKernels"],
+            swiftSettings: hotLoopSettings,
+            linkerSettings: [.linkedLibrary("openblas")]
+        ),
+        .target(name: "Model", dependencies: ["GGUF", "Kernels"], swiftSettings: hotLoopSettings),
+        .target(name: "HTTP"),
+        .executableTarget(
+            name: "cast-serve",
+            dependencies: [
+                "Model",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "cast-bench",
+            dependencies: [
+                "Model",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
+        .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model"]),
+        .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,3 @@
+import Testing
+import GGUF
+@Test func moduleLinks() { #expect(Bool(true)) }

@@ -1,0 +1,3 @@
+import Testing
+import HTTP
+@Test func moduleLinks() { #expect(Bool(true)) }

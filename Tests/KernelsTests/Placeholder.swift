@@ -1,0 +1,3 @@
+import Testing
+import Kernels
+@Test func moduleLinks() { #expect(Bool(true)) }

@@ -1,0 +1,3 @@
+import Testing
+import Model
+@Test func moduleLinks() { #expect(Bool(true)) }
