@@ -1,0 +1,81 @@
+/// A ggml tensor element type as stored in a GGUF tensor table, with its block geometry.
+///
+/// Quantized types store `blockSize` values in `blockBytes` bytes. The reader knows the geometry of
+/// every type ggml defines (so it can bounds-check any file); the compute kernels support a subset,
+/// listed in `supportedForCompute`.
+public struct GGMLType: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt32
+    public let name: String
+    /// Values per block (1 for plain types).
+    public let blockSize: Int
+    /// Bytes per block.
+    public let blockBytes: Int
+
+    public static let f32 = GGMLType(rawValue: 0, name: "F32", blockSize: 1, blockBytes: 4)
+    public static let f16 = GGMLType(rawValue: 1, name: "F16", blockSize: 1, blockBytes: 2)
+    public static let q4_0 = GGMLType(rawValue: 2, name: "Q4_0", blockSize: 32, blockBytes: 18)
+    public static let q4_1 = GGMLType(rawValue: 3, name: "Q4_1", blockSize: 32, blockBytes: 20)
+    public static let q8_0 = GGMLType(rawValue: 8, name: "Q8_0", blockSize: 32, blockBytes: 34)
+
+    /// Geometry of every ggml type id (from ggml's type traits table).
+    static let all: [GGMLType] = [
+        .f32, .f16, .q4_0, .q4_1,
+        GGMLType(rawValue: 6, name: "Q5_0", blockSize: 32, blockBytes: 22),
+        GGMLType(rawValue: 7, name: "Q5_1", blockSize: 32, blockBytes: 24),
+        .q8_0,
+        GGMLType(rawValue: 9, name: "Q8_1", blockSize: 32, blockBytes: 36),
+        GGMLType(rawValue: 10, name: "Q2_K", blockSize: 256, blockBytes: 84),
+        GGMLType(rawValue: 11, name: "Q3_K", blockSize: 256, blockBytes: 110),
+        GGMLType(rawValue: 12, name: "Q4_K", blockSize: 256, blockBytes: 144),
+        GGMLType(rawValue: 13, name: "Q5_K", blockSize: 256, blockBytes: 176),
+        GGMLType(rawValue: 14, name: "Q6_K", blockSize: 256, blockBytes: 210),
+        GGMLType(rawValue: 15, name: "Q8_K", blockSize: 256, blockBytes: 292),
+        GGMLType(rawValue: 16, name: "IQ2_XXS", blockSize: 256, blockBytes: 66),
+        GGMLType(rawValue: 17, name: "IQ2_XS", blockSize: 256, blockBytes: 74),
+        GGMLType(rawValue: 18, name: "IQ3_XXS", blockSize: 256, blockBytes: 98),
+        GGMLType(rawValue: 19, name: "IQ1_S", blockSize: 256, blockBytes: 50),
+        GGMLType(rawValue: 20, name: "IQ4_NL", blockSize: 32, blockBytes: 18),
+        GGMLType(rawValue: 21, name: "IQ3_S", blockSize: 256, blockBytes: 110),
+        GGMLType(rawValue: 22, name: "IQ2_S", blockSize: 256, blockBytes: 82),
+        GGMLType(rawValue: 23, name: "IQ4_XS", blockSize: 256, blockBytes: 136),
+        GGMLType(rawValue: 24, name: "I8", blockSize: 1, blockBytes: 1),
+        GGMLType(rawValue: 25, name: "I16", blockSize: 1, blockBytes: 2),
+        GGMLType(rawValue: 26, name: "I32", blockSize: 1, blockBytes: 4),
+        GGMLType(rawValue: 27, name: "I64", blockSize: 1, blockBytes: 8),
+        GGMLType(rawValue: 28, name: "F64", blockSize: 1, blockBytes: 8),
+        GGMLType(rawValue: 29, name: "IQ1_M", blockSize: 256, blockBytes: 56),
+        GGMLType(rawValue: 30, name: "BF16", blockSize: 1, blockBytes: 2),
+        GGMLType(rawValue: 34, name: "TQ1_0", blockSize: 256, blockBytes: 54),
+        GGMLType(rawValue: 35, name: "TQ2_0", blockSize: 256, blockBytes: 66),
+        GGMLType(rawValue: 39, name: "MXFP4", blockSize: 32, blockBytes: 17),
+    ]
+
+    /// The types CastServe's kernels compute with.
+    public static let supportedForCompute: [GGMLType] = [.f32, .f16, .q4_0, .q4_1, .q8_0]
+
+    /// The type for a raw id, or nil if ggml defines no such type.
+    public init?(rawValue: UInt32) {
+        guard let known = GGMLType.all.first(where: { $0.rawValue == rawValue }) else { return nil }
+        self = known
+    }
+
+    init(rawValue: UInt32, name: String, blockSize: Int, blockBytes: Int) {
+        self.rawValue = rawValue
+        self.name = name
+        self.blockSize = blockSize
+        self.blockBytes = blockBytes
+    }
+
+    /// A readable name for any raw id, known or not.
+    public static func name(of rawValue: UInt32) -> String {
+        GGMLType(rawValue: rawValue)?.name ?? "unknown type \(rawValue)"
+    }
+
+    public var description: String { name }
+
+    /// Bytes needed for `count` values, or nil if `count` is not a whole number of blocks.
+    public func byteCount(values count: Int) -> Int? {
+        guard count % blockSize == 0 else { return nil }
+        return count / blockSize * blockBytes
+    }
+}

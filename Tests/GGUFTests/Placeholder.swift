@@ -1,3 +1,0 @@
-import Testing
-import GGUF
-@Test func moduleLinks() { #expect(Bool(true)) }
