@@ -1,3 +1,0 @@
-import Testing
-import Model
-@Test func moduleLinks() { #expect(Bool(true)) }
