@@ -1,0 +1,374 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// MARK: - Sampling parameters
+
+/// How the next token is chosen from logits (OpenAI request fields).
+///
+/// The pipeline, in order: presence/frequency penalties on logits → temperature → top-k → top-p →
+/// min-p → renormalize → draw. `temperature == 0` means greedy (argmax after penalties).
+public struct SamplingParameters: Sendable, Equatable {
+    /// Logit divisor; 0 selects greedy decoding.
+    public var temperature: Float
+    /// Keep only the `topK` most likely tokens; 0 (or ≥ vocabulary size) disables.
+    public var topK: Int
+    /// Keep the smallest set of most likely tokens whose probability mass reaches `topP`; 1 disables.
+    public var topP: Float
+    /// Drop tokens whose probability is below `minP` × the top probability; 0 disables.
+    public var minP: Float
+    /// Subtracted once from the logit of every token already generated (OpenAI `presence_penalty`).
+    public var presencePenalty: Float
+    /// Subtracted from a token's logit once per time it was generated (OpenAI `frequency_penalty`).
+    public var frequencyPenalty: Float
+    /// Seed for reproducible draws; nil seeds from the system generator.
+    public var seed: UInt64?
+
+    /// Creates parameters; the defaults are OpenAI's (temperature 1, no truncation, no penalties).
+    public init(
+        temperature: Float = 1, topK: Int = 0, topP: Float = 1, minP: Float = 0,
+        presencePenalty: Float = 0, frequencyPenalty: Float = 0, seed: UInt64? = nil
+    ) {
+        self.temperature = temperature
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.seed = seed
+    }
+
+    /// Argmax decoding without penalties.
+    public static let greedy = SamplingParameters(temperature: 0)
+}
+
+// MARK: - Token history
+
+/// How often each token ID has been generated so far in one sequence; input to the penalties.
+///
+/// Storage is sized to the vocabulary once; `add` does not allocate in steady state.
+/// Thread-safety: a value type; one per sequence.
+public struct TokenCounts: Sendable {
+    private var counts: [Int32]
+    /// Distinct IDs seen, in first-seen order (penalties touch only these).
+    public private(set) var seenIDs: [Int32]
+
+    /// Empty history for a vocabulary of `vocabularySize` tokens.
+    public init(vocabularySize: Int) {
+        counts = [Int32](repeating: 0, count: vocabularySize)
+        seenIDs = []
+        seenIDs.reserveCapacity(min(vocabularySize, 4096))
+    }
+
+    /// Records one generated token. IDs outside the vocabulary are a programmer error.
+    public mutating func add(_ id: Int32) {
+        precondition(id >= 0 && Int(id) < counts.count, "token ID \(id) outside vocabulary of \(counts.count)")
+        if counts[Int(id)] == 0 { seenIDs.append(id) }
+        counts[Int(id)] += 1
+    }
+
+    /// How many times `id` was generated.
+    public func count(of id: Int32) -> Int { id >= 0 && Int(id) < counts.count ? Int(counts[Int(id)]) : 0 }
+
+    /// Forgets all tokens, keeping the storage.
+    public mutating func removeAll() {
+        for id in seenIDs { counts[Int(id)] = 0 }
+        seenIDs.removeAll(keepingCapacity: true)
+    }
+}
+
+// MARK: - Random numbers
+
+/// xoshiro256** (Blackman & Vigna, 2018), seeded through splitmix64: fast, reproducible across
+/// platforms for a given seed.
+public struct SamplerRandom: RandomNumberGenerator, Sendable {
+    private var s0, s1, s2, s3: UInt64
+
+    /// A generator whose sequence is fully determined by `seed`.
+    public init(seed: UInt64) {
+        var x = seed
+        func splitMix() -> UInt64 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        s0 = splitMix(); s1 = splitMix(); s2 = splitMix(); s3 = splitMix()
+    }
+
+    public mutating func next() -> UInt64 {
+        let result = ((s1 &* 5) << 7 | (s1 &* 5) >> 57) &* 9
+        let t = s1 << 17
+        s2 ^= s0
+        s3 ^= s1
+        s1 ^= s2
+        s0 ^= s3
+        s2 ^= t
+        s3 = s3 << 45 | s3 >> 19
+        return result
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    public mutating func nextUnit() -> Double {
+        Double(next() >> 11) * 0x1.0p-53
+    }
+}
+
+// MARK: - Sampler
+
+/// Chooses the next token from a row of logits; the one sampling implementation used by the engine
+/// and by the speculative verifier (which reads `distribution(logits:count:history:)`).
+///
+/// Buffers are sized to the vocabulary at `init`; sampling allocates nothing per token.
+/// Thread-safety: a value type with mutable state (RNG, scratch); one per sequence.
+public struct Sampler: Sendable {
+    /// The parameters this sampler applies.
+    public let parameters: SamplingParameters
+    private var random: SamplerRandom
+    /// Candidate token IDs; the first `candidateCount` are the current distribution's support.
+    private var candidateIDs: [Int32]
+    /// Unnormalized, then normalized, probability per candidate (parallel to `candidateIDs`).
+    private var candidateProbabilities: [Float]
+    private var candidateCount = 0
+
+    /// Creates a sampler for logits rows of `vocabularySize` entries.
+    public init(parameters: SamplingParameters, vocabularySize: Int) {
+        self.parameters = parameters
+        var systemRandom = SystemRandomNumberGenerator()
+        random = SamplerRandom(seed: parameters.seed ?? systemRandom.next())
+        candidateIDs = [Int32](repeating: 0, count: vocabularySize)
+        candidateProbabilities = [Float](repeating: 0, count: vocabularySize)
+    }
+
+    /// Picks the next token.
+    ///
+    /// - Parameters:
+    ///   - logits: `[count]` logits for one position; penalties are applied to it **in place**. Only
+    ///     read during the call.
+    ///   - count: vocabulary size (at most the size given at `init`).
+    ///   - history: tokens generated so far, for the penalties.
+    /// - Returns: a token ID in `0..<count`. Greedy (temperature 0) returns the lowest ID among equal maxima.
+    public mutating func sample(logits: UnsafeMutablePointer<Float>, count: Int, history: TokenCounts) -> Int32 {
+        precondition(count > 0 && count <= candidateIDs.count, "logits count \(count) outside 1...\(candidateIDs.count)")
+        applyPenalties(logits, count: count, history: history)
+        if parameters.temperature <= 0 {
+            return Self.argmax(logits, count: count)
+        }
+        computeDistribution(logits, count: count)
+        let u = random.nextUnit()
+        var cumulative: Double = 0
+        for i in 0..<candidateCount {
+            cumulative += Double(candidateProbabilities[i])
+            if u < cumulative { return candidateIDs[i] }
+        }
+        return candidateIDs[candidateCount - 1]  // rounding left u above the last cumulative sum
+    }
+
+    /// The final distribution the sampler would draw from: penalties, temperature, top-k, top-p,
+    /// min-p, renormalized. For temperature 0 it is the argmax with probability 1.
+    ///
+    /// - Parameters: as for `sample`; `logits` is modified in place by the penalties.
+    /// - Returns: the support `ids` and their `probabilities` (summing to 1), in unspecified order.
+    ///   The slices share the sampler's buffers (copy-on-write: no copy unless kept across calls).
+    public mutating func distribution(
+        logits: UnsafeMutablePointer<Float>, count: Int, history: TokenCounts
+    ) -> (ids: ArraySlice<Int32>, probabilities: ArraySlice<Float>) {
+        precondition(count > 0 && count <= candidateIDs.count, "logits count \(count) outside 1...\(candidateIDs.count)")
+        applyPenalties(logits, count: count, history: history)
+        if parameters.temperature <= 0 {
+            candidateIDs[0] = Self.argmax(logits, count: count)
+            candidateProbabilities[0] = 1
+            candidateCount = 1
+        } else {
+            computeDistribution(logits, count: count)
+        }
+        return (candidateIDs[0..<candidateCount], candidateProbabilities[0..<candidateCount])
+    }
+
+    // MARK: - Pipeline steps
+
+    /// OpenAI's penalties: `logit[j] -= count[j] * frequency + (count[j] > 0 ? presence : 0)`.
+    private func applyPenalties(_ logits: UnsafeMutablePointer<Float>, count: Int, history: TokenCounts) {
+        let presence = parameters.presencePenalty
+        let frequency = parameters.frequencyPenalty
+        guard presence != 0 || frequency != 0 else { return }
+        for id in history.seenIDs where Int(id) < count {
+            logits[Int(id)] -= Float(history.count(of: id)) * frequency + presence
+        }
+    }
+
+    /// Index of the largest logit; the lowest index wins ties.
+    private static func argmax(_ logits: UnsafeMutablePointer<Float>, count: Int) -> Int32 {
+        var best = 0
+        var bestValue = logits[0]
+        for i in 1..<count where logits[i] > bestValue {
+            bestValue = logits[i]
+            best = i
+        }
+        return Int32(best)
+    }
+
+    /// Fills the candidate buffers with the truncated, normalized distribution.
+    private mutating func computeDistribution(_ logits: UnsafeMutablePointer<Float>, count: Int) {
+        let inverseTemperature = 1 / parameters.temperature
+        var maxLogit = -Float.infinity
+        for i in 0..<count where logits[i] > maxLogit { maxLogit = logits[i] }
+        // Softmax numerators relative to the top token, so the top probability is exactly 1 here.
+        // Sums run in Double: 50k small terms in Float lose enough mass to move the top-p cut.
+        var total: Double = 0
+        for i in 0..<count {
+            let p = ((logits[i] - maxLogit) * inverseTemperature).exp()
+            candidateIDs[i] = Int32(i)
+            candidateProbabilities[i] = p
+            total += Double(p)
+        }
+        candidateCount = count
+
+        let topK = parameters.topK > 0 && parameters.topK < count ? parameters.topK : count
+        let truncates = topK < count || parameters.topP < 1 || parameters.minP > 0
+        if truncates {
+            if topK < count {
+                selectTopK(topK)
+                total = 0
+                for i in 0..<candidateCount { total += Double(candidateProbabilities[i]) }
+            }
+            // Tokens below the min-p threshold are cut in the end whatever top-p keeps, so they
+            // need not be sorted. For top-p, first try sorting only the tokens above 1e-4 of the
+            // top: exact whenever they alone reach the top-p mass.
+            let minPThreshold = max(parameters.minP, 0)
+            if parameters.topP < 1 && minPThreshold < 1e-4 {
+                let saved = candidateCount
+                let keptMass = compactCandidates(threshold: 1e-4)
+                if keptMass < Double(parameters.topP) * total {
+                    // Not enough mass above the cut: rebuild the full candidate list.
+                    candidateCount = saved
+                    refill(logits, count: count, maxLogit: maxLogit, inverseTemperature: inverseTemperature, topK: topK)
+                    _ = compactCandidates(threshold: minPThreshold)
+                }
+            } else {
+                _ = compactCandidates(threshold: minPThreshold)
+            }
+            sortCandidatesDescending()
+            var keep = candidateCount
+            if parameters.topP < 1 {
+                let target = Double(parameters.topP) * total
+                var cumulative: Double = 0
+                for i in 0..<candidateCount {
+                    cumulative += Double(candidateProbabilities[i])
+                    if cumulative >= target {
+                        keep = i + 1
+                        break
+                    }
+                }
+            }
+            candidateCount = max(1, keep)
+        }
+        var kept: Double = 0
+        for i in 0..<candidateCount { kept += Double(candidateProbabilities[i]) }
+        let scale = Float(1 / kept)
+        for i in 0..<candidateCount { candidateProbabilities[i] *= scale }
+    }
+
+    /// Recomputes candidates after a failed fast path (top-k set again if it was applied).
+    private mutating func refill(
+        _ logits: UnsafeMutablePointer<Float>, count: Int, maxLogit: Float, inverseTemperature: Float, topK: Int
+    ) {
+        for i in 0..<count {
+            candidateIDs[i] = Int32(i)
+            candidateProbabilities[i] = ((logits[i] - maxLogit) * inverseTemperature).exp()
+        }
+        candidateCount = count
+        if topK < count { selectTopK(topK) }
+    }
+
+    /// Keeps candidates with (unnormalized, top = 1) probability ≥ `threshold`; returns their mass.
+    private mutating func compactCandidates(threshold: Float) -> Double {
+        var kept = 0
+        var mass: Double = 0
+        for i in 0..<candidateCount where candidateProbabilities[i] >= threshold {
+            candidateIDs[kept] = candidateIDs[i]
+            candidateProbabilities[kept] = candidateProbabilities[i]
+            mass += Double(candidateProbabilities[i])
+            kept += 1
+        }
+        candidateCount = kept
+        return mass
+    }
+
+    /// Keeps the `k` most likely candidates (lower ID first among equals), via a min-heap of size k
+    /// kept in the front of the buffers.
+    private mutating func selectTopK(_ k: Int) {
+        candidateIDs.withUnsafeMutableBufferPointer { ids in
+            candidateProbabilities.withUnsafeMutableBufferPointer { probs in
+                // "a ranks below b": lower probability, or equal probability and higher ID.
+                func below(_ a: Int, _ b: Int) -> Bool {
+                    probs[a] < probs[b] || (probs[a] == probs[b] && ids[a] > ids[b])
+                }
+                func swapAt(_ a: Int, _ b: Int) {
+                    ids.swapAt(a, b)
+                    probs.swapAt(a, b)
+                }
+                func siftDown(_ start: Int) {
+                    var i = start
+                    while true {
+                        let l = 2 * i + 1, r = l + 1
+                        var m = i
+                        if l < k && below(l, m) { m = l }
+                        if r < k && below(r, m) { m = r }
+                        if m == i { return }
+                        swapAt(i, m)
+                        i = m
+                    }
+                }
+                for i in stride(from: k / 2 - 1, through: 0, by: -1) { siftDown(i) }
+                for i in k..<candidateCount where below(0, i) {
+                    swapAt(0, i)
+                    siftDown(0)
+                }
+            }
+        }
+        candidateCount = k
+    }
+
+    /// Sorts the candidate prefix by probability, descending (lower ID first on ties).
+    private mutating func sortCandidatesDescending() {
+        let n = candidateCount
+        guard n > 1 else { return }
+        candidateIDs.withUnsafeMutableBufferPointer { ids in
+            candidateProbabilities.withUnsafeMutableBufferPointer { probs in
+                // Heap sort in place: no allocation, O(n log n).
+                func before(_ a: Int, _ b: Int) -> Bool {  // a sorts after b in the final order
+                    probs[a] < probs[b] || (probs[a] == probs[b] && ids[a] > ids[b])
+                }
+                func siftDown(_ start: Int, _ end: Int) {
+                    var i = start
+                    while true {
+                        let l = 2 * i + 1, r = l + 1
+                        var m = i
+                        if l < end && before(l, m) { m = l }
+                        if r < end && before(r, m) { m = r }
+                        if m == i { return }
+                        ids.swapAt(i, m)
+                        probs.swapAt(i, m)
+                        i = m
+                    }
+                }
+                // Min-heap on "sorts after": extracting to the back yields descending order.
+                for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n) }
+                for end in stride(from: n - 1, to: 0, by: -1) {
+                    ids.swapAt(0, end)
+                    probs.swapAt(0, end)
+                    siftDown(0, end)
+                }
+            }
+        }
+    }
+}
+
+extension Float {
+    @inline(__always)
+    fileprivate func exp() -> Float { expf(self) }
+}
