@@ -31,7 +31,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("openblas")]
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], swiftSettings: hotLoopSettings),
-        .target(name: "HTTP"),
+        .target(name: "HTTP", exclude: ["README.md"]),
         .executableTarget(
             name: "cast-serve",
             dependencies: [

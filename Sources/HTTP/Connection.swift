@@ -8,8 +8,8 @@ import Glibc
 ///
 /// Thread-safety: `run()` owns the socket's reads; writes happen only on that thread
 /// (`HTTPResponder` queues output from other threads). `wake`, `forceClose` and `peerHasClosed`
-/// may be called from any thread; the descriptor is closed under `lock` so they never touch a
-/// reused descriptor.
+/// may be called from any thread; they use the descriptor only under `lock` while `closed` is false,
+/// so they never touch a closed or reused descriptor.
 final class Connection: @unchecked Sendable {
     let fd: Int32
     private let wakeRead: Int32
@@ -154,8 +154,11 @@ final class Connection: @unchecked Sendable {
                 if !completed || responder.closesConnection { break serving }
             }
         }
+        // Other threads touch the descriptors only under `lock` and only while `closed` is false,
+        // so after this point they are ours to close without holding the lock (lingering takes up to 1 s).
         lock.lock()
         closed = true
+        lock.unlock()
         if lingering {
             Socket.lingeringClose(fd)
         } else {
@@ -163,7 +166,6 @@ final class Connection: @unchecked Sendable {
         }
         close(wakeRead)
         close(wakeWrite)
-        lock.unlock()
         server.connectionEnded(self)
     }
 
