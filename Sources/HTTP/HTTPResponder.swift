@@ -119,6 +119,13 @@ public final class HTTPResponder: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Bytes queued for the socket and not yet written (a producer can pause while this grows).
+    public var bufferedByteCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending.count
+    }
+
     /// Whether `send` or a stream start has happened.
     public var hasStarted: Bool {
         lock.lock()

@@ -310,6 +310,49 @@ import Glibc
         #expect(disconnected.wait(timeout: .now() + 3) == .success)
     }
 
+    @Test func pendingAsyncResponseNoticesDisconnect() throws {
+        let disconnected = DispatchSemaphore(value: 0)
+        let handlerReturned = DispatchSemaphore(value: 0)
+        let server = try startTestServer { _, responder in
+            // Async style, non-streaming: the answer would come later from another thread.
+            responder.onDisconnect { disconnected.signal() }
+            handlerReturned.signal()
+        }
+        defer { server.shutdown(drainDeadline: .milliseconds(200)) }
+        let client = try RawClient(port: server.port)
+        client.send("POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        #expect(handlerReturned.wait(timeout: .now() + 2) == .success)
+        shutdown(client.fd, Int32(SHUT_RDWR))
+        #expect(disconnected.wait(timeout: .now() + 2) == .success)
+    }
+
+    @Test func clientThatStopsReadingIsDroppedAfterWriteTimeout() throws {
+        let outcome = Box<HTTPServerError?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let server = try startTestServer({ $0.writeTimeout = .milliseconds(300) }) { request, responder in
+            guard request.path == "/flood" else { return echoHandler(request, responder) }
+            let stream = responder.startStream()
+            let block = Data(repeating: 0x61, count: 64 * 1024)
+            for _ in 0..<100_000 {
+                do {
+                    try stream.write(block)
+                } catch {
+                    outcome.set(error as? HTTPServerError)
+                    break
+                }
+            }
+            finished.signal()
+        }
+        defer { server.shutdown(drainDeadline: .milliseconds(200)) }
+        let stalled = try RawClient(port: server.port)
+        stalled.send("GET /flood HTTP/1.1\r\nHost: t\r\n\r\n")
+        let other = try RawClient(port: server.port)
+        other.send("GET /meanwhile HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(try other.readResponse().text == "GET /meanwhile 0")
+        #expect(finished.wait(timeout: .now() + 5) == .success)
+        #expect(outcome.get == .clientDisconnected)
+    }
+
     // MARK: - Limits and timeouts
 
     @Test func connectionsBeyondTheCapGet503() throws {
