@@ -134,15 +134,18 @@ final class Connection: @unchecked Sendable {
             case .close:
                 break serving
             case .failed(let error):
+                server.eventSink?(.requestRefused(status: error.status, reason: error.description))
                 sendError(status: error.status, message: error.description)
                 lingering = true
                 break serving
             case .timedOut(let message):
+                server.eventSink?(.requestRefused(status: .requestTimeout, reason: message))
                 sendError(status: .requestTimeout, message: message)
                 lingering = true
                 break serving
             case .request(let request):
                 first = false
+                let startedAt = ContinuousClock.now
                 let responder = HTTPResponder(
                     connection: self, request: request, requestID: Connection.requestID(for: request.headers))
                 if let preflight = preflightResponse(for: request) {
@@ -151,6 +154,12 @@ final class Connection: @unchecked Sendable {
                     handler.handle(request, responder)
                 }
                 let completed = responder.pumpUntilComplete()
+                if let sink = server.eventSink {
+                    sink(.requestFinished(HTTPRequestRecord(
+                        method: request.method, target: request.target, requestID: responder.requestID,
+                        status: responder.responseStatus, duration: ContinuousClock.now - startedAt,
+                        clientWentAway: !completed)))
+                }
                 if !completed || responder.closesConnection { break serving }
             }
         }

@@ -137,6 +137,38 @@ import Glibc
         #expect(handled.header("Access-Control-Allow-Origin") == nil)
     }
 
+    @Test func eventsReportFinishedRefusedAndRejected() throws {
+        let events = Box<[HTTPServerEvent]>([])
+        let server = HTTPServer(
+            configuration: HTTPServerConfiguration(host: "127.0.0.1", port: 0, maxConnections: 1),
+            eventSink: { event in events.update { $0.append(event) } }, handler: echoHandler)
+        try server.start()
+        defer { server.shutdown(drainDeadline: .seconds(1)) }
+        let client = try RawClient(port: server.port)
+        client.send("GET /logged HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc\r\n\r\n")
+        _ = try client.readResponse()
+        let extra = try RawClient(port: server.port)
+        #expect(try extra.readResponse().statusCode == 503)
+        client.send("GET / HTTP/1.1\r\nHost : t\r\n\r\n")
+        #expect(try client.readResponse().statusCode == 400)
+        usleep(50_000)
+        let seen = events.get
+        #expect(seen.count == 3)
+        var finished = false, refused = false, rejected = false
+        for event in seen {
+            switch event {
+            case .requestFinished(let record):
+                finished = record.target == "/logged" && record.status == .ok && record.requestID == "abc"
+                    && !record.clientWentAway
+            case .requestRefused(let status, let reason):
+                refused = status == .badRequest && reason.contains("Host : t")
+            case .connectionRejected(let max):
+                rejected = max == 1
+            }
+        }
+        #expect(finished && refused && rejected)
+    }
+
     @Test func ipv6LoopbackAndBindConflict() throws {
         let server = try startTestServer(handler: echoHandler)
         defer { server.shutdown(drainDeadline: .seconds(1)) }
