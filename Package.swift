@@ -33,7 +33,7 @@ let package = Package(
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], swiftSettings: hotLoopSettings),
         .target(name: "Engine", dependencies: ["Model"]),
-        .target(name: "HTTP"),
+        .target(name: "HTTP", exclude: ["README.md"]),
         .target(
             name: "OpenAI",
             dependencies: [

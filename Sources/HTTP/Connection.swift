@@ -8,8 +8,8 @@ import Glibc
 ///
 /// Thread-safety: `run()` owns the socket's reads; writes happen only on that thread
 /// (`HTTPResponder` queues output from other threads). `wake`, `forceClose` and `peerHasClosed`
-/// may be called from any thread; the descriptor is closed under `lock` so they never touch a
-/// reused descriptor.
+/// may be called from any thread; they use the descriptor only under `lock` while `closed` is false,
+/// so they never touch a closed or reused descriptor.
 final class Connection: @unchecked Sendable {
     let fd: Int32
     private let wakeRead: Int32
@@ -134,15 +134,18 @@ final class Connection: @unchecked Sendable {
             case .close:
                 break serving
             case .failed(let error):
+                server.eventSink?(.requestRefused(status: error.status, reason: error.description))
                 sendError(status: error.status, message: error.description)
                 lingering = true
                 break serving
             case .timedOut(let message):
+                server.eventSink?(.requestRefused(status: .requestTimeout, reason: message))
                 sendError(status: .requestTimeout, message: message)
                 lingering = true
                 break serving
             case .request(let request):
                 first = false
+                let startedAt = ContinuousClock.now
                 let responder = HTTPResponder(
                     connection: self, request: request, requestID: Connection.requestID(for: request.headers))
                 if let preflight = preflightResponse(for: request) {
@@ -151,11 +154,20 @@ final class Connection: @unchecked Sendable {
                     handler.handle(request, responder)
                 }
                 let completed = responder.pumpUntilComplete()
+                if let sink = server.eventSink {
+                    sink(.requestFinished(HTTPRequestRecord(
+                        method: request.method, target: request.target, requestID: responder.requestID,
+                        status: responder.responseStatus, duration: ContinuousClock.now - startedAt,
+                        clientWentAway: !completed)))
+                }
                 if !completed || responder.closesConnection { break serving }
             }
         }
+        // Other threads touch the descriptors only under `lock` and only while `closed` is false,
+        // so after this point they are ours to close without holding the lock (lingering takes up to 1 s).
         lock.lock()
         closed = true
+        lock.unlock()
         if lingering {
             Socket.lingeringClose(fd)
         } else {
@@ -163,7 +175,6 @@ final class Connection: @unchecked Sendable {
         }
         close(wakeRead)
         close(wakeWrite)
-        lock.unlock()
         server.connectionEnded(self)
     }
 

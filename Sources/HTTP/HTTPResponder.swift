@@ -27,6 +27,7 @@ public final class HTTPResponder: @unchecked Sendable {
     private var pending: [UInt8] = []
     private var disconnectCallbacks: [@Sendable () -> Void] = []
     private var closeAfterResponse = false
+    private var status: HTTPStatus?
 
     init(connection: Connection, request: HTTPRequest, requestID: String) {
         self.connection = connection
@@ -119,6 +120,13 @@ public final class HTTPResponder: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Bytes queued for the socket and not yet written (a producer can pause while this grows).
+    public var bufferedByteCount: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return pending.count
+    }
+
     /// Whether `send` or a stream start has happened.
     public var hasStarted: Bool {
         lock.lock()
@@ -206,6 +214,13 @@ public final class HTTPResponder: @unchecked Sendable {
         }
     }
 
+    /// The status of the started response, nil before `send` or a stream start.
+    var responseStatus: HTTPStatus? {
+        lock.lock()
+        defer { lock.unlock() }
+        return status
+    }
+
     /// Whether the connection must close after this response (decided when the head was written).
     var closesConnection: Bool {
         lock.lock()
@@ -224,6 +239,7 @@ public final class HTTPResponder: @unchecked Sendable {
 
     /// Serialises the status line and headers. Caller holds `lock`.
     private func makeHead(status: HTTPStatus, headers: HTTPHeaders, framing: Framing) -> [UInt8] {
+        self.status = status
         var close = !clientKeepAlive || connection.serverIsDraining
         if case .closeDelimited = framing { close = true }
         closeAfterResponse = close

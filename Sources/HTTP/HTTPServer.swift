@@ -30,17 +30,26 @@ public final class HTTPServer: @unchecked Sendable {
         case stopped
     }
 
-    /// A server that will answer every request with `handler`. Nothing is bound until `start()`.
-    public init(configuration: HTTPServerConfiguration, handler: any HTTPHandler) {
+    /// Receives access-log and refusal events; nil drops them.
+    let eventSink: (@Sendable (HTTPServerEvent) -> Void)?
+
+    /// A server that will answer every request with `handler` and report to `eventSink` (if any).
+    /// Nothing is bound until `start()`.
+    public init(
+        configuration: HTTPServerConfiguration, handler: any HTTPHandler,
+        eventSink: (@Sendable (HTTPServerEvent) -> Void)? = nil
+    ) {
         self.configuration = configuration
         self.handler = handler
+        self.eventSink = eventSink
     }
 
     /// A server whose handler is a closure (see `HTTPHandler` for the contract).
     public convenience init(
-        configuration: HTTPServerConfiguration, handler: @escaping @Sendable (HTTPRequest, HTTPResponder) -> Void
+        configuration: HTTPServerConfiguration, eventSink: (@Sendable (HTTPServerEvent) -> Void)? = nil,
+        handler: @escaping @Sendable (HTTPRequest, HTTPResponder) -> Void
     ) {
-        self.init(configuration: configuration, handler: HTTPClosureHandler(handler))
+        self.init(configuration: configuration, handler: HTTPClosureHandler(handler), eventSink: eventSink)
     }
 
     /// The bound TCP port (the ephemeral one when configured with port 0); 0 before `start()`.
@@ -192,6 +201,7 @@ public final class HTTPServer: @unchecked Sendable {
             }
             if connections.count >= configuration.maxConnections {
                 condition.unlock()
+                eventSink?(.connectionRejected(maxConnections: configuration.maxConnections))
                 reject(fd)
                 continue
             }

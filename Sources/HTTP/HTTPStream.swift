@@ -6,7 +6,7 @@ import Foundation
 /// close-delimited for HTTP/1.0 (the connection closes after `finish`), nothing at all for HEAD
 /// (writes are accepted and dropped). Thread-safe: writes from any threads are serialised in call
 /// order; see `HTTPResponder` for which thread does the socket I/O. Output waiting for a slow client
-/// is buffered without bound; producers that can outrun the network should check `isClientGone`.
+/// is buffered without bound; producers that can outrun the network should watch `bufferedByteCount`.
 public final class HTTPStream: @unchecked Sendable {
     enum Mode {
         case chunked
@@ -65,6 +65,9 @@ public final class HTTPStream: @unchecked Sendable {
         let trailer: [UInt8] = mode == .chunked ? Array("0\r\n\r\n".utf8) : []
         try? responder.enqueue(trailer, completes: true)
     }
+
+    /// Bytes written to the stream but not yet to the socket (see `HTTPResponder.bufferedByteCount`).
+    public var bufferedByteCount: Int { responder.bufferedByteCount }
 
     /// Whether the client has gone away (see `HTTPResponder.isClientGone`).
     public var isClientGone: Bool { responder.isClientGone }

@@ -137,6 +137,38 @@ import Glibc
         #expect(handled.header("Access-Control-Allow-Origin") == nil)
     }
 
+    @Test func eventsReportFinishedRefusedAndRejected() throws {
+        let events = Box<[HTTPServerEvent]>([])
+        let server = HTTPServer(
+            configuration: HTTPServerConfiguration(host: "127.0.0.1", port: 0, maxConnections: 1),
+            eventSink: { event in events.update { $0.append(event) } }, handler: echoHandler)
+        try server.start()
+        defer { server.shutdown(drainDeadline: .seconds(1)) }
+        let client = try RawClient(port: server.port)
+        client.send("GET /logged HTTP/1.1\r\nHost: t\r\nX-Request-Id: abc\r\n\r\n")
+        _ = try client.readResponse()
+        let extra = try RawClient(port: server.port)
+        #expect(try extra.readResponse().statusCode == 503)
+        client.send("GET / HTTP/1.1\r\nHost : t\r\n\r\n")
+        #expect(try client.readResponse().statusCode == 400)
+        usleep(50_000)
+        let seen = events.get
+        #expect(seen.count == 3)
+        var finished = false, refused = false, rejected = false
+        for event in seen {
+            switch event {
+            case .requestFinished(let record):
+                finished = record.target == "/logged" && record.status == .ok && record.requestID == "abc"
+                    && !record.clientWentAway
+            case .requestRefused(let status, let reason):
+                refused = status == .badRequest && reason.contains("Host : t")
+            case .connectionRejected(let max):
+                rejected = max == 1
+            }
+        }
+        #expect(finished && refused && rejected)
+    }
+
     @Test func ipv6LoopbackAndBindConflict() throws {
         let server = try startTestServer(handler: echoHandler)
         defer { server.shutdown(drainDeadline: .seconds(1)) }
@@ -308,6 +340,49 @@ import Glibc
         _ = try client.read(until: "data: token\n\n")
         shutdown(client.fd, Int32(SHUT_RDWR))
         #expect(disconnected.wait(timeout: .now() + 3) == .success)
+    }
+
+    @Test func pendingAsyncResponseNoticesDisconnect() throws {
+        let disconnected = DispatchSemaphore(value: 0)
+        let handlerReturned = DispatchSemaphore(value: 0)
+        let server = try startTestServer { _, responder in
+            // Async style, non-streaming: the answer would come later from another thread.
+            responder.onDisconnect { disconnected.signal() }
+            handlerReturned.signal()
+        }
+        defer { server.shutdown(drainDeadline: .milliseconds(200)) }
+        let client = try RawClient(port: server.port)
+        client.send("POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+        #expect(handlerReturned.wait(timeout: .now() + 2) == .success)
+        shutdown(client.fd, Int32(SHUT_RDWR))
+        #expect(disconnected.wait(timeout: .now() + 2) == .success)
+    }
+
+    @Test func clientThatStopsReadingIsDroppedAfterWriteTimeout() throws {
+        let outcome = Box<HTTPServerError?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        let server = try startTestServer({ $0.writeTimeout = .milliseconds(300) }) { request, responder in
+            guard request.path == "/flood" else { return echoHandler(request, responder) }
+            let stream = responder.startStream()
+            let block = Data(repeating: 0x61, count: 64 * 1024)
+            for _ in 0..<100_000 {
+                do {
+                    try stream.write(block)
+                } catch {
+                    outcome.set(error as? HTTPServerError)
+                    break
+                }
+            }
+            finished.signal()
+        }
+        defer { server.shutdown(drainDeadline: .milliseconds(200)) }
+        let stalled = try RawClient(port: server.port)
+        stalled.send("GET /flood HTTP/1.1\r\nHost: t\r\n\r\n")
+        let other = try RawClient(port: server.port)
+        other.send("GET /meanwhile HTTP/1.1\r\nHost: t\r\n\r\n")
+        #expect(try other.readResponse().text == "GET /meanwhile 0")
+        #expect(finished.wait(timeout: .now() + 5) == .success)
+        #expect(outcome.get == .clientDisconnected)
     }
 
     // MARK: - Limits and timeouts
