@@ -17,6 +17,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         .target(
@@ -31,11 +32,20 @@ let package = Package(
             linkerSettings: [.linkedLibrary("openblas")]
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], swiftSettings: hotLoopSettings),
+        .target(name: "Engine", dependencies: ["Model"]),
         .target(name: "HTTP"),
+        .target(
+            name: "OpenAI",
+            dependencies: [
+                "HTTP", "Engine", "Model",
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model",
+                "Model", "Engine", "HTTP", "OpenAI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -51,6 +61,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
     ],
     swiftLanguageModes: [.v5]
 )

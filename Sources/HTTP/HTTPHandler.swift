@@ -1,0 +1,26 @@
+/// Answers requests. The server calls `handle` on the connection's own thread (never an engine
+/// thread), once per request, in request order on each connection.
+///
+/// The handler must eventually complete the response through `responder`: call `send` once, or
+/// `startStream`/`startEventStream` and later `finish()` on the stream. It may do so before
+/// returning (synchronous style; may block the connection thread for a whole generation), or
+/// return first and complete the response from any other thread: the connection thread then waits,
+/// writes queued stream output as it arrives, and watches for the client disconnecting.
+public protocol HTTPHandler: Sendable {
+    /// Handles one request; see the protocol's notes on completing the response.
+    func handle(_ request: HTTPRequest, _ responder: HTTPResponder)
+}
+
+/// An `HTTPHandler` made of a closure.
+public struct HTTPClosureHandler: HTTPHandler {
+    private let body: @Sendable (HTTPRequest, HTTPResponder) -> Void
+
+    /// A handler that runs `body` for every request.
+    public init(_ body: @escaping @Sendable (HTTPRequest, HTTPResponder) -> Void) {
+        self.body = body
+    }
+
+    public func handle(_ request: HTTPRequest, _ responder: HTTPResponder) {
+        body(request, responder)
+    }
+}

@@ -1,0 +1,76 @@
+import CKernels
+
+/// Mistakes a caller of the Kernels target can make with data it does not control (weight shapes and
+/// byte counts that come from a model file). Programmer errors (buffer sizes, row counts) are
+/// `precondition`s instead.
+public enum KernelError: Error, CustomStringConvertible, Equatable {
+    /// The matrix has a non-positive dimension.
+    case emptyShape(outFeatures: Int, inFeatures: Int)
+    /// A block-quantized format needs inFeatures to be a multiple of its block size.
+    case inFeaturesNotMultipleOfBlock(format: WeightFormat, inFeatures: Int, blockSize: Int)
+    /// The raw tensor bytes do not match the format and shape.
+    case byteCountMismatch(format: WeightFormat, outFeatures: Int, inFeatures: Int, expected: Int, found: Int)
+
+    public var description: String {
+        switch self {
+        case let .emptyShape(o, i):
+            return "weight matrix shape \(o) x \(i) is empty; both dimensions must be at least 1 (check the tensor's dimensions in the model file)"
+        case let .inFeaturesNotMultipleOfBlock(f, i, bs):
+            return "weight format \(f) stores blocks of \(bs) values but the row length (inFeatures) is \(i), not a multiple of \(bs); the tensor is malformed or uses a layout this loader does not support"
+        case let .byteCountMismatch(f, o, i, e, found):
+            return "weight matrix \(o) x \(i) in format \(f) needs \(e) bytes but \(found) were given; check the tensor's type, shape and offset in the model file"
+        }
+    }
+}
+
+/// ggml weight layouts supported by `LinearWeights`. Quantized formats store blocks of 32 values:
+/// q4_0 = f16 d + 16 bytes of nibbles, value (q - 8) * d; q4_1 = f16 d, f16 m + 16 bytes of nibbles,
+/// value q * d + m; q8_0 = f16 d + 32 int8, value q * d. In each nibble byte i, the low nibble is
+/// value i and the high nibble value i + 16 of the block.
+public enum WeightFormat: Sendable, CaseIterable, CustomStringConvertible {
+    case f32, f16, q4_0, q4_1, q8_0
+
+    /// Values per block (1 for the float formats).
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16: return 1
+        case .q4_0, .q4_1, .q8_0: return 32
+        }
+    }
+
+    /// Bytes per block in the raw ggml layout.
+    public var bytesPerBlock: Int {
+        switch self {
+        case .f32: return 4
+        case .f16: return 2
+        case .q4_0: return 18
+        case .q4_1: return 20
+        case .q8_0: return 34
+        }
+    }
+
+    /// Bytes of a raw ggml matrix of `outFeatures` rows of `inFeatures` values.
+    public func rawByteCount(outFeatures: Int, inFeatures: Int) -> Int {
+        outFeatures * (inFeatures / blockSize) * bytesPerBlock
+    }
+
+    public var description: String {
+        switch self {
+        case .f32: return "F32"
+        case .f16: return "F16"
+        case .q4_0: return "Q4_0"
+        case .q4_1: return "Q4_1"
+        case .q8_0: return "Q8_0"
+        }
+    }
+
+    var ck: Int32 {
+        switch self {
+        case .f32: return Int32(CK_F32)
+        case .f16: return Int32(CK_F16)
+        case .q4_0: return Int32(CK_Q4_0)
+        case .q4_1: return Int32(CK_Q4_1)
+        case .q8_0: return Int32(CK_Q8_0)
+        }
+    }
+}

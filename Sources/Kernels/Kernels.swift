@@ -1,1 +1,0 @@
-// Kernels module: see ARCHITECTURE.md.

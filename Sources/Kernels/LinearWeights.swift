@@ -1,0 +1,95 @@
+import CKernels
+
+/// A weight matrix W [outFeatures x inFeatures] (ggml row-major: output row o is inFeatures values),
+/// repacked at init into the kernels' layout (quantized formats: 16 output rows interleaved per
+/// 32-value block, see CKernels/matmul.c). Immutable after init; `apply` may run concurrently from
+/// several threads as long as each call writes its own `y`.
+///
+/// Numerics: for every activation row and output, the result is computed by one fixed sequence of
+/// operations (block by block, in order), so it is bit-identical whatever the number of rows in the
+/// call, the row's position, and the thread count or split.
+public final class LinearWeights: @unchecked Sendable {
+    public let format: WeightFormat
+    public let outFeatures: Int
+    public let inFeatures: Int
+    /// Bytes held in the packed layout.
+    public let packedByteCount: Int
+    let packed: UnsafeMutableRawPointer
+
+    /// Copies and repacks `bytes` (the raw ggml tensor data); keeps no reference to `bytes`.
+    /// Throws `KernelError` when the shape is empty, a quantized row is not whole blocks, or the byte
+    /// count does not match the format and shape.
+    public init(format: WeightFormat, outFeatures: Int, inFeatures: Int, bytes: UnsafeRawBufferPointer) throws {
+        guard outFeatures >= 1, inFeatures >= 1 else {
+            throw KernelError.emptyShape(outFeatures: outFeatures, inFeatures: inFeatures)
+        }
+        guard inFeatures % format.blockSize == 0 else {
+            throw KernelError.inFeaturesNotMultipleOfBlock(format: format, inFeatures: inFeatures, blockSize: format.blockSize)
+        }
+        let expected = format.rawByteCount(outFeatures: outFeatures, inFeatures: inFeatures)
+        guard bytes.count == expected, let base = bytes.baseAddress else {
+            throw KernelError.byteCountMismatch(format: format, outFeatures: outFeatures, inFeatures: inFeatures,
+                                                expected: expected, found: bytes.count)
+        }
+        self.format = format
+        self.outFeatures = outFeatures
+        self.inFeatures = inFeatures
+        packedByteCount = ck_packed_size(format.ck, Int64(outFeatures), Int64(inFeatures))
+        packed = UnsafeMutableRawPointer.allocate(byteCount: max(packedByteCount, 64), alignment: 64)
+        ck_pack(format.ck, base, Int64(outFeatures), Int64(inFeatures), packed)
+    }
+
+    deinit { packed.deallocate() }
+
+    /// Dequantizes output row `r` into `dst[0..<inFeatures]`, exactly as the scalar ggml dequantization
+    /// (q4_0: (q - 8) * d, q4_1: q * d + m, q8_0: q * d, f16: exact widening).
+    public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
+        precondition(r >= 0 && r < outFeatures, "dequantizeRow: row \(r) out of 0..<\(outFeatures)")
+        ck_dequant_row(format.ck, packed, Int64(outFeatures), Int64(inFeatures), Int64(r), dst)
+    }
+
+    /// y[row * ldy + o] = x[row] · W[o] for all rows of `x` and all outputs o, split over the pool's
+    /// threads by output features. `x` must have been quantized with inFeatures == self.inFeatures.
+    public func apply(_ x: QuantizedActivations, into y: UnsafeMutablePointer<Float>, ldy: Int, pool: ThreadPool) {
+        apply(x, outputs: 0..<outFeatures, into: y, ldy: ldy, pool: pool)
+    }
+
+    /// Only outputs in `outputs`: y[row * ldy + (o - outputs.lowerBound)] = x[row] · W[o]
+    /// (e.g. logits of a vocabulary slice). ldy >= outputs.count.
+    public func apply(_ x: QuantizedActivations, outputs: Range<Int>, into y: UnsafeMutablePointer<Float>, ldy: Int, pool: ThreadPool) {
+        precondition(x.inFeatures == inFeatures, "apply: activations have \(x.inFeatures) features, weights \(inFeatures)")
+        precondition(format.blockSize == 1 || x.hasBlocks, "apply: activations were not block-quantized")
+        precondition(outputs.lowerBound >= 0 && outputs.upperBound <= outFeatures && ldy >= outputs.count)
+        if x.rows == 0 || outputs.isEmpty { return }
+        let lo = outputs.lowerBound, hi = outputs.upperBound
+        let firstGroup = lo / 16, groups = (hi + 15) / 16 - firstGroup
+        if pool.threadCount == 1 || groups == 1 {
+            ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(lo), Int64(hi), y, Int64(ldy))
+            return
+        }
+        pool.run { t, n in
+            let g0 = firstGroup + t * groups / n, g1 = firstGroup + (t + 1) * groups / n
+            let a = max(lo, g0 * 16), b = min(hi, g1 * 16)
+            if a < b {
+                ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(a), Int64(b),
+                          y + (a - lo), Int64(ldy))
+            }
+        }
+    }
+
+    /// Scalar reference for one (row, output) pair with exactly the kernel's arithmetic (for tests):
+    /// the SIMD kernel must match it bit for bit.
+    public func referenceDot(_ x: QuantizedActivations, row: Int, output o: Int) -> Float {
+        precondition(row < x.rows && o < outFeatures && x.inFeatures == inFeatures)
+        switch format {
+        case .f32, .f16:
+            let w = UnsafeMutablePointer<Float>.allocate(capacity: inFeatures)
+            defer { w.deallocate() }
+            dequantizeRow(o, into: w)
+            let xr = x.acts.pointee.x! + row * Int(x.acts.pointee.ldx)
+            return ck_dot_reference(xr, w, Int64(inFeatures))
+        default:
+            return ck_matmul_ref1(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(row), Int64(o))
+        }
+    }
+}

@@ -1,0 +1,42 @@
+import GGUF
+
+/// Everything that can be wrong with a model file or a request to the forward pass.
+public enum ModelError: Error, CustomStringConvertible, Equatable {
+    case unsupportedArchitecture(String)
+    case missingHyperparameter(key: String)
+    case invalidHyperparameter(key: String, value: String, reason: String)
+    case unsupportedTensorType(tensor: String, type: String)
+    case tensorShapeMismatch(tensor: String, expected: [Int], found: [Int])
+    case contextOverflow(slot: Int, needed: Int, capacity: Int)
+    case tooManyRows(requested: Int, maximum: Int)
+    case invalidSlot(Int, slotCount: Int)
+    case invalidToken(Int32, vocabularySize: Int)
+    case invalidParent(row: Int, parent: Int)
+
+    public var description: String {
+        switch self {
+        case .unsupportedArchitecture(let a):
+            return "model architecture '\(a)' is not supported; supported: \(ModelConfig.supportedArchitectures.joined(separator: ", "))"
+        case .missingHyperparameter(let key):
+            return "required metadata key '\(key)' is missing from the model file; it is not a complete llama-family GGUF"
+        case .invalidHyperparameter(let key, let value, let reason):
+            return "metadata key '\(key)' = \(value) is invalid: \(reason)"
+        case .unsupportedTensorType(let tensor, let type):
+            return "tensor '\(tensor)' has type \(type); supported types are "
+                + GGMLType.supportedForCompute.map(\.name).joined(separator: ", ")
+                + "; re-quantize the model to one of them (llama-quantize)"
+        case .tensorShapeMismatch(let tensor, let expected, let found):
+            return "tensor '\(tensor)' has shape \(found) but the model's hyperparameters need \(expected); the file is inconsistent"
+        case .contextOverflow(let slot, let needed, let capacity):
+            return "sequence slot \(slot) needs \(needed) positions but its context holds \(capacity); shorten the prompt or raise the context size"
+        case .tooManyRows(let requested, let maximum):
+            return "a step of \(requested) rows exceeds the maximum of \(maximum) rows per step; split it into chunks"
+        case .invalidSlot(let slot, let count):
+            return "sequence slot \(slot) does not exist (the cache has \(count) slots)"
+        case .invalidToken(let token, let vocab):
+            return "token id \(token) is outside the vocabulary (0..<\(vocab))"
+        case .invalidParent(let row, let parent):
+            return "row \(row) names parent row \(parent), which is not an earlier row of the same sequence"
+        }
+    }
+}

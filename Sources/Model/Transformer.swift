@@ -1,0 +1,320 @@
+import Foundation
+import GGUF
+import Kernels
+
+/// A llama-family transformer loaded from a GGUF file, with its forward pass over packed rows.
+///
+/// One forward pass serves prefill (chains), plain decoding (one row per sequence), draft-tree
+/// verification (trees) and continuous batching (rows of many slots): every weight matrix is
+/// applied once per step to all rows. Each row's result is bit-identical whatever else is in the
+/// batch (the kernels split work over output features only, and attention reduces over positions
+/// in position order), so batching and speculation never change greedy output.
+///
+/// Not thread-safe: one step at a time (the engine thread). Scratch buffers are allocated once,
+/// for `maxStepRows` rows, so a step allocates nothing.
+public final class Transformer {
+    public let config: ModelConfig
+    public let maxStepRows: Int
+    public let maxLogitRows: Int
+    /// Weight bytes the kernels read per step (for bandwidth reports).
+    public let weightBytes: Int
+    public let pool: ThreadPool
+
+    // MARK: - Weights
+
+    struct Layer {
+        var attentionNorm: [Float]
+        var qkv: [LinearWeights]         // fused [q; k; v] when the formats agree, else three
+        var output: LinearWeights
+        var ffnNorm: [Float]
+        var gateUp: [LinearWeights]      // fused [gate; up] when the formats agree, else two
+        var down: LinearWeights
+    }
+
+    let embedding: LinearWeights         // [vocab x embedding]; also the output head when tied
+    let outputHead: LinearWeights
+    let outputNorm: [Float]
+    let layers: [Layer]
+
+    // MARK: - Scratch (sized for maxStepRows)
+
+    let hidden: UnsafeMutablePointer<Float>       // [rows x E] residual stream
+    let normed: UnsafeMutablePointer<Float>       // [rows x E]
+    let qkvOut: UnsafeMutablePointer<Float>       // [rows x (E + 2 KV)]
+    let attention: UnsafeMutablePointer<Float>    // [rows x E]
+    let gateUpOut: UnsafeMutablePointer<Float>    // [rows x 2F]
+    let ffnHidden: UnsafeMutablePointer<Float>    // [rows x F]
+    let projected: UnsafeMutablePointer<Float>    // [rows x E]
+    let scores: UnsafeMutablePointer<Float>       // [threads x (capacity + maxStepRows)]
+    let ancestors: UnsafeMutablePointer<Int32>    // [threads x maxStepRows]
+    let logitHidden: UnsafeMutablePointer<Float>  // [maxLogitRows x E]
+    /// Logits of the rows that asked for them, in row order: `[logitRowCount x vocabularySize]`.
+    /// Valid until the next forward call.
+    public let logits: UnsafeMutablePointer<Float>
+    let activations: QuantizedActivations
+    let scoreStride: Int
+    /// The longest sequence (cached positions plus step rows) attention is sized for.
+    public let maxContext: Int
+
+    /// Loads weights from `file` (copied and repacked for the kernels; the file may be closed after).
+    /// - Parameters:
+    ///   - maxStepRows: most rows one forward call takes (prefill chunk plus draft rows).
+    ///   - maxContext: the longest sequence (cached positions plus step rows) attention will see.
+    public init(file: GGUFFile, threads: Int, maxStepRows: Int = 512, maxLogitRows: Int = 256, maxContext: Int = 8192) throws {
+        let config = try ModelConfig(file: file)
+        self.config = config
+        self.maxStepRows = maxStepRows
+        self.maxLogitRows = min(maxLogitRows, maxStepRows)
+        self.maxContext = maxContext
+        pool = ThreadPool(threads: max(1, threads))
+        let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
+        var bytes = 0
+
+        func tensor(_ name: String, _ shape: [Int]) throws -> TensorInfo {
+            let t = try file.requireTensor(name)
+            guard t.dimensions == shape else { throw ModelError.tensorShapeMismatch(tensor: name, expected: shape, found: t.dimensions) }
+            return t
+        }
+        func format(_ t: TensorInfo) throws -> WeightFormat {
+            switch t.type {
+            case .f32: return .f32
+            case .f16: return .f16
+            case .q4_0: return .q4_0
+            case .q4_1: return .q4_1
+            case .q8_0: return .q8_0
+            default: throw ModelError.unsupportedTensorType(tensor: t.name, type: t.type.name)
+            }
+        }
+        func vector(_ name: String, _ count: Int) throws -> [Float] {
+            let t = try tensor(name, [count])
+            guard t.type == .f32 else { throw ModelError.unsupportedTensorType(tensor: name, type: t.type.name + " (norm weights must be F32)") }
+            return Array(file.bytes(of: t).bindMemory(to: Float.self))
+        }
+        /// One matrix, or several with the same input fused into one (rows concatenated) when
+        /// their formats agree, so one kernel call (one thread sync) serves all of them.
+        func matrices(_ names: [String], _ outs: [Int], inFeatures: Int) throws -> [LinearWeights] {
+            let infos = try zip(names, outs).map { try tensor($0, [inFeatures, $1]) }
+            let formats = try infos.map(format)
+            bytes += infos.reduce(0) { $0 + $1.byteCount }
+            if Set(formats).count == 1 {
+                var joined = [UInt8]()
+                joined.reserveCapacity(infos.reduce(0) { $0 + $1.byteCount })
+                for t in infos { joined += file.bytes(of: t) }
+                return [try joined.withUnsafeBytes {
+                    try LinearWeights(format: formats[0], outFeatures: outs.reduce(0, +), inFeatures: inFeatures, bytes: $0)
+                }]
+            }
+            return try zip(infos, formats).map { t, fmt in
+                try LinearWeights(format: fmt, outFeatures: t.dimensions[1], inFeatures: inFeatures, bytes: file.bytes(of: t))
+            }
+        }
+
+        let embd = try tensor("token_embd.weight", [e, config.vocabularySize])
+        embedding = try LinearWeights(format: format(embd), outFeatures: config.vocabularySize, inFeatures: e, bytes: file.bytes(of: embd))
+        if file.tensor(named: "output.weight") != nil {
+            outputHead = try matrices(["output.weight"], [config.vocabularySize], inFeatures: e)[0]
+        } else {
+            outputHead = embedding
+            bytes += embd.byteCount
+        }
+        outputNorm = try vector("output_norm.weight", e)
+        var layers: [Layer] = []
+        for i in 0..<config.layerCount {
+            let p = "blk.\(i)."
+            layers.append(Layer(
+                attentionNorm: try vector(p + "attn_norm.weight", e),
+                qkv: try matrices([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], [e, kv, kv], inFeatures: e),
+                output: try matrices([p + "attn_output.weight"], [e], inFeatures: e)[0],
+                ffnNorm: try vector(p + "ffn_norm.weight", e),
+                gateUp: try matrices([p + "ffn_gate.weight", p + "ffn_up.weight"], [f, f], inFeatures: e),
+                down: try matrices([p + "ffn_down.weight"], [e], inFeatures: f)[0]))
+        }
+        self.layers = layers
+        weightBytes = bytes
+
+        let r = maxStepRows
+        func buffer(_ n: Int) -> UnsafeMutablePointer<Float> {
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: n)
+            p.initialize(repeating: 0, count: n)
+            return p
+        }
+        hidden = buffer(r * e)
+        normed = buffer(r * e)
+        qkvOut = buffer(r * (e + 2 * kv))
+        attention = buffer(r * e)
+        gateUpOut = buffer(r * 2 * f)
+        ffnHidden = buffer(r * f)
+        projected = buffer(r * e)
+        scoreStride = maxContext + maxStepRows
+        scores = buffer(pool.threadCount * scoreStride)
+        ancestors = .allocate(capacity: pool.threadCount * maxStepRows)
+        logitHidden = buffer(self.maxLogitRows * e)
+        logits = buffer(self.maxLogitRows * config.vocabularySize)
+        activations = QuantizedActivations(maxRows: r, maxInFeatures: max(e, f))
+    }
+
+    deinit {
+        for p in [hidden, normed, qkvOut, attention, gateUpOut, ffnHidden, projected, scores, logitHidden, logits] { p.deallocate() }
+        ancestors.deallocate()
+    }
+
+    /// A KV cache shaped for this model.
+    public func makeCache(slots: Int, capacity: Int) -> KVCache {
+        KVCache(slotCount: slots, capacity: min(capacity, maxContext), layerCount: config.layerCount,
+                kvDimension: config.kvDimension, maxStepRows: maxStepRows)
+    }
+
+    // MARK: - Forward
+
+    /// Runs one step over `rows` and writes the logits of the rows with `wantsLogits` to `logits`,
+    /// in row order. Returns how many logit rows were written. The rows' keys and values stay in
+    /// the cache's step area until committed with `KVCache.commit`.
+    @discardableResult
+    public func forward(_ rows: [BatchRow], cache: KVCache) throws -> Int {
+        try validate(rows, cache: cache)
+        let n = rows.count
+        let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
+        let qkvWidth = e + 2 * kv
+
+        for (i, row) in rows.enumerated() {
+            embedding.dequantizeRow(Int(row.token), into: hidden + i * e)
+        }
+        for (layerIndex, layer) in layers.enumerated() {
+            // Attention block.
+            layer.attentionNorm.withUnsafeBufferPointer { w in
+                for i in 0..<n { Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e) }
+            }
+            activations.quantize(normed, rows: n, inFeatures: e, pool: pool)
+            apply(layer.qkv, into: qkvOut, ldy: qkvWidth)
+            for (i, row) in rows.enumerated() {
+                let q = qkvOut + i * qkvWidth
+                Ops.rope(q, heads: config.headCount, headDim: config.headDimension, position: row.position, theta: config.ropeTheta)
+                Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, position: row.position, theta: config.ropeTheta)
+                cache.stepKey(layer: layerIndex, row: i).update(from: q + e, count: kv)
+                cache.stepValue(layer: layerIndex, row: i).update(from: q + e + kv, count: kv)
+            }
+            attend(rows, layer: layerIndex, cache: cache)
+            activations.quantize(attention, rows: n, inFeatures: e, pool: pool)
+            layer.output.apply(activations, into: projected, ldy: e, pool: pool)
+            for i in 0..<(n * e) { hidden[i] += projected[i] }
+
+            // Feed-forward block.
+            layer.ffnNorm.withUnsafeBufferPointer { w in
+                for i in 0..<n { Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e) }
+            }
+            activations.quantize(normed, rows: n, inFeatures: e, pool: pool)
+            apply(layer.gateUp, into: gateUpOut, ldy: 2 * f)
+            for i in 0..<n {
+                let g = gateUpOut + i * 2 * f
+                Ops.siluMul(g, g + f, count: f)
+                (ffnHidden + i * f).update(from: g, count: f)
+            }
+            activations.quantize(ffnHidden, rows: n, inFeatures: f, pool: pool)
+            layer.down.apply(activations, into: projected, ldy: e, pool: pool)
+            for i in 0..<(n * e) { hidden[i] += projected[i] }
+        }
+
+        // Output head, only for the rows that asked.
+        var m = 0
+        outputNorm.withUnsafeBufferPointer { w in
+            for (i, row) in rows.enumerated() where row.wantsLogits {
+                Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: logitHidden + m * e)
+                m += 1
+            }
+        }
+        if m > 0 {
+            activations.quantize(logitHidden, rows: m, inFeatures: e, pool: pool)
+            outputHead.apply(activations, into: logits, ldy: config.vocabularySize, pool: pool)
+        }
+        return m
+    }
+
+    /// Applies one fused matrix, or several side by side into the same output rows.
+    @inline(__always) private func apply(_ matrices: [LinearWeights], into y: UnsafeMutablePointer<Float>, ldy: Int) {
+        var column = 0
+        for w in matrices {
+            w.apply(activations, into: y + column, ldy: ldy, pool: pool)
+            column += w.outFeatures
+        }
+    }
+
+    private func validate(_ rows: [BatchRow], cache: KVCache) throws {
+        guard !rows.isEmpty else { return }
+        guard rows.count <= maxStepRows && rows.count <= cache.maxStepRows else {
+            throw ModelError.tooManyRows(requested: rows.count, maximum: min(maxStepRows, cache.maxStepRows))
+        }
+        let logitRows = rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
+        guard logitRows <= maxLogitRows else { throw ModelError.tooManyRows(requested: logitRows, maximum: maxLogitRows) }
+        for (i, row) in rows.enumerated() {
+            guard row.slot >= 0 && row.slot < cache.slotCount else { throw ModelError.invalidSlot(row.slot, slotCount: cache.slotCount) }
+            guard row.token >= 0 && Int(row.token) < config.vocabularySize else {
+                throw ModelError.invalidToken(row.token, vocabularySize: config.vocabularySize)
+            }
+            if row.parent >= 0 {
+                guard row.parent < i, rows[row.parent].slot == row.slot, rows[row.parent].position == row.position - 1 else {
+                    throw ModelError.invalidParent(row: i, parent: row.parent)
+                }
+            } else {
+                guard row.position == cache.lengths[row.slot] else { throw ModelError.invalidParent(row: i, parent: row.parent) }
+            }
+            guard row.position < cache.capacity else {
+                throw ModelError.contextOverflow(slot: row.slot, needed: row.position + 1, capacity: cache.capacity)
+            }
+        }
+    }
+
+    // MARK: - Attention
+
+    /// Causal attention of every row over its slot's cached positions and its ancestors.
+    /// Work is split over (row, head) pairs; each pair is computed by one thread, reducing over
+    /// positions in increasing order, so a row's result does not depend on the batch.
+    private func attend(_ rows: [BatchRow], layer: Int, cache: KVCache) {
+        let headDim = config.headDimension, e = config.embeddingLength, kv = config.kvDimension
+        let qkvWidth = e + 2 * kv
+        let heads = config.headCount, group = config.groupSize
+        let scale = 1 / Float(headDim).squareRoot()
+        let work = rows.count * heads
+        rows.withUnsafeBufferPointer { rowsBuffer in
+            pool.run { thread, threadCount in
+                let s = self.scores + thread * self.scoreStride
+                let chain = self.ancestors + thread * self.maxStepRows
+                var lastRow = -1
+                var chainLength = 0
+                var item = thread
+                while item < work {
+                    let r = item / heads, h = item % heads
+                    let row = rowsBuffer[r]
+                    if r != lastRow {
+                        // Ancestors root first, then the row itself.
+                        chainLength = 0
+                        var a = r
+                        while a >= 0 { chain[chainLength] = Int32(a); chainLength += 1; a = rowsBuffer[a].parent }
+                        var lo = 0, hi = chainLength - 1
+                        while lo < hi { let t = chain[lo]; chain[lo] = chain[hi]; chain[hi] = t; lo += 1; hi -= 1 }
+                        lastRow = r
+                    }
+                    let q = self.qkvOut + r * qkvWidth + h * headDim
+                    let kvOffset = (h / group) * headDim
+                    let cached = cache.lengths[row.slot]
+                    let total = cached + chainLength
+                    for j in 0..<cached {
+                        s[j] = Ops.dot(q, cache.cachedKey(slot: row.slot, layer: layer, position: j) + kvOffset, count: headDim) * scale
+                    }
+                    for c in 0..<chainLength {
+                        s[cached + c] = Ops.dot(q, cache.stepKey(layer: layer, row: Int(chain[c])) + kvOffset, count: headDim) * scale
+                    }
+                    Ops.softmax(s, count: total)
+                    let out = self.attention + r * e + h * headDim
+                    out.initialize(repeating: 0, count: headDim)
+                    for j in 0..<cached {
+                        Ops.axpy(s[j], cache.cachedValue(slot: row.slot, layer: layer, position: j) + kvOffset, out, count: headDim)
+                    }
+                    for c in 0..<chainLength {
+                        Ops.axpy(s[cached + c], cache.stepValue(layer: layer, row: Int(chain[c])) + kvOffset, out, count: headDim)
+                    }
+                    item += threadCount
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+import Engine
+import Foundation
+import Model
+
+/// Carries one request's engine events (from every choice) to the connection thread.
+///
+/// The engine pushes without blocking; the connection thread pops, waiting as needed.
+final class EventQueue: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var events: [(choice: Int, event: TokenEvent)] = []
+
+    func push(_ choice: Int, _ event: TokenEvent) {
+        condition.lock()
+        events.append((choice, event))
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Next event, or nil after `timeout` seconds without one.
+    func pop(timeout: Double) -> (choice: Int, event: TokenEvent)? {
+        condition.lock()
+        defer { condition.unlock() }
+        let deadline = Date().addingTimeInterval(timeout)
+        while events.isEmpty {
+            if !condition.wait(until: deadline) { return nil }
+        }
+        return events.removeFirst()
+    }
+}
+
+/// Per-choice text assembly: incremental detokenization, stop strings, log-probabilities.
+struct ChoiceState {
+    var decoder: Tokenizer.StreamingDecoder
+    var stop: StopMatcher
+    var text = ""
+    var tokens: [GeneratedToken] = []
+    var completionTokens = 0
+    var promptTokens = 0
+    var finish: FinishReason?
+    var failed: EngineError?
+    var handle: RequestHandle?
+
+    init(tokenizer: Tokenizer, stops: [String]) {
+        decoder = Tokenizer.StreamingDecoder(tokenizer: tokenizer, skipSpecial: true)
+        stop = StopMatcher(stops: stops)
+    }
+
+    var isDone: Bool { finish != nil || failed != nil }
+
+    /// Takes one engine event; returns the new text to emit for it.
+    mutating func take(_ event: TokenEvent, stopTokens: Set<Int32>) -> String {
+        switch event {
+        case .started(let n):
+            promptTokens = n
+            return ""
+        case .token(let t):
+            guard finish == nil else { return "" }
+            completionTokens += 1
+            tokens.append(t)
+            if stopTokens.contains(t.id) { return "" }
+            let (piece, stopped) = stop.append(decoder.append(t.id))
+            text += piece
+            if stopped { finish = .stop }
+            return piece
+        case .finished(let reason, let prompt, let completion):
+            promptTokens = prompt
+            guard finish == nil else { return "" }  // already ended by a stop string
+            finish = reason
+            completionTokens = completion
+            let rest = stop.append(decoder.finish())
+            var tail = rest.text
+            if rest.stopped { finish = .stop } else { tail += stop.finish() }
+            text += tail
+            return tail
+        case .failed(let e):
+            failed = e
+            return ""
+        }
+    }
+}

@@ -1,0 +1,63 @@
+import Engine
+import Foundation
+import Prometheus
+
+/// The server's Prometheus metrics (GET /metrics), through swift-prometheus.
+///
+/// Thread-safe: the registry's metrics are atomic; label sets are created under a lock.
+public final class ServerMetrics: @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private let lock = NSLock()
+    private var requestCounters: [String: Counter] = [:]
+    let promptTokens: Counter
+    let completionTokens: Counter
+    let timeToFirstToken: DurationHistogram
+    let requestDuration: DurationHistogram
+    let running: Gauge
+    let waiting: Gauge
+    let tokensPerSecond: Gauge
+    let steps: Gauge
+    let rows: Gauge
+    let stepSeconds: Gauge
+
+    public init() {
+        let latencyBuckets: [Duration] = [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+                                          .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
+        promptTokens = registry.makeCounter(name: "castserve_prompt_tokens_total", help: "Prompt tokens processed.")
+        completionTokens = registry.makeCounter(name: "castserve_completion_tokens_total", help: "Completion tokens generated.")
+        timeToFirstToken = registry.makeDurationHistogram(name: "castserve_time_to_first_token_seconds", buckets: latencyBuckets,
+                                                          help: "Time from request arrival to the first generated token.")
+        requestDuration = registry.makeDurationHistogram(name: "castserve_request_duration_seconds", buckets: latencyBuckets,
+                                                         help: "Time from request arrival to the last byte of the response.")
+        running = registry.makeGauge(name: "castserve_requests_running", help: "Sequences being generated.")
+        waiting = registry.makeGauge(name: "castserve_requests_waiting", help: "Requests queued for a sequence slot.")
+        tokensPerSecond = registry.makeGauge(name: "castserve_tokens_per_second", help: "Completion tokens per second over the last 5 seconds.")
+        steps = registry.makeGauge(name: "castserve_engine_steps_total", help: "Forward steps run by the engine.")
+        rows = registry.makeGauge(name: "castserve_engine_rows_total", help: "Rows processed by forward steps.")
+        stepSeconds = registry.makeGauge(name: "castserve_engine_step_seconds_total", help: "Wall time spent in forward steps.")
+    }
+
+    /// Counts one answered request by route and status.
+    func countRequest(route: String, status: Int) {
+        let key = "\(route)|\(status)"
+        lock.lock()
+        let counter = requestCounters[key] ?? registry.makeCounter(
+            name: "castserve_requests_total", labels: [("route", route), ("status", String(status))], help: "HTTP requests answered.")
+        requestCounters[key] = counter
+        lock.unlock()
+        counter.increment()
+    }
+
+    /// The Prometheus text exposition, with the engine's live figures.
+    func render(engine: EngineSnapshot?) -> String {
+        if let e = engine {
+            running.set(Double(e.running))
+            waiting.set(Double(e.waiting))
+            tokensPerSecond.set(e.recentTokensPerSecond)
+            steps.set(Double(e.stepsTotal))
+            rows.set(Double(e.rowsTotal))
+            stepSeconds.set(e.stepSecondsTotal)
+        }
+        return registry.emitToString()
+    }
+}

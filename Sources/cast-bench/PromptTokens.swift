@@ -1,0 +1,11 @@
+import Model
+
+extension PromptFormatter {
+    /// Prompt tokens of a bench row: chat rows through the chat template, plain rows as text.
+    func tokens(for prompt: BenchPrompt) throws -> [Int32] {
+        if let messages = prompt.messages {
+            return try chatTokens(messages.map { ChatMessage(role: $0.role, content: $0.content) })
+        }
+        return completionTokens(prompt.prompt ?? "")
+    }
+}

@@ -1,0 +1,203 @@
+import Foundation
+import Model
+
+/// One point of the step-cost curve: the median wall time of a forward step of `rows` new rows
+/// spread over `sequences` sequences, each with `context` cached positions, logits for every row
+/// (as in draft verification).
+struct CostPoint: Codable {
+    var rows: Int
+    var sequences: Int
+    var context: Int
+    var ms: Double
+}
+
+/// A llama-bench style figure: mean and standard deviation over repetitions.
+struct Throughput: Codable {
+    var test: String
+    var tokensPerSecond: Double
+    var stddev: Double
+
+    enum CodingKeys: String, CodingKey {
+        case test
+        case tokensPerSecond = "tok_s"
+        case stddev
+    }
+}
+
+/// Per-category single-stream figures over the bench prompts.
+struct CategoryFigures: Codable {
+    var category: String
+    var prompts: Int
+    var promptTokens: Int
+    var completionTokens: Int
+    var prefillTokS: Double
+    var decodeTokS: Double
+    var e2eTokS: Double
+
+    enum CodingKeys: String, CodingKey {
+        case category, prompts
+        case promptTokens = "prompt_tokens"
+        case completionTokens = "completion_tokens"
+        case prefillTokS = "prefill_tok_s"
+        case decodeTokS = "decode_tok_s"
+        case e2eTokS = "e2e_tok_s"
+    }
+}
+
+/// Everything `cast-bench run` measures.
+struct SingleStreamReport: Codable {
+    var machine: MachineInfo
+    var model: String
+    var modelBytes: Int
+    var weightBytesPerStep: Int
+    var threads: Int
+    var prefillTokS: Double
+    var decodeTokS: Double
+    var e2eTokS: Double
+    var decodeBandwidthGBs: Double
+    var categories: [CategoryFigures]
+    var synthetic: [Throughput]
+    var costCurve: [CostPoint]
+
+    enum CodingKeys: String, CodingKey {
+        case machine, model, threads, synthetic, categories
+        case modelBytes = "model_bytes"
+        case weightBytesPerStep = "weight_bytes_per_step"
+        case prefillTokS = "prefill_tok_s"
+        case decodeTokS = "decode_tok_s"
+        case e2eTokS = "e2e_tok_s"
+        case decodeBandwidthGBs = "decode_bandwidth_gb_s"
+        case costCurve = "cost_curve"
+    }
+}
+
+/// Measures single-stream generation and the step-cost curve of a loaded model.
+struct SingleStreamBench {
+    let model: Transformer
+    let prompts: [BenchPrompt]
+    let formatter: PromptFormatter
+    let log: (String) -> Void
+
+    /// Greedy single-stream generation of every bench prompt (each up to its max_tokens; an
+    /// end-of-turn token ends it early, as in the server).
+    func runPrompts() throws -> (total: CategoryFigures, categories: [CategoryFigures]) {
+        let generator = Generator(model: model, contextLength: 4096)
+        var byCategory: [String: [GenerationStats]] = [:]
+        var order: [String] = []
+        for (i, prompt) in prompts.enumerated() {
+            let tokens = try formatter.tokens(for: prompt)
+            let stats = try generator.generate(prompt: tokens, maxTokens: prompt.maxTokens, stopTokens: formatter.stopTokens,
+                                               next: { argmax($0, count: $1) }, onToken: { _ in true })
+            if byCategory[prompt.category] == nil { order.append(prompt.category) }
+            byCategory[prompt.category, default: []].append(stats)
+            log(String(format: "[%2d/%d] %-14@ prompt %4d tok  completion %4d tok  prefill %7.1f tok/s  decode %6.1f tok/s",
+                       i + 1, prompts.count, prompt.id as NSString, stats.promptTokens, stats.completionTokens,
+                       Double(stats.promptTokens) / stats.prefillSeconds,
+                       Double(max(stats.completionTokens - 1, 0)) / max(stats.decodeSeconds, 1e-9)))
+        }
+        let categories = order.map { figures($0, byCategory[$0]!) }
+        return (figures("total", byCategory.values.flatMap { $0 }), categories)
+    }
+
+    private func figures(_ name: String, _ runs: [GenerationStats]) -> CategoryFigures {
+        let promptTokens = runs.reduce(0) { $0 + $1.promptTokens }
+        let completion = runs.reduce(0) { $0 + $1.completionTokens }
+        // The first completion token comes from the prefill's logits; decode steps make the rest.
+        let decodeSteps = runs.reduce(0) { $0 + max($1.completionTokens - 1, 0) }
+        let prefill = runs.reduce(0) { $0 + $1.prefillSeconds }
+        let decode = runs.reduce(0) { $0 + $1.decodeSeconds }
+        return CategoryFigures(category: name, prompts: runs.count, promptTokens: promptTokens, completionTokens: completion,
+                               prefillTokS: Double(promptTokens) / prefill, decodeTokS: Double(decodeSteps) / decode,
+                               e2eTokS: Double(completion) / (prefill + decode))
+    }
+
+    /// llama-bench's pp512 (one 512-token prefill) and tg128 (128 decode steps from an empty
+    /// context), `repetitions` times each after a warm-up.
+    func runSynthetic(repetitions: Int) throws -> [Throughput] {
+        let cache = model.makeCache(slots: 1, capacity: 1024)
+        let prompt = (0..<512).map { Int32(100 + ($0 * 7919) % 40000) }
+        let clock = ContinuousClock()
+        func pp() throws -> Double {
+            cache.reset(slot: 0)
+            let t = clock.now
+            var start = 0
+            while start < prompt.count {
+                let end = min(start + model.maxStepRows, prompt.count)
+                try model.forward(BatchRow.chain(slot: 0, tokens: prompt[start..<end], startPosition: start), cache: cache)
+                try cache.commit(slot: 0, rows: 0..<(end - start))
+                start = end
+            }
+            return 512 / (clock.now - t).seconds
+        }
+        func tg() throws -> Double {
+            cache.reset(slot: 0)
+            var row = [BatchRow(slot: 0, token: 1, position: 0)]
+            let t = clock.now
+            for _ in 0..<128 {
+                try model.forward(row, cache: cache)
+                try cache.commit(slot: 0, rows: CollectionOfOne(0))
+                row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
+            }
+            return 128 / (clock.now - t).seconds
+        }
+        _ = try pp()
+        _ = try tg()
+        return [try measure("pp512", repetitions, pp), try measure("tg128", repetitions, tg)]
+    }
+
+    private func measure(_ name: String, _ n: Int, _ body: () throws -> Double) throws -> Throughput {
+        let xs = try (0..<n).map { _ in try body() }
+        let mean = xs.reduce(0, +) / Double(n)
+        let sd = n > 1 ? (xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(n - 1)).squareRoot() : 0
+        log(String(format: "%@: %.1f ± %.1f tok/s", name, mean, sd))
+        return Throughput(test: name, tokensPerSecond: mean, stddev: sd)
+    }
+
+    /// The step-cost curve T(R, C): R in 1, 2, 4, ..., maxRows, rows as one sequence's chain and
+    /// spread over up to `maxSequences` sequences, at each context size.
+    func runCostCurve(maxRows: Int, contexts: [Int], maxSequences: Int) throws -> [CostPoint] {
+        var points: [CostPoint] = []
+        let cache = model.makeCache(slots: maxSequences, capacity: (contexts.max() ?? 0) + maxRows + 1)
+        let clock = ContinuousClock()
+        for context in contexts {
+            // Fill every slot with `context` positions once; steps below never commit.
+            for slot in 0..<maxSequences {
+                cache.reset(slot: slot)
+                var start = 0
+                while start < context {
+                    let end = min(start + model.maxStepRows, context)
+                    let tokens = (start..<end).map { Int32(100 + (($0 + slot * 31) * 7919) % 40000) }
+                    try model.forward(BatchRow.chain(slot: slot, tokens: tokens, startPosition: start), cache: cache)
+                    try cache.commit(slot: slot, rows: 0..<tokens.count)
+                    start = end
+                }
+            }
+            var r = 1
+            while r <= maxRows {
+                for sequences in Set([1, min(r, maxSequences)]).sorted() {
+                    var rows: [BatchRow] = []
+                    let perSequence = r / sequences
+                    for s in 0..<sequences {
+                        let count = perSequence + (s < r % sequences ? 1 : 0)
+                        let tokens = (0..<count).map { Int32(200 + ($0 * 131 + s * 17) % 30000) }
+                        rows += BatchRow.chain(slot: s, tokens: tokens, startPosition: context, firstRow: rows.count, allLogits: true)
+                    }
+                    let reps = r <= 16 ? 15 : 7
+                    try model.forward(rows, cache: cache)
+                    var times: [Double] = []
+                    for _ in 0..<reps {
+                        let t = clock.now
+                        try model.forward(rows, cache: cache)
+                        times.append((clock.now - t).seconds * 1000)
+                    }
+                    times.sort()
+                    let point = CostPoint(rows: r, sequences: sequences, context: context, ms: times[times.count / 2])
+                    log(String(format: "T(rows %3d, sequences %2d, context %4d) = %.2f ms", r, sequences, context, point.ms))
+                    points.append(point)
+                }
+                r *= 2
+            }
+        }
+        return points
+    }
+}

@@ -1,0 +1,159 @@
+import Foundation
+import OpenAI
+
+/// The server's configuration: config.json, then `CASTSERVE_*` environment variables, then flags.
+/// Documented key by key in docs/CONFIG.md.
+struct ServerConfig: Equatable {
+    var model = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+    var modelAliases = ["default", "smollm2"]
+    var threads = 0
+    var contextLength = 4096
+    var maxStepRows = 512
+    var chatTemplate: String?
+    var host = "127.0.0.1"
+    var port = 8080
+    var apiKeys: [String] = []
+    var maxConnections = 256
+    var maxHeaderBytes = 65536
+    var maxBodyBytes = 8 * 1024 * 1024
+    var headerTimeoutSeconds = 10.0
+    var idleTimeoutSeconds = 30.0
+    var drainTimeoutSeconds = 30.0
+    var corsAllowedOrigin: String?
+    var maxWaitingRequests = 64
+    var defaultMaxTokens = 256
+
+    /// Threads to use: the configured count, or every core when 0.
+    var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
+
+    /// Loads `path` (missing file allowed only when `required` is false), then applies the
+    /// environment. Throws `ConfigError` naming the key and the fix.
+    static func load(path: String, required: Bool, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> ServerConfig {
+        var config = ServerConfig()
+        if let data = FileManager.default.contents(atPath: path) {
+            let object: Any
+            do {
+                object = try JSONSerialization.jsonObject(with: data)
+            } catch {
+                throw ConfigError.invalidJSON(path: path, reason: (error as NSError).localizedDescription)
+            }
+            guard let dict = object as? [String: Any] else { throw ConfigError.invalidJSON(path: path, reason: "the top level must be an object") }
+            for (key, value) in dict.sorted(by: { $0.key < $1.key }) {
+                try config.set(key, value, source: path)
+            }
+        } else if required {
+            throw ConfigError.fileNotFound(path: path)
+        }
+        for (name, value) in environment where name.hasPrefix("CASTSERVE_") {
+            let key = name.dropFirst("CASTSERVE_".count).lowercased()
+            let parsed: Any
+            if let data = value.data(using: .utf8), let json = try? JSONSerialization.jsonObject(with: data, options: .fragmentsAllowed),
+               !(json is String) || key == "chat_template" {
+                parsed = json
+            } else {
+                parsed = value
+            }
+            try config.set(String(key), parsed, source: "environment variable \(name)")
+        }
+        return config
+    }
+
+    /// Every key config.json accepts.
+    static let knownKeys = ["model", "model_aliases", "threads", "context_length", "max_step_rows", "chat_template", "host", "port",
+                            "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
+                            "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
+                            "default_max_tokens"]
+
+    mutating func set(_ key: String, _ value: Any, source: String) throws {
+        func string() throws -> String {
+            guard let s = value as? String else { throw ConfigError.wrongType(key: key, expected: "a string", source: source) }
+            return s
+        }
+        func optionalString() throws -> String? { value is NSNull ? nil : try string() }
+        func strings() throws -> [String] {
+            if let s = value as? String { return s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            guard let a = value as? [Any], let s = a as? [String] else {
+                throw ConfigError.wrongType(key: key, expected: "a list of strings", source: source)
+            }
+            return s
+        }
+        func int(_ range: ClosedRange<Int>) throws -> Int {
+            var parsed: Int?
+            if let n = value as? NSNumber, !isJSONBool(value), n.doubleValue == n.doubleValue.rounded() { parsed = n.intValue }
+            if let s = value as? String { parsed = Int(s) }
+            guard let i = parsed else { throw ConfigError.wrongType(key: key, expected: "an integer", source: source) }
+            guard range.contains(i) else { throw ConfigError.outOfRange(key: key, value: String(i), allowed: "\(range.lowerBound)...\(range.upperBound)", source: source) }
+            return i
+        }
+        func seconds() throws -> Double {
+            var parsed: Double?
+            if let n = value as? NSNumber, !isJSONBool(value) { parsed = n.doubleValue }
+            if let s = value as? String { parsed = Double(s) }
+            guard let d = parsed else { throw ConfigError.wrongType(key: key, expected: "a number of seconds", source: source) }
+            guard d > 0 && d <= 86400 else { throw ConfigError.outOfRange(key: key, value: String(d), allowed: "more than 0, at most 86400", source: source) }
+            return d
+        }
+        switch key {
+        case "model": model = try string()
+        case "model_aliases": modelAliases = try strings()
+        case "threads": threads = try int(0...256)
+        case "context_length": contextLength = try int(16...1_048_576)
+        case "max_step_rows": maxStepRows = try int(1...8192)
+        case "chat_template": chatTemplate = try optionalString()
+        case "host": host = try string()
+        case "port": port = try int(0...65535)
+        case "api_keys": apiKeys = try strings().filter { !$0.isEmpty }
+        case "max_connections": maxConnections = try int(1...100_000)
+        case "max_header_bytes": maxHeaderBytes = try int(1024...16 * 1024 * 1024)
+        case "max_body_bytes": maxBodyBytes = try int(1024...1024 * 1024 * 1024)
+        case "header_timeout_seconds": headerTimeoutSeconds = try seconds()
+        case "idle_timeout_seconds": idleTimeoutSeconds = try seconds()
+        case "drain_timeout_seconds": drainTimeoutSeconds = try seconds()
+        case "cors_allowed_origin": corsAllowedOrigin = try optionalString()
+        case "max_waiting_requests": maxWaitingRequests = try int(0...100_000)
+        case "default_max_tokens": defaultMaxTokens = try int(1...1_048_576)
+        default:
+            let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
+            throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)
+        }
+    }
+}
+
+/// A configuration mistake, named precisely.
+enum ConfigError: Error, CustomStringConvertible, Equatable {
+    case fileNotFound(path: String)
+    case invalidJSON(path: String, reason: String)
+    case unknownKey(key: String, suggestion: String?, source: String)
+    case wrongType(key: String, expected: String, source: String)
+    case outOfRange(key: String, value: String, allowed: String, source: String)
+
+    var description: String {
+        switch self {
+        case .fileNotFound(let path):
+            return "config file \(path) not found; pass an existing file to --config, or omit it to use ./config.json"
+        case .invalidJSON(let path, let reason):
+            return "config file \(path) is not valid JSON: \(reason)"
+        case .unknownKey(let key, let suggestion, let source):
+            return "unknown configuration key '\(key)' in \(source)" + (suggestion.map { "; did you mean '\($0)'?" } ?? "")
+                + " (all keys: docs/CONFIG.md)"
+        case .wrongType(let key, let expected, let source):
+            return "configuration key '\(key)' in \(source) must be \(expected)"
+        case .outOfRange(let key, let value, let allowed, let source):
+            return "configuration key '\(key)' in \(source) is \(value); allowed: \(allowed)"
+        }
+    }
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+func editDistance(_ a: String, _ b: String) -> Int {
+    let a = Array(a), b = Array(b)
+    var previous = Array(0...b.count)
+    for i in 1...max(a.count, 1) where !a.isEmpty {
+        var current = [i] + Array(repeating: 0, count: b.count)
+        for j in 1...max(b.count, 1) where !b.isEmpty {
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        }
+        previous = current
+    }
+    return a.isEmpty ? b.count : previous[b.count]
+}

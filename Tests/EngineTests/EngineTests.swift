@@ -1,0 +1,126 @@
+import Foundation
+import Testing
+import GGUF
+import Model
+import Engine
+
+/// The engine against its own single-stream reference: batching never changes greedy output.
+@Suite(.serialized) struct EngineTests {
+    static let modelPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("models/SmolLM2-135M-Instruct.Q4_1.gguf").path
+
+    static let model: Result<Transformer, Error> = Result {
+        guard FileManager.default.fileExists(atPath: modelPath) else {
+            throw GGUFError.fileNotFound(path: modelPath)
+        }
+        return try Transformer(file: GGUFFile(path: modelPath), threads: 2, maxStepRows: 256, maxLogitRows: 64, maxContext: 1024)
+    }
+
+    /// Collects one request's events; thread-safe.
+    final class Collector: @unchecked Sendable {
+        private let lock = NSCondition()
+        private(set) var tokens: [Int32] = []
+        private(set) var finish: FinishReason?
+        private(set) var error: EngineError?
+        func handle(_ event: TokenEvent) {
+            lock.lock()
+            switch event {
+            case .token(let t): tokens.append(t.id)
+            case .finished(let reason, _, _): finish = reason
+            case .failed(let e): error = e
+            case .started: break
+            }
+            lock.broadcast()
+            lock.unlock()
+        }
+        func wait(seconds: Double = 120) -> Bool {
+            lock.lock()
+            defer { lock.unlock() }
+            let deadline = Date().addingTimeInterval(seconds)
+            while finish == nil && error == nil { if !lock.wait(until: deadline) { return false } }
+            return true
+        }
+    }
+
+    static let prompts: [[Int32]] = [
+        [504, 3575, 282, 4649, 314],
+        [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198],
+        [23, 24, 25, 26, 27, 28],
+        [504, 2988, 314, 42],
+    ]
+
+    func run(_ engine: Engine, _ prompt: [Int32], maxTokens: Int = 24) throws -> Collector {
+        let c = Collector()
+        try engine.submit(GenerationRequest(promptTokens: prompt, maxTokens: maxTokens, sampling: .greedy, stopTokens: [2]),
+                          onEvent: { c.handle($0) })
+        return c
+    }
+
+    @Test func greedyOutputIsTheSameAloneAndBatched() throws {
+        let model = try Self.model.get()
+        let engine = Engine(model: model, configuration: EngineConfiguration(slots: 4, contextLength: 512, maxWaiting: 16, prefillChunk: 7))
+        defer { engine.shutdown() }
+        var alone: [[Int32]] = []
+        for p in Self.prompts {
+            let c = try run(engine, p)
+            #expect(c.wait())
+            alone.append(c.tokens)
+        }
+        // All at once, plus staggered arrivals while others decode.
+        var together = try Self.prompts.map { try run(engine, $0) }
+        Thread.sleep(forTimeInterval: 0.05)
+        together += try Self.prompts.reversed().map { try run(engine, $0) }
+        for c in together { #expect(c.wait()) }
+        for (i, c) in together.enumerated() {
+            let expected = i < Self.prompts.count ? alone[i] : alone[Self.prompts.count - 1 - (i - Self.prompts.count)]
+            #expect(c.tokens == expected, "request \(i) changed under batching")
+            #expect(c.finish != nil)
+        }
+    }
+
+    @Test func queueBeyondCapacityIsRefusedAndEverythingAdmittedCompletes() throws {
+        let model = try Self.model.get()
+        let engine = Engine(model: model, configuration: EngineConfiguration(slots: 2, contextLength: 256, maxWaiting: 3, prefillChunk: 64))
+        defer { engine.shutdown() }
+        var admitted: [Collector] = []
+        var refused = 0
+        for i in 0..<12 {
+            do { admitted.append(try run(engine, Self.prompts[i % Self.prompts.count], maxTokens: 8)) } catch EngineError.queueFull {
+                refused += 1
+            }
+        }
+        #expect(refused > 0)
+        #expect(admitted.count >= 3)
+        for c in admitted { #expect(c.wait()); #expect(c.tokens.count <= 8) }
+        #expect(engine.snapshot.running == 0)
+    }
+
+    @Test func cancellationFreesTheSlot() throws {
+        let model = try Self.model.get()
+        let engine = Engine(model: model, configuration: EngineConfiguration(slots: 1, contextLength: 256, maxWaiting: 4, prefillChunk: 64))
+        defer { engine.shutdown() }
+        let c = Collector()
+        let handle = try engine.submit(GenerationRequest(promptTokens: Self.prompts[0], maxTokens: 200, sampling: .greedy, stopTokens: []),
+                                       onEvent: { c.handle($0) })
+        Thread.sleep(forTimeInterval: 0.05)
+        engine.cancel(handle)
+        #expect(c.wait())
+        #expect(c.finish == .cancelled)
+        #expect(c.tokens.count < 200)
+        // The single slot is free again.
+        let next = try run(engine, Self.prompts[3], maxTokens: 4)
+        #expect(next.wait())
+        #expect(next.tokens.count == 4)
+    }
+
+    @Test func promptTooLongIsATypedError() throws {
+        let model = try Self.model.get()
+        let engine = Engine(model: model, configuration: EngineConfiguration(slots: 1, contextLength: 64, maxWaiting: 4))
+        defer { engine.shutdown() }
+        #expect(throws: EngineError.promptTooLong(promptTokens: 64, contextLength: 64)) {
+            try engine.submit(GenerationRequest(promptTokens: [Int32](repeating: 5, count: 64), maxTokens: 1, sampling: .greedy, stopTokens: []),
+                              onEvent: { _ in })
+        }
+        #expect(EngineError.promptTooLong(promptTokens: 64, contextLength: 64).description.contains("64"))
+    }
+}

@@ -1,3 +1,0 @@
-import Testing
-import HTTP
-@Test func moduleLinks() { #expect(Bool(true)) }

@@ -1,0 +1,141 @@
+import Testing
+import Kernels
+
+/// Normalised mean squared error allowed between `apply` and an f64 product of the dequantized
+/// weights with the unquantized activations. F32/F16 only see f32 rounding; the block formats see
+/// the int8 quantization of the activations (about 1/254 relative per value).
+enum MatmulTolerance {
+    // NMSE over a whole sweep (all shapes and rows of one format and inFeatures).
+    static let f32NMSE = 1e-10
+    static let f16NMSE = 1e-10
+    static let q4_0NMSE = 5e-4
+    static let q4_1NMSE = 5e-4
+    static let q8_0NMSE = 5e-4
+
+    static func nmse(_ format: WeightFormat) -> Double {
+        switch format {
+        case .f32: return f32NMSE
+        case .f16: return f16NMSE
+        case .q4_0: return q4_0NMSE
+        case .q4_1: return q4_1NMSE
+        case .q8_0: return q8_0NMSE
+        }
+    }
+}
+
+private let quantSizes = [32, 64, 96, 576, 1536]
+private let floatSizes = [1, 3, 31, 33, 127, 129, 576]
+private let formatSizes: [(WeightFormat, Int)] =
+    [WeightFormat.q4_0, .q4_1, .q8_0].flatMap { f in quantSizes.map { (f, $0) } }
+    + [WeightFormat.f32, .f16].flatMap { f in floatSizes.map { (f, $0) } }
+
+@Suite struct MatmulTests {
+    static let pool = ThreadPool(threads: 2)
+
+    /// SIMD `apply` equals the scalar reference bit for bit; against the f64 oracle, every output
+    /// is within the activation-quantization error bound and the sweep's NMSE within the format's.
+    @Test(arguments: formatSizes)
+    func matchesReferences(format: WeightFormat, inFeatures: Int) throws {
+        var err = 0.0, sig = 0.0
+        for out in [1, 7, 33, 49] {
+            let seed = UInt64(inFeatures * 1000 + out)
+            var rng = SeededRandom(seed: seed)
+            let raw = randomRawWeights(format, out: out, inFeatures: inFeatures, rng: &rng)
+            let w = try makeWeights(format, out: out, inFeatures: inFeatures, raw: raw)
+            let dense = (0..<out).map { referenceDequantRaw(format, raw, inFeatures: inFeatures, row: $0) }
+            for rows in [1, 2, 3, 4, 5, 8, 9, 17] {
+                let x = rng.floats(rows * inFeatures, scale: 2)
+                let y = applied(w, x, rows: rows, pool: Self.pool)
+                let acts = QuantizedActivations(maxRows: rows, maxInFeatures: inFeatures)
+                x.withUnsafeBufferPointer { acts.quantize($0.baseAddress!, rows: rows, inFeatures: inFeatures, pool: nil) }
+                for r in 0..<rows {
+                    for o in 0..<out {
+                        let got = y[r * out + o]
+                        let ref = w.referenceDot(acts, row: r, output: o)
+                        #expect(got.bitPattern == ref.bitPattern,
+                                "\(format) in \(inFeatures) out \(out) rows \(rows) r \(r) o \(o): \(got) vs \(ref), seed \(seed)")
+                        // Rounding x to a multiple of its block's d = amax/127 moves it by at most d/2.
+                        var exact = 0.0, bound = 0.0, magnitude = 0.0
+                        for b in 0..<((inFeatures + 31) / 32) {
+                            let block = b * 32..<min(inFeatures, b * 32 + 32)
+                            let amax = block.map { Double(abs(x[r * inFeatures + $0])) }.max()!
+                            for i in block {
+                                let product = Double(dense[o][i]) * Double(x[r * inFeatures + i])
+                                exact += product
+                                magnitude += abs(product)
+                                if format.blockSize == 32 { bound += abs(Double(dense[o][i])) * amax / 254 }
+                            }
+                        }
+                        #expect(abs(Double(got) - exact) <= bound * 1.001 + 1e-5 * magnitude,
+                                "\(format) in \(inFeatures) out \(out) rows \(rows) r \(r) o \(o), seed \(seed)")
+                        err += (Double(got) - exact) * (Double(got) - exact)
+                        sig += exact * exact
+                    }
+                }
+            }
+        }
+        let nmse = err / max(sig, 1e-30)
+        #expect(nmse <= MatmulTolerance.nmse(format), "\(format) in \(inFeatures): NMSE \(nmse)")
+    }
+
+    /// One row's result does not depend on the call's row count, the row's index, the thread count,
+    /// or the output range requested.
+    @Test(arguments: WeightFormat.allCases)
+    func batchInvariance(format: WeightFormat) throws {
+        let seed: UInt64 = 4242
+        var rng = SeededRandom(seed: seed)
+        let out = 49, inFeatures = 576
+        let w = try makeWeights(format, out: out, inFeatures: inFeatures,
+                                raw: randomRawWeights(format, out: out, inFeatures: inFeatures, rng: &rng))
+        let target = rng.floats(inFeatures, scale: 3)
+        let one = ThreadPool(threads: 1), three = ThreadPool(threads: 3)
+        let alone = bits(applied(w, target, rows: 1, pool: one))
+        #expect(bits(applied(w, target, rows: 1, pool: Self.pool)) == alone, "2 threads, seed \(seed)")
+        #expect(bits(applied(w, target, rows: 1, pool: three)) == alone, "3 threads, seed \(seed)")
+        for rows in 1...17 {
+            for index in Set([0, rows / 2, rows - 1]) {
+                var x = rng.floats(rows * inFeatures, scale: 3)
+                x.replaceSubrange(index * inFeatures..<(index + 1) * inFeatures, with: target)
+                for pool in [one, Self.pool, three] {
+                    let y = applied(w, x, rows: rows, pool: pool)
+                    #expect(bits(Array(y[index * out..<(index + 1) * out])) == alone,
+                            "\(format) rows \(rows) index \(index) threads \(pool.threadCount), seed \(seed)")
+                }
+            }
+        }
+        let slice = 5..<40
+        let part = applied(w, target, rows: 1, pool: Self.pool, outputs: slice)
+        #expect(bits(part) == Array(alone[slice]), "\(format) output slice, seed \(seed)")
+    }
+
+    /// The plain C bodies (used on CPUs without AVX-512 VNNI) give the same bits as the SIMD bodies.
+    @Test(arguments: WeightFormat.allCases)
+    func scalarFallbackIsBitIdentical(format: WeightFormat) throws {
+        let seed: UInt64 = 77
+        var rng = SeededRandom(seed: seed)
+        let out = 33, inFeatures = 576, rows = 5
+        let w = try makeWeights(format, out: out, inFeatures: inFeatures,
+                                raw: randomRawWeights(format, out: out, inFeatures: inFeatures, rng: &rng))
+        let x = rng.floats(rows * inFeatures)
+        let fast = applied(w, x, rows: rows, pool: Self.pool)
+        KernelDispatch.setForceScalar(true)
+        let slow = applied(w, x, rows: rows, pool: Self.pool)
+        KernelDispatch.setForceScalar(false)
+        #expect(bits(fast) == bits(slow), "\(format), seed \(seed)")
+    }
+
+    @Test func activationQuantizationHandComputed() {
+        // Block 0: 0, 1, ..., 31 (amax 31, d = 31/127); block 1: zeros (d = 0, q = 0).
+        var x = (0..<32).map { Float($0) } + [Float](repeating: 0, count: 32)
+        x[5] = -31
+        let acts = QuantizedActivations(maxRows: 2, maxInFeatures: 64)
+        acts.quantize(x, rows: 1, inFeatures: 64, pool: nil)
+        #expect(acts.blockScale(row: 0, block: 0) == Float(31) / 127)
+        #expect(acts.blockScale(row: 0, block: 1) == 0)
+        #expect(acts.quantizedValue(row: 0, index: 31) == 127)
+        #expect(acts.quantizedValue(row: 0, index: 5) == -127)
+        #expect(acts.quantizedValue(row: 0, index: 0) == 0)
+        #expect(acts.quantizedValue(row: 0, index: 10) == 41)  // 10 * 127 / 31 = 40.97
+        #expect(acts.quantizedValue(row: 0, index: 40) == 0)
+    }
+}

@@ -1,0 +1,141 @@
+import Testing
+import Kernels
+import Foundation
+
+/// Tolerances of the SIMD ops against their scalar (f64) twins.
+enum OpsTolerance {
+    /// rmsNorm: f32 lane sums vs an f64 sum, relative per element.
+    static let rmsNormRelative: Float = 1e-5
+    /// softmax: polynomial exp (~2 ulp) and f32 sum, absolute on probabilities.
+    static let softmaxAbsolute: Float = 2e-6
+    /// siluMul: polynomial exp, relative per element (plus a tiny absolute floor).
+    static let siluRelative: Float = 1e-5
+    /// rope against the direct angle formula (ggml's repeated-product angles drift a few ulp).
+    static let ropeAbsolute: Float = 1e-4
+}
+
+private let lengths = [1, 3, 15, 16, 17, 31, 33, 127, 129, 1000]
+
+@Suite struct OpsTests {
+    @Test(arguments: lengths)
+    func dotIsBitIdenticalToReferenceAndAlignmentFree(count: Int) {
+        let seed = UInt64(count)
+        var rng = SeededRandom(seed: seed)
+        let a = rng.floats(count), b = rng.floats(count)
+        let fast = Ops.dot(a, b, count: count)
+        #expect(fast.bitPattern == Ops.dotReference(a, b, count: count).bitPattern, "seed \(seed)")
+        var exact = 0.0
+        for i in 0..<count { exact += Double(a[i]) * Double(b[i]) }
+        #expect(abs(Double(fast) - exact) <= 1e-5 * max(1, abs(exact)))
+        // Same values at every misalignment give the same bits.
+        let bufA = UnsafeMutablePointer<Float>.allocate(capacity: count + 16)
+        let bufB = UnsafeMutablePointer<Float>.allocate(capacity: count + 16)
+        defer { bufA.deallocate(); bufB.deallocate() }
+        for shift in 0..<16 {
+            (bufA + shift).update(from: a, count: count)
+            (bufB + (15 - shift)).update(from: b, count: count)
+            #expect(Ops.dot(bufA + shift, bufB + (15 - shift), count: count).bitPattern == fast.bitPattern, "shift \(shift)")
+        }
+    }
+
+    @Test(arguments: lengths)
+    func axpyMatchesReference(count: Int) {
+        var rng = SeededRandom(seed: 100 + UInt64(count))
+        let x = rng.floats(count)
+        var y1 = rng.floats(count)
+        var y2 = y1
+        Ops.axpy(0.37, x, &y1, count: count)
+        Ops.axpyReference(0.37, x, &y2, count: count)
+        #expect(bits(y1) == bits(y2))
+    }
+
+    @Test(arguments: lengths)
+    func rmsNormMatchesReference(count: Int) {
+        var rng = SeededRandom(seed: 200 + UInt64(count))
+        let x = rng.floats(count, scale: 4), w = rng.floats(count)
+        var y1 = [Float](repeating: 0, count: count), y2 = y1
+        Ops.rmsNorm(x, weight: w, count: count, epsilon: 1e-5, into: &y1)
+        Ops.rmsNormReference(x, weight: w, count: count, epsilon: 1e-5, into: &y2)
+        for i in 0..<count {
+            #expect(abs(y1[i] - y2[i]) <= OpsTolerance.rmsNormRelative * max(abs(y2[i]), 1e-3), "i \(i)")
+        }
+        // In place (y aliases x) gives the same result.
+        var inPlace = x
+        inPlace.withUnsafeMutableBufferPointer { p in
+            Ops.rmsNorm(p.baseAddress!, weight: w, count: count, epsilon: 1e-5, into: p.baseAddress!)
+        }
+        #expect(bits(inPlace) == bits(y1))
+    }
+
+    @Test(arguments: lengths)
+    func softmaxMatchesReference(count: Int) {
+        var rng = SeededRandom(seed: 300 + UInt64(count))
+        var x1 = rng.floats(count, scale: 20)
+        if count > 2 { x1[1] = -1e30 }  // a masked-out logit
+        var x2 = x1
+        Ops.softmax(&x1, count: count)
+        Ops.softmaxReference(&x2, count: count)
+        var sum: Float = 0
+        for i in 0..<count {
+            #expect(abs(x1[i] - x2[i]) <= OpsTolerance.softmaxAbsolute, "i \(i): \(x1[i]) vs \(x2[i])")
+            sum += x1[i]
+        }
+        #expect(abs(sum - 1) < 1e-4)
+    }
+
+    @Test(arguments: lengths)
+    func siluMulMatchesReference(count: Int) {
+        var rng = SeededRandom(seed: 400 + UInt64(count))
+        var g1 = rng.floats(count, scale: 12)
+        if count > 2 { g1[0] = -200; g1[2] = 200 }  // saturating tails
+        let u = rng.floats(count, scale: 2)
+        var g2 = g1
+        Ops.siluMul(&g1, u, count: count)
+        Ops.siluMulReference(&g2, u, count: count)
+        for i in 0..<count {
+            #expect(abs(g1[i] - g2[i]) <= OpsTolerance.siluRelative * abs(g2[i]) + 1e-30, "i \(i): \(g1[i]) vs \(g2[i])")
+        }
+    }
+
+    @Test(arguments: [0, 1, 7, 100, 1000])
+    func ropeRotatesAdjacentPairs(position: Int) {
+        var rng = SeededRandom(seed: 500 + UInt64(position))
+        let heads = 3, headDim = 64
+        var x1 = rng.floats(heads * headDim, scale: 2)
+        var x2 = x1
+        let before = x1
+        Ops.rope(&x1, heads: heads, headDim: headDim, position: position, theta: 100000)
+        Ops.ropeReference(&x2, heads: heads, headDim: headDim, position: position, theta: 100000)
+        for i in 0..<x1.count {
+            #expect(abs(x1[i] - x2[i]) <= OpsTolerance.ropeAbsolute * Float(max(1, position / 100)), "i \(i)")
+        }
+        // Pair 0 of head 0 turns by exactly `position` radians; norms are kept.
+        let c = Float(cos(Double(position))), s = Float(sin(Double(position)))
+        #expect(abs(x1[0] - (before[0] * c - before[1] * s)) < 1e-5)
+        #expect(abs(x1[1] - (before[0] * s + before[1] * c)) < 1e-5)
+        if position == 0 { #expect(bits(x1) == bits(before)) }
+    }
+}
+
+@Suite struct BLASTests {
+    @Test(arguments: [(1, 1, 1), (3, 5, 7), (17, 33, 31), (64, 129, 65)])
+    func sgemmMatchesNaive(shape: (Int, Int, Int)) {
+        let (m, n, k) = shape
+        var rng = SeededRandom(seed: UInt64(m * n * k))
+        let a = rng.floats(m * k), b = rng.floats(k * n)
+        // Bᵀ stored [n x k] for the transposed case.
+        var bt = [Float](repeating: 0, count: n * k)
+        for i in 0..<k { for j in 0..<n { bt[j * k + i] = b[i * n + j] } }
+        var c = [Float](repeating: 0, count: m * n), ct = c
+        BLAS.sgemm(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: &c, ldc: n)
+        BLAS.sgemm(m: m, n: n, k: k, a: a, lda: k, b: bt, ldb: k, transposeB: true, c: &ct, ldc: n)
+        for i in 0..<m {
+            for j in 0..<n {
+                var s = 0.0
+                for p in 0..<k { s += Double(a[i * k + p]) * Double(b[p * n + j]) }
+                #expect(abs(Double(c[i * n + j]) - s) <= 1e-5 * Double(k), "C[\(i),\(j)]")
+                #expect(abs(Double(ct[i * n + j]) - s) <= 1e-5 * Double(k), "Cᵀ[\(i),\(j)]")
+            }
+        }
+    }
+}

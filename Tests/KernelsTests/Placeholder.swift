@@ -1,3 +1,0 @@
-import Testing
-import Kernels
-@Test func moduleLinks() { #expect(Bool(true)) }

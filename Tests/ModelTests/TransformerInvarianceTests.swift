@@ -1,0 +1,124 @@
+import Testing
+import Model
+
+/// Rows are computed independently of their batch: trees equal chains, chunks equal whole
+/// prefills, and sequences batched together equal sequences run alone — bit for bit.
+@Suite(.serialized) struct TransformerInvarianceTests {
+    /// Tokens of "The capital of France is" and some filler, as a fixed prefix.
+    static let prefix: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 504, 2988, 314, 42]
+
+    /// Deterministic pseudo-random numbers for shapes (seed printed on failure through the test name).
+    struct SplitMix {
+        var state: UInt64
+        mutating func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+    }
+
+    @Test(arguments: [UInt64(1), 2, 3])
+    func treeRowsEqualTheirPathsAsChains(seed: UInt64) throws {
+        try TestSupport.withModel { model in
+            var rng = SplitMix(state: seed)
+            // A random tree of 24 nodes below the cached prefix: node 0 is the root.
+            let n = 24
+            var parents = [-1]
+            var depth = [0]
+            var tokens: [Int32] = [Int32(200 + rng.below(3000))]
+            for i in 1..<n {
+                let p = rng.below(i)
+                parents.append(p)
+                depth.append(depth[p] + 1)
+                tokens.append(Int32(200 + rng.below(3000)))
+            }
+            let cache = model.makeCache(slots: 1, capacity: 256)
+            try model.forward(BatchRow.chain(slot: 0, tokens: Self.prefix, startPosition: 0), cache: cache)
+            try cache.commit(slot: 0, rows: 0..<Self.prefix.count)
+            let base = Self.prefix.count
+            let treeRows = (0..<n).map { BatchRow(slot: 0, token: tokens[$0], position: base + depth[$0], parent: parents[$0]) }
+            try model.forward(treeRows, cache: cache)
+            let treeLogits = (0..<n).map { model.logitRow($0) }
+
+            for node in 0..<n {
+                var path = [node]
+                while parents[path[0]] >= 0 { path.insert(parents[path[0]], at: 0) }
+                cache.truncate(slot: 0, to: base)
+                try model.forward(BatchRow.chain(slot: 0, tokens: path.map { tokens[$0] }, startPosition: base), cache: cache)
+                #expect(model.logitRow(0) == treeLogits[node], "seed \(seed): node \(node) (path \(path)) differs from its chain")
+            }
+        }
+    }
+
+    @Test func chunkedPrefillEqualsWholePrefill() throws {
+        try TestSupport.withModel { model in
+            let tokens = Self.prefix + Self.prefix.reversed() + Self.prefix
+            let whole = model.makeCache(slots: 1, capacity: 256)
+            try model.forward(BatchRow.chain(slot: 0, tokens: tokens, startPosition: 0, allLogits: true), cache: whole)
+            let wholeLogits = (0..<tokens.count).map { model.logitRow($0) }
+            for chunk in [1, 5, 16] {
+                let cache = model.makeCache(slots: 1, capacity: 256)
+                var start = 0
+                while start < tokens.count {
+                    let piece = tokens[start..<min(start + chunk, tokens.count)]
+                    try model.forward(BatchRow.chain(slot: 0, tokens: piece, startPosition: start, allLogits: true), cache: cache)
+                    for i in 0..<piece.count {
+                        #expect(model.logitRow(i) == wholeLogits[start + i], "chunk \(chunk): position \(start + i)")
+                    }
+                    try cache.commit(slot: 0, rows: 0..<piece.count)
+                    start += piece.count
+                }
+            }
+        }
+    }
+
+    @Test func batchedSequencesEqualSequencesAlone() throws {
+        try TestSupport.withModel { model in
+            let prompts: [[Int32]] = [Self.prefix, Array(Self.prefix.prefix(3)), [1, 2, 3, 4, 5, 6, 7], [9000]]
+            // Alone: each prompt in its own cache, then one decode step.
+            var alone: [[Float]] = []
+            for p in prompts {
+                let cache = model.makeCache(slots: 1, capacity: 64)
+                try model.forward(BatchRow.chain(slot: 0, tokens: p, startPosition: 0), cache: cache)
+                try cache.commit(slot: 0, rows: 0..<p.count)
+                try model.forward([BatchRow(slot: 0, token: 17, position: p.count)], cache: cache)
+                alone.append(model.logitRow(0))
+            }
+            // Together: all prompts prefilled in one step, then one decode row each in one step.
+            let cache = model.makeCache(slots: prompts.count, capacity: 64)
+            var rows: [BatchRow] = []
+            for (s, p) in prompts.enumerated() { rows += BatchRow.chain(slot: s, tokens: p, startPosition: 0, firstRow: rows.count) }
+            try model.forward(rows, cache: cache)
+            var first = 0
+            for (s, p) in prompts.enumerated() {
+                try cache.commit(slot: s, rows: first..<(first + p.count))
+                first += p.count
+            }
+            try model.forward(prompts.indices.reversed().map { BatchRow(slot: $0, token: 17, position: prompts[$0].count) }, cache: cache)
+            for (i, s) in prompts.indices.reversed().enumerated() {
+                #expect(model.logitRow(i) == alone[s], "slot \(s) differs when batched")
+            }
+        }
+    }
+
+    @Test func invalidRowsAreTypedErrors() throws {
+        try TestSupport.withModel { model in
+            let cache = model.makeCache(slots: 1, capacity: 8)
+            #expect(throws: ModelError.invalidToken(99999, vocabularySize: 49152)) {
+                try model.forward([BatchRow(slot: 0, token: 99999, position: 0)], cache: cache)
+            }
+            #expect(throws: ModelError.invalidSlot(3, slotCount: 1)) {
+                try model.forward([BatchRow(slot: 3, token: 1, position: 0)], cache: cache)
+            }
+            #expect(throws: ModelError.invalidParent(row: 0, parent: -1)) {
+                try model.forward([BatchRow(slot: 0, token: 1, position: 5)], cache: cache)
+            }
+            #expect(throws: ModelError.contextOverflow(slot: 0, needed: 9, capacity: 8)) {
+                try model.forward(BatchRow.chain(slot: 0, tokens: [Int32](repeating: 5, count: 9), startPosition: 0), cache: cache)
+            }
+        }
+    }
+}

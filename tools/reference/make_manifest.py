@@ -1,0 +1,77 @@
+"""Writes tools/reference/MANIFEST.json: model hash, generator scripts, fixture hashes, versions, date.
+
+Usage: python3 make_manifest.py [--llama-cpp-commit SHA]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import pathlib
+import platform
+
+import numpy
+import gguf
+
+import common
+
+HERE = pathlib.Path(__file__).resolve().parent
+SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
+           "gen_float_reference.py", "compare.py", "make_manifest.py"]
+FIXTURES = {
+    "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
+    "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
+    "logits_reference.json": "gen_float_reference.py (numpy float64 reference)",
+    "greedy_reference.json": "gen_float_reference.py (numpy float64 reference)",
+}
+
+
+def sha(path: pathlib.Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def version(mod: str) -> str:
+    try:
+        from importlib.metadata import version as v
+
+        return v(mod)
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llama-cpp-commit", default="0c1e57098 (vendored in llama-cpp-python 0.3.36, ggml 0.25.3)")
+    args = ap.parse_args()
+    fixtures = {}
+    for name, by in FIXTURES.items():
+        p = common.FIXTURES / name
+        if p.exists():
+            doc = json.loads(p.read_text(encoding="utf-8"))
+            count = len(doc) if isinstance(doc, list) else len(doc.get("prompts", []))
+            fixtures[f"Tests/Fixtures/{name}"] = {"sha256": sha(p), "bytes": p.stat().st_size,
+                                                  "entries": count, "generated_by": by}
+    manifest = {
+        "model": {"file": "models/SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": common.MODEL_SHA256},
+        "bench_prompts": {"file": "../shared/bench/prompts.jsonl", "sha256": sha(common.PROMPTS)},
+        "scripts": {f"tools/reference/{s}": sha(HERE / s) for s in SCRIPTS},
+        "fixtures": fixtures,
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "gguf": version("gguf"),
+            "jinja2": version("jinja2"),
+            "llama_cpp_python": "0.3.36 (sdist, bindings loaded via PYTHONPATH, not pip-installed)",
+            "llama_cpp": args.llama_cpp_commit,
+            "llama_cpp_build": "CMake Release, BUILD_SHARED_LIBS=ON, GGML_NATIVE=ON, CPU only, OpenMP",
+        },
+        "date": datetime.date.today().isoformat(),
+    }
+    (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps(manifest, indent=2))
+
+
+if __name__ == "__main__":
+    main()
