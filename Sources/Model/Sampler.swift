@@ -133,6 +133,8 @@ public struct Sampler: Sendable {
     /// Unnormalized, then normalized, probability per candidate (parallel to `candidateIDs`).
     private var candidateProbabilities: [Float]
     private var candidateCount = 0
+    /// Scratch for sorting candidates.
+    private var sortKeys: [UInt64]
 
     /// Creates a sampler for logits rows of `vocabularySize` entries.
     public init(parameters: SamplingParameters, vocabularySize: Int) {
@@ -141,6 +143,7 @@ public struct Sampler: Sendable {
         random = SamplerRandom(seed: parameters.seed ?? systemRandom.next())
         candidateIDs = [Int32](repeating: 0, count: vocabularySize)
         candidateProbabilities = [Float](repeating: 0, count: vocabularySize)
+        sortKeys = [UInt64](repeating: 0, count: vocabularySize)
     }
 
     /// Picks the next token.
@@ -219,11 +222,15 @@ public struct Sampler: Sendable {
         // Softmax numerators relative to the top token, so the top probability is exactly 1 here.
         // Sums run in Double: 50k small terms in Float lose enough mass to move the top-p cut.
         var total: Double = 0
-        for i in 0..<count {
-            let p = ((logits[i] - maxLogit) * inverseTemperature).exp()
-            candidateIDs[i] = Int32(i)
-            candidateProbabilities[i] = p
-            total += Double(p)
+        candidateIDs.withUnsafeMutableBufferPointer { ids in
+            candidateProbabilities.withUnsafeMutableBufferPointer { probs in
+                for i in 0..<count {
+                    let p = expf((logits[i] - maxLogit) * inverseTemperature)
+                    ids[i] = Int32(i)
+                    probs[i] = p
+                    total += Double(p)
+                }
+            }
         }
         candidateCount = count
 
@@ -235,22 +242,21 @@ public struct Sampler: Sendable {
                 total = 0
                 for i in 0..<candidateCount { total += Double(candidateProbabilities[i]) }
             }
-            // Tokens below the min-p threshold are cut in the end whatever top-p keeps, so they
-            // need not be sorted. For top-p, first try sorting only the tokens above 1e-4 of the
-            // top: exact whenever they alone reach the top-p mass.
-            let minPThreshold = max(parameters.minP, 0)
-            if parameters.topP < 1 && minPThreshold < 1e-4 {
-                let saved = candidateCount
-                let keptMass = compactCandidates(threshold: 1e-4)
-                if keptMass < Double(parameters.topP) * total {
-                    // Not enough mass above the cut: rebuild the full candidate list.
-                    candidateCount = saved
-                    refill(logits, count: count, maxLogit: maxLogit, inverseTemperature: inverseTemperature, topK: topK)
-                    _ = compactCandidates(threshold: minPThreshold)
+            // Only tokens that can survive need sorting. Min-p cuts below minP (relative to the top,
+            // which is 1 here) whatever top-p keeps; for top-p, the first threshold in the cascade
+            // whose tokens alone reach the top-p mass contains the whole top-p prefix, so sorting
+            // just those is exact.
+            var threshold = max(parameters.minP, 0)
+            if parameters.topP < 1 {
+                let target = Double(parameters.topP) * total
+                for candidate: Float in [0.1, 0.01, 1e-3, 1e-4, 1e-6] where candidate > threshold {
+                    if massAbove(candidate) >= target {
+                        threshold = candidate
+                        break
+                    }
                 }
-            } else {
-                _ = compactCandidates(threshold: minPThreshold)
             }
+            compactCandidates(threshold: threshold)
             sortCandidatesDescending()
             var keep = candidateCount
             if parameters.topP < 1 {
@@ -272,30 +278,24 @@ public struct Sampler: Sendable {
         for i in 0..<candidateCount { candidateProbabilities[i] *= scale }
     }
 
-    /// Recomputes candidates after a failed fast path (top-k set again if it was applied).
-    private mutating func refill(
-        _ logits: UnsafeMutablePointer<Float>, count: Int, maxLogit: Float, inverseTemperature: Float, topK: Int
-    ) {
-        for i in 0..<count {
-            candidateIDs[i] = Int32(i)
-            candidateProbabilities[i] = ((logits[i] - maxLogit) * inverseTemperature).exp()
+    /// Total unnormalized probability of the candidates at or above `threshold`.
+    private func massAbove(_ threshold: Float) -> Double {
+        candidateProbabilities.withUnsafeBufferPointer { probs in
+            var mass: Double = 0
+            for i in 0..<candidateCount where probs[i] >= threshold { mass += Double(probs[i]) }
+            return mass
         }
-        candidateCount = count
-        if topK < count { selectTopK(topK) }
     }
 
-    /// Keeps candidates with (unnormalized, top = 1) probability ≥ `threshold`; returns their mass.
-    private mutating func compactCandidates(threshold: Float) -> Double {
+    /// Keeps candidates with (unnormalized, top = 1) probability ≥ `threshold`.
+    private mutating func compactCandidates(threshold: Float) {
         var kept = 0
-        var mass: Double = 0
         for i in 0..<candidateCount where candidateProbabilities[i] >= threshold {
             candidateIDs[kept] = candidateIDs[i]
             candidateProbabilities[kept] = candidateProbabilities[i]
-            mass += Double(candidateProbabilities[i])
             kept += 1
         }
         candidateCount = kept
-        return mass
     }
 
     /// Keeps the `k` most likely candidates (lower ID first among equals), via a min-heap of size k
@@ -334,41 +334,44 @@ public struct Sampler: Sendable {
     }
 
     /// Sorts the candidate prefix by probability, descending (lower ID first on ties).
+    ///
+    /// Each candidate is packed into one `UInt64` key — probability bits (non-negative floats order
+    /// like their bit patterns) above the inverted ID — and heap-sorted in place: no allocation.
     private mutating func sortCandidatesDescending() {
         let n = candidateCount
         guard n > 1 else { return }
-        candidateIDs.withUnsafeMutableBufferPointer { ids in
-            candidateProbabilities.withUnsafeMutableBufferPointer { probs in
-                // Heap sort in place: no allocation, O(n log n).
-                func before(_ a: Int, _ b: Int) -> Bool {  // a sorts after b in the final order
-                    probs[a] < probs[b] || (probs[a] == probs[b] && ids[a] > ids[b])
-                }
-                func siftDown(_ start: Int, _ end: Int) {
-                    var i = start
-                    while true {
-                        let l = 2 * i + 1, r = l + 1
-                        var m = i
-                        if l < end && before(l, m) { m = l }
-                        if r < end && before(r, m) { m = r }
-                        if m == i { return }
-                        ids.swapAt(i, m)
-                        probs.swapAt(i, m)
-                        i = m
+        sortKeys.withUnsafeMutableBufferPointer { keys in
+            candidateIDs.withUnsafeMutableBufferPointer { ids in
+                candidateProbabilities.withUnsafeMutableBufferPointer { probs in
+                    for i in 0..<n {
+                        keys[i] = UInt64(probs[i].bitPattern) << 32 | UInt64(UInt32.max - UInt32(ids[i]))
                     }
-                }
-                // Min-heap on "sorts after": extracting to the back yields descending order.
-                for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n) }
-                for end in stride(from: n - 1, to: 0, by: -1) {
-                    ids.swapAt(0, end)
-                    probs.swapAt(0, end)
-                    siftDown(0, end)
+                    // Min-heap; moving the minimum to the back each round leaves descending order.
+                    func siftDown(_ start: Int, _ end: Int) {
+                        var i = start
+                        let value = keys[i]
+                        while true {
+                            var child = 2 * i + 1
+                            if child >= end { break }
+                            if child + 1 < end && keys[child + 1] < keys[child] { child += 1 }
+                            if keys[child] >= value { break }
+                            keys[i] = keys[child]
+                            i = child
+                        }
+                        keys[i] = value
+                    }
+                    for i in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(i, n) }
+                    for end in stride(from: n - 1, to: 0, by: -1) {
+                        keys.swapAt(0, end)
+                        siftDown(0, end)
+                    }
+                    for i in 0..<n {
+                        probs[i] = Float(bitPattern: UInt32(truncatingIfNeeded: keys[i] >> 32))
+                        ids[i] = Int32(bitPattern: UInt32.max - UInt32(truncatingIfNeeded: keys[i]))
+                    }
                 }
             }
         }
     }
 }
 
-extension Float {
-    @inline(__always)
-    fileprivate func exp() -> Float { expf(self) }
-}

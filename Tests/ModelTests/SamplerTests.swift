@@ -197,4 +197,29 @@ import Testing
         #expect(inRange)
         #expect(abs(sum / 100_000 - 0.5) < 0.01)
     }
+
+    @Test(arguments: [
+        SamplingParameters(temperature: 0),
+        SamplingParameters(temperature: 0.7),
+        SamplingParameters(temperature: 0.7, topP: 0.9),
+        SamplingParameters(temperature: 0.7, topK: 40, topP: 0.95, minP: 0.05),
+    ])
+    func fullVocabularyIsFast(parameters: SamplingParameters) {
+        let vocabulary = 49_152
+        var random = SamplerRandom(seed: 11)
+        let logits = (0..<vocabulary).map { _ in Float(random.nextUnit() * 20 - 10) }
+        var sampler = Sampler(parameters: SamplingParameters(
+            temperature: parameters.temperature, topK: parameters.topK, topP: parameters.topP, minP: parameters.minP, seed: 1),
+            vocabularySize: vocabulary)
+        let history = TokenCounts(vocabularySize: vocabulary)
+        var scratch = logits
+        let start = ContinuousClock.now
+        for _ in 0..<50 {
+            _ = scratch.withUnsafeMutableBufferPointer { sampler.sample(logits: $0.baseAddress!, count: vocabulary, history: history) }
+        }
+        let perToken = (ContinuousClock.now - start) / 50
+        print("sample over \(vocabulary) logits, \(parameters): \(perToken) per token")
+        // A regression guard (an O(n²) step would take seconds), loose enough for a loaded shared machine.
+        #expect(perToken < .milliseconds(20))
+    }
 }
