@@ -17,6 +17,8 @@
 
 /// How long an idle worker spins before it sleeps.
 #define CK_SPIN_NS 2000000LL
+/// Pause-spins before a waiting thread starts yielding its core to other threads.
+#define CK_SPINS_BEFORE_YIELD 20000
 
 typedef struct {
     ck_pool *pool;
@@ -58,6 +60,8 @@ static void *worker_main(void *raw) {
             int spins = 0;
             while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen) {
                 CK_RELAX();
+                // On a busy machine give the core away rather than burn our time slice.
+                if (spins > CK_SPINS_BEFORE_YIELD) sched_yield();
                 if (++spins % 256 == 0 && now_ns() > deadline) {
                     pthread_mutex_lock(&p->mutex);
                     atomic_fetch_add(&p->sleepers, 1);
@@ -143,6 +147,11 @@ void ck_pool_run(ck_pool *p, ck_task fn, void *ctx) {
     ck_in_task = 1;
     fn(ctx, 0, p->threads);
     ck_in_task = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) CK_RELAX();
+    // Spin briefly (a step's work items are short), then yield: when the machine is
+    // oversubscribed the worker may be descheduled, and spinning would only delay it further.
+    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
+        CK_RELAX();
+        if (spins > CK_SPINS_BEFORE_YIELD) sched_yield();
+    }
     atomic_store_explicit(&p->busy, 0, memory_order_release);
 }

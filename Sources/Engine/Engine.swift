@@ -205,6 +205,9 @@ public final class Engine: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Bytes reserved for the KV cache.
+    public var cacheBytes: Int { cache.byteCount }
+
     /// Current counters.
     public var snapshot: EngineSnapshot {
         lock.lock()

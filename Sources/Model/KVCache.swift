@@ -33,10 +33,10 @@ public final class KVCache {
         layerStride = capacity * kvDimension
         slotStride = layerCount * layerStride
         let total = slotCount * slotStride
+        // Left uninitialized on purpose: attention reads only positions below a slot's length,
+        // all written by commit, and untouched pages of a large allocation cost no memory.
         keys = .allocate(capacity: total)
         values = .allocate(capacity: total)
-        keys.initialize(repeating: 0, count: total)
-        values.initialize(repeating: 0, count: total)
         let stepTotal = layerCount * maxStepRows * kvDimension
         stepKeys = .allocate(capacity: stepTotal)
         stepValues = .allocate(capacity: stepTotal)

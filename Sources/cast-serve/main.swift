@@ -8,7 +8,8 @@ struct CastServe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cast-serve",
         abstract: "An OpenAI-compatible LLM inference server with cost-aware speculative decoding.",
-        subcommands: [Generate.self, Tokenize.self, Detokenize.self])
+        subcommands: [Serve.self, Generate.self, Tokenize.self, Detokenize.self],
+        defaultSubcommand: Serve.self)
 }
 
 /// Writes a progress or log line to stderr.

@@ -1,0 +1,117 @@
+import ArgumentParser
+import Dispatch
+import Engine
+import Foundation
+import GGUF
+import HTTP
+import Logging
+import Model
+import OpenAI
+
+extension CastServe {
+    /// Serves the OpenAI-compatible API. Listens first (GET /health answers 503 while the model
+    /// loads), then loads the model with progress on stderr, then answers 200.
+    struct Serve: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Serve the OpenAI-compatible API (the default subcommand).")
+
+        @Option(help: "Path to a GGUF model (overrides config.json's \"model\").")
+        var model: String?
+
+        @Option(help: "Listen address, IPv4 or IPv6 (overrides \"host\").")
+        var host: String?
+
+        @Option(help: "Listen port; 0 picks a free one (overrides \"port\").")
+        var port: Int?
+
+        @Option(help: "Configuration file (default: ./config.json if present).")
+        var config: String?
+
+        @Option(help: "Require this bearer API key (adds to \"api_keys\").")
+        var apiKey: String?
+
+        @Option(help: "Compute threads (overrides \"threads\"; 0 = all cores).")
+        var threads: Int?
+
+        @Option(help: "Positions per sequence (overrides \"context_length\").")
+        var contextLength: Int?
+
+        @Option(help: "Sequences decoded together (KV-cache slots).")
+        var slots = 8
+
+        func run() throws {
+            var settings = try ServerConfig.load(path: config ?? "config.json", required: config != nil)
+            if let model { settings.model = model }
+            if let host { settings.host = host }
+            if let port {
+                guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
+                settings.port = port
+            }
+            if let apiKey { settings.apiKeys.append(apiKey) }
+            if let threads { settings.threads = threads }
+            if let contextLength { settings.contextLength = contextLength }
+            guard slots >= 1 && slots <= 256 else { throw ValidationError("--slots must be between 1 and 256") }
+
+            LoggingSystem.bootstrap { label in
+                var h = StreamLogHandler.standardError(label: label)
+                h.logLevel = .info
+                return h
+            }
+            let logger = Logger(label: "castserve")
+            let service = OpenAIService(
+                settings: ServiceSettings(modelAliases: settings.modelAliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens),
+                logger: logger)
+            let httpConfig = HTTPServerConfiguration(
+                host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,
+                maxBodyBytes: settings.maxBodyBytes, headerReadTimeout: .milliseconds(Int(settings.headerTimeoutSeconds * 1000)),
+                idleKeepAliveTimeout: .milliseconds(Int(settings.idleTimeoutSeconds * 1000)), corsAllowedOrigin: settings.corsAllowedOrigin)
+            let server = HTTPServer(configuration: httpConfig, handler: service)
+            try server.start()
+            // The bound address on stdout: scripts and tests read it (port 0 picks a free port).
+            print("listening on http://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(server.port)")
+            fflush(stdout)
+
+            let drain = DispatchSemaphore(value: 0)
+            var signalSources: [DispatchSourceSignal] = []
+            for sig in [SIGTERM, SIGINT] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler { drain.signal() }
+                source.resume()
+                signalSources.append(source)
+            }
+
+            var engine: Engine?
+            do {
+                let clock = ContinuousClock()
+                let t0 = clock.now
+                note("loading \(settings.model)")
+                let file = try GGUFFile(path: settings.model)
+                let transformer = try Transformer(file: file, threads: settings.effectiveThreads, maxStepRows: settings.maxStepRows,
+                                                  maxLogitRows: slots, maxContext: settings.contextLength)
+                let contextLength = min(settings.contextLength, transformer.config.contextLength)
+                let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
+                let e = Engine(model: transformer, configuration: EngineConfiguration(
+                    slots: slots, contextLength: contextLength, maxWaiting: settings.maxWaitingRequests,
+                    prefillChunk: max(1, settings.maxStepRows - slots)))
+                engine = e
+                let modelID = ((settings.model as NSString).lastPathComponent as NSString).deletingPathExtension
+                service.setReady(Backend(engine: e, formatter: formatter, modelID: modelID, contextLength: contextLength))
+                note(String(format: "ready: %@ (%d layers, %.1f MB of weights, %d threads, %d slots × %d positions, KV cache %.0f MB) in %.2f s",
+                            modelID, transformer.config.layerCount, Double(transformer.weightBytes) / 1e6, settings.effectiveThreads,
+                            slots, contextLength, Double(e.cacheBytes) / 1e6, (clock.now - t0).seconds))
+            } catch {
+                note("error: \(error)")
+                server.shutdown(drainDeadline: .seconds(1))
+                throw ExitCode(1)
+            }
+
+            drain.wait()
+            note("draining: no new connections; in-flight requests get \(Int(settings.drainTimeoutSeconds)) s")
+            service.setDraining()
+            server.shutdown(drainDeadline: .milliseconds(Int(settings.drainTimeoutSeconds * 1000)))
+            engine?.shutdown()
+            note("stopped")
+            _ = signalSources
+        }
+    }
+}
