@@ -67,15 +67,16 @@ public final class LinearWeights: @unchecked Sendable {
             ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(lo), Int64(hi), y, Int64(ldy))
             return
         }
-        pool.run { t, n in
-            let g0 = firstGroup + t * groups / n, g1 = firstGroup + (t + 1) * groups / n
-            let a = max(lo, g0 * 16), b = min(hi, g1 * 16)
-            if a < b {
-                ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(a), Int64(b),
-                          y + (a - lo), Int64(ldy))
-            }
+        // Contiguous chunks of whole 16-row groups, a few per thread so a fast thread takes more.
+        pool.parallelFor(groups, chunks: pool.threadCount * LinearWeights.chunksPerThread) { range in
+            let a = max(lo, (firstGroup + range.lowerBound) * 16), b = min(hi, (firstGroup + range.upperBound) * 16)
+            ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(a), Int64(b),
+                      y + (a - lo), Int64(ldy))
         }
     }
+
+    /// Work items per pool thread in `apply`.
+    static let chunksPerThread = 4
 
     /// Scalar reference for one (row, output) pair with exactly the kernel's arithmetic (for tests):
     /// the SIMD kernel must match it bit for bit.

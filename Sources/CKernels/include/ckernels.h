@@ -93,14 +93,16 @@ void ck_silu_mul(float *g, const float *u, int64_t n);
 void ck_rope(float *x, int64_t heads, int64_t head_dim, int64_t pos, float theta);
 
 // ---------------------------------------------------------------------------------------------
-// Thread pool: persistent workers, spin then sleep.
+// Thread pool: persistent workers that claim work items; see pool.c.
 
 typedef struct ck_pool ck_pool;
-typedef void (*ck_task)(void *ctx, int64_t thread, int64_t threads);
+typedef void (*ck_task)(void *ctx, int64_t item, int64_t items);
 ck_pool *ck_pool_create(int threads);
 void ck_pool_destroy(ck_pool *p);
-/// Runs fn(ctx, t, n) for t in 0..<n (t = 0 on the caller) and returns when all finished.
-void ck_pool_run(ck_pool *p, ck_task fn, void *ctx);
+int ck_pool_threads(const ck_pool *p);
+/// Runs fn(ctx, i, n) exactly once for each i in 0..<n, spread over the caller and the workers
+/// (at most `threads` at once), and returns when all have finished.
+void ck_pool_run(ck_pool *p, ck_task fn, void *ctx, int64_t n);
 
 // ---------------------------------------------------------------------------------------------
 // OpenBLAS (declared here so no cblas.h include path is needed).
