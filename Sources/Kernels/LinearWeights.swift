@@ -39,6 +39,37 @@ public final class LinearWeights: @unchecked Sendable {
         ck_pack(format.ck, base, Int64(outFeatures), Int64(inFeatures), packed)
     }
 
+    /// One matrix made of several stacked on top of each other (same format and inFeatures), e.g.
+    /// Q, K and V, or gate and up: one `apply` then computes all of them in a single pool run (fewer
+    /// synchronisation points per layer). Output row r holds [part 0 | part 1 | ...] in the order
+    /// given, so part i's outputs start at column sum(outFeatures of parts before i). Results are
+    /// bit-identical to applying the parts separately.
+    public convenience init(format: WeightFormat, inFeatures: Int,
+                            stacking parts: [(outFeatures: Int, bytes: UnsafeRawBufferPointer)]) throws {
+        var total = 0, byteCount = 0
+        for part in parts { total += max(0, part.outFeatures); byteCount += part.bytes.count }
+        let joined = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        defer { joined.deallocate() }
+        var offset = 0
+        for part in parts {
+            let expected = format.rawByteCount(outFeatures: part.outFeatures, inFeatures: inFeatures)
+            guard part.outFeatures >= 1, inFeatures >= 1 else {
+                throw KernelError.emptyShape(outFeatures: part.outFeatures, inFeatures: inFeatures)
+            }
+            guard inFeatures % format.blockSize == 0 else {
+                throw KernelError.inFeaturesNotMultipleOfBlock(format: format, inFeatures: inFeatures, blockSize: format.blockSize)
+            }
+            guard part.bytes.count == expected else {
+                throw KernelError.byteCountMismatch(format: format, outFeatures: part.outFeatures, inFeatures: inFeatures,
+                                                    expected: expected, found: part.bytes.count)
+            }
+            UnsafeMutableRawBufferPointer(rebasing: joined[offset..<(offset + expected)]).copyMemory(from: part.bytes)
+            offset += expected
+        }
+        try self.init(format: format, outFeatures: total, inFeatures: inFeatures,
+                      bytes: UnsafeRawBufferPointer(rebasing: joined[0..<byteCount]))
+    }
+
     deinit { packed.deallocate() }
 
     /// Dequantizes output row `r` into `dst[0..<inFeatures]`, exactly as the scalar ggml dequantization
