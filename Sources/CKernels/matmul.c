@@ -313,3 +313,35 @@ void ck_matmul(int fmt, const void *packed, int64_t out, int64_t in, const ck_ac
 #endif
     matmul_scalar(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
 }
+
+// ------------------------------------------------------------------ pool-parallel entry points
+
+typedef struct {
+    int fmt;
+    const void *packed;
+    int64_t out, in, lo, hi, first_group, groups;
+    const ck_acts *a;
+    float *y;
+    int64_t ldy;
+} matmul_job;
+
+static void matmul_item(void *ctx, int64_t item, int64_t items) {
+    const matmul_job *j = (const matmul_job *)ctx;
+    const int64_t g0 = j->first_group + item * j->groups / items, g1 = j->first_group + (item + 1) * j->groups / items;
+    const int64_t a = g0 * CK_GROUP > j->lo ? g0 * CK_GROUP : j->lo;
+    const int64_t b = g1 * CK_GROUP < j->hi ? g1 * CK_GROUP : j->hi;
+    if (a < b) ck_matmul(j->fmt, j->packed, j->out, j->in, j->a, a, b, j->y + (a - j->lo), j->ldy);
+}
+
+void ck_matmul_parallel(ck_pool *pool, int64_t chunks, int fmt, const void *packed, int64_t out, int64_t in,
+                        const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    if (out_lo >= out_hi || a->rows == 0) return;
+    matmul_job j = {fmt, packed, out, in, out_lo, out_hi, out_lo / CK_GROUP, 0, a, y, ldy};
+    j.groups = (out_hi + CK_GROUP - 1) / CK_GROUP - j.first_group;
+    if (chunks > j.groups) chunks = j.groups;
+    if (chunks <= 1 || !pool || ck_pool_threads(pool) == 1) {
+        ck_matmul(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
+        return;
+    }
+    ck_pool_run(pool, matmul_item, &j, chunks);
+}

@@ -92,18 +92,9 @@ public final class LinearWeights: @unchecked Sendable {
         precondition(format.blockSize == 1 || x.hasBlocks, "apply: activations were not block-quantized")
         precondition(outputs.lowerBound >= 0 && outputs.upperBound <= outFeatures && ldy >= outputs.count)
         if x.rows == 0 || outputs.isEmpty { return }
-        let lo = outputs.lowerBound, hi = outputs.upperBound
-        let firstGroup = lo / 16, groups = (hi + 15) / 16 - firstGroup
-        if pool.threadCount == 1 || groups == 1 {
-            ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(lo), Int64(hi), y, Int64(ldy))
-            return
-        }
-        // Contiguous chunks of whole 16-row groups, a few per thread so a fast thread takes more.
-        pool.parallelFor(groups, chunks: pool.threadCount * LinearWeights.chunksPerThread) { range in
-            let a = max(lo, (firstGroup + range.lowerBound) * 16), b = min(hi, (firstGroup + range.upperBound) * 16)
-            ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(a), Int64(b),
-                      y + (a - lo), Int64(ldy))
-        }
+        ck_matmul_parallel(pool.handle, Int64(pool.threadCount * LinearWeights.chunksPerThread), format.ck, packed,
+                           Int64(outFeatures), Int64(inFeatures), x.acts, Int64(outputs.lowerBound),
+                           Int64(outputs.upperBound), y, Int64(ldy))
     }
 
     /// Work items per pool thread in `apply`.

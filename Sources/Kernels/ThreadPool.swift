@@ -10,7 +10,7 @@ import CKernels
 /// Thread-safety: concurrent runs from different threads take turns; starting a run from inside
 /// an item (nesting) aborts with a message. Items run concurrently and must touch disjoint memory.
 public final class ThreadPool: @unchecked Sendable {
-    private let handle: OpaquePointer
+    let handle: OpaquePointer
 
     /// Starts `threads - 1` worker threads (`threads` is clamped to at least 1).
     public init(threads: Int) {
@@ -24,6 +24,23 @@ public final class ThreadPool: @unchecked Sendable {
 
     /// Number of threads, the caller included: the most items that run at once.
     public let threadCount: Int
+
+    /// Runs `task.run(item:items:)` exactly once for each item in `0..<items`, at most `threadCount`
+    /// at once, and returns when all have finished. Allocates nothing (the closure-taking methods
+    /// below allocate two small objects per call for Swift's `withoutActuallyEscaping`; use this one
+    /// in per-token code).
+    public func run<Task: ThreadPoolTask>(items: Int, task: Task) {
+        if items <= 0 { return }
+        var local = task
+        withUnsafeMutablePointer(to: &local) { pointer in
+            var erased: any ErasedPoolTask = PoolTaskPointer(pointer: pointer)
+            withUnsafeMutablePointer(to: &erased) { e in
+                ck_pool_run(handle, { ctx, item, items in
+                    ctx!.assumingMemoryBound(to: (any ErasedPoolTask).self).pointee.invoke(Int(item), Int(items))
+                }, UnsafeMutableRawPointer(e), Int64(items))
+            }
+        }
+    }
 
     /// Runs `body(index, threadCount)` exactly once for each index in `0..<threadCount`, on the pool's
     /// threads (the caller included), and returns when all have finished. `index` identifies the
@@ -62,4 +79,20 @@ public final class ThreadPool: @unchecked Sendable {
             if lo < hi { body(lo..<hi) }
         }
     }
+}
+
+/// A unit of parallel work for `ThreadPool.run(items:task:)`: a struct holding the pointers and sizes
+/// it needs; `run(item:items:)` is called once per item, concurrently, and must write disjoint memory.
+public protocol ThreadPoolTask {
+    func run(item: Int, items: Int)
+}
+
+/// One-pointer wrapper so the existential fits inline (no boxing allocation).
+protocol ErasedPoolTask {
+    func invoke(_ item: Int, _ items: Int)
+}
+
+struct PoolTaskPointer<Task: ThreadPoolTask>: ErasedPoolTask {
+    let pointer: UnsafeMutablePointer<Task>
+    func invoke(_ item: Int, _ items: Int) { pointer.pointee.run(item: item, items: items) }
 }
