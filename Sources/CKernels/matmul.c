@@ -138,13 +138,19 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
     return hsum16(acc);
 }
 
+/// Software prefetch distance in bytes ahead of the weights being read (measured best at 16 KiB on
+/// Zen 4: R=1 streaming ~35% faster than hardware prefetch alone). Clamped to the matrix end.
+#ifndef CK_PF
+#define CK_PF 16384
+#endif
+
 #define BCAST(p) _mm512_set1_epi32(rd32(p))
 
 // One 16-row group against NR activation rows starting at row r0; writes lanes in `mask`.
 #define Q4_GROUP_BODY(NR)                                                                          \
     CK_AVX512 static void q4_group_##NR(const uint8_t *base, int64_t nb, int is_q41,              \
                                         const ck_acts *a, int64_t r0, float *y, int64_t ldy,      \
-                                        __mmask16 mask) {                                         \
+                                        __mmask16 mask, const uint8_t *end) {                     \
         const __m512i lo = _mm512_set1_epi8(0x0F);                                               \
         const uint16_t *dp = (const uint16_t *)(base + nb * 256);                                 \
         const uint16_t *mp = dp + nb * 16;                                                        \
@@ -159,6 +165,9 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
         }                                                                                         \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const uint8_t *w = base + b * 256;                                                    \
+            const uint8_t *pf = base + CK_PF + b * (is_q41 ? 320 : 288);                          \
+            if (pf < end)                                                                         \
+                for (int c = 0; c < 320; c += 64) _mm_prefetch((const char *)pf + c, _MM_HINT_T0); \
             const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);           \
             const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);    \
             const __m512i l0 = _mm512_and_si512(w0, lo), h0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), lo); \
@@ -189,7 +198,8 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
 
 #define Q8_GROUP_BODY(NR)                                                                          \
     CK_AVX512 static void q8_group_##NR(const uint8_t *base, int64_t nb, const ck_acts *a,         \
-                                        int64_t r0, float *y, int64_t ldy, __mmask16 mask) {      \
+                                        int64_t r0, float *y, int64_t ldy, __mmask16 mask,        \
+                                        const uint8_t *end) {                                     \
         const uint16_t *dp = (const uint16_t *)(base + nb * 512);                                 \
         __m512 acc[NR];                                                                           \
         const int8_t *aq[NR];                                                                     \
@@ -203,6 +213,9 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
         }                                                                                         \
         for (int64_t b = 0; b < nb; b++) {                                                        \
             const uint8_t *w = base + b * 512;                                                    \
+            const uint8_t *pf = base + CK_PF + b * 544;                                           \
+            if (pf < end)                                                                         \
+                for (int c = 0; c < 576; c += 64) _mm_prefetch((const char *)pf + c, _MM_HINT_T0); \
             const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);           \
             const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);    \
             const __m512i w4 = _mm512_loadu_si512(w + 256), w5 = _mm512_loadu_si512(w + 320);    \
@@ -246,9 +259,9 @@ CK_AVX512 static void matmul_avx(int fmt, const void *packed, int64_t out, int64
             }
         return;
     }
-    (void)out;
     const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
     const int is_q41 = fmt == CK_Q4_1;
+    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
     for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
         const int64_t first = g * CK_GROUP;
         uint32_t bits = 0xFFFFu;
@@ -263,25 +276,25 @@ CK_AVX512 static void matmul_avx(int fmt, const void *packed, int64_t out, int64
             if (nr > CK_NR) nr = CK_NR;
             if (fmt == CK_Q8_0) {
                 switch (nr) {
-                case 1: q8_group_1(base, nb, a, r0, yg, ldy, mask); break;
-                case 2: q8_group_2(base, nb, a, r0, yg, ldy, mask); break;
-                case 3: q8_group_3(base, nb, a, r0, yg, ldy, mask); break;
-                case 4: q8_group_4(base, nb, a, r0, yg, ldy, mask); break;
-                case 5: q8_group_5(base, nb, a, r0, yg, ldy, mask); break;
-                case 6: q8_group_6(base, nb, a, r0, yg, ldy, mask); break;
-                case 7: q8_group_7(base, nb, a, r0, yg, ldy, mask); break;
-                default: q8_group_8(base, nb, a, r0, yg, ldy, mask); break;
+                case 1: q8_group_1(base, nb, a, r0, yg, ldy, mask, end); break;
+                case 2: q8_group_2(base, nb, a, r0, yg, ldy, mask, end); break;
+                case 3: q8_group_3(base, nb, a, r0, yg, ldy, mask, end); break;
+                case 4: q8_group_4(base, nb, a, r0, yg, ldy, mask, end); break;
+                case 5: q8_group_5(base, nb, a, r0, yg, ldy, mask, end); break;
+                case 6: q8_group_6(base, nb, a, r0, yg, ldy, mask, end); break;
+                case 7: q8_group_7(base, nb, a, r0, yg, ldy, mask, end); break;
+                default: q8_group_8(base, nb, a, r0, yg, ldy, mask, end); break;
                 }
             } else {
                 switch (nr) {
-                case 1: q4_group_1(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                case 2: q4_group_2(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                case 3: q4_group_3(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                case 4: q4_group_4(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                case 5: q4_group_5(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                case 6: q4_group_6(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                case 7: q4_group_7(base, nb, is_q41, a, r0, yg, ldy, mask); break;
-                default: q4_group_8(base, nb, is_q41, a, r0, yg, ldy, mask); break;
+                case 1: q4_group_1(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                case 2: q4_group_2(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                case 3: q4_group_3(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                case 4: q4_group_4(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                case 5: q4_group_5(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                case 6: q4_group_6(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                case 7: q4_group_7(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
+                default: q4_group_8(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
                 }
             }
             r0 += nr;
@@ -299,4 +312,36 @@ void ck_matmul(int fmt, const void *packed, int64_t out, int64_t in, const ck_ac
     }
 #endif
     matmul_scalar(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
+}
+
+// ------------------------------------------------------------------ pool-parallel entry points
+
+typedef struct {
+    int fmt;
+    const void *packed;
+    int64_t out, in, lo, hi, first_group, groups;
+    const ck_acts *a;
+    float *y;
+    int64_t ldy;
+} matmul_job;
+
+static void matmul_item(void *ctx, int64_t item, int64_t items) {
+    const matmul_job *j = (const matmul_job *)ctx;
+    const int64_t g0 = j->first_group + item * j->groups / items, g1 = j->first_group + (item + 1) * j->groups / items;
+    const int64_t a = g0 * CK_GROUP > j->lo ? g0 * CK_GROUP : j->lo;
+    const int64_t b = g1 * CK_GROUP < j->hi ? g1 * CK_GROUP : j->hi;
+    if (a < b) ck_matmul(j->fmt, j->packed, j->out, j->in, j->a, a, b, j->y + (a - j->lo), j->ldy);
+}
+
+void ck_matmul_parallel(ck_pool *pool, int64_t chunks, int fmt, const void *packed, int64_t out, int64_t in,
+                        const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    if (out_lo >= out_hi || a->rows == 0) return;
+    matmul_job j = {fmt, packed, out, in, out_lo, out_hi, out_lo / CK_GROUP, 0, a, y, ldy};
+    j.groups = (out_hi + CK_GROUP - 1) / CK_GROUP - j.first_group;
+    if (chunks > j.groups) chunks = j.groups;
+    if (chunks <= 1 || !pool || ck_pool_threads(pool) == 1) {
+        ck_matmul(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
+        return;
+    }
+    ck_pool_run(pool, matmul_item, &j, chunks);
 }

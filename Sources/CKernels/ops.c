@@ -68,6 +68,32 @@ void ck_quantize_rows(const float *x, int64_t ldx, int64_t r0, int64_t r1, int64
     }
 }
 
+typedef struct {
+    const float *x;
+    int64_t ldx, rows, k;
+    const ck_acts *a;
+    int blocks;
+} quantize_job;
+
+static void quantize_item(void *ctx, int64_t item, int64_t items) {
+    const quantize_job *j = (const quantize_job *)ctx;
+    const int64_t r0 = item * j->rows / items, r1 = (item + 1) * j->rows / items;
+    for (int64_t r = r0; r < r1; r++)
+        memcpy((float *)j->a->x + r * j->a->ldx, j->x + r * j->ldx, (size_t)j->k * sizeof(float));
+    if (j->blocks) ck_quantize_rows(j->x, j->ldx, r0, r1, j->k, j->a);
+}
+
+void ck_prepare_acts(ck_pool *pool, const float *x, int64_t ldx, int64_t rows, int64_t k, const ck_acts *a, int blocks) {
+    quantize_job j = {x, ldx, rows, k, a, blocks};
+    int64_t items = pool ? ck_pool_threads(pool) : 1;
+    if (items > rows) items = rows;
+    if (items <= 1) {
+        quantize_item(&j, 0, 1);
+        return;
+    }
+    ck_pool_run(pool, quantize_item, &j, items);
+}
+
 // ------------------------------------------------------------------ elementwise
 
 float ck_dot(const float *a, const float *b, int64_t n) {

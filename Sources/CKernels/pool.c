@@ -1,12 +1,23 @@
-// Persistent thread pool: workers spin on a generation counter for a while, then sleep on a
-// condition variable. ck_pool_run publishes (fn, ctx), bumps the generation, runs thread 0's
-// share on the caller and spins until every worker has finished. Nothing is allocated per run.
+// Persistent thread pool with work claiming.
+//
+// A run publishes a job (fn, ctx, n items) and bumps a generation; the caller and the workers then
+// claim item indices 0..<n from one atomic word (generation << 32 | next index) until none are
+// left, and the caller returns once all n items have finished. A worker that is slow to wake (or
+// descheduled because the cores are oversubscribed) simply claims nothing: the caller never waits
+// for a thread that has not started, only for items already in progress.
+//
+// Jobs are double-buffered by generation parity: a worker that read job g's fields can only claim
+// an item while the word still carries generation g, and the fields of the slot it read are
+// rewritten only for job g + 2, after the word moved past g.
+//
+// Idle workers spin on the word for CK_SPIN_NS, then sleep on a condition variable. Nothing is
+// allocated per run.
 #include "ckernels.h"
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sched.h>
 #include <time.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -17,8 +28,14 @@
 
 /// How long an idle worker spins before it sleeps.
 #define CK_SPIN_NS 2000000LL
-/// Pause-spins before a waiting thread starts yielding its core to other threads.
-#define CK_SPINS_BEFORE_YIELD 20000
+/// Pause iterations the caller spins on unfinished items before it starts yielding its core.
+#define CK_WAIT_SPINS 4000
+
+typedef struct {
+    _Atomic(ck_task) fn;
+    _Atomic(void *) ctx;
+    _Atomic int64_t n;
+} ck_job;
 
 typedef struct {
     ck_pool *pool;
@@ -26,13 +43,12 @@ typedef struct {
 } ck_worker_arg;
 
 struct ck_pool {
-    _Alignas(64) _Atomic uint64_t generation;
-    _Alignas(64) _Atomic int pending;
+    _Alignas(64) _Atomic uint64_t word;  // generation << 32 | next unclaimed item
+    _Alignas(64) _Atomic int64_t done;   // finished items of the current job
     _Alignas(64) _Atomic int sleepers;
     _Atomic int stop;
     _Atomic int busy;
-    ck_task fn;
-    void *ctx;
+    ck_job jobs[2];
     int threads;
     pthread_t *handles;
     ck_worker_arg *args;
@@ -40,7 +56,7 @@ struct ck_pool {
     pthread_cond_t cond;
 };
 
-/// Set while this thread runs a pool task: a nested ck_pool_run would deadlock, so it aborts.
+/// Set while this thread runs a pool item: a nested ck_pool_run would deadlock, so it aborts.
 static _Thread_local int ck_in_task = 0;
 
 static int64_t now_ns(void) {
@@ -49,23 +65,42 @@ static int64_t now_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static inline uint32_t gen_of(uint64_t w) { return (uint32_t)(w >> 32); }
+
+/// Claims and runs items of job `gen` until none are left or the job has changed.
+static void work(ck_pool *p, uint32_t gen) {
+    const ck_job *job = &p->jobs[gen & 1];
+    const ck_task fn = atomic_load_explicit(&job->fn, memory_order_relaxed);
+    void *const ctx = atomic_load_explicit(&job->ctx, memory_order_relaxed);
+    const int64_t n = atomic_load_explicit(&job->n, memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(&p->word, memory_order_acquire);
+    for (;;) {
+        if (gen_of(w) != gen || (int64_t)(uint32_t)w >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->word, &w, w + 1, memory_order_acq_rel, memory_order_acquire))
+            continue;
+        ck_in_task = 1;
+        fn(ctx, (int64_t)(uint32_t)w, n);
+        ck_in_task = 0;
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        w = atomic_load_explicit(&p->word, memory_order_acquire);
+    }
+}
+
 static void *worker_main(void *raw) {
     ck_worker_arg *arg = (ck_worker_arg *)raw;
     ck_pool *p = arg->pool;
-    uint64_t seen = 0;
+    uint32_t seen = 0;
     for (;;) {
-        uint64_t g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        uint32_t g = gen_of(atomic_load_explicit(&p->word, memory_order_acquire));
         if (g == seen) {
             const int64_t deadline = now_ns() + CK_SPIN_NS;
             int spins = 0;
-            while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen) {
+            while ((g = gen_of(atomic_load_explicit(&p->word, memory_order_acquire))) == seen) {
                 CK_RELAX();
-                // On a busy machine give the core away rather than burn our time slice.
-                if (spins > CK_SPINS_BEFORE_YIELD) sched_yield();
                 if (++spins % 256 == 0 && now_ns() > deadline) {
                     pthread_mutex_lock(&p->mutex);
                     atomic_fetch_add(&p->sleepers, 1);
-                    while ((g = atomic_load(&p->generation)) == seen) pthread_cond_wait(&p->cond, &p->mutex);
+                    while ((g = gen_of(atomic_load(&p->word))) == seen) pthread_cond_wait(&p->cond, &p->mutex);
                     atomic_fetch_sub(&p->sleepers, 1);
                     pthread_mutex_unlock(&p->mutex);
                     break;
@@ -74,10 +109,7 @@ static void *worker_main(void *raw) {
         }
         seen = g;
         if (atomic_load_explicit(&p->stop, memory_order_acquire)) return NULL;
-        ck_in_task = 1;
-        p->fn(p->ctx, arg->index, p->threads);
-        ck_in_task = 0;
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        work(p, g);
     }
 }
 
@@ -85,13 +117,16 @@ ck_pool *ck_pool_create(int threads) {
     if (threads < 1) threads = 1;
     ck_pool *p = (ck_pool *)aligned_alloc(64, (sizeof(ck_pool) + 63) / 64 * 64);
     if (!p) return NULL;
-    atomic_init(&p->generation, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->word, 0);
+    atomic_init(&p->done, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->stop, 0);
     atomic_init(&p->busy, 0);
-    p->fn = NULL;
-    p->ctx = NULL;
+    for (int i = 0; i < 2; i++) {
+        atomic_init(&p->jobs[i].fn, NULL);
+        atomic_init(&p->jobs[i].ctx, NULL);
+        atomic_init(&p->jobs[i].n, 0);
+    }
     p->threads = threads;
     pthread_mutex_init(&p->mutex, NULL);
     pthread_cond_init(&p->cond, NULL);
@@ -105,7 +140,7 @@ ck_pool *ck_pool_create(int threads) {
     return p;
 }
 
-static void wake(ck_pool *p) {
+static void wake_sleepers(ck_pool *p) {
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mutex);
         pthread_cond_broadcast(&p->cond);
@@ -116,7 +151,8 @@ static void wake(ck_pool *p) {
 void ck_pool_destroy(ck_pool *p) {
     if (!p) return;
     atomic_store(&p->stop, 1);
-    atomic_fetch_add(&p->generation, 1);
+    const uint64_t w = atomic_load(&p->word);
+    atomic_store(&p->word, (uint64_t)(gen_of(w) + 1) << 32 | 0xFFFFFFFFu);
     pthread_mutex_lock(&p->mutex);
     pthread_cond_broadcast(&p->cond);
     pthread_mutex_unlock(&p->mutex);
@@ -128,30 +164,35 @@ void ck_pool_destroy(ck_pool *p) {
     free(p);
 }
 
-void ck_pool_run(ck_pool *p, ck_task fn, void *ctx) {
+int ck_pool_threads(const ck_pool *p) { return p->threads; }
+
+void ck_pool_run(ck_pool *p, ck_task fn, void *ctx, int64_t n) {
+    if (n <= 0) return;
     if (ck_in_task) {
-        fprintf(stderr, "ThreadPool.run called from inside a ThreadPool task (nested runs are not supported)\n");
+        fprintf(stderr, "ThreadPool: run called from inside a pool task (nested runs are not supported)\n");
         abort();
     }
-    if (p->threads == 1) {
-        fn(ctx, 0, 1);
+    if (p->threads == 1 || n == 1) {
+        ck_in_task = 1;
+        for (int64_t i = 0; i < n; i++) fn(ctx, i, n);
+        ck_in_task = 0;
         return;
     }
     // Concurrent callers take turns.
     while (atomic_exchange_explicit(&p->busy, 1, memory_order_acquire)) sched_yield();
-    p->fn = fn;
-    p->ctx = ctx;
-    atomic_store_explicit(&p->pending, p->threads - 1, memory_order_relaxed);
-    atomic_fetch_add(&p->generation, 1);  // seq_cst: pairs with the sleepers check in wake()
-    wake(p);
-    ck_in_task = 1;
-    fn(ctx, 0, p->threads);
-    ck_in_task = 0;
-    // Spin briefly (a step's work items are short), then yield: when the machine is
-    // oversubscribed the worker may be descheduled, and spinning would only delay it further.
-    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
-        CK_RELAX();
-        if (spins > CK_SPINS_BEFORE_YIELD) sched_yield();
+    const uint32_t gen = gen_of(atomic_load_explicit(&p->word, memory_order_relaxed)) + 1;
+    ck_job *job = &p->jobs[gen & 1];
+    atomic_store_explicit(&job->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&job->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&job->n, n, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    atomic_store(&p->word, (uint64_t)gen << 32);  // seq_cst: pairs with the sleepers check
+    wake_sleepers(p);
+    work(p, gen);
+    int spins = 0;
+    while (atomic_load_explicit(&p->done, memory_order_acquire) < n) {
+        if (++spins < CK_WAIT_SPINS) CK_RELAX();
+        else sched_yield();
     }
     atomic_store_explicit(&p->busy, 0, memory_order_release);
 }

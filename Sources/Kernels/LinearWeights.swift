@@ -39,6 +39,37 @@ public final class LinearWeights: @unchecked Sendable {
         ck_pack(format.ck, base, Int64(outFeatures), Int64(inFeatures), packed)
     }
 
+    /// One matrix made of several stacked on top of each other (same format and inFeatures), e.g.
+    /// Q, K and V, or gate and up: one `apply` then computes all of them in a single pool run (fewer
+    /// synchronisation points per layer). Output row r holds [part 0 | part 1 | ...] in the order
+    /// given, so part i's outputs start at column sum(outFeatures of parts before i). Results are
+    /// bit-identical to applying the parts separately.
+    public convenience init(format: WeightFormat, inFeatures: Int,
+                            stacking parts: [(outFeatures: Int, bytes: UnsafeRawBufferPointer)]) throws {
+        var total = 0, byteCount = 0
+        for part in parts { total += max(0, part.outFeatures); byteCount += part.bytes.count }
+        let joined = UnsafeMutableRawBufferPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
+        defer { joined.deallocate() }
+        var offset = 0
+        for part in parts {
+            let expected = format.rawByteCount(outFeatures: part.outFeatures, inFeatures: inFeatures)
+            guard part.outFeatures >= 1, inFeatures >= 1 else {
+                throw KernelError.emptyShape(outFeatures: part.outFeatures, inFeatures: inFeatures)
+            }
+            guard inFeatures % format.blockSize == 0 else {
+                throw KernelError.inFeaturesNotMultipleOfBlock(format: format, inFeatures: inFeatures, blockSize: format.blockSize)
+            }
+            guard part.bytes.count == expected else {
+                throw KernelError.byteCountMismatch(format: format, outFeatures: part.outFeatures, inFeatures: inFeatures,
+                                                    expected: expected, found: part.bytes.count)
+            }
+            UnsafeMutableRawBufferPointer(rebasing: joined[offset..<(offset + expected)]).copyMemory(from: part.bytes)
+            offset += expected
+        }
+        try self.init(format: format, outFeatures: total, inFeatures: inFeatures,
+                      bytes: UnsafeRawBufferPointer(rebasing: joined[0..<byteCount]))
+    }
+
     deinit { packed.deallocate() }
 
     /// Dequantizes output row `r` into `dst[0..<inFeatures]`, exactly as the scalar ggml dequantization
@@ -61,21 +92,13 @@ public final class LinearWeights: @unchecked Sendable {
         precondition(format.blockSize == 1 || x.hasBlocks, "apply: activations were not block-quantized")
         precondition(outputs.lowerBound >= 0 && outputs.upperBound <= outFeatures && ldy >= outputs.count)
         if x.rows == 0 || outputs.isEmpty { return }
-        let lo = outputs.lowerBound, hi = outputs.upperBound
-        let firstGroup = lo / 16, groups = (hi + 15) / 16 - firstGroup
-        if pool.threadCount == 1 || groups == 1 {
-            ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(lo), Int64(hi), y, Int64(ldy))
-            return
-        }
-        pool.run { t, n in
-            let g0 = firstGroup + t * groups / n, g1 = firstGroup + (t + 1) * groups / n
-            let a = max(lo, g0 * 16), b = min(hi, g1 * 16)
-            if a < b {
-                ck_matmul(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(a), Int64(b),
-                          y + (a - lo), Int64(ldy))
-            }
-        }
+        ck_matmul_parallel(pool.handle, Int64(pool.threadCount * LinearWeights.chunksPerThread), format.ck, packed,
+                           Int64(outFeatures), Int64(inFeatures), x.acts, Int64(outputs.lowerBound),
+                           Int64(outputs.upperBound), y, Int64(ldy))
     }
+
+    /// Work items per pool thread in `apply`.
+    static let chunksPerThread = 4
 
     /// Scalar reference for one (row, output) pair with exactly the kernel's arithmetic (for tests):
     /// the SIMD kernel must match it bit for bit.

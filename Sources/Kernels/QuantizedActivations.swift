@@ -65,20 +65,7 @@ public final class QuantizedActivations {
         hasBlocks = inFeatures % 32 == 0
         acts.pointee.rows = Int64(rows)
         acts.pointee.k = Int64(inFeatures)
-        if let pool, rows >= 2, pool.threadCount > 1 {
-            pool.parallelFor(rows) { range in prepare(x, ldx: ldx, rows: range) }
-        } else {
-            prepare(x, ldx: ldx, rows: 0..<rows)
-        }
-    }
-
-    private func prepare(_ src: UnsafePointer<Float>, ldx: Int, rows range: Range<Int>) {
-        for r in range {
-            (x + r * maxInFeatures).update(from: src + r * ldx, count: inFeatures)
-        }
-        if hasBlocks {
-            ck_quantize_rows(src, Int64(ldx), Int64(range.lowerBound), Int64(range.upperBound), Int64(inFeatures), acts)
-        }
+        ck_prepare_acts(pool?.handle, x, Int64(ldx), Int64(rows), Int64(inFeatures), acts, hasBlocks ? 1 : 0)
     }
 
     /// The int8 value at (row, i) of the last quantization (for tests and diagnostics).

@@ -139,3 +139,37 @@ private let formatSizes: [(WeightFormat, Int)] =
         #expect(acts.quantizedValue(row: 0, index: 40) == 0)
     }
 }
+
+@Suite struct StackedWeightsTests {
+    /// A stacked matrix gives, column block by column block, the same bits as its parts.
+    @Test(arguments: [WeightFormat.q4_1, .q8_0, .f16])
+    func stackedEqualsParts(format: WeightFormat) throws {
+        let seed: UInt64 = 91
+        var rng = SeededRandom(seed: seed)
+        let inFeatures = 64, outs = [33, 16, 7]
+        let raws = outs.map { randomRawWeights(format, out: $0, inFeatures: inFeatures, rng: &rng) }
+        let parts = try zip(outs, raws).map { try makeWeights(format, out: $0, inFeatures: inFeatures, raw: $1) }
+        let stacked = try raws[0].withUnsafeBytes { r0 in
+            try raws[1].withUnsafeBytes { r1 in
+                try raws[2].withUnsafeBytes { r2 in
+                    try LinearWeights(format: format, inFeatures: inFeatures,
+                                      stacking: [(outs[0], r0), (outs[1], r1), (outs[2], r2)])
+                }
+            }
+        }
+        #expect(stacked.outFeatures == 56)
+        let rows = 3
+        let x = rng.floats(rows * inFeatures)
+        let pool = ThreadPool(threads: 2)
+        let all = applied(stacked, x, rows: rows, pool: pool)
+        var column = 0
+        for (i, part) in parts.enumerated() {
+            let y = applied(part, x, rows: rows, pool: pool)
+            for r in 0..<rows {
+                #expect(bits(Array(all[(r * 56 + column)..<(r * 56 + column + outs[i])])) == bits(Array(y[(r * outs[i])..<((r + 1) * outs[i])])),
+                        "\(format) part \(i) row \(r), seed \(seed)")
+            }
+            column += outs[i]
+        }
+    }
+}

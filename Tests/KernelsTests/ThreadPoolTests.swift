@@ -41,3 +41,20 @@ import Kernels
         #expect(seen[0] == 2 && seen[16] == 2)
     }
 }
+
+private struct MarkItems: ThreadPoolTask {
+    let hits: UnsafeMutablePointer<Int>
+    func run(item: Int, items: Int) { hits[item * 16] += items }
+}
+
+@Suite struct ThreadPoolTaskTests {
+    @Test(arguments: [1, 2, 3])
+    func taskRunsEveryItemOnce(threads: Int) {
+        let pool = ThreadPool(threads: threads)
+        let hits = UnsafeMutablePointer<Int>.allocate(capacity: 9 * 16)
+        hits.initialize(repeating: 0, count: 9 * 16)
+        defer { hits.deallocate() }
+        for _ in 0..<500 { pool.run(items: 9, task: MarkItems(hits: hits)) }
+        for i in 0..<9 { #expect(hits[i * 16] == 500 * 9, "item \(i)") }
+    }
+}

@@ -75,6 +75,13 @@ void ck_quantize_rows(const float *x, int64_t ldx, int64_t r0, int64_t r1, int64
 /// Work is done per 16-row group; a caller splits [out_lo, out_hi) between threads on any boundary.
 void ck_matmul(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                int64_t out_lo, int64_t out_hi, float *y, int64_t ldy);
+typedef struct ck_pool ck_pool;
+/// ck_matmul over [out_lo, out_hi) split into `chunks` contiguous runs of whole 16-row groups,
+/// claimed by the pool's threads (the result does not depend on the split).
+void ck_matmul_parallel(ck_pool *pool, int64_t chunks, int fmt, const void *packed, int64_t out, int64_t in,
+                        const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy);
+/// Copies rows x k floats of x into a->x and, when `blocks`, quantizes them (rows split over the pool).
+void ck_prepare_acts(ck_pool *pool, const float *x, int64_t ldx, int64_t rows, int64_t k, const ck_acts *a, int blocks);
 /// Scalar reference of ck_matmul for ONE (row, output) pair, reading the packed layout.
 float ck_matmul_ref1(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                      int64_t row, int64_t o);
@@ -93,14 +100,15 @@ void ck_silu_mul(float *g, const float *u, int64_t n);
 void ck_rope(float *x, int64_t heads, int64_t head_dim, int64_t pos, float theta);
 
 // ---------------------------------------------------------------------------------------------
-// Thread pool: persistent workers, spin then sleep.
+// Thread pool: persistent workers that claim work items; see pool.c.
 
-typedef struct ck_pool ck_pool;
-typedef void (*ck_task)(void *ctx, int64_t thread, int64_t threads);
+typedef void (*ck_task)(void *ctx, int64_t item, int64_t items);
 ck_pool *ck_pool_create(int threads);
 void ck_pool_destroy(ck_pool *p);
-/// Runs fn(ctx, t, n) for t in 0..<n (t = 0 on the caller) and returns when all finished.
-void ck_pool_run(ck_pool *p, ck_task fn, void *ctx);
+int ck_pool_threads(const ck_pool *p);
+/// Runs fn(ctx, i, n) exactly once for each i in 0..<n, spread over the caller and the workers
+/// (at most `threads` at once), and returns when all have finished.
+void ck_pool_run(ck_pool *p, ck_task fn, void *ctx, int64_t n);
 
 // ---------------------------------------------------------------------------------------------
 // OpenBLAS (declared here so no cblas.h include path is needed).
