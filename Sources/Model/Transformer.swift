@@ -45,8 +45,11 @@ public final class Transformer {
     let gateUpOut: UnsafeMutablePointer<Float>    // [rows x 2F]
     let ffnHidden: UnsafeMutablePointer<Float>    // [rows x F]
     let projected: UnsafeMutablePointer<Float>    // [rows x E]
-    let scores: UnsafeMutablePointer<Float>       // [threads x (capacity + maxStepRows)]
-    let ancestors: UnsafeMutablePointer<Int32>    // [threads x maxStepRows]
+    let scores: UnsafeMutablePointer<Float>       // [attentionItems x group x scoreStride]
+    let chainKeys: UnsafeMutablePointer<UnsafePointer<Float>?>    // [attentionItems x maxStepRows]
+    let chainValues: UnsafeMutablePointer<UnsafePointer<Float>?>  // [attentionItems x maxStepRows]
+    /// Attention work items per layer: a few per thread, for balance when rows differ in length.
+    let attentionItems: Int
     let logitHidden: UnsafeMutablePointer<Float>  // [maxLogitRows x E]
     /// Logits of the rows that asked for them, in row order: `[logitRowCount x vocabularySize]`.
     /// Valid until the next forward call.
@@ -146,8 +149,10 @@ public final class Transformer {
         ffnHidden = buffer(r * f)
         projected = buffer(r * e)
         scoreStride = maxContext + maxStepRows
-        scores = buffer(pool.threadCount * scoreStride)
-        ancestors = .allocate(capacity: pool.threadCount * maxStepRows)
+        attentionItems = 4 * pool.threadCount
+        scores = buffer(attentionItems * config.groupSize * scoreStride)
+        chainKeys = .allocate(capacity: attentionItems * maxStepRows)
+        chainValues = .allocate(capacity: attentionItems * maxStepRows)
         logitHidden = buffer(self.maxLogitRows * e)
         logits = buffer(self.maxLogitRows * config.vocabularySize)
         activations = QuantizedActivations(maxRows: r, maxInFeatures: max(e, f))
@@ -155,7 +160,8 @@ public final class Transformer {
 
     deinit {
         for p in [hidden, normed, qkvOut, attention, gateUpOut, ffnHidden, projected, scores, logitHidden, logits] { p.deallocate() }
-        ancestors.deallocate()
+        chainKeys.deallocate()
+        chainValues.deallocate()
     }
 
     /// A KV cache shaped for this model.
@@ -265,56 +271,66 @@ public final class Transformer {
 
     // MARK: - Attention
 
-    /// Causal attention of every row over its slot's cached positions and its ancestors.
-    /// Work is split over (row, head) pairs; each pair is computed by one thread, reducing over
-    /// positions in increasing order, so a row's result does not depend on the batch.
+    /// Causal attention of every row over its slot's cached positions and its ancestors, one
+    /// work item per (row, key/value head) pair with all its query heads. Each pair is computed by
+    /// one thread, reducing over positions in increasing order, so a row's result does not depend
+    /// on the batch.
     private func attend(_ rows: [BatchRow], layer: Int, cache: KVCache) {
+        rows.withUnsafeBufferPointer { rowsBuffer in
+            let work = rows.count * config.kvHeadCount
+            let task = AttentionTask(model: self, rows: rowsBuffer.baseAddress!, work: work, layer: layer, cache: cache)
+            pool.run(items: min(attentionItems, work), task: task)
+        }
+    }
+}
+
+/// One layer's attention as pool work: item i takes pairs i, i + items, i + 2 items, ...
+/// and uses scratch slice i (items never exceed `attentionItems`).
+private struct AttentionTask: ThreadPoolTask {
+    unowned let model: Transformer
+    let rows: UnsafePointer<BatchRow>
+    let work: Int
+    let layer: Int
+    unowned let cache: KVCache
+
+    func run(item: Int, items: Int) {
+        let config = model.config
         let headDim = config.headDimension, e = config.embeddingLength, kv = config.kvDimension
         let qkvWidth = e + 2 * kv
-        let heads = config.headCount, group = config.groupSize
+        let group = config.groupSize, kvHeads = config.kvHeadCount
         let scale = 1 / Float(headDim).squareRoot()
-        let work = rows.count * heads
-        rows.withUnsafeBufferPointer { rowsBuffer in
-            pool.run { thread, threadCount in
-                let s = self.scores + thread * self.scoreStride
-                let chain = self.ancestors + thread * self.maxStepRows
-                var lastRow = -1
-                var chainLength = 0
-                var item = thread
-                while item < work {
-                    let r = item / heads, h = item % heads
-                    let row = rowsBuffer[r]
-                    if r != lastRow {
-                        // Ancestors root first, then the row itself.
-                        chainLength = 0
-                        var a = r
-                        while a >= 0 { chain[chainLength] = Int32(a); chainLength += 1; a = rowsBuffer[a].parent }
-                        var lo = 0, hi = chainLength - 1
-                        while lo < hi { let t = chain[lo]; chain[lo] = chain[hi]; chain[hi] = t; lo += 1; hi -= 1 }
-                        lastRow = r
-                    }
-                    let q = self.qkvOut + r * qkvWidth + h * headDim
-                    let kvOffset = (h / group) * headDim
-                    let cached = cache.lengths[row.slot]
-                    let total = cached + chainLength
-                    for j in 0..<cached {
-                        s[j] = Ops.dot(q, cache.cachedKey(slot: row.slot, layer: layer, position: j) + kvOffset, count: headDim) * scale
-                    }
-                    for c in 0..<chainLength {
-                        s[cached + c] = Ops.dot(q, cache.stepKey(layer: layer, row: Int(chain[c])) + kvOffset, count: headDim) * scale
-                    }
-                    Ops.softmax(s, count: total)
-                    let out = self.attention + r * e + h * headDim
-                    out.initialize(repeating: 0, count: headDim)
-                    for j in 0..<cached {
-                        Ops.axpy(s[j], cache.cachedValue(slot: row.slot, layer: layer, position: j) + kvOffset, out, count: headDim)
-                    }
-                    for c in 0..<chainLength {
-                        Ops.axpy(s[cached + c], cache.stepValue(layer: layer, row: Int(chain[c])) + kvOffset, out, count: headDim)
-                    }
-                    item += threadCount
+        let scores = model.scores + item * model.scoreStride * group
+        let chainKeys = model.chainKeys + item * model.maxStepRows
+        let chainValues = model.chainValues + item * model.maxStepRows
+        var lastRow = -1
+        var chainLength = 0
+        var w = item
+        while w < work {
+            let r = w / kvHeads, h = w % kvHeads
+            let row = rows[r]
+            if r != lastRow {
+                // Ancestors root first, then the row itself.
+                chainLength = 0
+                var a = r
+                while a >= 0 { chainLength += 1; a = rows[a].parent }
+                a = r
+                var c = chainLength - 1
+                while a >= 0 {
+                    chainKeys[c] = UnsafePointer(cache.stepKey(layer: layer, row: a))
+                    chainValues[c] = UnsafePointer(cache.stepValue(layer: layer, row: a))
+                    c -= 1
+                    a = rows[a].parent
                 }
+                lastRow = r
             }
+            let offset = h * headDim
+            Ops.attend(q: model.qkvOut + r * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
+                       cachedKeys: cache.cachedKey(slot: row.slot, layer: layer, position: 0) + offset,
+                       cachedValues: cache.cachedValue(slot: row.slot, layer: layer, position: 0) + offset,
+                       stride: kv, cachedCount: cache.lengths[row.slot],
+                       chainKeys: chainKeys, chainValues: chainValues, chainOffset: offset, chainCount: chainLength,
+                       scores: scores, out: model.attention + r * e + h * group * headDim)
+            w += items
         }
     }
 }

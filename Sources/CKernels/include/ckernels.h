@@ -117,6 +117,24 @@ void ck_sgemm(int transA, int transB, int64_t m, int64_t n, int64_t k, float alp
               const float *a, int64_t lda, const float *b, int64_t ldb, float beta, float *c, int64_t ldc);
 void ck_blas_set_threads(int n);
 
+// ---------------------------------------------------------------------------------------------
+// Attention
+
+/// Attention of `group` query heads (q: [group][hd], contiguous) that share one key/value head,
+/// over `n_cached` cached rows (keys at k_cached + j*stride, values likewise) followed by
+/// `n_chain` step rows (k_chain[c] + chain_offset). scores: scratch of group*(n_cached+n_chain)
+/// floats. out: [group][hd]. The reduction order is fixed (positions in order), so a row's result
+/// never depends on the rest of the batch. group <= 64.
+void ck_attend(const float *q, int64_t group, int64_t hd, float scale,
+               const float *k_cached, const float *v_cached, int64_t stride, int64_t n_cached,
+               const float *const *k_chain, const float *const *v_chain, int64_t chain_offset, int64_t n_chain,
+               float *scores, float *out);
+/// Scalar reference of ck_attend (same math; equal within float rounding).
+void ck_attend_reference(const float *q, int64_t group, int64_t hd, float scale,
+                         const float *k_cached, const float *v_cached, int64_t stride, int64_t n_cached,
+                         const float *const *k_chain, const float *const *v_chain, int64_t chain_offset, int64_t n_chain,
+                         float *scores, float *out);
+
 #ifdef __cplusplus
 }
 #endif
