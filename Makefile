@@ -10,12 +10,12 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
-APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev
+APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl
 PY_TEST_PACKAGES := openai prometheus-client
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model build run test test-swift test-python clean bench
+.PHONY: all deps model build run generate test clean bench
 
 all: build
 
@@ -43,7 +43,12 @@ $(MODEL):
 build: deps
 	$(SWIFT) build -c release
 
+## Serves the default model on $(HOST):$(PORT) (Ctrl-C drains and stops).
 run: build model
+	$(RELEASE_BIN)/cast-serve serve --model $(MODEL) --host $(HOST) --port $(PORT)
+
+## One-shot chat generation from the command line.
+generate: build model
 	$(RELEASE_BIN)/cast-serve generate --chat --model $(MODEL) --prompt "What is the capital of France? Answer in one sentence." --max-tokens 64
 
 ## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
@@ -51,13 +56,11 @@ run: build model
 test: deps model
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
-	@if ls tests/*.py >/dev/null 2>&1; then \
-	  $(PYTHON) -m pip install --quiet $(PY_TEST_PACKAGES) 2>/dev/null; \
-	  $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v; \
-	fi
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
+	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
 
 bench: build model
-	$(RELEASE_BIN)/cast-bench --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
+	$(RELEASE_BIN)/cast-bench run --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
 
 clean:
 	rm -rf .build
