@@ -276,7 +276,11 @@ public final class Engine: @unchecked Sendable {
                 if !last { rows[rows.count - 1].wantsLogits = false }
                 budget -= end - s.prefilled
             }
-            if rows.isEmpty { continue }
+            if rows.isEmpty {
+                // Cancellations may have emptied every slot: publish so the gauges drop to zero.
+                publish(now: (clock.now - start).seconds, tokens: 0, promptTokens: 0, step: nil)
+                continue
+            }
 
             let t0 = clock.now
             do {
