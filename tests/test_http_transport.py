@@ -128,6 +128,26 @@ class RawSocketTests(unittest.TestCase):
         r = server.json("POST", "/v1/completions", {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2}, timeout=30)
         self.assertEqual(r[0], 200)
 
+    def test_disconnect_during_non_streaming_request(self):
+        body = json.dumps({"model": MODEL_ID, "prompt": "Once upon a time, in a land far away,", "max_tokens": 800,
+                           "temperature": 0}).encode()
+        s = server.connect(30)
+        try:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            deadline = time.monotonic() + 20
+            while metric_value(server.metrics(), "castserve_requests_running") < 1:
+                self.assertLess(time.monotonic(), deadline, "the generation never started")
+                time.sleep(0.02)
+        finally:
+            s.close()
+        deadline = time.monotonic() + 5
+        while metric_value(server.metrics(), "castserve_requests_running") != 0:
+            self.assertLess(time.monotonic(), deadline, "the abandoned generation still runs")
+            time.sleep(0.1)
+        status, health = server.json("GET", "/health", timeout=5)
+        self.assertEqual((status, health["running"]), (200, 0))
+
 
 if __name__ == "__main__":
     unittest.main()
