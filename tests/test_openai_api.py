@@ -314,6 +314,17 @@ class BatchInvarianceTests(unittest.TestCase):
         self.assertEqual(together, alone)
         self.assertEqual(len(set(alone)), len(alone))
 
+    def test_more_streams_than_slots(self):
+        # 10 concurrent streams on 4 slots: the rest wait for a slot, and every text is unchanged.
+        def run(i):
+            chunks = client.completions.create(model=MODEL_ID, prompt=f"Item number {i}:", max_tokens=8, temperature=0,
+                                               stream=True)
+            return "".join(c.choices[0].text for c in chunks if c.choices)
+
+        with concurrent.futures.ThreadPoolExecutor(10) as pool:
+            together = list(pool.map(run, range(10), timeout=120))
+        self.assertEqual(together, [run(i) for i in range(10)])
+
 
 if __name__ == "__main__":
     unittest.main()
