@@ -71,6 +71,22 @@ class CurlTests(unittest.TestCase):
         self.assertIn(MODEL_ID, r.stdout)
 
 
+class RequestLogTests(unittest.TestCase):
+    def test_request_id_echoed_and_logged(self):
+        status, headers, body = server.request("POST", "/v1/completions", {"model": MODEL_ID, "prompt": "Hello", "max_tokens": 2},
+                                               headers={"X-Request-Id": "e2e-log-42"})
+        self.assertEqual(status, 200)
+        self.assertEqual(headers.get("x-request-id"), "e2e-log-42")
+        self.assertEqual(json.loads(body)["id"], "cmpl-e2e-log-42")
+        deadline = time.monotonic() + 5
+        while "request_id=e2e-log-42" not in server.log_text(tail=200_000) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        lines = [l for l in server.log_text(tail=200_000).splitlines() if "request_id=e2e-log-42" in l]
+        self.assertEqual(len(lines), 1, lines)
+        for field in ("route=/v1/completions", "status=200", "completion_tokens=2", "duration_ms="):
+            self.assertIn(field, lines[0])
+
+
 class RawSocketTests(unittest.TestCase):
     def raw(self, data, timeout=10):
         with server.connect(timeout) as s:

@@ -24,7 +24,9 @@ def setUpModule():
 
 def tearDownModule():
     if server is not None:
-        server.stop()
+        code = server.stop()
+        if code != 0:
+            raise AssertionError(f"cast-serve exited with {code} after SIGTERM while idle; log:\n{server.log_text()}")
 
 
 def stream_chat(**kwargs):
