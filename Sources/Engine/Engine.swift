@@ -127,9 +127,12 @@ public final class Engine: @unchecked Sendable {
     private let lock = NSCondition()
     private var incoming: [Sequence] = []
     private var stopping = false
+    /// Sequences submitted and not yet ended (incoming, waiting or running). Kept under `lock` and
+    /// released before a sequence's last event, so a client that sends its next request as soon
+    /// as it has read a response never sees its own finished request still holding the slot.
+    private var admitted = 0
     private var nextID: UInt64 = 1
     private var snapshotValue = EngineSnapshot()
-    private var thread: Thread?
 
     // Engine-thread state.
     private var waiting: [Sequence] = []
@@ -169,10 +172,11 @@ public final class Engine: @unchecked Sendable {
         rawLogits = .allocate(capacity: model.config.vocabularySize)
         snapshotValue.slots = config.slots
         snapshotValue.contextLength = config.contextLength
-        let t = Thread { [unowned self] in self.loop() }
+        // The loop thread keeps the engine alive until `shutdown` ends the loop (an unowned capture
+        // crashed when an engine was released before its thread had started).
+        let t = Thread { self.loop() }
         t.name = "engine"
         t.stackSize = 8 << 20
-        thread = t
         t.start()
     }
 
@@ -186,10 +190,10 @@ public final class Engine: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         guard !stopping else { throw EngineError.shuttingDown }
-        let queued = incoming.count + snapshotValue.waiting
-        guard queued < configuration.maxWaiting + max(0, configuration.slots - snapshotValue.running) else {
-            throw EngineError.queueFull(waiting: queued)
+        guard admitted < configuration.slots + configuration.maxWaiting else {
+            throw EngineError.queueFull(waiting: max(0, admitted - configuration.slots))
         }
+        admitted += 1
         let handle = RequestHandle(id: nextID)
         nextID += 1
         incoming.append(Sequence(request: request, handle: handle, vocabularySize: model.config.vocabularySize, onEvent: onEvent))
@@ -241,8 +245,12 @@ public final class Engine: @unchecked Sendable {
             let stop = stopping
             lock.unlock()
             if stop && running.allSatisfy({ $0 == nil }) {
-                for s in waiting { s.onEvent(.failed(.shuttingDown)) }
+                let refused = waiting
                 waiting.removeAll()
+                for s in refused {
+                    release()
+                    s.onEvent(.failed(.shuttingDown))
+                }
                 publish(now: (clock.now - start).seconds, tokens: 0, promptTokens: 0, step: nil)
                 return
             }
@@ -251,9 +259,15 @@ public final class Engine: @unchecked Sendable {
             for i in running.indices {
                 if let s = running[i], s.handle.cancelled.isSet { finish(s, .cancelled) }
             }
-            waiting.removeAll { s in
-                if s.handle.cancelled.isSet { s.onEvent(.finished(.cancelled, promptTokens: s.request.promptTokens.count, completionTokens: 0)); return true }
-                return false
+            var kept: [Sequence] = []
+            var dropped: [Sequence] = []
+            for s in waiting {
+                if s.handle.cancelled.isSet { dropped.append(s) } else { kept.append(s) }
+            }
+            waiting = kept
+            for s in dropped {
+                release()
+                s.onEvent(.finished(.cancelled, promptTokens: s.request.promptTokens.count, completionTokens: 0))
             }
             while !stop, !waiting.isEmpty, let free = running.firstIndex(where: { $0 == nil }) {
                 let s = waiting.removeFirst()
@@ -371,6 +385,7 @@ public final class Engine: @unchecked Sendable {
             running[s.slot] = nil
             cache.reset(slot: s.slot)
         }
+        release()
         s.onEvent(.finished(reason, promptTokens: s.request.promptTokens.count, completionTokens: s.generated))
     }
 
@@ -379,7 +394,20 @@ public final class Engine: @unchecked Sendable {
             running[s.slot] = nil
             cache.reset(slot: s.slot)
         }
+        release()
         s.onEvent(.failed(error))
+    }
+
+    /// One admitted sequence has ended (and left `running` or `waiting`): counts it out and
+    /// refreshes the live counts, before its last event, so that a client who has its response
+    /// never sees its request still running in /health, /metrics or admission. Engine thread only.
+    private func release() {
+        let runningCount = running.reduce(0) { $0 + ($1 == nil ? 0 : 1) }
+        lock.lock()
+        admitted -= 1
+        snapshotValue.running = runningCount
+        snapshotValue.waiting = waiting.count + incoming.count
+        lock.unlock()
     }
 
     private func publish(now: Double, tokens: Int, promptTokens: Int, step: (rows: Int, seconds: Double)?) {

@@ -300,11 +300,16 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                 }
             }
         }
+        var lastGoneCheck = clock.now
         while choices.contains(where: { !$0.isDone }) {
-            guard let (index, event) = queue.pop(timeout: 1) else {
+            let next = queue.pop(timeout: 1)
+            // Poll the socket now and then even while tokens flow: a non-streaming response writes
+            // nothing until the end, so nothing else would notice a client that went away.
+            if next == nil || clock.now - lastGoneCheck > .milliseconds(200) {
+                lastGoneCheck = clock.now
                 if responder.isClientGone { cancelAll(); log.status = 499; log.error = "client disconnected"; return }
-                continue
             }
+            guard let (index, event) = next else { continue }
             if case .token = event, firstToken {
                 firstToken = false
                 metrics.timeToFirstToken.record(clock.now - start)
