@@ -1,17 +1,27 @@
-/// Key/value storage for `slotCount` sequences of up to `capacity` positions each.
+/// Key/value storage in fixed-size blocks shared by `slotCount` sequences, with prefix reuse.
 ///
-/// Layout: keys and values are `[slot][layer][position][kvDimension]` floats. A step's new rows
-/// first write their keys and values to the step area (`[layer][row][kvDimension]`); after the
-/// step the caller commits the rows it keeps (a prefill chain, or a verified draft path), which
-/// appends them to their slot's cached positions. Rows not committed are dropped.
+/// Layout: a pool of `blockCount` blocks, each `[layer][blockSize][kvDimension]` floats of keys
+/// (and the same of values). A slot owns a block table; position p of a slot lives in block
+/// `table[p / blockSize]` at row `p % blockSize`. A step's new rows first write their keys and
+/// values to the step area (`[layer][row][kvDimension]`); after the step the caller commits the
+/// rows it keeps (a prefill chain, or a verified draft path), which appends them to the slot.
 ///
-/// Owned by one forward pass at a time: not thread-safe.
+/// Prefix reuse: full blocks are registered under a hash of all tokens up to their end, so a
+/// later sequence whose prompt starts with the same tokens attaches those blocks instead of
+/// recomputing them. Blocks are reference counted; a registered block nobody holds stays cached
+/// until its space is needed (least recently released first). Reused keys and values are
+/// bit-identical to recomputed ones (rows are computed independently of their batch).
+///
+/// Owned by one thread at a time (the engine thread): not thread-safe.
 public final class KVCache {
     public let slotCount: Int
+    /// Most positions one slot may hold.
     public let capacity: Int
     public let layerCount: Int
     public let kvDimension: Int
     public let maxStepRows: Int
+    public let blockSize: Int
+    public let blockCount: Int
     /// Cached positions per slot.
     public private(set) var lengths: [Int]
 
@@ -19,29 +29,60 @@ public final class KVCache {
     let values: UnsafeMutablePointer<Float>
     let stepKeys: UnsafeMutablePointer<Float>
     let stepValues: UnsafeMutablePointer<Float>
-    private let slotStride: Int
-    private let layerStride: Int
+    /// Floats per block (all layers).
+    let blockStride: Int
+    /// Floats per layer inside a block.
+    let layerStride: Int
+    /// `[slot][maxBlocksPerSlot]` block ids.
+    let tables: UnsafeMutablePointer<Int32>
+    let maxBlocksPerSlot: Int
 
-    public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, maxStepRows: Int) {
-        precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0)
+    private var references: [Int32]
+    private var freeBlocks: [Int32]
+    /// Registered full blocks: prefix hash -> block, and back.
+    private var prefixIndex: [UInt64: Int32] = [:]
+    private var blockHash: [UInt64?]
+    /// Registered blocks with no holder, least recently released first (candidates for eviction).
+    private var idleCached: [Int32] = []
+    /// Token ids of each slot's positions (for prefix registration).
+    private var slotTokens: [[Int32]]
+
+    /// Prefix-cache counters since creation.
+    public private(set) var prefixLookups = 0
+    public private(set) var prefixHitTokens = 0
+    public private(set) var prefixLookupTokens = 0
+
+    /// - Parameter blockCount: blocks in the pool; default: enough for every slot to be full.
+    public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, maxStepRows: Int,
+                blockSize: Int = 16, blockCount: Int? = nil) {
+        precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0 && blockSize > 0)
         self.slotCount = slotCount
         self.capacity = capacity
         self.layerCount = layerCount
         self.kvDimension = kvDimension
         self.maxStepRows = maxStepRows
+        self.blockSize = blockSize
+        maxBlocksPerSlot = (capacity + blockSize - 1) / blockSize
+        let blocks = blockCount ?? slotCount * maxBlocksPerSlot
+        self.blockCount = blocks
         lengths = Array(repeating: 0, count: slotCount)
-        layerStride = capacity * kvDimension
-        slotStride = layerCount * layerStride
-        let total = slotCount * slotStride
+        layerStride = blockSize * kvDimension
+        blockStride = layerCount * layerStride
         // Left uninitialized on purpose: attention reads only positions below a slot's length,
         // all written by commit, and untouched pages of a large allocation cost no memory.
-        keys = .allocate(capacity: total)
-        values = .allocate(capacity: total)
+        keys = .allocate(capacity: blocks * blockStride)
+        values = .allocate(capacity: blocks * blockStride)
         let stepTotal = layerCount * maxStepRows * kvDimension
         stepKeys = .allocate(capacity: stepTotal)
         stepValues = .allocate(capacity: stepTotal)
         stepKeys.initialize(repeating: 0, count: stepTotal)
         stepValues.initialize(repeating: 0, count: stepTotal)
+        tables = .allocate(capacity: slotCount * maxBlocksPerSlot)
+        tables.initialize(repeating: -1, count: slotCount * maxBlocksPerSlot)
+        references = Array(repeating: 0, count: blocks)
+        freeBlocks = (0..<Int32(blocks)).reversed()
+        blockHash = Array(repeating: nil, count: blocks)
+        slotTokens = Array(repeating: [], count: slotCount)
     }
 
     deinit {
@@ -49,17 +90,34 @@ public final class KVCache {
         values.deallocate()
         stepKeys.deallocate()
         stepValues.deallocate()
+        tables.deallocate()
     }
 
-    /// Bytes held by the cache, for start-up reports.
-    public var byteCount: Int { (2 * slotCount * slotStride + 2 * layerCount * maxStepRows * kvDimension) * MemoryLayout<Float>.size }
+    /// Bytes reserved by the cache (virtual; pages are touched as positions are written).
+    public var byteCount: Int { (2 * blockCount * blockStride + 2 * layerCount * maxStepRows * kvDimension) * MemoryLayout<Float>.size }
+
+    /// Blocks holding live positions of some slot.
+    public var usedBlocks: Int { blockCount - freeBlocks.count - idleCached.count }
+    /// Blocks that can be handed out now (free, or cached and evictable).
+    public var availableBlocks: Int { freeBlocks.count + idleCached.count }
+    /// Registered prefix blocks nobody holds (kept for reuse until their space is needed).
+    public var cachedIdleBlocks: Int { idleCached.count }
+
+    /// Blocks a slot needs to hold `positions` positions.
+    public func blocksNeeded(positions: Int) -> Int { (positions + blockSize - 1) / blockSize }
+
+    // MARK: - Addressing (used by the forward pass)
+
+    @inline(__always) func block(slot: Int, position: Int) -> Int {
+        Int(tables[slot * maxBlocksPerSlot + position / blockSize])
+    }
 
     @inline(__always) func cachedKey(slot: Int, layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        keys + slot * slotStride + layer * layerStride + position * kvDimension
+        keys + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * kvDimension
     }
 
     @inline(__always) func cachedValue(slot: Int, layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        values + slot * slotStride + layer * layerStride + position * kvDimension
+        values + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * kvDimension
     }
 
     @inline(__always) func stepKey(layer: Int, row: Int) -> UnsafeMutablePointer<Float> {
@@ -70,12 +128,64 @@ public final class KVCache {
         stepValues + (layer * maxStepRows + row) * kvDimension
     }
 
-    /// Appends the keys and values of step rows `rows` (in order) to `slot`'s cached positions.
-    /// Call after a forward step; `rows` must be a root-first path (or chain) of that step.
-    public func commit(slot: Int, rows: some Collection<Int>) throws {
+    /// The slot's block table (valid until the next change of the slot).
+    @inline(__always) func table(slot: Int) -> UnsafeMutablePointer<Int32> { tables + slot * maxBlocksPerSlot }
+
+    // MARK: - Blocks
+
+    /// Takes a block: a free one, else the least recently released cached one (evicting it).
+    private func takeBlock() -> Int32? {
+        if let b = freeBlocks.popLast() { return b }
+        guard !idleCached.isEmpty else { return nil }
+        let b = idleCached.removeFirst()
+        if let h = blockHash[Int(b)] { prefixIndex[h] = nil }
+        blockHash[Int(b)] = nil
+        return b
+    }
+
+    private func retain(_ b: Int32) {
+        if references[Int(b)] == 0, blockHash[Int(b)] != nil, let i = idleCached.firstIndex(of: b) { idleCached.remove(at: i) }
+        references[Int(b)] += 1
+    }
+
+    private func release(_ b: Int32) {
+        references[Int(b)] -= 1
+        precondition(references[Int(b)] >= 0, "block \(b) released more often than retained")
+        if references[Int(b)] == 0 {
+            if blockHash[Int(b)] != nil { idleCached.append(b) } else { freeBlocks.append(b) }
+        }
+    }
+
+    /// Makes sure `slot` has blocks for `positions` positions. Returns false (allocating nothing)
+    /// when the pool cannot supply them; the caller may free space (preempt) and retry.
+    @discardableResult
+    public func reserve(slot: Int, positions: Int) -> Bool {
+        guard positions <= capacity else { return false }
+        let have = blocksNeeded(positions: lengths[slot])
+        let extra = blocksNeeded(positions: positions) - have
+        guard extra > 0 else { return true }
+        // Blocks past the length may already be reserved from an earlier call.
+        let t = table(slot: slot)
+        var missing = 0
+        for i in have..<(have + extra) where t[i] < 0 { missing += 1 }
+        guard missing <= availableBlocks else { return false }
+        for i in have..<(have + extra) where t[i] < 0 {
+            let b = takeBlock()!
+            retain(b)
+            t[i] = b
+        }
+        return true
+    }
+
+    /// Appends the keys and values of step rows `rows` (in order) to `slot`'s positions, with
+    /// their token ids (for prefix registration). `rows` must be a root-first path (or chain).
+    public func commit(slot: Int, rows: some Collection<Int>, tokens: some Collection<Int32>) throws {
         guard slot >= 0 && slot < slotCount else { throw ModelError.invalidSlot(slot, slotCount: slotCount) }
         guard lengths[slot] + rows.count <= capacity else {
             throw ModelError.contextOverflow(slot: slot, needed: lengths[slot] + rows.count, capacity: capacity)
+        }
+        guard reserve(slot: slot, positions: lengths[slot] + rows.count) else {
+            throw ModelError.outOfCacheBlocks(slot: slot, needed: blocksNeeded(positions: lengths[slot] + rows.count), available: availableBlocks)
         }
         var position = lengths[slot]
         for row in rows {
@@ -86,15 +196,83 @@ public final class KVCache {
             }
             position += 1
         }
+        slotTokens[slot] += tokens
         lengths[slot] = position
     }
 
-    /// Drops cached positions of `slot` from `length` on (e.g. to rewind or free a slot).
+    /// Commit without token ids (no prefix registration possible for these positions' blocks).
+    public func commit(slot: Int, rows: some Collection<Int>) throws {
+        try commit(slot: slot, rows: rows, tokens: [Int32](repeating: -1, count: rows.count))
+    }
+
+    /// Drops positions of `slot` from `length` on (e.g. to rewind), releasing whole blocks.
     public func truncate(slot: Int, to length: Int) {
         precondition(length >= 0 && length <= lengths[slot])
+        let t = table(slot: slot)
+        let keep = blocksNeeded(positions: length)
+        for i in keep..<maxBlocksPerSlot where t[i] >= 0 {
+            release(t[i])
+            t[i] = -1
+        }
         lengths[slot] = length
+        slotTokens[slot].removeLast(slotTokens[slot].count - length)
     }
 
     /// Frees the slot for a new sequence.
-    public func reset(slot: Int) { lengths[slot] = 0 }
+    public func reset(slot: Int) { truncate(slot: slot, to: 0) }
+
+    // MARK: - Prefix reuse
+
+    /// Hash of a prefix ending at a block boundary, chained block by block (FNV-1a over token ids).
+    static func chainHash(_ previous: UInt64, _ tokens: ArraySlice<Int32>) -> UInt64 {
+        var h = previous ^ 0xCBF2_9CE4_8422_2325
+        for t in tokens {
+            var v = UInt32(bitPattern: t)
+            for _ in 0..<4 {
+                h ^= UInt64(v & 0xFF)
+                h = h &* 0x0000_0100_0000_01B3
+                v >>= 8
+            }
+        }
+        return h
+    }
+
+    /// Registers `slot`'s full blocks (whose token ids are all known) for reuse by later prompts.
+    public func registerPrefix(slot: Int) {
+        let tokens = slotTokens[slot]
+        let t = table(slot: slot)
+        var h: UInt64 = 0
+        for i in 0..<(lengths[slot] / blockSize) {
+            let slice = tokens[(i * blockSize)..<((i + 1) * blockSize)]
+            if slice.contains(-1) { return }
+            h = Self.chainHash(h, slice)
+            let b = t[i]
+            if prefixIndex[h] == nil && blockHash[Int(b)] == nil {
+                prefixIndex[h] = b
+                blockHash[Int(b)] = h
+            }
+        }
+    }
+
+    /// Attaches the longest registered prefix of `tokens` to the empty `slot`, leaving at least
+    /// one token to compute (its logits start the generation). Returns the positions attached.
+    public func attachPrefix(slot: Int, tokens: [Int32]) -> Int {
+        precondition(lengths[slot] == 0, "attachPrefix needs an empty slot")
+        prefixLookups += 1
+        prefixLookupTokens += tokens.count
+        let t = table(slot: slot)
+        var h: UInt64 = 0
+        var blocks = 0
+        while (blocks + 1) * blockSize < tokens.count {
+            h = Self.chainHash(h, tokens[(blocks * blockSize)..<((blocks + 1) * blockSize)])
+            guard let b = prefixIndex[h] else { break }
+            retain(b)
+            t[blocks] = b
+            blocks += 1
+        }
+        lengths[slot] = blocks * blockSize
+        slotTokens[slot] = Array(tokens.prefix(lengths[slot]))
+        prefixHitTokens += lengths[slot]
+        return lengths[slot]
+    }
 }

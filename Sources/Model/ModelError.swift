@@ -12,6 +12,7 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidSlot(Int, slotCount: Int)
     case invalidToken(Int32, vocabularySize: Int)
     case invalidParent(row: Int, parent: Int)
+    case outOfCacheBlocks(slot: Int, needed: Int, available: Int)
 
     public var description: String {
         switch self {
@@ -35,6 +36,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "sequence slot \(slot) does not exist (the cache has \(count) slots)"
         case .invalidToken(let token, let vocab):
             return "token id \(token) is outside the vocabulary (0..<\(vocab))"
+        case .outOfCacheBlocks(let slot, let needed, let available):
+            return "sequence slot \(slot) needs \(needed) KV-cache blocks but only \(available) are free; raise the KV budget or run fewer sequences"
         case .invalidParent(let row, let parent):
             return "row \(row) names parent row \(parent), which is not an earlier row of the same sequence"
         }

@@ -324,11 +324,11 @@ private struct AttentionTask: ThreadPoolTask {
                 lastRow = r
             }
             let offset = h * headDim
+            let cached = CachedRows(keys: cache.keys, values: cache.values, table: cache.table(slot: row.slot),
+                                    blockSize: cache.blockSize, blockStride: cache.blockStride, rowStride: kv,
+                                    offset: layer * cache.layerStride + offset, count: cache.lengths[row.slot])
             Ops.attend(q: model.qkvOut + r * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
-                       cachedKeys: cache.cachedKey(slot: row.slot, layer: layer, position: 0) + offset,
-                       cachedValues: cache.cachedValue(slot: row.slot, layer: layer, position: 0) + offset,
-                       stride: kv, cachedCount: cache.lengths[row.slot],
-                       chainKeys: chainKeys, chainValues: chainValues, chainOffset: offset, chainCount: chainLength,
+                       cached: cached, chainKeys: chainKeys, chainValues: chainValues, chainOffset: offset, chainCount: chainLength,
                        scores: scores, out: model.attention + r * e + h * group * headDim)
             w += items
         }

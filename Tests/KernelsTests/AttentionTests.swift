@@ -23,9 +23,21 @@ import Kernels
             flatKeys.withUnsafeBufferPointer { sk in flatValues.withUnsafeBufferPointer { sv in
                 var kOpt: [UnsafePointer<Float>?] = (0..<max(chain, 1)).map { sk.baseAddress! + $0 * stride }
                 var vOpt: [UnsafePointer<Float>?] = (0..<max(chain, 1)).map { sv.baseAddress! + $0 * stride }
-                let f = reference ? Ops.attendReference : Ops.attend
-                f(q, group, hd, 0.125, k.baseAddress! + offset, v.baseAddress! + offset, stride, cached,
-                  &kOpt, &vOpt, offset, chain, &scores, &out)
+                // Cached rows in blocks of 4 rows, stored in reverse block order.
+                let blockSize = 4
+                let blocks = (cached + blockSize - 1) / blockSize
+                let table = (0..<max(blocks, 1)).map { Int32(max(blocks, 1) - 1 - $0) }
+                var permutedK = [Float](repeating: 0, count: max(blocks, 1) * blockSize * stride), permutedV = permutedK
+                for j in 0..<cached {
+                    let dst = (Int(table[j / blockSize]) * blockSize + j % blockSize) * stride
+                    for i in 0..<stride { permutedK[dst + i] = k[j * stride + i]; permutedV[dst + i] = v[j * stride + i] }
+                }
+                permutedK.withUnsafeBufferPointer { pk in permutedV.withUnsafeBufferPointer { pv in table.withUnsafeBufferPointer { t in
+                    let rows = CachedRows(keys: pk.baseAddress!, values: pv.baseAddress!, table: t.baseAddress!, blockSize: blockSize,
+                                          blockStride: blockSize * stride, rowStride: stride, offset: offset, count: cached)
+                    let f = reference ? Ops.attendReference : Ops.attend
+                    f(q, group, hd, 0.125, rows, &kOpt, &vOpt, offset, chain, &scores, &out)
+                } } }
             } }
             } }
             return out

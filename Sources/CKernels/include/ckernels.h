@@ -121,17 +121,20 @@ void ck_blas_set_threads(int n);
 // Attention
 
 /// Attention of `group` query heads (q: [group][hd], contiguous) that share one key/value head,
-/// over `n_cached` cached rows (keys at k_cached + j*stride, values likewise) followed by
-/// `n_chain` step rows (k_chain[c] + chain_offset). scores: scratch of group*(n_cached+n_chain)
-/// floats. out: [group][hd]. The reduction order is fixed (positions in order), so a row's result
-/// never depends on the rest of the batch. group <= 64.
+/// over `n_cached` cached rows followed by `n_chain` step rows. Cached row j lives at
+/// base + table[j / block_size] * block_stride + (j % block_size) * row_stride + offset (keys from
+/// k_base, values from v_base); step row c at k_chain[c] + chain_offset. scores: scratch of
+/// group*(n_cached+n_chain) floats. out: [group][hd]. Positions are reduced in order, so a row's
+/// result never depends on the rest of the batch. group <= 64.
 void ck_attend(const float *q, int64_t group, int64_t hd, float scale,
-               const float *k_cached, const float *v_cached, int64_t stride, int64_t n_cached,
+               const float *k_base, const float *v_base, const int32_t *table, int64_t block_size,
+               int64_t block_stride, int64_t row_stride, int64_t offset, int64_t n_cached,
                const float *const *k_chain, const float *const *v_chain, int64_t chain_offset, int64_t n_chain,
                float *scores, float *out);
 /// Scalar reference of ck_attend (same math; equal within float rounding).
 void ck_attend_reference(const float *q, int64_t group, int64_t hd, float scale,
-                         const float *k_cached, const float *v_cached, int64_t stride, int64_t n_cached,
+                         const float *k_base, const float *v_base, const int32_t *table, int64_t block_size,
+                         int64_t block_stride, int64_t row_stride, int64_t offset, int64_t n_cached,
                          const float *const *k_chain, const float *const *v_chain, int64_t chain_offset, int64_t n_chain,
                          float *scores, float *out);
 
