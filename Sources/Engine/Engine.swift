@@ -79,6 +79,13 @@ public struct EngineSnapshot: Sendable {
     public var recentTokensPerSecond = 0.0
     public var slots = 0
     public var contextLength = 0
+    public var kvBlocksTotal = 0
+    public var kvBlocksUsed = 0
+    /// Registered prefix blocks no sequence holds (reusable, evicted when space is needed).
+    public var kvBlocksCached = 0
+    public var prefixLookupTokens = 0
+    public var prefixHitTokens = 0
+    public var preemptions = 0
 }
 
 /// Handle of a submitted request: cancel it when the client goes away.
@@ -106,12 +113,19 @@ public struct EngineConfiguration: Sendable {
     public var maxWaiting = 64
     /// Most prompt rows one step takes (decode rows go first).
     public var prefillChunk = 256
+    /// KV-cache budget in blocks of `blockSize` positions; nil = every slot can be full.
+    /// A smaller budget shares memory between sequences (prefix reuse, preemption when full).
+    public var kvBlocks: Int?
+    public var blockSize = 16
 
-    public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256) {
+    public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256,
+                kvBlocks: Int? = nil, blockSize: Int = 16) {
         self.slots = slots
         self.contextLength = contextLength
         self.maxWaiting = maxWaiting
         self.prefillChunk = prefillChunk
+        self.kvBlocks = kvBlocks
+        self.blockSize = blockSize
     }
 }
 
@@ -137,6 +151,9 @@ public final class Engine: @unchecked Sendable {
     // Engine-thread state.
     private var waiting: [Sequence] = []
     private var running: [Sequence?]
+    /// Running sequences in admission order (the scheduling order; preemption takes the last).
+    private var order: [Sequence] = []
+    private var preemptions = 0
     private var recent: [(time: Double, tokens: Int)] = []
     private let rawLogits: UnsafeMutablePointer<Float>
 
@@ -145,17 +162,19 @@ public final class Engine: @unchecked Sendable {
         let handle: RequestHandle
         let onEvent: @Sendable (TokenEvent) -> Void
         var slot = -1
-        var prefilled = 0
+        /// The prompt, then every generated token: the KV cache holds a prefix of these, and
+        /// the rest are this sequence's next rows (a prefill chunk, or one decode row).
+        var tokens: [Int32]
         var generated = 0
+        var started = false
         var sampler: Sampler
         var history: TokenCounts
-        var lastToken: Int32 = 0
-        var decoding = false
 
         init(request: GenerationRequest, handle: RequestHandle, vocabularySize: Int, onEvent: @escaping @Sendable (TokenEvent) -> Void) {
             self.request = request
             self.handle = handle
             self.onEvent = onEvent
+            tokens = request.promptTokens
             sampler = Sampler(parameters: request.sampling, vocabularySize: vocabularySize)
             history = TokenCounts(vocabularySize: vocabularySize)
         }
@@ -167,11 +186,12 @@ public final class Engine: @unchecked Sendable {
         config.contextLength = min(config.contextLength, model.maxContext)
         config.prefillChunk = max(1, min(config.prefillChunk, model.maxStepRows - config.slots))
         self.configuration = config
-        cache = model.makeCache(slots: config.slots, capacity: config.contextLength)
+        cache = model.makeCache(slots: config.slots, capacity: config.contextLength, blockSize: config.blockSize, blockCount: config.kvBlocks)
         running = Array(repeating: nil, count: config.slots)
         rawLogits = .allocate(capacity: model.config.vocabularySize)
         snapshotValue.slots = config.slots
         snapshotValue.contextLength = config.contextLength
+        snapshotValue.kvBlocksTotal = cache.blockCount
         // The loop thread keeps the engine alive until `shutdown` ends the loop (an unowned capture
         // crashed when an engine was released before its thread had started).
         let t = Thread { self.loop() }
@@ -208,6 +228,10 @@ public final class Engine: @unchecked Sendable {
         lock.signal()
         lock.unlock()
     }
+
+    /// Called on the engine thread after every step with its wall time and row count (for a
+    /// step-time histogram). Set before submitting requests; must not block.
+    public var onStep: (@Sendable (Duration, Int) -> Void)?
 
     /// Bytes reserved for the KV cache.
     public var cacheBytes: Int { cache.byteCount }
@@ -256,9 +280,7 @@ public final class Engine: @unchecked Sendable {
             }
 
             // Drop cancelled sequences, admit waiting ones into free slots (first come first served).
-            for i in running.indices {
-                if let s = running[i], s.handle.cancelled.isSet { finish(s, .cancelled) }
-            }
+            for s in order where s.handle.cancelled.isSet { finish(s, .cancelled) }
             var kept: [Sequence] = []
             var dropped: [Sequence] = []
             for s in waiting {
@@ -269,29 +291,52 @@ public final class Engine: @unchecked Sendable {
                 release()
                 s.onEvent(.finished(.cancelled, promptTokens: s.request.promptTokens.count, completionTokens: 0))
             }
-            while !stop, !waiting.isEmpty, let free = running.firstIndex(where: { $0 == nil }) {
-                let s = waiting.removeFirst()
-                s.slot = free
+            while !stop, let s = waiting.first, let free = running.firstIndex(where: { $0 == nil }) {
+                // Reuse cached blocks of a shared prefix, then make sure the rest of the prompt fits.
                 cache.reset(slot: free)
+                _ = cache.attachPrefix(slot: free, tokens: s.tokens)
+                guard cache.reserve(slot: free, positions: s.tokens.count + 1) else {
+                    cache.reset(slot: free)
+                    if order.isEmpty { fail(waiting.removeFirst(), .modelFailure("the KV cache cannot hold this prompt")) }
+                    break
+                }
+                waiting.removeFirst()
+                s.slot = free
                 running[free] = s
+                order.append(s)
             }
 
-            // This step's rows: one decode row per decoding sequence, then prefill chunks.
+            // This step's rows: one decode row per decoding sequence, then prefill chunks, in
+            // admission order. A sequence that needs a new block and finds none preempts the
+            // most recently admitted one (recomputed later, mostly from its registered prefix).
             rows.removeAll(keepingCapacity: true)
             owners.removeAll(keepingCapacity: true)
-            for case let s? in running where s.decoding {
-                owners.append((s, rows.count, 1, true))
-                rows.append(BatchRow(slot: s.slot, token: s.lastToken, position: cache.lengths[s.slot]))
+            var index = 0
+            while index < order.count {
+                let s = order[index]
+                let cached = cache.lengths[s.slot]
+                if s.tokens.count - cached == 1 {
+                    if !cache.reserve(slot: s.slot, positions: cached + 1) {
+                        preempt(order[order.count - 1])
+                        continue  // retry the same index (or move on if s itself was preempted)
+                    }
+                    owners.append((s, rows.count, 1, true))
+                    rows.append(BatchRow(slot: s.slot, token: s.tokens[cached], position: cached))
+                }
+                index += 1
             }
             var budget = configuration.prefillChunk
-            for case let s? in running where !s.decoding && budget > 0 {
-                let prompt = s.request.promptTokens
-                let end = min(prompt.count, s.prefilled + budget)
-                let last = end == prompt.count
-                owners.append((s, rows.count, end - s.prefilled, last))
-                rows += BatchRow.chain(slot: s.slot, tokens: prompt[s.prefilled..<end], startPosition: s.prefilled, firstRow: rows.count)
+            for s in order where budget > 0 {
+                let cached = cache.lengths[s.slot]
+                let pending = s.tokens.count - cached
+                guard pending > 1 else { continue }
+                let count = min(pending, budget)
+                guard cache.reserve(slot: s.slot, positions: cached + count) else { continue }
+                let last = count == pending
+                owners.append((s, rows.count, count, last))
+                rows += BatchRow.chain(slot: s.slot, tokens: s.tokens[cached..<(cached + count)], startPosition: cached, firstRow: rows.count)
                 if !last { rows[rows.count - 1].wantsLogits = false }
-                budget -= end - s.prefilled
+                budget -= count
             }
             if rows.isEmpty { continue }
 
@@ -306,20 +351,18 @@ public final class Engine: @unchecked Sendable {
             var produced = 0
             var promptTokens = 0
             for (s, first, count, wantsLogits) in owners {
+                let cached = cache.lengths[s.slot]
                 do {
-                    try cache.commit(slot: s.slot, rows: first..<(first + count))
+                    try cache.commit(slot: s.slot, rows: first..<(first + count), tokens: s.tokens[cached..<(cached + count)])
                 } catch {
                     fail(s, .modelFailure("\(error)"))
                     if wantsLogits { logitRow += 1 }
                     continue
                 }
-                if !s.decoding {
-                    s.prefilled += count
-                    if s.prefilled == s.request.promptTokens.count {
-                        s.decoding = true
-                        promptTokens += s.prefilled
-                        s.onEvent(.started(promptTokens: s.prefilled))
-                    }
+                if !s.started && cache.lengths[s.slot] >= s.request.promptTokens.count {
+                    s.started = true
+                    promptTokens += s.request.promptTokens.count
+                    s.onEvent(.started(promptTokens: s.request.promptTokens.count))
                 }
                 guard wantsLogits else { continue }
                 let logits = model.logits + logitRow * model.config.vocabularySize
@@ -327,9 +370,22 @@ public final class Engine: @unchecked Sendable {
                 emitToken(s, logits: logits)
                 produced += 1
             }
-            let now = (clock.now - start).seconds
-            publish(now: now, tokens: produced, promptTokens: promptTokens, step: (rows.count, (clock.now - t0).seconds))
+            let stepTime = clock.now - t0
+            onStep?(stepTime, rows.count)
+            publish(now: (clock.now - start).seconds, tokens: produced, promptTokens: promptTokens, step: (rows.count, stepTime.seconds))
         }
+    }
+
+    /// Frees `s`'s slot and puts it back at the head of the queue; its full blocks stay
+    /// registered, so re-admission reattaches most of its keys and values instead of recomputing.
+    private func preempt(_ s: Sequence) {
+        cache.registerPrefix(slot: s.slot)
+        cache.reset(slot: s.slot)
+        running[s.slot] = nil
+        order.removeAll { $0 === s }
+        s.slot = -1
+        waiting.insert(s, at: 0)
+        preemptions += 1
     }
 
     /// Samples the next token of `s` from its logits, reports it, and ends the sequence when done.
@@ -350,11 +406,11 @@ public final class Engine: @unchecked Sendable {
         }
         s.generated += 1
         s.history.add(token)
-        s.lastToken = token
+        s.tokens.append(token)
         s.onEvent(.token(GeneratedToken(id: token, logprob: s.request.logprobs ? logprob : nil, topLogprobs: top)))
         if s.request.stopTokens.contains(token) {
             finish(s, .stop)
-        } else if s.generated >= s.request.maxTokens || cache.lengths[s.slot] + 1 >= cache.capacity {
+        } else if s.generated >= s.request.maxTokens || s.tokens.count >= cache.capacity {
             finish(s, .length)
         }
     }
@@ -383,7 +439,9 @@ public final class Engine: @unchecked Sendable {
     private func finish(_ s: Sequence, _ reason: FinishReason) {
         if s.slot >= 0 && running[s.slot] === s {
             running[s.slot] = nil
+            cache.registerPrefix(slot: s.slot)
             cache.reset(slot: s.slot)
+            order.removeAll { $0 === s }
         }
         release()
         s.onEvent(.finished(reason, promptTokens: s.request.promptTokens.count, completionTokens: s.generated))
@@ -393,6 +451,7 @@ public final class Engine: @unchecked Sendable {
         if s.slot >= 0 && running[s.slot] === s {
             running[s.slot] = nil
             cache.reset(slot: s.slot)
+            order.removeAll { $0 === s }
         }
         release()
         s.onEvent(.failed(error))
@@ -407,6 +466,8 @@ public final class Engine: @unchecked Sendable {
         admitted -= 1
         snapshotValue.running = runningCount
         snapshotValue.waiting = waiting.count + incoming.count
+        snapshotValue.kvBlocksUsed = cache.usedBlocks
+        snapshotValue.kvBlocksCached = cache.cachedIdleBlocks
         lock.unlock()
     }
 
@@ -419,6 +480,12 @@ public final class Engine: @unchecked Sendable {
         snapshotValue.waiting = waiting.count + incoming.count
         snapshotValue.completionTokensTotal += tokens
         snapshotValue.promptTokensTotal += promptTokens
+        snapshotValue.kvBlocksTotal = cache.blockCount
+        snapshotValue.kvBlocksUsed = cache.usedBlocks
+        snapshotValue.kvBlocksCached = cache.cachedIdleBlocks
+        snapshotValue.prefixLookupTokens = cache.prefixLookupTokens
+        snapshotValue.prefixHitTokens = cache.prefixHitTokens
+        snapshotValue.preemptions = preemptions
         if let step {
             snapshotValue.stepsTotal += 1
             snapshotValue.rowsTotal += step.rows

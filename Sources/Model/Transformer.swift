@@ -165,9 +165,9 @@ public final class Transformer {
     }
 
     /// A KV cache shaped for this model.
-    public func makeCache(slots: Int, capacity: Int) -> KVCache {
+    public func makeCache(slots: Int, capacity: Int, blockSize: Int = 16, blockCount: Int? = nil) -> KVCache {
         KVCache(slotCount: slots, capacity: min(capacity, maxContext), layerCount: config.layerCount,
-                kvDimension: config.kvDimension, maxStepRows: maxStepRows)
+                kvDimension: config.kvDimension, maxStepRows: maxStepRows, blockSize: blockSize, blockCount: blockCount)
     }
 
     // MARK: - Forward

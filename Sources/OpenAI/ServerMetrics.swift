@@ -19,6 +19,15 @@ public final class ServerMetrics: @unchecked Sendable {
     let steps: Gauge
     let rows: Gauge
     let stepSeconds: Gauge
+    /// Step wall times; the executable wires `Engine.onStep` to it.
+    public let stepDuration: DurationHistogram
+    let kvBlocksUsed: Gauge
+    let kvBlocksFree: Gauge
+    let kvBlocksCached: Gauge
+    let prefixLookupTokens: Gauge
+    let prefixHitTokens: Gauge
+    let prefixHitRate: Gauge
+    let preemptions: Gauge
 
     public init() {
         let latencyBuckets: [Duration] = [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
@@ -35,6 +44,18 @@ public final class ServerMetrics: @unchecked Sendable {
         steps = registry.makeGauge(name: "castserve_engine_steps_total", help: "Forward steps run by the engine.")
         rows = registry.makeGauge(name: "castserve_engine_rows_total", help: "Rows processed by forward steps.")
         stepSeconds = registry.makeGauge(name: "castserve_engine_step_seconds_total", help: "Wall time spent in forward steps.")
+        stepDuration = registry.makeDurationHistogram(
+            name: "castserve_engine_step_duration_seconds",
+            buckets: [.milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(50), .milliseconds(100),
+                      .milliseconds(200), .milliseconds(500), .seconds(1), .seconds(2)],
+            help: "Wall time of one engine step (one forward call over all its rows).")
+        kvBlocksUsed = registry.makeGauge(name: "castserve_kv_blocks_used", help: "KV-cache blocks held by running sequences.")
+        kvBlocksFree = registry.makeGauge(name: "castserve_kv_blocks_free", help: "KV-cache blocks free or reclaimable.")
+        kvBlocksCached = registry.makeGauge(name: "castserve_kv_blocks_cached", help: "Idle KV-cache blocks kept for prefix reuse.")
+        prefixLookupTokens = registry.makeGauge(name: "castserve_prefix_cache_lookup_tokens_total", help: "Prompt tokens looked up in the prefix cache.")
+        prefixHitTokens = registry.makeGauge(name: "castserve_prefix_cache_hit_tokens_total", help: "Prompt tokens served from the prefix cache.")
+        prefixHitRate = registry.makeGauge(name: "castserve_prefix_cache_hit_ratio", help: "Prompt tokens served from the prefix cache / tokens looked up.")
+        preemptions = registry.makeGauge(name: "castserve_engine_preemptions_total", help: "Sequences preempted (recomputed later) because the KV cache was full.")
     }
 
     /// Counts one answered request by route and status.
@@ -57,6 +78,13 @@ public final class ServerMetrics: @unchecked Sendable {
             steps.set(Double(e.stepsTotal))
             rows.set(Double(e.rowsTotal))
             stepSeconds.set(e.stepSecondsTotal)
+            kvBlocksUsed.set(Double(e.kvBlocksUsed))
+            kvBlocksFree.set(Double(e.kvBlocksTotal - e.kvBlocksUsed))
+            kvBlocksCached.set(Double(e.kvBlocksCached))
+            prefixLookupTokens.set(Double(e.prefixLookupTokens))
+            prefixHitTokens.set(Double(e.prefixHitTokens))
+            prefixHitRate.set(e.prefixLookupTokens > 0 ? Double(e.prefixHitTokens) / Double(e.prefixLookupTokens) : 0)
+            preemptions.set(Double(e.preemptions))
         }
         return registry.emitToString()
     }

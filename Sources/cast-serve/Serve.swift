@@ -35,8 +35,8 @@ extension CastServe {
         @Option(help: "Positions per sequence (overrides \"context_length\").")
         var contextLength: Int?
 
-        @Option(help: "Sequences decoded together (KV-cache slots).")
-        var slots = 8
+        @Option(help: "Sequences decoded together (overrides \"slots\").")
+        var slots: Int?
 
         func run() throws {
             var settings = try ServerConfig.load(path: config ?? "config.json", required: config != nil)
@@ -49,7 +49,11 @@ extension CastServe {
             if let apiKey { settings.apiKeys.append(apiKey) }
             if let threads { settings.threads = threads }
             if let contextLength { settings.contextLength = contextLength }
-            guard slots >= 1 && slots <= 256 else { throw ValidationError("--slots must be between 1 and 256") }
+            if let slots {
+                guard slots >= 1 && slots <= 256 else { throw ValidationError("--slots must be between 1 and 256") }
+                settings.slots = slots
+            }
+            let slots = settings.slots
 
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)
@@ -90,15 +94,19 @@ extension CastServe {
                                                   maxLogitRows: slots, maxContext: settings.contextLength)
                 let contextLength = min(settings.contextLength, transformer.config.contextLength)
                 let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
+                let blockSize = 16
+                let kvBlocks = settings.kvCacheTokens > 0 ? max((settings.kvCacheTokens + blockSize - 1) / blockSize, (contextLength + blockSize - 1) / blockSize) : nil
                 let e = Engine(model: transformer, configuration: EngineConfiguration(
                     slots: slots, contextLength: contextLength, maxWaiting: settings.maxWaitingRequests,
-                    prefillChunk: max(1, settings.maxStepRows - slots)))
+                    prefillChunk: max(1, settings.maxStepRows - slots), kvBlocks: kvBlocks, blockSize: blockSize))
+                let stepHistogram = service.metrics.stepDuration
+                e.onStep = { duration, _ in stepHistogram.record(duration) }
                 engine = e
                 let modelID = ((settings.model as NSString).lastPathComponent as NSString).deletingPathExtension
                 service.setReady(Backend(engine: e, formatter: formatter, modelID: modelID, contextLength: contextLength))
-                note(String(format: "ready: %@ (%d layers, %.1f MB of weights, %d threads, %d slots × %d positions, KV cache %.0f MB) in %.2f s",
+                note(String(format: "ready: %@ (%d layers, %.1f MB of weights, %d threads, %d slots × %d positions, KV cache %d blocks of %d positions = %.0f MB reserved) in %.2f s",
                             modelID, transformer.config.layerCount, Double(transformer.weightBytes) / 1e6, settings.effectiveThreads,
-                            slots, contextLength, Double(e.cacheBytes) / 1e6, (clock.now - t0).seconds))
+                            slots, contextLength, e.snapshot.kvBlocksTotal, blockSize, Double(e.cacheBytes) / 1e6, (clock.now - t0).seconds))
             } catch {
                 note("error: \(error)")
                 server.shutdown(drainDeadline: .seconds(1))

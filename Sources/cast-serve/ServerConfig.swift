@@ -22,6 +22,8 @@ struct ServerConfig: Equatable {
     var corsAllowedOrigin: String?
     var maxWaitingRequests = 64
     var defaultMaxTokens = 256
+    var slots = 8
+    var kvCacheTokens = 0
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
@@ -62,7 +64,7 @@ struct ServerConfig: Equatable {
     static let knownKeys = ["model", "model_aliases", "threads", "context_length", "max_step_rows", "chat_template", "host", "port",
                             "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
-                            "default_max_tokens"]
+                            "default_max_tokens", "slots", "kv_cache_tokens"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -112,6 +114,8 @@ struct ServerConfig: Equatable {
         case "cors_allowed_origin": corsAllowedOrigin = try optionalString()
         case "max_waiting_requests": maxWaitingRequests = try int(0...100_000)
         case "default_max_tokens": defaultMaxTokens = try int(1...1_048_576)
+        case "slots": slots = try int(1...256)
+        case "kv_cache_tokens": kvCacheTokens = try int(0...100_000_000)
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)

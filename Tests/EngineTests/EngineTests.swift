@@ -124,3 +124,67 @@ import Engine
         #expect(EngineError.promptTooLong(promptTokens: 64, contextLength: 64).description.contains("64"))
     }
 }
+
+/// Paged KV cache: prefix reuse and preemption never change greedy output. (An extension of the
+/// serialized suite: every engine here shares one Transformer, which runs one step at a time.)
+extension EngineTests {
+    static let system: [Int32] = Array(EngineTests.prompts[1].prefix(20)) + Array(EngineTests.prompts[1].prefix(20))
+
+    func runGreedy(_ engine: Engine, _ prompt: [Int32], maxTokens: Int = 16) throws -> EngineTests.Collector {
+        let c = EngineTests.Collector()
+        try engine.submit(GenerationRequest(promptTokens: prompt, maxTokens: maxTokens, sampling: .greedy, stopTokens: []),
+                          onEvent: { c.handle($0) })
+        return c
+    }
+
+    @Test func prefixReuseGivesTheColdOutputAndIsCounted() throws {
+        let model = try EngineTests.model.get()
+        let prompts = [Self.system + [504, 3575, 282], Self.system + [23, 24, 25, 26], Self.system + [504, 2988, 314, 42, 9000]]
+        // Cold: a fresh engine per prompt.
+        var cold: [[Int32]] = []
+        for p in prompts {
+            let engine = Engine(model: model, configuration: EngineConfiguration(slots: 1, contextLength: 256, maxWaiting: 4))
+            let c = try runGreedy(engine, p)
+            #expect(c.wait())
+            cold.append(c.tokens)
+            engine.shutdown()
+        }
+        // Warm: one engine; the shared 40-token prefix (2 full blocks) is reused after the first.
+        let engine = Engine(model: model, configuration: EngineConfiguration(slots: 2, contextLength: 256, maxWaiting: 4))
+        defer { engine.shutdown() }
+        for (i, p) in prompts.enumerated() {
+            let c = try runGreedy(engine, p)
+            #expect(c.wait())
+            #expect(c.tokens == cold[i], "prompt \(i) differs when its prefix comes from the cache")
+        }
+        let s = engine.snapshot
+        #expect(s.prefixHitTokens >= 2 * 32, "hits: \(s.prefixHitTokens) of \(s.prefixLookupTokens)")
+        #expect(s.kvBlocksUsed == 0)
+        #expect(s.kvBlocksCached > 0)
+    }
+
+    @Test func preemptionUnderATightBudgetKeepsOutputsAndFreesEverything() throws {
+        let model = try EngineTests.model.get()
+        let prompts = EngineTests.prompts.map { $0 + $0 }
+        var alone: [[Int32]] = []
+        let roomy = Engine(model: model, configuration: EngineConfiguration(slots: 1, contextLength: 256, maxWaiting: 8))
+        for p in prompts {
+            let c = try runGreedy(roomy, p, maxTokens: 40)
+            #expect(c.wait())
+            alone.append(c.tokens)
+        }
+        roomy.shutdown()
+        // 4 sequences of up to ~94 positions in 12 blocks of 16: they cannot all grow at once.
+        let tight = Engine(model: model, configuration: EngineConfiguration(slots: 4, contextLength: 128, maxWaiting: 8, kvBlocks: 12))
+        defer { tight.shutdown() }
+        let collectors = try prompts.map { try runGreedy(tight, $0, maxTokens: 40) }
+        for (i, c) in collectors.enumerated() {
+            #expect(c.wait())
+            #expect(c.tokens == alone[i], "request \(i) changed under preemption")
+        }
+        let s = tight.snapshot
+        #expect(s.preemptions > 0)
+        #expect(s.kvBlocksUsed == 0)
+        #expect(s.running == 0)
+    }
+}
