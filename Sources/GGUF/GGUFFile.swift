@@ -200,29 +200,24 @@ public final class GGUFFile: @unchecked Sendable {
     public func optionalBool(_ key: String) -> Bool? { metadata[key]?.boolValue }
 
     public func stringArray(_ key: String) throws -> [String] {
-        let v = try value(key)
-        guard let a = v.arrayValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of strings", found: v.typeName) }
-        return try a.map {
-            guard let s = $0.stringValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of strings", found: "an array of \($0.typeName)") }
-            return s
-        }
+        try array(key, of: "strings") { $0.stringValue }
     }
 
     public func intArray(_ key: String) throws -> [Int] {
-        let v = try value(key)
-        guard let a = v.arrayValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of integers", found: v.typeName) }
-        return try a.map {
-            guard let i = $0.intValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of integers", found: "an array of \($0.typeName)") }
-            return i
-        }
+        try array(key, of: "integers") { $0.intValue }
     }
 
     public func floatArray(_ key: String) throws -> [Float] {
+        try array(key, of: "numbers") { $0.doubleValue.map(Float.init) }
+    }
+
+    /// An array value whose every element converts with `element`, or `wrongKeyType`.
+    private func array<T>(_ key: String, of kind: String, _ element: (MetadataValue) -> T?) throws -> [T] {
         let v = try value(key)
-        guard let a = v.arrayValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of numbers", found: v.typeName) }
+        guard let a = v.arrayValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of \(kind)", found: v.typeName) }
         return try a.map {
-            guard let d = $0.doubleValue else { throw GGUFError.wrongKeyType(key: key, expected: "an array of numbers", found: "an array of \($0.typeName)") }
-            return Float(d)
+            guard let x = element($0) else { throw GGUFError.wrongKeyType(key: key, expected: "an array of \(kind)", found: "an array of \($0.typeName)") }
+            return x
         }
     }
 }

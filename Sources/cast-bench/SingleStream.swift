@@ -114,19 +114,13 @@ struct SingleStreamBench {
     /// llama-bench's pp512 (one 512-token prefill) and tg128 (128 decode steps from an empty
     /// context), `repetitions` times each after a warm-up.
     func runSynthetic(repetitions: Int) throws -> [Throughput] {
-        let cache = model.makeCache(slots: 1, capacity: 1024)
+        let generator = Generator(model: model, contextLength: 1024)
+        let cache = generator.cache
         let prompt = (0..<512).map { Int32(100 + ($0 * 7919) % 40000) }
         let clock = ContinuousClock()
         func pp() throws -> Double {
-            cache.reset(slot: 0)
             let t = clock.now
-            var start = 0
-            while start < prompt.count {
-                let end = min(start + model.maxStepRows, prompt.count)
-                try model.forward(BatchRow.chain(slot: 0, tokens: prompt[start..<end], startPosition: start), cache: cache)
-                try cache.commit(slot: 0, rows: 0..<(end - start))
-                start = end
-            }
+            try generator.prefill(prompt)
             return 512 / (clock.now - t).seconds
         }
         func tg() throws -> Double {
