@@ -36,6 +36,7 @@ def greedy_section() -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     full = 0
+    divergences = []
     per_cat: dict[str, list[int]] = {}
     for pid, r in ref.items():
         c = cpp[pid]
@@ -47,6 +48,8 @@ def greedy_section() -> list[str]:
         total = max(len(c["tokens"]), len(r["tokens"]))
         same = k == total and len(c["tokens"]) == len(r["tokens"])
         full += same
+        if not same:
+            divergences.append((pid, k))
         per_cat.setdefault(r["category"], []).append(k)
         rm = "-" if same else f"{r['margins'][k]:.3f}"
         cm = "-" if same else f"{c['margins'][k]:.3f}"
@@ -62,6 +65,25 @@ def greedy_section() -> list[str]:
     ]
     for cat, vs in per_cat.items():
         lines.append(f"| {cat} | {np.mean(vs):.1f} | {min(vs)} |")
+    div_margins = [ref[pid]["margins"][k] for pid, k in divergences]
+    lines += [
+        "",
+        f"Largest reference margin at a llama.cpp divergence: {max(div_margins):.3f}"
+        f" (so llama.cpp never left the reference where the reference's top-1 led by more than that).",
+        "",
+        "How many leading tokens a test can check if it stops at the first reference step whose margin",
+        "is below a threshold (mean over the 56 prompts of `greedy_reference.json`):",
+        "",
+        "| margin threshold | mean checkable prefix | prompts fully checkable |",
+        "|---|---|---|",
+    ]
+    for thr in (0.01, 0.05, 0.1, 0.3, 0.5):
+        pre = []
+        for r in ref.values():
+            k = next((i for i, m in enumerate(r["margins"]) if m < thr), len(r["margins"]))
+            pre.append(k)
+        full_n = sum(k == len(r["margins"]) for k, r in zip(pre, ref.values()))
+        lines.append(f"| {thr} | {np.mean(pre):.1f} | {full_n} |")
     return lines
 
 
