@@ -32,7 +32,8 @@ let package = Package(
             linkerSettings: [.linkedLibrary("openblas")]
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], swiftSettings: hotLoopSettings),
-        .target(name: "Engine", dependencies: ["Model"]),
+        .target(name: "Speculation", dependencies: ["Model"]),
+        .target(name: "Engine", dependencies: ["Model", "Speculation"]),
         .target(name: "HTTP", exclude: ["README.md"]),
         .target(
             name: "OpenAI",
@@ -62,6 +63,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "SpeculationTests", dependencies: ["Speculation"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Model
+import Speculation
 
 /// What a client asks the engine to generate. Already validated and tokenized by the API layer.
 public struct GenerationRequest: Sendable {
@@ -12,15 +13,18 @@ public struct GenerationRequest: Sendable {
     /// chosen token are reported when `logprobs` is true.
     public var logprobs: Bool
     public var topLogprobs: Int
+    /// Per-request opt-out of speculative decoding (the API's `"speculation": false`).
+    public var speculation: Bool
 
     public init(promptTokens: [Int32], maxTokens: Int, sampling: SamplingParameters, stopTokens: Set<Int32>,
-                logprobs: Bool = false, topLogprobs: Int = 0) {
+                logprobs: Bool = false, topLogprobs: Int = 0, speculation: Bool = true) {
         self.promptTokens = promptTokens
         self.maxTokens = maxTokens
         self.sampling = sampling
         self.stopTokens = stopTokens
         self.logprobs = logprobs
         self.topLogprobs = topLogprobs
+        self.speculation = speculation
     }
 }
 
@@ -86,6 +90,12 @@ public struct EngineSnapshot: Sendable {
     public var prefixLookupTokens = 0
     public var prefixHitTokens = 0
     public var preemptions = 0
+    /// Draft tokens verified and accepted by speculative decoding, and the steps that drafted.
+    public var draftedTokens = 0
+    public var acceptedTokens = 0
+    public var speculativeSteps = 0
+    /// The step-cost table the planner uses (rows, ms), after online refresh.
+    public var costTable: [(rows: Int, ms: Double)] = []
 }
 
 /// Handle of a submitted request: cancel it when the client goes away.
@@ -117,15 +127,21 @@ public struct EngineConfiguration: Sendable {
     /// A smaller budget shares memory between sequences (prefix reuse, preemption when full).
     public var kvBlocks: Int?
     public var blockSize = 16
+    /// Speculative decoding with CAST-planned draft trees (greedy requests only for now).
+    public var speculation = true
+    /// Deepest draft path and most candidate nodes per sequence and step.
+    public var maxDraftDepth = 8
+    public var maxDraftNodes = 16
 
     public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256,
-                kvBlocks: Int? = nil, blockSize: Int = 16) {
+                kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = true) {
         self.slots = slots
         self.contextLength = contextLength
         self.maxWaiting = maxWaiting
         self.prefillChunk = prefillChunk
         self.kvBlocks = kvBlocks
         self.blockSize = blockSize
+        self.speculation = speculation
     }
 }
 
@@ -154,6 +170,12 @@ public final class Engine: @unchecked Sendable {
     /// Running sequences in admission order (the scheduling order; preemption takes the last).
     private var order: [Sequence] = []
     private var preemptions = 0
+    private var cost: CostModel?
+    private let drafter = NGramDrafter()
+    private var acceptance = AcceptanceStatistics()
+    private var drafted = 0
+    private var accepted = 0
+    private var speculativeSteps = 0
     private var recent: [(time: Double, tokens: Int)] = []
     private let rawLogits: UnsafeMutablePointer<Float>
 
@@ -258,7 +280,9 @@ public final class Engine: @unchecked Sendable {
         let start = clock.now
         var rows: [BatchRow] = []
         rows.reserveCapacity(model.maxStepRows)
-        var owners: [(sequence: Sequence, firstRow: Int, count: Int, wantsLogits: Bool)] = []
+        var owners: [Owner] = []
+        var logitIndex: [Int] = []
+        if configuration.speculation { calibrate() }
         while true {
             lock.lock()
             while incoming.isEmpty && waiting.isEmpty && running.allSatisfy({ $0 == nil }) && !stopping {
@@ -320,7 +344,7 @@ public final class Engine: @unchecked Sendable {
                         preempt(order[order.count - 1])
                         continue  // retry the same index (or move on if s itself was preempted)
                     }
-                    owners.append((s, rows.count, 1, true))
+                    owners.append(Owner(sequence: s, firstRow: rows.count, count: 1, wantsLogits: true))
                     rows.append(BatchRow(slot: s.slot, token: s.tokens[cached], position: cached))
                 }
                 index += 1
@@ -333,46 +357,170 @@ public final class Engine: @unchecked Sendable {
                 let count = min(pending, budget)
                 guard cache.reserve(slot: s.slot, positions: cached + count) else { continue }
                 let last = count == pending
-                owners.append((s, rows.count, count, last))
+                owners.append(Owner(sequence: s, firstRow: rows.count, count: count, wantsLogits: last))
                 rows += BatchRow.chain(slot: s.slot, tokens: s.tokens[cached..<(cached + count)], startPosition: cached, firstRow: rows.count)
                 if !last { rows[rows.count - 1].wantsLogits = false }
                 budget -= count
             }
             if rows.isEmpty { continue }
+            addDraftTrees(&rows, &owners)
+            logitIndex.removeAll(keepingCapacity: true)
+            var logits = 0
+            for r in rows {
+                logitIndex.append(r.wantsLogits ? logits : -1)
+                if r.wantsLogits { logits += 1 }
+            }
 
             let t0 = clock.now
             do {
                 try model.forward(rows, cache: cache)
             } catch {
-                for (s, _, _, _) in owners { fail(s, .modelFailure("\(error)")) }
+                for o in owners { fail(o.sequence, .modelFailure("\(error)")) }
                 continue
             }
-            var logitRow = 0
             var produced = 0
             var promptTokens = 0
-            for (s, first, count, wantsLogits) in owners {
+            let vocab = model.config.vocabularySize
+            for o in owners {
+                let s = o.sequence
+                guard s.slot >= 0 && running[s.slot] === s else { continue }
                 let cached = cache.lengths[s.slot]
+                // Greedy verification: follow the tree while each node's token is the target's
+                // argmax at its parent; the committed rows are the root and the accepted nodes.
+                var keep = Array(o.firstRow..<(o.firstRow + o.count))
+                if let tree = o.tree {
+                    var node = -1
+                    var row = o.firstRow
+                    while true {
+                        let next = argmax(model.logits + logitIndex[row] * vocab, count: vocab)
+                        guard let child = tree.child(of: node, token: next) else { break }
+                        node = child
+                        row = o.treeRow + child
+                        keep.append(row)
+                    }
+                    acceptance.record(tree: tree, acceptedDepth: keep.count - 1)
+                    drafted += tree.count
+                    accepted += keep.count - 1
+                }
                 do {
-                    try cache.commit(slot: s.slot, rows: first..<(first + count), tokens: s.tokens[cached..<(cached + count)])
+                    try cache.commit(slot: s.slot, rows: keep, tokens: keep.map { rows[$0].token })
                 } catch {
                     fail(s, .modelFailure("\(error)"))
-                    if wantsLogits { logitRow += 1 }
                     continue
                 }
+                _ = cached
                 if !s.started && cache.lengths[s.slot] >= s.request.promptTokens.count {
                     s.started = true
                     promptTokens += s.request.promptTokens.count
                     s.onEvent(.started(promptTokens: s.request.promptTokens.count))
                 }
-                guard wantsLogits else { continue }
-                let logits = model.logits + logitRow * model.config.vocabularySize
-                logitRow += 1
-                emitToken(s, logits: logits)
-                produced += 1
+                guard o.wantsLogits else { continue }
+                // One token per kept row whose logits exist: the accepted tokens, then the bonus.
+                for row in keep where logitIndex[row] >= 0 {
+                    emitToken(s, logits: model.logits + logitIndex[row] * vocab)
+                    produced += 1
+                    if running[s.slot] !== s || s.slot < 0 { break }
+                }
+            }
+            if let c = cost, owners.contains(where: { $0.tree != nil }) {
+                speculativeSteps += 1
+                var updated = c
+                updated.observe(rows: rows.count, ms: (clock.now - t0).seconds * 1000)
+                cost = updated
             }
             let stepTime = clock.now - t0
             onStep?(stepTime, rows.count)
             publish(now: (clock.now - start).seconds, tokens: produced, promptTokens: promptTokens, step: (rows.count, stepTime.seconds))
+        }
+    }
+
+    /// One sequence's part of a step: `count` rows from `firstRow` (a prefill chunk or a decode
+    /// root), and for a root with a draft tree, the tree's nodes at rows `treeRow...`.
+    struct Owner {
+        var sequence: Sequence
+        var firstRow: Int
+        var count: Int
+        var wantsLogits: Bool
+        var tree: DraftTree?
+        var treeRow = 0
+    }
+
+    /// Measures the step-cost table T(rows) on slot 0 (free at start-up): chains of R rows with
+    /// logits for every row, after 64 cached positions, as draft verification runs them.
+    private func calibrate() {
+        let clock = ContinuousClock()
+        var points: [(rows: Int, ms: Double)] = []
+        let context = min(64, cache.capacity / 2)
+        guard context > 0 else { return }
+        let prompt = (0..<context).map { Int32(100 + ($0 * 7919) % 30000) }
+        do {
+            cache.reset(slot: 0)
+            try model.forward(BatchRow.chain(slot: 0, tokens: prompt, startPosition: 0), cache: cache)
+            try cache.commit(slot: 0, rows: 0..<context)
+            var r = 1
+            while r <= min(64, model.maxStepRows, model.maxLogitRows, cache.capacity - context) {
+                let rows = BatchRow.chain(slot: 0, tokens: prompt.prefix(r), startPosition: context, allLogits: true)
+                try model.forward(rows, cache: cache)
+                var times: [Double] = []
+                for _ in 0..<5 {
+                    let t = clock.now
+                    try model.forward(rows, cache: cache)
+                    times.append((clock.now - t).seconds * 1000)
+                }
+                points.append((r, times.sorted()[2]))
+                r *= 2
+            }
+        } catch {
+            points = []
+        }
+        cache.reset(slot: 0)
+        if points.count >= 2 { cost = CostModel(points: points) }
+    }
+
+    /// Whether `s` may draft: greedy, no penalties, no log-probabilities, not opted out.
+    private func canSpeculate(_ s: Sequence) -> Bool {
+        let p = s.request.sampling
+        return configuration.speculation && s.request.speculation && p.temperature <= 0 && p.presencePenalty == 0
+            && p.frequencyPenalty == 0 && !s.request.logprobs && s.request.topLogprobs == 0
+    }
+
+    /// Drafts a tree for every decoding sequence that may speculate, lets the CAST planner size
+    /// them against the step-cost table, and appends the chosen nodes as rows below each root.
+    private func addDraftTrees(_ rows: inout [BatchRow], _ owners: inout [Owner]) {
+        guard let cost else { return }
+        var trees: [(owner: Int, tree: DraftTree)] = []
+        var candidates: [CASTPlanner.Candidate] = []
+        for (i, o) in owners.enumerated() where o.count == 1 && o.wantsLogits && canSpeculate(o.sequence) {
+            let s = o.sequence
+            let cached = cache.lengths[s.slot]
+            guard s.tokens.count - cached == 1 else { continue }
+            let room = min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
+            guard room > 0 else { continue }
+            let tree = drafter.propose(history: s.tokens, maxNodes: configuration.maxDraftNodes, maxDepth: room, statistics: acceptance)
+            guard !tree.isEmpty else { continue }
+            for n in 0..<tree.count {
+                candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n]))
+            }
+            trees.append((i, tree))
+        }
+        guard !trees.isEmpty else { return }
+        let decodeRows = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }
+        let logitRows = rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
+        let maxRows = min(model.maxStepRows, rows.count + model.maxLogitRows - logitRows)
+        let plan = CASTPlanner.plan(candidates: candidates, sequences: trees.count, baseRows: rows.count,
+                                    baseTokens: max(decodeRows, 1), maxRows: maxRows, cost: cost)
+        for (k, entry) in trees.enumerated() where plan.perSequence[k] > 0 {
+            let tree = entry.tree.pruned(to: plan.perSequence[k])
+            let root = owners[entry.owner].firstRow
+            let s = owners[entry.owner].sequence
+            let cached = cache.lengths[s.slot]
+            guard cache.reserve(slot: s.slot, positions: cached + 1 + (tree.depths.max() ?? 0)) else { continue }
+            owners[entry.owner].tree = tree
+            owners[entry.owner].treeRow = rows.count
+            for n in 0..<tree.count {
+                let parent = tree.parents[n] < 0 ? root : owners[entry.owner].treeRow + tree.parents[n]
+                rows.append(BatchRow(slot: s.slot, token: tree.tokens[n], position: cached + tree.depths[n], parent: parent))
+            }
         }
     }
 
@@ -486,6 +634,10 @@ public final class Engine: @unchecked Sendable {
         snapshotValue.prefixLookupTokens = cache.prefixLookupTokens
         snapshotValue.prefixHitTokens = cache.prefixHitTokens
         snapshotValue.preemptions = preemptions
+        snapshotValue.draftedTokens = drafted
+        snapshotValue.acceptedTokens = accepted
+        snapshotValue.speculativeSteps = speculativeSteps
+        if let cost { snapshotValue.costTable = cost.points.map { ($0.rows, $0.ms * cost.scale) } }
         if let step {
             snapshotValue.stepsTotal += 1
             snapshotValue.rowsTotal += step.rows

@@ -188,3 +188,62 @@ extension EngineTests {
         #expect(s.running == 0)
     }
 }
+
+/// Speculative decoding never changes greedy output: speculation on (alone and 8 at a time)
+/// gives token for token what speculation off gives, on the bench prompts.
+extension EngineTests {
+    static func benchPrompts(limit: Int) throws -> [[Int32]] {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = root.deletingLastPathComponent().appendingPathComponent("shared/bench/prompts.jsonl").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let formatter = try PromptFormatter(file: GGUFFile(path: modelPath))
+        var byCategory: [String: Int] = [:]
+        var out: [[Int32]] = []
+        for line in text.split(separator: "\n") {
+            guard let row = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  let category = row["category"] as? String, byCategory[category, default: 0] < limit else { continue }
+            byCategory[category, default: 0] += 1
+            if let messages = row["messages"] as? [[String: String]] {
+                out.append(try formatter.chatTokens(messages.map { ChatMessage(role: $0["role"]!, content: $0["content"]!) }))
+            } else if let prompt = row["prompt"] as? String {
+                out.append(formatter.completionTokens(prompt))
+            }
+        }
+        return out
+    }
+
+    @Test func speculationNeverChangesGreedyOutput() throws {
+        let model = try Self.model.get()
+        let prompts = try Self.benchPrompts(limit: 2)
+        #expect(prompts.count == 14)
+        func outputs(speculation: Bool, together: Bool) throws -> ([[Int32]], EngineSnapshot) {
+            let engine = Engine(model: model, configuration: EngineConfiguration(slots: 8, contextLength: 512, maxWaiting: 16,
+                                                                                 speculation: speculation))
+            defer { engine.shutdown() }
+            var results: [[Int32]] = []
+            if together {
+                let collectors = try prompts.map { try runGreedy(engine, $0, maxTokens: 48) }
+                for c in collectors { #expect(c.wait()); results.append(c.tokens) }
+            } else {
+                for p in prompts {
+                    let c = try runGreedy(engine, p, maxTokens: 48)
+                    #expect(c.wait())
+                    results.append(c.tokens)
+                }
+            }
+            return (results, engine.snapshot)
+        }
+        let (plain, plainStats) = try outputs(speculation: false, together: false)
+        #expect(plainStats.draftedTokens == 0)
+        let (alone, aloneStats) = try outputs(speculation: true, together: false)
+        let (batched, batchedStats) = try outputs(speculation: true, together: true)
+        for i in prompts.indices {
+            #expect(alone[i] == plain[i], "prompt \(i): speculation alone changed the output")
+            #expect(batched[i] == plain[i], "prompt \(i): speculation 8 at a time changed the output")
+        }
+        // Not vacuous: drafts were verified and some accepted.
+        #expect(aloneStats.draftedTokens > 0 && aloneStats.acceptedTokens > 0)
+        #expect(batchedStats.draftedTokens > 0)
+        print("speculation: alone \(aloneStats.acceptedTokens)/\(aloneStats.draftedTokens) drafted tokens accepted over \(aloneStats.speculativeSteps) steps; 8 at a time \(batchedStats.acceptedTokens)/\(batchedStats.draftedTokens)")
+    }
+}
