@@ -93,3 +93,31 @@ class FloodTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SpeculationTest(unittest.TestCase):
+    def test_speculation_on_off_and_per_request_opt_out_give_the_same_text(self):
+        # Summaries repeat their input, so the n-gram drafter has something to propose.
+        article = ("The library opens at nine. The library closes at five. Children may borrow three books. "
+                   "Adults may borrow five books. Late books cost ten cents a day. ") * 2
+        body = {"model": "default", "temperature": 0, "max_tokens": 48,
+                "messages": [{"role": "user", "content": "Repeat this text exactly:\n\n" + article}]}
+        texts = {}
+        for mode in ("off", "on"):
+            s = Server(slots=2, args=("--speculation", mode))
+            s.start()
+            try:
+                status, out = s.json("POST", "/v1/chat/completions", body)
+                self.assertEqual(status, 200, out)
+                texts[mode] = out["choices"][0]["message"]["content"]
+                if mode == "on":
+                    status, opted = s.json("POST", "/v1/chat/completions", dict(body, speculation=False))
+                    self.assertEqual(status, 200, opted)
+                    texts["opt-out"] = opted["choices"][0]["message"]["content"]
+                    status, bad = s.json("POST", "/v1/chat/completions", dict(body, speculation="maybe"))
+                    self.assertEqual(status, 400)
+                    self.assertEqual(bad["error"]["param"], "speculation")
+            finally:
+                s.stop()
+        self.assertEqual(texts["on"], texts["off"])
+        self.assertEqual(texts["opt-out"], texts["off"])

@@ -35,6 +35,8 @@ public struct CompletionRequest: Sendable {
     public var stream = false
     public var includeUsage = false
     public var echo = false
+    /// CastServe extension: false turns speculative decoding off for this request.
+    public var speculation = true
 
     static let chatKeys: Set<String> = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
                                         "min_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
@@ -110,6 +112,7 @@ public struct CompletionRequest: Sendable {
             r.echo = try bool(json, "echo") ?? false
         }
         r.stream = try bool(json, "stream") ?? false
+        r.speculation = try bool(json, "speculation") ?? true
         if let options = json["stream_options"], !(options is NSNull) {
             guard let o = options as? [String: Any] else {
                 throw OpenAIError.invalid("stream_options", "'stream_options' must be an object like {\"include_usage\": true}")

@@ -275,7 +275,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                                                   seed: r.seed.map { $0 &+ UInt64(index) })
                 let budget = min(maxTokens, b.contextLength - ids.count)
                 let g = GenerationRequest(promptTokens: ids, maxTokens: budget, sampling: sampling, stopTokens: stopTokens,
-                                          logprobs: r.logprobs, topLogprobs: r.topLogprobs)
+                                          logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation)
                 var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
                 do {
                     state.handle = try b.engine.submit(g) { queue.push(index, $0) }

@@ -35,6 +35,9 @@ extension CastServe {
         @Option(help: "Positions per sequence (overrides \"context_length\").")
         var contextLength: Int?
 
+        @Option(help: "Speculative decoding with CAST-planned draft trees: on or off (overrides \"speculation\").")
+        var speculation: String?
+
         @Option(help: "Sequences decoded together (overrides \"slots\").")
         var slots: Int?
 
@@ -54,6 +57,10 @@ extension CastServe {
                 settings.slots = slots
             }
             let slots = settings.slots
+            if let speculation {
+                guard ["on", "off"].contains(speculation) else { throw ValidationError("--speculation takes on or off") }
+                settings.speculation = speculation == "on"
+            }
 
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)
@@ -91,14 +98,15 @@ extension CastServe {
                 note("loading \(settings.model)")
                 let file = try GGUFFile(path: settings.model)
                 let transformer = try Transformer(file: file, threads: settings.effectiveThreads, maxStepRows: settings.maxStepRows,
-                                                  maxLogitRows: slots, maxContext: settings.contextLength)
+                                                  maxLogitRows: max(slots, 128), maxContext: settings.contextLength)
                 let contextLength = min(settings.contextLength, transformer.config.contextLength)
                 let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
                 let blockSize = 16
                 let kvBlocks = settings.kvCacheTokens > 0 ? max((settings.kvCacheTokens + blockSize - 1) / blockSize, (contextLength + blockSize - 1) / blockSize) : nil
                 let e = Engine(model: transformer, configuration: EngineConfiguration(
                     slots: slots, contextLength: contextLength, maxWaiting: settings.maxWaitingRequests,
-                    prefillChunk: max(1, settings.maxStepRows - slots), kvBlocks: kvBlocks, blockSize: blockSize))
+                    prefillChunk: max(1, settings.maxStepRows - slots), kvBlocks: kvBlocks, blockSize: blockSize,
+                    speculation: settings.speculation))
                 let stepHistogram = service.metrics.stepDuration
                 e.onStep = { duration, _ in stepHistogram.record(duration) }
                 engine = e

@@ -24,6 +24,7 @@ struct ServerConfig: Equatable {
     var defaultMaxTokens = 256
     var slots = 8
     var kvCacheTokens = 0
+    var speculation = true
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
@@ -64,7 +65,7 @@ struct ServerConfig: Equatable {
     static let knownKeys = ["model", "model_aliases", "threads", "context_length", "max_step_rows", "chat_template", "host", "port",
                             "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
-                            "default_max_tokens", "slots", "kv_cache_tokens"]
+                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -116,6 +117,14 @@ struct ServerConfig: Equatable {
         case "default_max_tokens": defaultMaxTokens = try int(1...1_048_576)
         case "slots": slots = try int(1...256)
         case "kv_cache_tokens": kvCacheTokens = try int(0...100_000_000)
+        case "speculation":
+            if let b = value as? String, ["on", "off", "true", "false"].contains(b) {
+                speculation = b == "on" || b == "true"
+            } else if isJSONBool(value), let b = value as? Bool {
+                speculation = b
+            } else {
+                throw ConfigError.wrongType(key: key, expected: "true or false (\"on\" or \"off\")", source: source)
+            }
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)
