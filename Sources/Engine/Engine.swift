@@ -474,7 +474,11 @@ public final class Engine: @unchecked Sendable {
             points = []
         }
         cache.reset(slot: 0)
-        if points.count >= 2 { cost = CostModel(points: points) }
+        guard points.count >= 2 else { return }
+        cost = CostModel(points: points)
+        lock.lock()
+        snapshotValue.costTable = points
+        lock.unlock()
     }
 
     /// Whether `s` may draft: greedy, no penalties, no log-probabilities, not opted out.

@@ -105,6 +105,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     static let routes: [String: [String]] = [
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],
         "/tokenize": ["POST"], "/detokenize": ["POST"], "/health": ["GET", "HEAD"], "/metrics": ["GET", "HEAD"],
+        "/v1/cast/cost": ["GET"],
     ]
 
     private func route(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
@@ -121,6 +122,14 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
             responder.send(HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                         body: metrics.render(engine: backend?.engine.snapshot)))
         case "/v1/models": try models(responder, &log)
+        case "/v1/cast/cost":
+            let snapshot = try ready().engine.snapshot
+            responder.send(json([
+                "object": "cast.cost_model",
+                "step_cost": snapshot.costTable.map { ["rows": $0.rows, "ms": $0.ms] },
+                "drafted_tokens": snapshot.draftedTokens, "accepted_tokens": snapshot.acceptedTokens,
+                "speculative_steps": snapshot.speculativeSteps,
+            ]))
         case "/tokenize": try tokenize(request, responder, &log)
         case "/detokenize": try detokenize(request, responder, &log)
         case "/v1/chat/completions": try complete(request, chat: true, responder, &log, start: start)

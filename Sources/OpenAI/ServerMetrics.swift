@@ -28,6 +28,9 @@ public final class ServerMetrics: @unchecked Sendable {
     let prefixHitTokens: Gauge
     let prefixHitRate: Gauge
     let preemptions: Gauge
+    let draftedTokens: Gauge
+    let acceptedTokens: Gauge
+    let speculativeSteps: Gauge
 
     public init() {
         let latencyBuckets: [Duration] = [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
@@ -56,6 +59,9 @@ public final class ServerMetrics: @unchecked Sendable {
         prefixHitTokens = registry.makeGauge(name: "castserve_prefix_cache_hit_tokens_total", help: "Prompt tokens served from the prefix cache.")
         prefixHitRate = registry.makeGauge(name: "castserve_prefix_cache_hit_ratio", help: "Prompt tokens served from the prefix cache / tokens looked up.")
         preemptions = registry.makeGauge(name: "castserve_engine_preemptions_total", help: "Sequences preempted (recomputed later) because the KV cache was full.")
+        draftedTokens = registry.makeGauge(name: "castserve_speculation_drafted_tokens_total", help: "Draft tokens verified by the target.")
+        acceptedTokens = registry.makeGauge(name: "castserve_speculation_accepted_tokens_total", help: "Draft tokens accepted by verification.")
+        speculativeSteps = registry.makeGauge(name: "castserve_speculation_steps_total", help: "Engine steps that verified draft trees.")
     }
 
     /// Counts one answered request by route and status.
@@ -85,6 +91,9 @@ public final class ServerMetrics: @unchecked Sendable {
             prefixHitTokens.set(Double(e.prefixHitTokens))
             prefixHitRate.set(e.prefixLookupTokens > 0 ? Double(e.prefixHitTokens) / Double(e.prefixLookupTokens) : 0)
             preemptions.set(Double(e.preemptions))
+            draftedTokens.set(Double(e.draftedTokens))
+            acceptedTokens.set(Double(e.acceptedTokens))
+            speculativeSteps.set(Double(e.speculativeSteps))
         }
         return registry.emitToString()
     }
