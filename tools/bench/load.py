@@ -41,8 +41,9 @@ class LoadError(Exception):
 
 # -- workload ---------------------------------------------------------------------------------
 
-def load_prompts(path, limit=None):
-    """Rows of the workload file: dicts with id, category, messages or prompt, max_tokens."""
+def load_prompts(path, limit=None, categories=None):
+    """Rows of the workload file (dicts with id, category, messages or prompt, max_tokens), optionally
+    only those whose category is in `categories`, then only the first `limit`."""
     if not os.path.exists(path):
         raise LoadError(f"workload {path} does not exist; pass --prompts PATH")
     rows = []
@@ -58,10 +59,16 @@ def load_prompts(path, limit=None):
             if "id" not in row or ("messages" not in row and "prompt" not in row):
                 raise LoadError(f"{path}:{n} needs `id` and `messages` or `prompt`")
             rows.append(row)
+    if categories:
+        known = sorted({r.get("category") for r in rows})
+        unknown = [c for c in categories if c not in known]
+        if unknown:
+            raise LoadError(f"no rows of category {', '.join(unknown)} in {path}; --categories takes {', '.join(map(str, known))}")
+        rows = [r for r in rows if r.get("category") in categories]
     if limit is not None:
         rows = rows[:limit]
     if not rows:
-        raise LoadError(f"workload {path} has no rows (or --limit is 0)")
+        raise LoadError(f"workload {path} has no rows")
     return rows
 
 
@@ -638,7 +645,8 @@ def parse_args(argv):
     p.add_argument("--compare", help="comma-separated targets run one after the other, e.g. castserve,llama-server")
     p.add_argument("--url", help="base URL for --target url, e.g. http://127.0.0.1:8080")
     p.add_argument("--prompts", default=DEFAULT_PROMPTS, help="workload JSONL (default ../shared/bench/prompts.jsonl)")
-    p.add_argument("--limit", type=int, help="use only the first N prompts")
+    p.add_argument("--categories", help="use only rows of these categories, comma-separated (e.g. chat,plain)")
+    p.add_argument("--limit", type=int, help="use only the first N prompts (after --categories)")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="levels, comma-separated (default 1,2,4,8,16)")
     p.add_argument("--max-tokens", type=int, help="cap every request's max_tokens")
     p.add_argument("--timeout", type=float, default=180.0, help="seconds allowed per request (default 180)")
@@ -663,6 +671,9 @@ def parse_args(argv):
         p.error(f"--concurrency {args.concurrency!r} must be comma-separated integers, e.g. 1,2,4")
     if not args.levels or any(c < 1 for c in args.levels):
         p.error("--concurrency needs positive integers, e.g. 1,2,4,8,16")
+    args.model = os.path.abspath(args.model)
+    if args.castserve_bin:
+        args.castserve_bin = os.path.abspath(args.castserve_bin)
     args.targets = [t.strip() for t in args.compare.split(",")] if args.compare else [args.target]
     for t in args.targets:
         if t not in TARGETS:
@@ -683,7 +694,8 @@ def main(argv=None):
     started = time.monotonic()
     deadline = started + args.max_seconds
     try:
-        rows = load_prompts(args.prompts, args.limit)
+        categories = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+        rows = load_prompts(args.prompts, args.limit, categories)
     except LoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -716,6 +728,9 @@ def main(argv=None):
     if args.svg and results:
         with open(args.svg, "w", encoding="utf-8") as f:
             f.write(svg_chart(results))
+    for r in report["results"]:
+        if r.get("error"):
+            print(f"error: [{r['target']}] {r['error']}", file=sys.stderr)
     failed = any(r.get("error") for r in report["results"]) or report.get("interrupted")
     return 1 if failed else 0
 
