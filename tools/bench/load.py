@@ -115,7 +115,9 @@ def run_request(host, port, path, body, timeout, deadline=None):
         while not done:
             left = limit - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"request exceeded {timeout:.0f} s")
+                if deadline is not None and deadline < start + timeout:
+                    raise TimeoutError("--max-seconds reached")
+                raise TimeoutError(f"request exceeded --timeout {timeout:g} s")
             if conn.sock is not None:
                 conn.sock.settimeout(left)
             line = resp.readline()
@@ -329,6 +331,15 @@ def free_port():
         return s.getsockname()[1]
 
 
+def _die_with_parent():
+    """In the child before exec: SIGTERM it when this tool dies, even by SIGKILL (Linux only)."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 class ManagedServer:
     """A server process this tool starts and always stops (SIGTERM, then SIGKILL)."""
 
@@ -343,7 +354,7 @@ class ManagedServer:
         self.log = tempfile.NamedTemporaryFile(prefix=f"load-{self.name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(self.cmd, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE if self.port is None else self.log,
-                                     stderr=self.log, start_new_session=True)
+                                     stderr=self.log, start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + self.start_timeout
         if self.port is None:
             line = self._first_line(deadline)
@@ -481,11 +492,14 @@ def bench_target(target, args, rows, levels, deadline, log):
         for c in levels:
             if time.monotonic() >= deadline:
                 log(f"[{target}] --max-seconds reached; skipping concurrency {c} and beyond")
+                result["truncated"] = True
                 break
             before = fetch_metrics(host, port)
             records, wall = run_level(host, port, rows, c, args.model_name, args.timeout, deadline, args.max_tokens)
             after = fetch_metrics(host, port)
             level = summarize_level(c, records, wall, metric_deltas(before, after))
+            if time.monotonic() >= deadline:
+                result["truncated"] = True
             result["levels"].append(level)
             result["requests"][str(c)] = [
                 {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in records]
@@ -589,11 +603,11 @@ def nice_ceiling(v):
     return 10 * exp
 
 
-def svg_chart(results, title="Aggregate completion tokens/s vs concurrency"):
+def svg_chart(results, title="Aggregate completion tokens/s vs concurrency", subtitle=""):
     """A self-contained SVG line chart: x = concurrency (log2 spacing), y = tok/s, one line per target."""
     import math
     width, height = 720, 440
-    left, right, top, bottom = 80, 180, 50, 70
+    left, right, top, bottom = 80, 180, 60, 70
     pw, ph = width - left - right, height - top - bottom
     colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
     conc = sorted({lv["concurrency"] for r in results for lv in r["levels"]}) or [1]
@@ -606,7 +620,8 @@ def svg_chart(results, title="Aggregate completion tokens/s vs concurrency"):
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
            f'font-family="sans-serif" font-size="12">',
            f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{left + pw / 2}" y="25" text-anchor="middle" font-size="15" font-weight="bold">{esc(title)}</text>']
+           f'<text x="{left + pw / 2}" y="22" text-anchor="middle" font-size="15" font-weight="bold">{esc(title)}</text>',
+           f'<text x="{left + pw / 2}" y="40" text-anchor="middle" font-size="11" fill="#555">{esc(subtitle)}</text>']
     for i in range(6):
         v = ymax * i / 5
         y = ys(v)
@@ -727,11 +742,15 @@ def main(argv=None):
             json.dump(report, f, indent=1)
     if args.svg and results:
         with open(args.svg, "w", encoding="utf-8") as f:
-            f.write(svg_chart(results))
+            subtitle = (f"{len(rows)} prompts per level, greedy, streaming; {args.threads} compute threads; "
+                        f"{report['date'][:10]}")
+            f.write(svg_chart(results, subtitle=subtitle))
     for r in report["results"]:
         if r.get("error"):
             print(f"error: [{r['target']}] {r['error']}", file=sys.stderr)
-    failed = any(r.get("error") for r in report["results"]) or report.get("interrupted")
+        if r.get("truncated"):
+            print(f"error: [{r['target']}] stopped by --max-seconds {args.max_seconds:g}; results are partial", file=sys.stderr)
+    failed = any(r.get("error") or r.get("truncated") for r in report["results"]) or report.get("interrupted")
     return 1 if failed else 0
 
 
