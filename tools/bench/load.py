@@ -463,10 +463,14 @@ def make_server(target, args):
 
 # -- one target ---------------------------------------------------------------------------------
 
-def bench_target(target, args, rows, levels, deadline, log):
-    """Runs every level against one target. Returns its result dict."""
+def new_result(target):
+    return {"target": target, "levels": [], "requests": {}, "invariance": None, "server": None}
+
+
+def bench_target(target, args, rows, levels, deadline, log, result=None):
+    """Runs every level against one target, filling `result` (also when interrupted). Returns it."""
     server = None
-    result = {"target": target, "levels": [], "requests": {}, "invariance": None, "server": None}
+    result = result if result is not None else new_result(target)
     try:
         if target == "url":
             if not args.url:
@@ -514,11 +518,11 @@ def bench_target(target, args, rows, levels, deadline, log):
             for r in records:
                 if not r["ok"]:
                     log(f"[{target}]   {r['id']}: {r['error']}")
-        result["invariance"] = invariance(result)
     except LoadError as e:
         result["error"] = str(e)
         log(f"[{target}] error: {e}")
     finally:
+        result["invariance"] = invariance(result)
         if server is not None:
             code = server.stop()
             result["server"]["exit_status"] = code
@@ -721,7 +725,8 @@ def main(argv=None):
               "results": []}
     try:
         for target in args.targets:
-            report["results"].append(bench_target(target, args, rows, args.levels, deadline, log))
+            report["results"].append(new_result(target))
+            bench_target(target, args, rows, args.levels, deadline, log, report["results"][-1])
     except KeyboardInterrupt:
         log("interrupted; servers stopped")
         report["interrupted"] = True
