@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -449,6 +450,7 @@ def make_server(target, args):
         config = os.path.join(ROOT, "config.json")
         if os.path.exists(config):
             cmd += ["--config", config]
+        cmd += shlex.split(args.castserve_args or "")
         return ManagedServer("castserve", cmd, env=env, start_timeout=args.start_timeout)
     if target == "llama-server":
         if not os.path.exists(args.llama_server):
@@ -456,7 +458,7 @@ def make_server(target, args):
         port = free_port()
         cmd = [args.llama_server, "-m", args.model, "-t", str(args.threads), "-c", str(args.llama_ctx),
                "-np", str(args.llama_slots), "-cb", "--host", "127.0.0.1", "--port", str(port),
-               "--metrics", "--no-webui"]
+               "--metrics", "--no-webui"] + shlex.split(args.llama_args or "")
         return ManagedServer("llama-server", cmd, port=port, start_timeout=args.start_timeout)
     raise LoadError(f"unknown target {target!r}; use one of {', '.join(TARGETS)}")
 
@@ -502,6 +504,7 @@ def bench_target(target, args, rows, levels, deadline, log, result=None):
             records, wall = run_level(host, port, rows, c, args.model_name, args.timeout, deadline, args.max_tokens)
             after = fetch_metrics(host, port)
             level = summarize_level(c, records, wall, metric_deltas(before, after))
+            level["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
             if time.monotonic() >= deadline:
                 result["truncated"] = True
             result["levels"].append(level)
@@ -514,7 +517,8 @@ def bench_target(target, args, rows, levels, deadline, log, result=None):
                 if eng.get("step_ms") is not None:
                     extra += f", step {eng['step_ms']:.1f} ms"
             log(f"[{target}] C={c}: {level['tok_s']:.1f} tok/s, TTFT p50 {level['ttft_p50_ms']} ms, "
-                f"latency p50 {level['latency_p50_ms']} ms, errors {level['errors']}/{level['requests']}{extra}")
+                f"latency p50 {level['latency_p50_ms']} ms, errors {level['errors']}/{level['requests']}{extra}, "
+                f"load average {level['loadavg_after'][0]:.2f}")
             for r in records:
                 if not r["ok"]:
                     log(f"[{target}]   {r['id']}: {r['error']}")
@@ -680,6 +684,8 @@ def parse_args(argv):
     p.add_argument("--llama-server", default=DEFAULT_LLAMA_SERVER, help="llama-server binary")
     p.add_argument("--llama-slots", type=int, default=8, help="llama-server -np (default 8)")
     p.add_argument("--llama-ctx", type=int, default=8192, help="llama-server -c, shared by its slots (default 8192)")
+    p.add_argument("--llama-args", help="extra llama-server arguments, one shell-quoted string (e.g. \"--poll 0\")")
+    p.add_argument("--castserve-args", help="extra cast-serve serve arguments, one shell-quoted string")
     p.add_argument("--json", dest="json_out", help="write all results (per request too) to this file")
     p.add_argument("--svg", help="write a tok/s-vs-concurrency line chart to this SVG file")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
