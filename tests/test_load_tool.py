@@ -87,6 +87,23 @@ class HelperTests(unittest.TestCase):
         self.assertIn("| 4 | 2.00 |", load.ratio_table(results))
 
 
+    def test_replot_rewrites_chart_from_saved_report(self):
+        level = {"concurrency": 2, "tok_s": 80.0, "ttft_p50_ms": 1.0, "ttft_p95_ms": 2.0, "latency_p50_ms": 3.0,
+                 "latency_p95_ms": 4.0, "errors": 0, "requests": 1, "engine": {}}
+        report = {"date": "2026-01-01T00:00:00+00:00", "prompt_count": 1,
+                  "results": [{"target": "url", "levels": [level], "invariance": None}]}
+        with tempfile.TemporaryDirectory() as tmp:
+            path, svg = os.path.join(tmp, "r.json"), os.path.join(tmp, "r.svg")
+            with open(path, "w") as f:
+                json.dump(report, f)
+            proc = subprocess.run([sys.executable, LOAD_PY, "--replot", path, "--svg", svg],
+                                  capture_output=True, text=True, timeout=30)
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn("| url | 2 | 80.0 |", proc.stdout)
+            with open(svg) as f:
+                self.assertIn("2026-01-01", f.read())
+
+
 class CastServeRunTests(unittest.TestCase):
     def test_tool_starts_castserve_and_reports(self):
         require_model()

@@ -652,7 +652,8 @@ def svg_chart(results, title="Aggregate completion tokens/s vs concurrency", sub
                        + " ".join(f"{x:.1f},{y:.1f}" for x, y, _ in pts) + '"/>')
         for x, y, v in pts:
             out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}"/>')
-            out.append(f'<text x="{x:.1f}" y="{y - 9:.1f}" text-anchor="middle" fill="{color}" font-size="11">{v:.0f}</text>')
+            ty = y - 9 if k % 2 == 0 else y + 17  # alternate targets label above / below their points
+            out.append(f'<text x="{x:.1f}" y="{ty:.1f}" text-anchor="middle" fill="{color}" font-size="11">{v:.0f}</text>')
         ly = top + 20 + k * 22
         out.append(f'<line x1="{left + pw + 20}" y1="{ly}" x2="{left + pw + 45}" y2="{ly}" stroke="{color}" stroke-width="2.5"/>')
         out.append(f'<text x="{left + pw + 52}" y="{ly + 4}">{esc(res["target"])}</text>')
@@ -689,6 +690,8 @@ def parse_args(argv):
     p.add_argument("--json", dest="json_out", help="write all results (per request too) to this file")
     p.add_argument("--svg", help="write a tok/s-vs-concurrency line chart to this SVG file")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--replot", metavar="REPORT.json",
+                   help="run nothing: print the tables of a saved --json report and write --svg from it")
     args = p.parse_args(argv)
     try:
         args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -708,8 +711,42 @@ def parse_args(argv):
     return args
 
 
+def print_report(report, svg_path=None, subtitle=""):
+    """Prints the tables and invariance lines of a report; writes its chart to `svg_path`."""
+    results = [r for r in report["results"] if r["levels"]]
+    print(markdown_table(results))
+    ratios = ratio_table(results)
+    if ratios:
+        print()
+        print(ratios)
+    print()
+    print("Greedy invariance (text per prompt, lowest vs highest concurrency):")
+    print(invariance_lines(report["results"]))
+    if svg_path and results:
+        with open(svg_path, "w", encoding="utf-8") as f:
+            f.write(svg_chart(results, subtitle=subtitle))
+
+
+def chart_subtitle(report, threads):
+    return (f"{report['prompt_count']} prompts per level, greedy, streaming; {threads} compute threads; "
+            f"{report['date'][:10]}")
+
+
+def replot(args):
+    try:
+        with open(args.replot, encoding="utf-8") as f:
+            report = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        print(f"error: cannot read report {args.replot} ({e}); pass a file written by --json", file=sys.stderr)
+        return 2
+    print_report(report, args.svg, chart_subtitle(report, report.get("threads", args.threads)))
+    return 0
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.replot:
+        return replot(args)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
 
     def on_signal(signum, frame):
@@ -727,7 +764,8 @@ def main(argv=None):
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join([os.path.basename(sys.argv[0])] + (argv if argv is not None else sys.argv[1:])),
               "prompts": args.prompts, "prompt_count": len(rows), "concurrency": args.levels,
-              "timeout_s": args.timeout, "max_seconds": args.max_seconds, "loadavg_before": os.getloadavg(),
+              "timeout_s": args.timeout, "max_seconds": args.max_seconds, "threads": args.threads,
+              "loadavg_before": os.getloadavg(),
               "results": []}
     try:
         for target in args.targets:
@@ -738,24 +776,10 @@ def main(argv=None):
         report["interrupted"] = True
     report["loadavg_after"] = os.getloadavg()
     report["elapsed_s"] = round(time.monotonic() - started, 1)
-    results = [r for r in report["results"] if r["levels"]]
-
-    print(markdown_table(results))
-    ratios = ratio_table(results)
-    if ratios:
-        print()
-        print(ratios)
-    print()
-    print("Greedy invariance (text per prompt, lowest vs highest concurrency):")
-    print(invariance_lines(report["results"]))
     if args.json_out:
         with open(args.json_out, "w", encoding="utf-8") as f:
             json.dump(report, f, indent=1)
-    if args.svg and results:
-        with open(args.svg, "w", encoding="utf-8") as f:
-            subtitle = (f"{len(rows)} prompts per level, greedy, streaming; {args.threads} compute threads; "
-                        f"{report['date'][:10]}")
-            f.write(svg_chart(results, subtitle=subtitle))
+    print_report(report, args.svg, chart_subtitle(report, args.threads))
     for r in report["results"]:
         if r.get("error"):
             print(f"error: [{r['target']}] {r['error']}", file=sys.stderr)
