@@ -54,7 +54,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model",
+                "Model", "Engine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -94,6 +94,8 @@ public struct EngineSnapshot: Sendable {
     public var draftedTokens = 0
     public var acceptedTokens = 0
     public var speculativeSteps = 0
+    /// Decode steps summed over sequences (each running sequence's root row counts once).
+    public var decodeRoots = 0
     /// The step-cost table the planner uses (rows, ms), after online refresh.
     public var costTable: [(rows: Int, ms: Double)] = []
 }
@@ -113,6 +115,18 @@ final class ManagedAtomicFlag: @unchecked Sendable {
     var isSet: Bool { lock.lock(); defer { lock.unlock() }; return value }
 }
 
+/// How the engine sizes draft trees.
+public enum DraftStrategy: String, Sendable, CaseIterable {
+    /// Every candidate drafted, as a single chain of at most 4 tokens (no planning).
+    case chain4
+    /// A fixed tree: up to 24 candidate nodes, all verified (no planning).
+    case tree
+    /// CAST planning per sequence, as if each were alone in the step (budget from T at B = 1).
+    case castB1 = "cast_b1"
+    /// CAST planning across the live batch: one goodput objective for the whole step.
+    case cast
+}
+
 /// Engine settings.
 public struct EngineConfiguration: Sendable {
     /// Sequences decoded together (KV-cache slots).
@@ -129,12 +143,14 @@ public struct EngineConfiguration: Sendable {
     public var blockSize = 16
     /// Speculative decoding with CAST-planned draft trees (greedy requests only for now).
     public var speculation = true
+    /// How draft trees are sized (benchmarks compare them; the server uses `.cast`).
+    public var strategy = DraftStrategy.cast
     /// Deepest draft path and most candidate nodes per sequence and step.
     public var maxDraftDepth = 8
     public var maxDraftNodes = 16
 
     public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256,
-                kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = true) {
+                kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = true, strategy: DraftStrategy = .cast) {
         self.slots = slots
         self.contextLength = contextLength
         self.maxWaiting = maxWaiting
@@ -142,6 +158,7 @@ public struct EngineConfiguration: Sendable {
         self.kvBlocks = kvBlocks
         self.blockSize = blockSize
         self.speculation = speculation
+        self.strategy = strategy
     }
 }
 
@@ -172,10 +189,12 @@ public final class Engine: @unchecked Sendable {
     private var preemptions = 0
     private var cost: CostModel?
     private let drafter = NGramDrafter()
+    private let chainDrafter = NGramDrafter(maxNGram: 4, maxBranches: 1)
     private var acceptance = AcceptanceStatistics()
     private var drafted = 0
     private var accepted = 0
     private var speculativeSteps = 0
+    private var decodeRoots = 0
     private var recent: [(time: Double, tokens: Int)] = []
     private let rawLogits: UnsafeMutablePointer<Float>
 
@@ -388,6 +407,7 @@ public final class Engine: @unchecked Sendable {
                 // Greedy verification: follow the tree while each node's token is the target's
                 // argmax at its parent; the committed rows are the root and the accepted nodes.
                 var keep = Array(o.firstRow..<(o.firstRow + o.count))
+                if o.count == 1 && o.wantsLogits { decodeRoots += 1 }
                 if let tree = o.tree {
                     var node = -1
                     var row = o.firstRow
@@ -500,7 +520,15 @@ public final class Engine: @unchecked Sendable {
             guard s.tokens.count - cached == 1 else { continue }
             let room = min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
             guard room > 0 else { continue }
-            let tree = drafter.propose(history: s.tokens, maxNodes: configuration.maxDraftNodes, maxDepth: room, statistics: acceptance)
+            let tree: DraftTree
+            switch configuration.strategy {
+            case .chain4:
+                tree = chainDrafter.propose(history: s.tokens, maxNodes: 4, maxDepth: min(room, 4), statistics: acceptance)
+            case .tree:
+                tree = drafter.propose(history: s.tokens, maxNodes: 24, maxDepth: room, statistics: acceptance)
+            case .castB1, .cast:
+                tree = drafter.propose(history: s.tokens, maxNodes: configuration.maxDraftNodes, maxDepth: room, statistics: acceptance)
+            }
             guard !tree.isEmpty else { continue }
             for n in 0..<tree.count {
                 candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n]))
@@ -511,10 +539,32 @@ public final class Engine: @unchecked Sendable {
         let decodeRows = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }
         let logitRows = rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
         let maxRows = min(model.maxStepRows, rows.count + model.maxLogitRows - logitRows)
-        let plan = CASTPlanner.plan(candidates: candidates, sequences: trees.count, baseRows: rows.count,
-                                    baseTokens: max(decodeRows, 1), maxRows: maxRows, cost: cost)
-        for (k, entry) in trees.enumerated() where plan.perSequence[k] > 0 {
-            let tree = entry.tree.pruned(to: plan.perSequence[k])
+        var perSequence: [Int]
+        switch configuration.strategy {
+        case .chain4, .tree:
+            perSequence = trees.map { $0.tree.count }
+            var room = maxRows - rows.count
+            for i in perSequence.indices {
+                perSequence[i] = min(perSequence[i], max(room, 0))
+                room -= perSequence[i]
+            }
+        case .castB1:
+            // Each sequence planned alone: one root row, one committed token.
+            perSequence = trees.indices.map { k in
+                let own = candidates.filter { $0.sequence == k }.map { CASTPlanner.Candidate(sequence: 0, node: $0.node, score: $0.score, depth: $0.depth) }
+                return CASTPlanner.plan(candidates: own, sequences: 1, baseRows: 1, baseTokens: 1, maxRows: maxRows, cost: cost).perSequence[0]
+            }
+            var room = maxRows - rows.count
+            for i in perSequence.indices {
+                perSequence[i] = min(perSequence[i], max(room, 0))
+                room -= perSequence[i]
+            }
+        case .cast:
+            perSequence = CASTPlanner.plan(candidates: candidates, sequences: trees.count, baseRows: rows.count,
+                                           baseTokens: max(decodeRows, 1), maxRows: maxRows, cost: cost).perSequence
+        }
+        for (k, entry) in trees.enumerated() where perSequence[k] > 0 {
+            let tree = entry.tree.pruned(to: perSequence[k])
             let root = owners[entry.owner].firstRow
             let s = owners[entry.owner].sequence
             let cached = cache.lengths[s.slot]
@@ -641,6 +691,7 @@ public final class Engine: @unchecked Sendable {
         snapshotValue.draftedTokens = drafted
         snapshotValue.acceptedTokens = accepted
         snapshotValue.speculativeSteps = speculativeSteps
+        snapshotValue.decodeRoots = decodeRoots
         if let cost { snapshotValue.costTable = cost.points.map { ($0.rows, $0.ms * cost.scale) } }
         if let step {
             snapshotValue.stepsTotal += 1

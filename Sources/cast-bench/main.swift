@@ -8,7 +8,7 @@ struct CastBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cast-bench",
         abstract: "Benchmark CastServe on this machine.",
-        subcommands: [Run.self],
+        subcommands: [Run.self, Matrix.self],
         defaultSubcommand: Run.self)
 }
 
