@@ -142,7 +142,8 @@ public struct EngineConfiguration: Sendable {
     public var kvBlocks: Int?
     public var blockSize = 16
     /// Speculative decoding with CAST-planned draft trees (greedy requests only for now).
-    public var speculation = true
+    /// Off by default until the planner is never below plain decoding (see README).
+    public var speculation = false
     /// How draft trees are sized (benchmarks compare them; the server uses `.cast`).
     public var strategy = DraftStrategy.cast
     /// Deepest draft path and most candidate nodes per sequence and step.
@@ -150,7 +151,7 @@ public struct EngineConfiguration: Sendable {
     public var maxDraftNodes = 16
 
     public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256,
-                kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = true, strategy: DraftStrategy = .cast) {
+                kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = false, strategy: DraftStrategy = .cast) {
         self.slots = slots
         self.contextLength = contextLength
         self.maxWaiting = maxWaiting

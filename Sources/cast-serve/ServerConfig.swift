@@ -24,7 +24,7 @@ struct ServerConfig: Equatable {
     var defaultMaxTokens = 256
     var slots = 8
     var kvCacheTokens = 0
-    var speculation = true
+    var speculation = false
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
