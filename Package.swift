@@ -24,16 +24,17 @@ let package = Package(
             name: "CKernels",
             cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing"])]
         ),
-        .target(name: "GGUF"),
+        .target(name: "GGUF", exclude: ["README.md"]),
         .target(
             name: "Kernels",
             dependencies: ["CKernels"],
+            exclude: ["README.md"],
             swiftSettings: hotLoopSettings,
             linkerSettings: [.linkedLibrary("openblas")]
         ),
-        .target(name: "Model", dependencies: ["GGUF", "Kernels"], swiftSettings: hotLoopSettings),
-        .target(name: "Speculation", dependencies: ["Model"]),
-        .target(name: "Engine", dependencies: ["Model", "Speculation"]),
+        .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
+        .target(name: "Speculation", dependencies: ["Model"], exclude: ["README.md"]),
+        .target(name: "Engine", dependencies: ["Model", "Speculation"], exclude: ["README.md"]),
         .target(name: "HTTP", exclude: ["README.md"]),
         .target(
             name: "OpenAI",
@@ -41,7 +42,8 @@ let package = Package(
                 "HTTP", "Engine", "Model",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
-            ]
+            ],
+            exclude: ["README.md"]
         ),
         .executableTarget(
             name: "cast-serve",
