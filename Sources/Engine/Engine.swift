@@ -242,6 +242,10 @@ public final class Engine: @unchecked Sendable {
         t.start()
     }
 
+    deinit {
+        rawLogits.deallocate()
+    }
+
     /// Queues a request. Throws `queueFull`, `promptTooLong`, `emptyPrompt` or `shuttingDown`.
     @discardableResult
     public func submit(_ request: GenerationRequest, onEvent: @escaping @Sendable (TokenEvent) -> Void) throws -> RequestHandle {
