@@ -408,7 +408,6 @@ public final class Engine: @unchecked Sendable {
             for o in owners {
                 let s = o.sequence
                 guard s.slot >= 0 && running[s.slot] === s else { continue }
-                let cached = cache.lengths[s.slot]
                 // Greedy verification: follow the tree while each node's token is the target's
                 // argmax at its parent; the committed rows are the root and the accepted nodes.
                 var keep = Array(o.firstRow..<(o.firstRow + o.count))
@@ -433,7 +432,6 @@ public final class Engine: @unchecked Sendable {
                     fail(s, .modelFailure("\(error)"))
                     continue
                 }
-                _ = cached
                 if !s.started && cache.lengths[s.slot] >= s.request.promptTokens.count {
                     s.started = true
                     promptTokens += s.request.promptTokens.count

@@ -70,27 +70,19 @@ public final class Generator {
         let t1 = clock.now
         let vocab = model.config.vocabularySize
         var row = [BatchRow(slot: 0, token: 0, position: 0)]
-        var produced = 0
-        while produced < maxTokens {
+        stats.finishReason = .length
+        while stats.completionTokens < maxTokens {
             let token = next(model.logits, vocab)
-            produced += 1
-            stats.completionTokens = produced
-            if !onToken(token) { stats.finishReason = .cancelled; return finish(stats, t1, clock) }
-            if stopTokens.contains(token) { stats.finishReason = .stop; return finish(stats, t1, clock) }
-            if produced == maxTokens { break }
-            if cache.lengths[0] + 1 >= cache.capacity { break }
+            stats.completionTokens += 1
+            if !onToken(token) { stats.finishReason = .cancelled; break }
+            if stopTokens.contains(token) { stats.finishReason = .stop; break }
+            if stats.completionTokens == maxTokens || cache.lengths[0] + 1 >= cache.capacity { break }
             row[0] = BatchRow(slot: 0, token: token, position: cache.lengths[0])
             try model.forward(row, cache: cache)
             try cache.commit(slot: 0, rows: CollectionOfOne(0))
         }
-        stats.finishReason = .length
-        return finish(stats, t1, clock)
-    }
-
-    private func finish(_ s: GenerationStats, _ t1: ContinuousClock.Instant, _ clock: ContinuousClock) -> GenerationStats {
-        var s = s
-        s.decodeSeconds = (clock.now - t1).seconds
-        return s
+        stats.decodeSeconds = (clock.now - t1).seconds
+        return stats
     }
 }
 
