@@ -127,6 +127,14 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
     case cast
 }
 
+/// The drafters the engine can use (see Speculation).
+public enum DrafterKind: String, Sendable, CaseIterable {
+    /// Prompt lookup only.
+    case ngram
+    /// The target's own recorded top-k successors, merged with prompt lookup.
+    case recycle
+}
+
 /// Engine settings.
 public struct EngineConfiguration: Sendable {
     /// Sequences decoded together (KV-cache slots).
@@ -149,6 +157,8 @@ public struct EngineConfiguration: Sendable {
     /// Deepest draft path and most candidate nodes per sequence and step.
     public var maxDraftDepth = 8
     public var maxDraftNodes = 16
+    /// Where draft trees come from.
+    public var drafter = DrafterKind.recycle
 
     public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256,
                 kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = false, strategy: DraftStrategy = .cast) {
@@ -189,9 +199,8 @@ public final class Engine: @unchecked Sendable {
     private var order: [Sequence] = []
     private var preemptions = 0
     private var cost: CostModel?
-    private let drafter = NGramDrafter()
-    private let chainDrafter = NGramDrafter(maxNGram: 4, maxBranches: 1)
-    private var acceptance = AcceptanceStatistics()
+    private let drafter: any Drafter
+    private var calibration = ScoreCalibration()
     private var drafted = 0
     private var accepted = 0
     private var speculativeSteps = 0
@@ -231,6 +240,10 @@ public final class Engine: @unchecked Sendable {
         cache = model.makeCache(slots: config.slots, capacity: config.contextLength, blockSize: config.blockSize, blockCount: config.kvBlocks)
         running = Array(repeating: nil, count: config.slots)
         rawLogits = .allocate(capacity: model.config.vocabularySize)
+        switch config.drafter {
+        case .ngram: drafter = NGramDrafter()
+        case .recycle: drafter = RecycleDrafter(vocabularySize: model.config.vocabularySize)
+        }
         snapshotValue.slots = config.slots
         snapshotValue.contextLength = config.contextLength
         snapshotValue.kvBlocksTotal = cache.blockCount
@@ -415,16 +428,23 @@ public final class Engine: @unchecked Sendable {
                 if let tree = o.tree {
                     var node = -1
                     var row = o.firstRow
+                    var path: [Int] = []
                     while true {
-                        let next = argmax(model.logits + logitIndex[row] * vocab, count: vocab)
+                        let logitsRow = model.logits + logitIndex[row] * vocab
+                        drafter.observe(token: rows[row].token, logits: logitsRow, vocabularySize: vocab)
+                        let next = argmax(logitsRow, count: vocab)
                         guard let child = tree.child(of: node, token: next) else { break }
                         node = child
+                        path.append(child)
                         row = o.treeRow + child
                         keep.append(row)
                     }
-                    acceptance.record(tree: tree, acceptedDepth: keep.count - 1)
+                    calibration.record(tree: tree, acceptedNodes: path)
                     drafted += tree.count
-                    accepted += keep.count - 1
+                    accepted += path.count
+                } else if o.wantsLogits && canSpeculate(s) {
+                    let row = o.firstRow + o.count - 1
+                    drafter.observe(token: rows[row].token, logits: model.logits + logitIndex[row] * vocab, vocabularySize: vocab)
                 }
                 do {
                     try cache.commit(slot: s.slot, rows: keep, tokens: keep.map { rows[$0].token })
@@ -517,26 +537,32 @@ public final class Engine: @unchecked Sendable {
         guard let cost else { return }
         var trees: [(owner: Int, tree: DraftTree)] = []
         var candidates: [CASTPlanner.Candidate] = []
+        var inputs: [DraftInput] = []
+        var inputOwners: [Int] = []
         for (i, o) in owners.enumerated() where o.count == 1 && o.wantsLogits && canSpeculate(o.sequence) {
             let s = o.sequence
             let cached = cache.lengths[s.slot]
             guard s.tokens.count - cached == 1 else { continue }
             let room = min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
             guard room > 0 else { continue }
-            let tree: DraftTree
+            let nodes: Int
             switch configuration.strategy {
-            case .chain4:
-                tree = chainDrafter.propose(history: s.tokens, maxNodes: 4, maxDepth: min(room, 4), statistics: acceptance)
-            case .tree:
-                tree = drafter.propose(history: s.tokens, maxNodes: 24, maxDepth: room, statistics: acceptance)
-            case .castB1, .cast:
-                tree = drafter.propose(history: s.tokens, maxNodes: configuration.maxDraftNodes, maxDepth: room, statistics: acceptance)
+            case .chain4: nodes = 4
+            case .tree: nodes = 24
+            case .castB1, .cast: nodes = configuration.maxDraftNodes
             }
+            inputs.append(DraftInput(slot: s.slot, history: s.tokens, maxNodes: nodes, maxDepth: min(room, configuration.strategy == .chain4 ? 4 : room)))
+            inputOwners.append(i)
+        }
+        guard !inputs.isEmpty, let proposals = try? drafter.propose(inputs) else { return }
+        for (k, proposal) in proposals.enumerated() {
+            var tree = calibration.calibrated(proposal)
+            if configuration.strategy == .chain4 { tree = tree.bestPath(maxDepth: 4) }
             guard !tree.isEmpty else { continue }
             for n in 0..<tree.count {
                 candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n]))
             }
-            trees.append((i, tree))
+            trees.append((inputOwners[k], tree))
         }
         guard !trees.isEmpty else { return }
         let decodeRows = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }

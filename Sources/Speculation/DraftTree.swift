@@ -1,28 +1,39 @@
 /// A sequence's candidate continuations as a tree below its root (the last accepted token, which
 /// the target always verifies). Node i has token `tokens[i]`, parent `parents[i]` (-1 = the root,
-/// else an earlier node) and `scores[i]`: the estimated probability that the whole path from the
-/// root to it is accepted. Scores never increase going down a path, so any set of nodes taken in
-/// decreasing score order (ties: shallower first) is closed under ancestors: a valid tree.
+/// else an earlier node), `confidences[i]`: the drafter's raw estimate in [0, 1] that the target
+/// accepts node i given that its parent was accepted, and `scores[i]`: the estimated probability
+/// that the whole path from the root to it is accepted (the product of the edge estimates along
+/// the path; raw when drafted, calibrated by `rescore`). Scores never increase going down a path,
+/// so any set of nodes taken in decreasing score order (ties: shallower first) is closed under
+/// ancestors: a valid tree.
 public struct DraftTree: Sendable, Equatable {
     public var tokens: [Int32] = []
     public var parents: [Int] = []
     public var depths: [Int] = []
+    public var confidences: [Float] = []
+    /// Which of the drafter's sources proposed each node (0: its own; 1: prompt lookup), so each
+    /// source's confidences are calibrated separately.
+    public var sources: [UInt8] = []
     public var scores: [Float] = []
 
     public init() {}
 
     public var count: Int { tokens.count }
     public var isEmpty: Bool { tokens.isEmpty }
+    public var maxDepth: Int { depths.max() ?? 0 }
 
-    /// Adds a node below `parent` (-1: the root) and returns its index; the score is capped at
-    /// the parent's so paths never gain probability.
+    /// Adds a node below `parent` (-1: the root) with raw edge `confidence` (clamped to [0, 1])
+    /// and returns its index; its path score is the parent's times the confidence.
     @discardableResult
-    public mutating func add(token: Int32, parent: Int, score: Float) -> Int {
+    public mutating func add(token: Int32, parent: Int, confidence: Float, source: UInt8 = 0) -> Int {
         precondition(parent < count, "a node's parent must come before it")
+        let c = min(max(confidence, 0), 1)
         tokens.append(token)
         parents.append(parent)
         depths.append(parent < 0 ? 1 : depths[parent] + 1)
-        scores.append(parent < 0 ? score : min(score, scores[parent]))
+        confidences.append(c)
+        sources.append(source)
+        scores.append(parent < 0 ? c : c * scores[parent])
         return count - 1
     }
 
@@ -30,6 +41,34 @@ public struct DraftTree: Sendable, Equatable {
     public func child(of parent: Int, token: Int32) -> Int? {
         for i in 0..<count where parents[i] == parent && tokens[i] == token { return i }
         return nil
+    }
+
+    /// The children of `parent` (-1: the root), in node order.
+    public func children(of parent: Int) -> [Int] {
+        (0..<count).filter { parents[$0] == parent }
+    }
+
+    /// Recomputes path scores from per-edge probabilities `edge(node)` (e.g. calibrated from the
+    /// raw confidences): each score is its parent's times its edge, so scores never increase
+    /// down a path.
+    public mutating func rescore(_ edge: (Int) -> Float) {
+        for i in 0..<count {
+            let e = min(max(edge(i), 0), 1)
+            scores[i] = parents[i] < 0 ? e : e * scores[parents[i]]
+        }
+    }
+
+    /// The single path that follows the highest-scoring child from the root, at most `maxDepth` long.
+    public func bestPath(maxDepth: Int) -> DraftTree {
+        var out = DraftTree()
+        var node = -1
+        while out.count < maxDepth {
+            guard let best = children(of: node).max(by: { scores[$0] < scores[$1] }) else { break }
+            let added = out.add(token: tokens[best], parent: out.count - 1, confidence: confidences[best], source: sources[best])
+            out.scores[added] = scores[best]
+            node = best
+        }
+        return out
     }
 
     /// The first `n` nodes in planning order (decreasing score, shallower first), re-indexed so
@@ -43,7 +82,8 @@ public struct DraftTree: Sendable, Equatable {
         for i in 0..<count where keep.contains(i) {
             let p = parents[i]
             guard p < 0 || newIndex[p] >= 0 else { continue }
-            newIndex[i] = out.add(token: tokens[i], parent: p < 0 ? -1 : newIndex[p], score: scores[i])
+            newIndex[i] = out.add(token: tokens[i], parent: p < 0 ? -1 : newIndex[p], confidence: confidences[i], source: sources[i])
+            out.scores[newIndex[i]] = scores[i]
         }
         return out
     }

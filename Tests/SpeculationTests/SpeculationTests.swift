@@ -2,50 +2,108 @@ import Testing
 import Speculation
 
 @Suite struct DraftTreeTests {
-    @Test func scoresNeverIncreaseDownAPathAndPruningKeepsAncestors() {
+    @Test func scoresAreProductsDownAPathAndPruningKeepsAncestors() {
         var t = DraftTree()
-        let a = t.add(token: 10, parent: -1, score: 0.9)
-        let b = t.add(token: 11, parent: a, score: 0.95)  // capped at 0.9
-        let c = t.add(token: 12, parent: -1, score: 0.5)
-        _ = t.add(token: 13, parent: b, score: 0.3)
-        #expect(t.scores[b] == 0.9)
+        let a = t.add(token: 10, parent: -1, confidence: 0.9)
+        let b = t.add(token: 11, parent: a, confidence: 0.5)
+        let c = t.add(token: 12, parent: -1, confidence: 0.5)
+        _ = t.add(token: 13, parent: b, confidence: 1.5)  // clamped to 1
+        #expect(abs(t.scores[b] - 0.45) < 1e-6)
+        #expect(t.scores[3] == t.scores[b])
         #expect(t.depths == [1, 2, 1, 3])
         let p = t.pruned(to: 2)
-        #expect(p.tokens == [10, 11])
-        #expect(p.parents == [-1, 0])
+        #expect(p.tokens == [10, 12])
+        #expect(p.parents == [-1, -1])
         let q = t.pruned(to: 3)
         #expect(Set(q.tokens) == [10, 11, 12])
+        #expect(q.parents[q.tokens.firstIndex(of: 11)!] == q.tokens.firstIndex(of: 10)!)
         #expect(t.child(of: a, token: 11) == b)
         #expect(t.child(of: -1, token: 12) == c)
         #expect(t.child(of: -1, token: 99) == nil)
+        let path = t.bestPath(maxDepth: 2)
+        #expect(path.tokens == [10, 11] && path.parents == [-1, 0])
+    }
+
+    @Test func rescoringMultipliesEdgesAndNeverIncreasesDownAPath() {
+        var t = DraftTree()
+        let a = t.add(token: 1, parent: -1, confidence: 0.2)
+        t.add(token: 2, parent: a, confidence: 0.2)
+        t.rescore { $0 == 0 ? 0.5 : 0.9 }
+        #expect(t.scores == [0.5, 0.45])
     }
 }
 
 @Suite struct NGramDrafterTests {
+    func propose(_ history: [Int32], nodes: Int = 8, depth: Int = 3) -> DraftTree {
+        NGramDrafter().propose([DraftInput(slot: 0, history: history, maxNodes: nodes, maxDepth: depth)])[0]
+    }
+
     @Test func proposesWhatFollowedTheLastOccurrence() {
         // "a b c d e ... a b" -> expect "c d e" drafted.
-        let history: [Int32] = [1, 2, 3, 4, 5, 9, 9, 1, 2]
-        let tree = NGramDrafter().propose(history: history, maxNodes: 8, maxDepth: 3, statistics: AcceptanceStatistics())
+        let tree = propose([1, 2, 3, 4, 5, 9, 9, 1, 2])
         #expect(Array(tree.tokens.prefix(3)) == [3, 4, 5])
         #expect(tree.parents.prefix(3) == [-1, 0, 1])
         #expect(tree.scores[0] > 0 && tree.scores[2] <= tree.scores[1] && tree.scores[1] <= tree.scores[0])
     }
 
     @Test func nothingToProposeWithoutARepeat() {
-        let tree = NGramDrafter().propose(history: [1, 2, 3, 4], maxNodes: 8, maxDepth: 4, statistics: AcceptanceStatistics())
-        #expect(tree.isEmpty)
+        #expect(propose([1, 2, 3, 4], depth: 4).isEmpty)
+    }
+}
+
+@Suite struct RecycleDrafterTests {
+    /// Logits over a vocabulary of 32 where `ranking` gets descending values.
+    func logits(_ ranking: [Int32]) -> [Float] {
+        var l = [Float](repeating: -10, count: 32)
+        for (i, id) in ranking.enumerated() { l[Int(id)] = 5 - Float(i) }
+        return l
     }
 
-    @Test func calibrationFollowsObservedAcceptance() {
-        var stats = AcceptanceStatistics()
+    @Test func recordsTheTargetsTopSuccessorsAndExpandsThemBestFirst() {
+        let d = RecycleDrafter(vocabularySize: 32, k: 2)
+        #expect(d.successors(of: 3).isEmpty)
+        logits([7, 8, 9]).withUnsafeBufferPointer { d.observe(token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([11, 12]).withUnsafeBufferPointer { d.observe(token: 7, logits: $0.baseAddress!, vocabularySize: 32) }
+        let s = d.successors(of: 3)
+        #expect(s.map(\.id) == [7, 8])
+        #expect(s[0].probability > s[1].probability && s[0].probability < 1)
+        // Root 3 (no repeats for prompt lookup): 3 -> 7 -> 11 is the most likely path.
+        let tree = d.propose([DraftInput(slot: 0, history: [1, 2, 3], maxNodes: 3, maxDepth: 4)])[0]
+        #expect(tree.count == 3)
+        #expect(tree.tokens[0] == 7 && tree.parents[0] == -1)
+        #expect(tree.child(of: 0, token: 11) != nil)
+        #expect(tree.sources.allSatisfy { $0 == 0 })
+        let shallow = d.propose([DraftInput(slot: 0, history: [1, 2, 3], maxNodes: 8, maxDepth: 1)])[0]
+        #expect(Set(shallow.tokens) == [7, 8])
+    }
+
+    @Test func mergesPromptLookupBranchesAsASecondSource() {
+        let d = RecycleDrafter(vocabularySize: 32, k: 2)
+        let tree = d.propose([DraftInput(slot: 0, history: [1, 2, 3, 4, 9, 1, 2], maxNodes: 8, maxDepth: 2)])[0]
+        #expect(tree.tokens.prefix(2) == [3, 4])
+        #expect(tree.sources.prefix(2) == [1, 1])
+    }
+}
+
+@Suite struct ScoreCalibrationTests {
+    @Test func followsObservedAcceptancePerBucketAndDepth() {
         var tree = DraftTree()
-        tree.add(token: 1, parent: -1, score: 1)
-        tree.add(token: 2, parent: 0, score: 1)
-        for _ in 0..<50 { stats.record(tree: tree, acceptedDepth: 0) }
-        #expect(stats.acceptance(depth: 1) < 0.05)
-        var good = AcceptanceStatistics()
-        for _ in 0..<50 { good.record(tree: tree, acceptedDepth: 2) }
-        #expect(good.acceptance(depth: 1) > 0.95 && good.acceptance(depth: 2) > 0.95)
+        tree.add(token: 1, parent: -1, confidence: 0.95)
+        tree.add(token: 2, parent: 0, confidence: 0.95)
+        var over = ScoreCalibration()
+        #expect(abs(over.probability(confidence: 0.95, depth: 1) - 0.95) < 1e-6)  // the prior
+        for _ in 0..<50 { over.record(tree: tree, acceptedNodes: []) }
+        #expect(over.probability(confidence: 0.95, depth: 1) < 0.1)
+        // The depth-2 node was never tested (its parent was rejected): still the prior.
+        #expect(abs(over.probability(confidence: 0.95, depth: 2) - 0.95) < 1e-6)
+        var good = ScoreCalibration()
+        for _ in 0..<50 { good.record(tree: tree, acceptedNodes: [0, 1]) }
+        #expect(good.probability(confidence: 0.95, depth: 1) > 0.95 && good.probability(confidence: 0.95, depth: 2) > 0.95)
+        // Other buckets and sources are untouched.
+        #expect(abs(good.probability(confidence: 0.15, depth: 1) - 0.15) < 1e-6)
+        #expect(abs(good.probability(confidence: 0.95, depth: 1, source: 1) - 0.95) < 1e-6)
+        let c = over.calibrated(tree)
+        #expect(c.scores[0] < 0.1 && c.scores[1] <= c.scores[0])
     }
 }
 

@@ -1,0 +1,70 @@
+/// Maps a drafter's raw edge confidences to acceptance probabilities, learned online from
+/// verification: for every drafted node whose parent was accepted (or is the root), whether the
+/// target accepted it, counted per bucket of raw confidence and per depth. Each cell starts from
+/// a prior at the bucket's midpoint worth `priorWeight` observations, so a new drafter is trusted
+/// as far as it claims and one that over-promises quickly gets smaller trees.
+///
+/// Thread-safety: a value type; the engine thread owns it.
+public struct ScoreCalibration: Sendable {
+    public static let buckets = 10
+    public let maxDepth: Int
+    public let priorWeight: Float
+    /// Node sources told apart (`DraftTree.sources`).
+    public static let sources = 2
+    /// `[source * (maxDepth + 1) + depth][bucket]` nodes observed and accepted (depth index
+    /// 1...maxDepth; deeper nodes share the last).
+    public private(set) var observed: [[Int]]
+    public private(set) var accepted: [[Int]]
+
+    public init(maxDepth: Int = 8, priorWeight: Float = 4) {
+        precondition(maxDepth >= 1 && priorWeight > 0)
+        self.maxDepth = maxDepth
+        self.priorWeight = priorWeight
+        observed = Array(repeating: Array(repeating: 0, count: Self.buckets), count: Self.sources * (maxDepth + 1))
+        accepted = observed
+    }
+
+    func cell(depth: Int, source: UInt8) -> Int {
+        min(Int(source), Self.sources - 1) * (maxDepth + 1) + min(max(depth, 1), maxDepth)
+    }
+
+    static func bucket(_ confidence: Float) -> Int {
+        min(Self.buckets - 1, max(0, Int(confidence * Float(Self.buckets))))
+    }
+
+    /// The calibrated probability that a node at `depth` with raw edge `confidence` is accepted,
+    /// given that its parent was.
+    public func probability(confidence: Float, depth: Int, source: UInt8 = 0) -> Float {
+        let d = cell(depth: depth, source: source)
+        let b = Self.bucket(confidence)
+        let prior = (Float(b) + 0.5) / Float(Self.buckets)
+        return (Float(accepted[d][b]) + priorWeight * prior) / (Float(observed[d][b]) + priorWeight)
+    }
+
+    /// Calibrated path scores for `tree` (edge probabilities multiplied down each path).
+    public func calibrated(_ tree: DraftTree) -> DraftTree {
+        var t = tree
+        t.rescore { probability(confidence: tree.confidences[$0], depth: tree.depths[$0], source: tree.sources[$0]) }
+        return t
+    }
+
+    /// Records one verified tree: `acceptedNodes` is the accepted path (node indices, root first
+    /// excluded). Nodes below a rejected node were never tested and are not counted.
+    public mutating func record(tree: DraftTree, acceptedNodes: [Int]) {
+        var isAccepted = [Bool](repeating: false, count: tree.count)
+        for n in acceptedNodes { isAccepted[n] = true }
+        for i in 0..<tree.count {
+            let p = tree.parents[i]
+            guard p < 0 || isAccepted[p] else { continue }
+            let d = cell(depth: tree.depths[i], source: tree.sources[i])
+            let b = Self.bucket(tree.confidences[i])
+            observed[d][b] += 1
+            if isAccepted[i] { accepted[d][b] += 1 }
+        }
+    }
+
+    /// Nodes observed and accepted in total (all cells).
+    public var totals: (observed: Int, accepted: Int) {
+        (observed.joined().reduce(0, +), accepted.joined().reduce(0, +))
+    }
+}
