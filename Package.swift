@@ -48,7 +48,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Engine", "HTTP", "OpenAI",
+                "Model", "Engine", "HTTP", "OpenAI", "Speculation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

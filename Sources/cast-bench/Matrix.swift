@@ -119,7 +119,7 @@ extension CastBench {
                 let category = p.category
                 try engine.submit(GenerationRequest(promptTokens: tokens[i], maxTokens: p.maxTokens, sampling: .greedy, stopTokens: stopTokens)) { event in
                     switch event {
-                    case .finished(_, _, let completion):
+                    case .finished(_, _, let completion, _):
                         let seconds = (clock.now - submitted).seconds
                         tally.lock.lock()
                         tally.completion += completion

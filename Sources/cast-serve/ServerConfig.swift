@@ -25,6 +25,11 @@ struct ServerConfig: Equatable {
     var slots = 8
     var kvCacheTokens = 0
     var speculation = false
+    var drafter = "recycle"
+    var maxDraftNodes = 16
+    var maxDraftDepth = 8
+    /// Where measured step-cost tables are cached; "" disables the cache.
+    var costCacheDir: String?
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
@@ -65,7 +70,8 @@ struct ServerConfig: Equatable {
     static let knownKeys = ["model", "model_aliases", "threads", "context_length", "max_step_rows", "chat_template", "host", "port",
                             "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
-                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation"]
+                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "max_draft_nodes",
+                            "max_draft_depth", "cost_cache_dir"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -125,6 +131,15 @@ struct ServerConfig: Equatable {
             } else {
                 throw ConfigError.wrongType(key: key, expected: "true or false (\"on\" or \"off\")", source: source)
             }
+        case "drafter":
+            let name = try string()
+            guard ["ngram", "recycle", "skip"].contains(name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: "ngram, recycle or skip", source: source)
+            }
+            drafter = name
+        case "max_draft_nodes": maxDraftNodes = try int(1...256)
+        case "max_draft_depth": maxDraftDepth = try int(1...64)
+        case "cost_cache_dir": costCacheDir = try optionalString()
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)
