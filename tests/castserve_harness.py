@@ -44,6 +44,9 @@ def require_model():
         raise unittest.SkipTest(f"model {MODEL} is missing; run `make model`")
 
 
+COST_CACHE_DIR = tempfile.mkdtemp(prefix="castserve-e2e-cost-")
+
+
 class Server:
     """One cast-serve process. `start()` returns once GET /health answers 200."""
 
@@ -64,6 +67,8 @@ class Server:
         env["CASTSERVE_CONTEXT_LENGTH"] = str(self.context_length)
         # One compute thread: a spinning pool on an oversubscribed 2-core machine is erratic.
         env["CASTSERVE_THREADS"] = os.environ.get("CASTSERVE_E2E_THREADS", "1")
+        # Measured step-cost tables go to one temporary directory per test run, not ~/.cache.
+        env["CASTSERVE_COST_CACHE_DIR"] = COST_CACHE_DIR
         env.update(self.extra_env)
         config = os.path.join(ROOT, "config.json")
         cmd = [binary_path(), "serve", "--port", "0", "--config", config, "--model", MODEL,

@@ -32,7 +32,8 @@ public struct CostModel: Sendable, Codable, Equatable {
 
     /// Fits a model from measured steps: `short` at one context size and `long` at a larger one,
     /// each (rows, attended positions, ms). Beta is the median over the row counts both have of
-    /// the extra time per extra attended position; the points are `short` minus its attention.
+    /// the extra time per extra attended position; the points are `short` minus its attention,
+    /// made non-decreasing in rows.
     public static func fit(short: [(rows: Int, positions: Int, ms: Double)],
                            long: [(rows: Int, positions: Int, ms: Double)]) -> CostModel {
         var slopes: [Double] = []
@@ -41,7 +42,13 @@ public struct CostModel: Sendable, Codable, Equatable {
             slopes.append(max(0, (l.ms - s.ms) / Double(l.positions - s.positions)))
         }
         let beta = slopes.isEmpty ? 0 : slopes.sorted()[slopes.count / 2]
-        return CostModel(points: short.map { ($0.rows, max($0.ms - beta * Double($0.positions), 0.01)) }, msPerPosition: beta)
+        // More rows never cost less: a noisy measurement below a smaller row count's is raised to it.
+        var floor = 0.01
+        let points = short.sorted { $0.rows < $1.rows }.map { s -> (rows: Int, ms: Double) in
+            floor = max(floor, s.ms - beta * Double(s.positions))
+            return (s.rows, floor)
+        }
+        return CostModel(points: points, msPerPosition: beta)
     }
 
     /// The table segment around `rows`: indices of its two points and the weight of the second.
