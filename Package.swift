@@ -56,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model", "Engine",
+                "Model", "Engine", "Speculation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
