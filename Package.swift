@@ -33,7 +33,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("openblas")]
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
-        .target(name: "Speculation", dependencies: ["Model"], exclude: ["README.md"]),
+        .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         .target(name: "Engine", dependencies: ["Model", "Speculation"], exclude: ["README.md"]),
         .target(name: "HTTP", exclude: ["README.md"]),
         .target(

@@ -498,7 +498,8 @@ public final class Engine: @unchecked Sendable {
                     acceptedPerStep.append(path.count)
                 } else if o.wantsLogits && canSpeculate(s) {
                     let row = o.firstRow + o.count - 1
-                    drafter.observe(token: rows[row].token, logits: model.logits + logitIndex[row] * vocab, vocabularySize: vocab)
+                    drafter.observe(previous: previousToken(row, rows: rows, sequence: s), token: rows[row].token,
+                                    logits: model.logits + logitIndex[row] * vocab, vocabularySize: vocab)
                 }
                 do {
                     try cache.commit(slot: s.slot, rows: keep, tokens: keep.map { rows[$0].token })
@@ -726,7 +727,7 @@ public final class Engine: @unchecked Sendable {
         var tokens: [Int32] = []
         while true {
             let logitsRow = model.logits + logitIndex[row] * vocab
-            drafter.observe(token: rows[row].token, logits: logitsRow, vocabularySize: vocab)
+            drafter.observe(previous: previousToken(row, rows: rows, sequence: s), token: rows[row].token, logits: logitsRow, vocabularySize: vocab)
             let children = tree.children(of: node)
             if greedy {
                 let next = argmax(logitsRow, count: vocab)
@@ -750,6 +751,14 @@ public final class Engine: @unchecked Sendable {
         }
         if !greedy { decided = tokens }
         return path
+    }
+
+    /// The token before `row`'s in its sequence: its parent row's, or the sequence's token at the
+    /// position before (-1 at position 0).
+    private func previousToken(_ row: Int, rows: [BatchRow], sequence s: Sequence) -> Int32 {
+        let r = rows[row]
+        if r.parent >= 0 { return rows[r.parent].token }
+        return r.position > 0 && r.position - 1 < s.tokens.count ? s.tokens[r.position - 1] : -1
     }
 
     /// Samples the next token of `s` from its logits, reports it, and ends the sequence when done.

@@ -63,8 +63,8 @@ import Speculation
     @Test func recordsTheTargetsTopSuccessorsAndExpandsThemBestFirst() {
         let d = RecycleDrafter(vocabularySize: 32, k: 2)
         #expect(d.successors(of: 3).isEmpty)
-        logits([7, 8, 9]).withUnsafeBufferPointer { d.observe(token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
-        logits([11, 12]).withUnsafeBufferPointer { d.observe(token: 7, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([7, 8, 9]).withUnsafeBufferPointer { d.observe(previous: -1, token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([11, 12]).withUnsafeBufferPointer { d.observe(previous: -1, token: 7, logits: $0.baseAddress!, vocabularySize: 32) }
         let s = d.successors(of: 3)
         #expect(s.map(\.id) == [7, 8])
         #expect(s[0].probability > s[1].probability && s[0].probability < 1)
@@ -76,6 +76,19 @@ import Speculation
         #expect(tree.sources.allSatisfy { $0 == 0 })
         let shallow = d.propose([DraftInput(slot: 0, history: [1, 2, 3], maxNodes: 8, maxDepth: 1)])[0]
         #expect(Set(shallow.tokens) == [7, 8])
+    }
+
+    @Test func prefersSuccessorsOfTheLastTwoTokensWhereKnown() {
+        let d = RecycleDrafter(vocabularySize: 32, k: 2)
+        logits([7, 8]).withUnsafeBufferPointer { d.observe(previous: -1, token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([20, 21]).withUnsafeBufferPointer { d.observe(previous: 5, token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        #expect(d.successors(after: 5, 3).map(\.id) == [20, 21])
+        #expect(d.successors(after: 6, 3).isEmpty)
+        let after5 = d.propose([DraftInput(slot: 0, history: [1, 5, 3], maxNodes: 2, maxDepth: 1)])[0]
+        #expect(Set(after5.tokens) == [20, 21] && after5.sources == [2, 2])
+        let after6 = d.propose([DraftInput(slot: 0, history: [1, 6, 3], maxNodes: 2, maxDepth: 1)])[0]
+        #expect(Set(after6.tokens) == [20, 21])  // the single-token table was refreshed by the last observation
+        #expect(after6.sources == [0, 0])
     }
 
     @Test func mergesPromptLookupBranchesAsASecondSource() {
