@@ -10,6 +10,9 @@ public enum HTTPServerEvent: Sendable {
     case requestRefused(status: HTTPStatus, reason: String)
     /// A connection was answered 503 because `maxConnections` were open.
     case connectionRejected(maxConnections: Int)
+    /// A TLS connection closed before its handshake completed: a protocol error (e.g. a client
+    /// offering only TLS 1.1), plain HTTP sent to the TLS port, or the handshake timeout.
+    case tlsHandshakeFailed(reason: String)
 }
 
 /// The access-log facts of one request.
