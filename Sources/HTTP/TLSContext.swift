@@ -22,26 +22,31 @@ final class TLSContext: @unchecked Sendable {
         guard let context = SSL_CTX_new(TLS_server_method()) else {
             throw .tlsSetupFailed(reason: TLSContext.openSSLErrorText())
         }
-        self.context = context
-        guard castserve_ssl_ctx_set_min_tls12(context) == 1 else {
+        // Configured before `self.context` is set: a throw from here on frees it once, here.
+        do throws(HTTPServerError) {
+            try TLSContext.configure(context, certificate: certificate, key: key)
+        } catch {
             SSL_CTX_free(context)
-            throw .tlsSetupFailed(reason: TLSContext.openSSLErrorText())
+            throw error
         }
+        self.context = context
+    }
+
+    private static func configure(_ context: OpaquePointer, certificate: String, key: String) throws(HTTPServerError) {
+        guard castserve_ssl_ctx_set_min_tls12(context) == 1 else { throw .tlsSetupFailed(reason: openSSLErrorText()) }
         castserve_ssl_ctx_set_modes(context)
         castserve_ssl_ctx_set_options(context)
         _ = castserve_ssl_ctx_disable_session_cache(context)
-        guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
-            let reason = TLSContext.openSSLErrorText()
-            SSL_CTX_free(context)
-            throw .tlsCertificateInvalid(path: certificate, reason: reason)
-        }
+        // Key first: a certificate loaded next that does not match it makes OpenSSL drop the key,
+        // which the check below reports as a mismatch (rather than as an unusable key file).
         guard SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1 else {
-            let reason = TLSContext.openSSLErrorText()
-            SSL_CTX_free(context)
-            throw .tlsPrivateKeyInvalid(path: key, reason: reason)
+            throw .tlsPrivateKeyInvalid(path: key, reason: openSSLErrorText())
+        }
+        guard SSL_CTX_use_certificate_chain_file(context, certificate) == 1 else {
+            throw .tlsCertificateInvalid(path: certificate, reason: openSSLErrorText())
         }
         guard SSL_CTX_check_private_key(context) == 1 else {
-            SSL_CTX_free(context)
+            ERR_clear_error()
             throw .tlsKeyMismatch(certificatePath: certificate, privateKeyPath: key)
         }
         ERR_clear_error()
