@@ -358,6 +358,7 @@ final class Connection: @unchecked Sendable {
         var phaseStart = phase == .idle ? idleSince : Socket.monotonicMilliseconds()
         var continueSent = false
         var waitForWritable = false
+        var lingered = false
         while true {
             do {
                 if let request = try parser.nextRequest() { return .request(request) }
@@ -375,7 +376,14 @@ final class Connection: @unchecked Sendable {
             }
             if isForcedClosed { return .close }
             if phase == .idle && !mayHaveInput && !hasBufferedInput {
-                return server.isDraining ? .close : .park
+                if server.isDraining { return .close }
+                if lingered { return .park }
+                // A busy keep-alive client sends its next request within microseconds: wait a
+                // moment for it on this thread rather than hand the connection to the event loop
+                // and start a thread again (which cuts request rates to about a third).
+                lingered = true
+                if waitForInput(milliseconds: Connection.keepAliveLingerMilliseconds) { mayHaveInput = true }
+                continue
             }
             let limit: Duration
             switch phase {
@@ -422,6 +430,24 @@ final class Connection: @unchecked Sendable {
                 return .close
             }
         }
+    }
+
+    /// How long a serving thread waits for the next request on a kept-alive connection before
+    /// parking it (milliseconds).
+    static let keepAliveLingerMilliseconds: Int64 = 50
+
+    /// Waits up to `milliseconds` for the socket to become readable (true) or a wake (false).
+    private func waitForInput(milliseconds: Int64) -> Bool {
+        lock.lock()
+        let wakeFD = wakeRead
+        lock.unlock()
+        var fds = [
+            pollfd(fd: fd, events: Int16(POLLIN), revents: 0),
+            pollfd(fd: wakeFD, events: Int16(POLLIN), revents: 0),
+        ]
+        let rc = poll(&fds, 2, Int32(milliseconds))
+        if rc > 0 && fds[1].revents != 0 { Socket.drainWake(wakeFD) }
+        return rc > 0 && fds[0].revents != 0
     }
 
     // MARK: - Server-made responses
