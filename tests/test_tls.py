@@ -165,6 +165,48 @@ class HandshakeTests(unittest.TestCase):
         self.assertLess(median_ms, 250)
 
 
+class LimitsOverTLSTests(unittest.TestCase):
+    def test_oversized_header_gets_431_over_https(self):
+        import http.client
+        conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=20, context=server.ssl_context())
+        try:
+            conn.request("GET", "/health", headers={"X-Big": "h" * 70000})
+            r = conn.getresponse()
+            self.assertEqual(r.status, 431)
+            self.assertEqual(r.getheader("Connection"), "close")
+            self.assertIn("headers_too_large", r.read().decode())
+        finally:
+            conn.close()
+        self.assertEqual(https_health()[0], 200)
+
+
+class DrainOverTLSTests(unittest.TestCase):
+    def test_sigterm_lets_a_https_stream_finish(self):
+        import signal
+        own = Server(slots=2, tls=(cert, key)).start()
+        try:
+            body = json.dumps({"model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 120, "temperature": 0,
+                               "stream": True, "stream_options": {"include_usage": True}})
+            raw = socket.create_connection(("127.0.0.1", own.port), timeout=60)
+            with own.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+                payload = b""
+                while b"data: " not in payload:  # generation has started
+                    chunk = tls.recv(65536)
+                    self.assertTrue(chunk, "closed before the first event")
+                    payload += chunk
+                own.proc.send_signal(signal.SIGTERM)
+                payload += read_until_closed(tls, timeout=60)  # the server closes once the stream is done
+            self.assertTrue(payload.startswith(b"HTTP/1.1 200"), payload[:100])
+            self.assertTrue(payload.endswith(b"0\r\n\r\n"), "the chunked stream was cut")
+            self.assertIn(b"data: [DONE]", payload)
+            self.assertIn(b'"completion_tokens":120', payload.replace(b" ", b""))
+            self.assertEqual(own.proc.wait(timeout=30), 0, own.log_text())
+        finally:
+            own.kill()
+
+
 class StartupErrorTests(unittest.TestCase):
     def start_failure(self, *args):
         require_model()

@@ -53,7 +53,13 @@ import Glibc
             idleKeepAliveTimeout: .seconds(5), writeTimeout: .seconds(2),
             tls: TLSConfiguration(certificatePath: certificates.certificate, privateKeyPath: certificates.key,
                                   handshakeTimeout: handshakeTimeout))
-        let server = HTTPServer(configuration: configuration, handler: HTTPClosureHandler(echoHandler), eventSink: eventSink)
+        let big = Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) })
+        let handler = HTTPClosureHandler { request, responder in
+            guard request.path == "/big" else { return echoHandler(request, responder) }
+            // 3 MB through SSL_write on a non-blocking socket: partial writes and WANT_WRITE.
+            responder.send(HTTPResponse(headers: ["Content-Type": "application/octet-stream"], body: big))
+        }
+        let server = HTTPServer(configuration: configuration, handler: handler, eventSink: eventSink)
         try server.start()
         return server
     }
@@ -112,6 +118,10 @@ import Glibc
         try Data(count: 200_000).write(to: file)
         let upload = try runCurl(["--cacert", certificates.certificate, "--data-binary", "@\(file.path)", "\(base)/up"])
         #expect(upload.1 == "POST /up 200000")
+        let big = certificates.directory.appendingPathComponent("big.bin")
+        let download = try runCurl(["--cacert", certificates.certificate, "-o", big.path, "-w", "%{size_download}", "\(base)/big"])
+        #expect(download.1 == "3000000")
+        #expect(try Data(contentsOf: big) == Data((0..<3_000_000).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 9) }))
         let insecure = try runCurl(["\(base)/a"])
         #expect(insecure.0 != 0, "curl must reject the self-signed certificate without --cacert")
     }
