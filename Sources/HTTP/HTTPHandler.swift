@@ -1,4 +1,4 @@
-/// Answers requests. The server calls `handle` on the connection's own thread (never an engine
+/// Answers requests. The server calls `handle` on the connection's serving thread (never an engine
 /// thread), once per request, in request order on each connection.
 ///
 /// The handler must eventually complete the response through `responder`: call `send` once, or

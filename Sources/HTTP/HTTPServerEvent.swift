@@ -1,7 +1,7 @@
 // MARK: - Events
 
 /// Something the server did that the executable may log or count (one event per finished request,
-/// refused request or rejected connection). Delivered on the connection or accept thread: keep the
+/// refused request or rejected connection). Delivered on a serving thread or the event loop: keep the
 /// receiver fast and non-blocking.
 public enum HTTPServerEvent: Sendable {
     /// A request finished: response complete, or the client went away first.
