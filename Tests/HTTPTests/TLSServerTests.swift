@@ -190,4 +190,20 @@ import Glibc
             #expect(try clients[i].readResponse().text == "GET /again\(i) 0")
         }
     }
+
+    @Test func descriptorLimitIsRaisedToTheHardLimit() {
+        let limit = FileDescriptorLimit.raiseToHardLimit()
+        #expect(limit.hard > 0)
+        #expect(limit.soft >= limit.previousSoft)
+        if limit.failure == nil {
+            #expect(limit.soft == limit.hard || limit.soft == 1 << 20, "soft \(limit.soft), hard \(limit.hard)")
+            var current = rlimit()
+            getrlimit(Int32(RLIMIT_NOFILE.rawValue), &current)
+            #expect(Int(clamping: current.rlim_cur) == limit.soft)
+        }
+        #expect(FileDescriptorLimit.needed(connections: 1000) == 3064)
+        // Raising again changes nothing.
+        let again = FileDescriptorLimit.raiseToHardLimit()
+        #expect(again.previousSoft == limit.soft && again.soft == limit.soft)
+    }
 }
