@@ -10,7 +10,7 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
-APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl
+APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl
 PY_TEST_PACKAGES := openai prometheus-client
 
 RELEASE_BIN := .build/release

@@ -35,7 +35,9 @@ let package = Package(
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         .target(name: "Engine", dependencies: ["Model", "Speculation"], exclude: ["README.md"]),
-        .target(name: "HTTP", exclude: ["README.md"]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
         .target(
             name: "OpenAI",
             dependencies: [

@@ -101,6 +101,21 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         logger.info("\(log)")
     }
 
+    /// Requests the HTTP layer refuses itself (malformed, over a limit, bad Content-Encoding) get
+    /// the API's JSON error envelope too.
+    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? {
+        let code: String
+        switch status.code {
+        case 408: code = "request_timeout"
+        case 413: code = "request_too_large"
+        case 414: code = "uri_too_long"
+        case 415: code = "unsupported_content_encoding"
+        case 431: code = "headers_too_large"
+        default: code = "invalid_request"
+        }
+        return OpenAIError(status: status, message: message, type: "invalid_request_error", param: nil, code: code).response
+    }
+
     /// Allowed methods per path.
     static let routes: [String: [String]] = [
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],

@@ -48,6 +48,12 @@ extension CastServe {
         @Option(help: "Sequences decoded together (overrides \"slots\").")
         var slots: Int?
 
+        @Option(help: "PEM certificate (chain) file: serve HTTPS (overrides \"tls_cert\"; needs --tls-key).")
+        var tlsCert: String?
+
+        @Option(help: "PEM private key of --tls-cert (overrides \"tls_key\").")
+        var tlsKey: String?
+
         func run() throws {
             var settings = try ServerConfig.load(path: config ?? "config.json", required: config != nil)
             if let model { settings.model = model }
@@ -64,6 +70,12 @@ extension CastServe {
                 settings.slots = slots
             }
             let slots = settings.slots
+            if let tlsCert { settings.tlsCert = tlsCert }
+            if let tlsKey { settings.tlsKey = tlsKey }
+            let tls = try settings.tlsFiles().map {
+                TLSConfiguration(certificatePath: $0.certificate, privateKeyPath: $0.key,
+                                 handshakeTimeout: .milliseconds(Int(settings.tlsHandshakeTimeoutSeconds * 1000)))
+            }
             if let speculation {
                 guard ["on", "off"].contains(speculation) else { throw ValidationError("--speculation takes on or off") }
                 settings.speculation = speculation == "on"
@@ -82,11 +94,25 @@ extension CastServe {
             let httpConfig = HTTPServerConfiguration(
                 host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,
                 maxBodyBytes: settings.maxBodyBytes, headerReadTimeout: .milliseconds(Int(settings.headerTimeoutSeconds * 1000)),
-                idleKeepAliveTimeout: .milliseconds(Int(settings.idleTimeoutSeconds * 1000)), corsAllowedOrigin: settings.corsAllowedOrigin)
+                idleKeepAliveTimeout: .milliseconds(Int(settings.idleTimeoutSeconds * 1000)), corsAllowedOrigin: settings.corsAllowedOrigin,
+                tls: tls, compressionThresholdBytes: settings.gzipMinBytes)
+            let descriptors = FileDescriptorLimit.raiseToHardLimit()
+            let needed = FileDescriptorLimit.needed(connections: settings.maxConnections)
+            if let failure = descriptors.failure {
+                note("open-file limit stays at \(descriptors.soft) (hard \(descriptors.hard)): raising it failed: \(failure)")
+            } else if descriptors.soft != descriptors.previousSoft {
+                note("open-file limit raised from \(descriptors.previousSoft) to \(descriptors.soft)")
+            } else {
+                note("open-file limit: \(descriptors.soft)")
+            }
+            if descriptors.soft < needed {
+                note("warning: the open-file limit \(descriptors.soft) is below the \(needed) that max_connections = \(settings.maxConnections) "
+                     + "can need (3 per busy connection); raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections")
+            }
             let server = HTTPServer(configuration: httpConfig, handler: service)
             try server.start()
             // The bound address on stdout: scripts and tests read it (port 0 picks a free port).
-            print("listening on http://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(server.port)")
+            print("listening on \(tls == nil ? "http" : "https")://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(server.port)")
             fflush(stdout)
 
             let drain = DispatchSemaphore(value: 0)
