@@ -250,6 +250,9 @@ public final class Engine: @unchecked Sendable {
     private var decodeRoots = 0
     /// The planner's prediction for the step being run (goodput and plain goodput, tokens/s).
     private var lastPlan: (goodput: Double, plain: Double)?
+    /// Steps that reached the planner, and consecutive plans that chose no draft node.
+    private var plannedSteps = 0
+    private var plainPlansInARow = 0
     private var recent: [(time: Double, tokens: Int)] = []
     private let rawLogits: UnsafeMutablePointer<Float>
 
@@ -620,6 +623,11 @@ public final class Engine: @unchecked Sendable {
     /// them against the step-cost table, and appends the chosen nodes as rows below each root.
     private func addDraftTrees(_ rows: inout [BatchRow], _ owners: inout [Owner]) {
         guard let cost else { return }
+        // When the planner has chosen plain decoding many steps in a row (a large, compute-bound
+        // batch), draft only every fourth step to notice when trees pay again: drafting costs
+        // host time the planner's objective does not see.
+        plannedSteps += 1
+        if configuration.strategy == .cast && plainPlansInARow >= 8 && plannedSteps % 4 != 0 { return }
         var trees: [(owner: Int, tree: DraftTree)] = []
         var candidates: [CASTPlanner.Candidate] = []
         var inputs: [DraftInput] = []
@@ -684,6 +692,7 @@ public final class Engine: @unchecked Sendable {
                                         baseTokens: max(decodeRows, 1), basePositions: Self.positions(rows), maxRows: maxRows, cost: cost)
             perSequence = plan.perSequence
             lastPlan = (plan.goodput, plan.plainGoodput)
+            plainPlansInARow = plan.perSequence.allSatisfy { $0 == 0 } ? plainPlansInARow + 1 : 0
         }
         for (k, entry) in trees.enumerated() where perSequence[k] > 0 {
             let tree = entry.tree.pruned(to: perSequence[k])
