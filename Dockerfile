@@ -57,4 +57,5 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/bin/sh", "-c", "curl -fsS --max-time 2 \"http://127.0.0.1:${CASTSERVE_PORT:-8080}/health\" || exit 1"]
 # SIGTERM drains: no new connections, in-flight requests get drain_timeout_seconds (30 s) to finish.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["cast-serve", "serve", "--config", "/etc/castserve/config.json"]
+ENTRYPOINT ["cast-serve"]
+CMD ["serve", "--config", "/etc/castserve/config.json"]
