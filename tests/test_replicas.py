@@ -1,4 +1,4 @@
-"""Two replicas behind nginx (deploy/nginx/castserve.conf), one killed under load.
+"""Two replicas behind nginx (deploy/nginx/castserve.conf): one killed under load, one restarted.
 
 Starts two cast-serve replicas on loopback, runs nginx as the current user with the shipped
 castserve.conf (its upstream servers, listen port and log path rewritten into a temporary prefix),
@@ -11,6 +11,9 @@ is generating, and checks:
   `data: [DONE]` that the client detects;
 - every other request returned the reference text (greedy, so identical on either replica);
 - every request started after the kill succeeded, on the survivor.
+
+A second pair restarts a replica the way the README says (marked down, nginx reloaded, SIGTERM):
+every request succeeds, including those the replica was generating when it got SIGTERM.
 
 nginx is installed by `make test` (APT_PACKAGES); without it the test is skipped.
 """
@@ -57,15 +60,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def render_conf(text, upstream_ports, listen_port, access_log):
-    """The shipped castserve.conf with its upstream servers, listen port and access log replaced.
-    Fails when a line it rewrites is missing, so the test keeps following the shipped file."""
+def render_conf(text, upstream_ports, listen_port, access_log, down=()):
+    """The shipped castserve.conf with its upstream servers (those in `down` marked down), listen port
+    and access log replaced. Fails when a line it rewrites is missing, so the test keeps following
+    the shipped file."""
     out, servers, listens, logs = [], 0, 0, 0
     for line in text.splitlines():
         server = re.match(r"^(\s*)server\s+\S+:\d+(\s[^;]*)?;\s*$", line)
         if server:
             if servers == 0:
-                out += [f"{server.group(1)}server 127.0.0.1:{p}{server.group(2) or ''};" for p in upstream_ports]
+                out += [f"{server.group(1)}server 127.0.0.1:{p}{server.group(2) or ''}{' down' if p in down else ''};"
+                        for p in upstream_ports]
             servers += 1
             continue
         if re.match(r"^\s*listen\s+8080;\s*$", line):
@@ -90,10 +95,8 @@ class Nginx:
         self.port = free_port()
         self.access_log = os.path.join(self.dir, "access.log")
         self.error_log = os.path.join(self.dir, "error.log")
-        with open(CONF) as f:
-            site = render_conf(f.read(), upstream_ports, self.port, self.access_log)
-        with open(os.path.join(self.dir, "castserve.conf"), "w") as f:
-            f.write(site)
+        self.upstream_ports = list(upstream_ports)
+        self.write_site()
         temp = {name: os.path.join(self.dir, name) for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")}
         for path in temp.values():
             os.mkdir(path)
@@ -134,6 +137,27 @@ class Nginx:
             except OSError:
                 time.sleep(0.05)
         raise AssertionError("nginx did not listen within 15 s")
+
+    def write_site(self, down=()):
+        with open(CONF) as f:
+            site = render_conf(f.read(), self.upstream_ports, self.port, self.access_log, down)
+        with open(os.path.join(self.dir, "castserve.conf"), "w") as f:
+            f.write(site)
+
+    def reload(self, down):
+        """Marks the replicas on ports `down` as down and reloads (SIGHUP); returns once the old
+        worker has been told to stop taking requests."""
+        with open(self.error_log) as f:
+            before = f.read().count("gracefully shutting down")
+        self.write_site(down)
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(self.error_log) as f:
+                if f.read().count("gracefully shutting down") > before:
+                    return
+            time.sleep(0.02)
+        raise AssertionError("nginx did not reload within 10 s:\n" + self.error_text())
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -339,6 +363,92 @@ class ReplicaFailoverTests(unittest.TestCase):
               f"{sum(1 for r in failed if r['status'] == 200)} truncated streams, "
               f"{sum(1 for r in failed if r['status'] != 200)} error statuses), "
               f"{sum(1 for r in results if r['ok'])} correct, {len(after)} started after the kill", flush=True)
+
+
+
+class ReplicaDrainTests(unittest.TestCase):
+    """A rolling restart behind nginx, as the README describes it: the replica is marked down in the
+    upstream and nginx reloaded, then the replica gets SIGTERM and drains. No request fails.
+
+    (SIGTERM alone is not enough with upstream keep-alive: a replica closes its connections as their
+    responses end, and nginx can write the next POST onto one of them before it sees the close; that
+    request then fails with 502. Measured: 1 failed request in 8 such drains.)"""
+
+    @classmethod
+    def setUpClass(cls):
+        if nginx_binary() is None:
+            raise unittest.SkipTest("nginx is not installed (make test installs it: APT_PACKAGES)")
+        cls.replicas = []
+        cls.nginx = None
+        try:
+            cls.replicas = [Server(slots=4).start(), Server(slots=4).start()]
+            cls.nginx = Nginx([r.port for r in cls.replicas]).start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        ReplicaFailoverTests.tearDownClass.__func__(cls)
+
+    def test_sigterm_drains_without_failures(self):
+        victim, survivor = self.replicas
+        victim_addr = f"127.0.0.1:{victim.port}"
+        reference = {}
+        for p in PROMPTS:
+            status, data = survivor.json("POST", "/v1/completions", {"model": MODEL_ID, "prompt": p, "max_tokens": MAX_TOKENS,
+                                                                     "temperature": 0})
+            self.assertEqual(status, 200, data)
+            reference[p] = data["choices"][0]["text"]
+
+        stop = threading.Event()
+        results = []
+        lock = threading.Lock()
+
+        def worker(w):
+            for n in range(40):
+                if stop.is_set():
+                    return
+                i = w * 100 + n
+                r = completion(self.nginx.port, f"drain-{i:03d}", PROMPTS[i % len(PROMPTS)], stream=i % 2 == 0)
+                with lock:
+                    results.append(r)
+
+        with concurrent.futures.ThreadPoolExecutor(CONCURRENCY) as pool:
+            futures = [pool.submit(worker, w) for w in range(CONCURRENCY)]
+            deadline = time.monotonic() + 60
+            while metric_value(victim.metrics(), "castserve_requests_running") < 1:
+                self.assertLess(time.monotonic(), deadline, "the victim never had a request in flight")
+                time.sleep(0.02)
+            self.nginx.reload(down=[victim.port])
+            term_time = time.monotonic()
+            victim.proc.send_signal(signal.SIGTERM)
+            self.assertEqual(victim.proc.wait(timeout=40), 0, victim.log_text())
+            exit_time = time.monotonic()
+            time.sleep(1.5)
+            stop.set()
+            done, not_done = concurrent.futures.wait(futures, timeout=REQUEST_TIMEOUT * 2)
+            self.assertFalse(not_done, "load workers still running")
+            for f in done:
+                f.result()
+
+        deadline = time.monotonic() + 10
+        log = self.nginx.log_entries()
+        while any(r["rid"] not in log for r in results) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.nginx.log_entries()
+        summary = "\n".join(f"{r['rid']} ok={r['ok']} status={r['status']} err={r['error']} start={r['start'] - term_time:+.2f}s "
+                            f"end={r['end'] - term_time:+.2f}s log={log.get(r['rid'], {}).get('line')}" for r in results)
+        context = f"\n{summary}\nnginx errors:\n{self.nginx.error_text()}"
+        for r in results:
+            self.assertTrue(r["ok"], f"{r['rid']} failed during the drain" + context)
+            self.assertEqual(r["text"], reference[r["prompt"]], r["rid"] + context)
+        drained = [r for r in results if log[r["rid"]]["upstreams"] == [victim_addr] and r["start"] < term_time < r["end"]]
+        self.assertTrue(drained, "no request was in flight on the victim at SIGTERM: nothing was tested" + context)
+        after = [r for r in results if r["start"] > exit_time]
+        self.assertTrue(after, "no request started after the victim exited" + context)
+        print(f"\n  drain: {len(results)} requests, {len(drained)} finished on the draining replica, "
+              f"{len(after)} started after it exited, none failed", flush=True)
 
 
 if __name__ == "__main__":
