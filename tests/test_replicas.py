@@ -239,7 +239,9 @@ def completion(port, rid, prompt, stream):
     return result
 
 
-class ReplicaFailoverTests(unittest.TestCase):
+class ReplicaPair:
+    """Two 4-slot replicas and nginx in front of them, per test class."""
+
     @classmethod
     def setUpClass(cls):
         if nginx_binary() is None:
@@ -261,18 +263,35 @@ class ReplicaFailoverTests(unittest.TestCase):
         for r in cls.replicas:
             r.kill()
 
+    def reference_texts(self, replica):
+        """Greedy completion of every prompt, straight from `replica` (both give the same text)."""
+        reference = {}
+        for p in PROMPTS:
+            status, data = replica.json("POST", "/v1/completions", {"model": MODEL_ID, "prompt": p, "max_tokens": MAX_TOKENS,
+                                                                    "temperature": 0})
+            self.assertEqual(status, 200, data)
+            self.assertEqual(data["usage"]["completion_tokens"], MAX_TOKENS, "the reference should run to max_tokens")
+            reference[p] = data["choices"][0]["text"]
+        return reference
+
+    def wait_for_log(self, results):
+        """nginx's access-log entries once every request is in it: nginx writes a request's line once
+        it has finished it, which can be just after the client has read the last byte."""
+        deadline = time.monotonic() + 10
+        log = self.nginx.log_entries()
+        while any(r["rid"] not in log for r in results) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            log = self.nginx.log_entries()
+        return log
+
+
+class ReplicaFailoverTests(ReplicaPair, unittest.TestCase):
+
     def test_kill_one_replica_under_load(self):
         victim, survivor = self.replicas
         victim_addr, survivor_addr = f"127.0.0.1:{victim.port}", f"127.0.0.1:{survivor.port}"
 
-        # Reference texts, straight from the survivor (greedy: both replicas give the same text).
-        reference = {}
-        for p in PROMPTS:
-            status, data = survivor.json("POST", "/v1/completions", {"model": MODEL_ID, "prompt": p, "max_tokens": MAX_TOKENS,
-                                                                     "temperature": 0})
-            self.assertEqual(status, 200, data)
-            self.assertEqual(data["usage"]["completion_tokens"], MAX_TOKENS, "the reference should run to max_tokens")
-            reference[p] = data["choices"][0]["text"]
+        reference = self.reference_texts(survivor)
 
         finished = []
         lock = threading.Lock()
@@ -304,13 +323,7 @@ class ReplicaFailoverTests(unittest.TestCase):
             self.assertFalse(not_done, f"{len(not_done)} requests still running after {REQUEST_TIMEOUT * 2} s")
         results = [f.result() for f in futures]
 
-        # nginx writes a request's log line once it has finished it, which can be just after the
-        # client has read the last byte.
-        deadline = time.monotonic() + 10
-        log = self.nginx.log_entries()
-        while any(r["rid"] not in log for r in results) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            log = self.nginx.log_entries()
+        log = self.wait_for_log(results)
         summary = "\n".join(f"{r['rid']} stream={r['stream']} ok={r['ok']} status={r['status']} err={r['error']} "
                             f"start={r['start'] - kill_time:+.2f}s end={r['end'] - kill_time:+.2f}s "
                             f"log={log.get(r['rid'], {}).get('line')}" for r in results)
@@ -366,7 +379,7 @@ class ReplicaFailoverTests(unittest.TestCase):
 
 
 
-class ReplicaDrainTests(unittest.TestCase):
+class ReplicaDrainTests(ReplicaPair, unittest.TestCase):
     """A rolling restart behind nginx, as the README describes it: the replica is marked down in the
     upstream and nginx reloaded, then the replica gets SIGTERM and drains. No request fails.
 
@@ -374,32 +387,11 @@ class ReplicaDrainTests(unittest.TestCase):
     responses end, and nginx can write the next POST onto one of them before it sees the close; that
     request then fails with 502. Measured: 1 failed request in 8 such drains.)"""
 
-    @classmethod
-    def setUpClass(cls):
-        if nginx_binary() is None:
-            raise unittest.SkipTest("nginx is not installed (make test installs it: APT_PACKAGES)")
-        cls.replicas = []
-        cls.nginx = None
-        try:
-            cls.replicas = [Server(slots=4).start(), Server(slots=4).start()]
-            cls.nginx = Nginx([r.port for r in cls.replicas]).start()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        ReplicaFailoverTests.tearDownClass.__func__(cls)
 
     def test_sigterm_drains_without_failures(self):
         victim, survivor = self.replicas
         victim_addr = f"127.0.0.1:{victim.port}"
-        reference = {}
-        for p in PROMPTS:
-            status, data = survivor.json("POST", "/v1/completions", {"model": MODEL_ID, "prompt": p, "max_tokens": MAX_TOKENS,
-                                                                     "temperature": 0})
-            self.assertEqual(status, 200, data)
-            reference[p] = data["choices"][0]["text"]
+        reference = self.reference_texts(survivor)
 
         stop = threading.Event()
         results = []
@@ -432,11 +424,7 @@ class ReplicaDrainTests(unittest.TestCase):
             for f in done:
                 f.result()
 
-        deadline = time.monotonic() + 10
-        log = self.nginx.log_entries()
-        while any(r["rid"] not in log for r in results) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            log = self.nginx.log_entries()
+        log = self.wait_for_log(results)
         summary = "\n".join(f"{r['rid']} ok={r['ok']} status={r['status']} err={r['error']} start={r['start'] - term_time:+.2f}s "
                             f"end={r['end'] - term_time:+.2f}s log={log.get(r['rid'], {}).get('line')}" for r in results)
         context = f"\n{summary}\nnginx errors:\n{self.nginx.error_text()}"
