@@ -59,9 +59,21 @@ deploy/fetch-model.sh "$OUT/models" "models/$MODEL_FILE"
 install -D -m 0644 deploy/config.json "$OUT/etc/castserve/config.json"
 bin="$(cd "$OUT/opt/castserve/bin" && pwd)"
 
+# The image has no toolchain: run the staged binary with the toolchain's library directory hidden
+# (an empty tmpfs over it in a private mount namespace, where `unshare -m` is allowed, e.g. as
+# root), so it must find the Swift libraries beside itself through its $ORIGIN RUNPATH. Elsewhere
+# LD_LIBRARY_PATH puts the staged copies first.
+toolchain_lib="$(dirname "$(ldd "$SCRATCH/release/cast-serve" | awk '$3 ~ /\/swift\/linux\// { print $3; exit }')")"
+if unshare -m sh -c 'mount -t tmpfs none "$0"' "$toolchain_lib" 2>/dev/null; then
+    isolation="toolchain hidden"
+    staged_run=(unshare -m sh -c 'mount -t tmpfs none "$0" && exec "$@"' "$toolchain_lib")
+else
+    isolation="LD_LIBRARY_PATH"
+    staged_run=(env LD_LIBRARY_PATH="$bin")
+fi
+
 # 4. Libraries: staged beside the binary, or owned by a runtime package or one of its dependencies
-#    (as apt-get resolves them in the runtime stage). LD_LIBRARY_PATH puts the staged
-#    copies first, as the toolchain directory in the binary's RUNPATH does not exist in the image.
+#    (as apt-get resolves them in the runtime stage).
 allowed="$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
     --no-enhances "${RUNTIME_PACKAGES[@]}" 2>/dev/null | grep -v '^ ' | sed 's/:.*//' | sort -u)"
 staged=0 system=0
@@ -81,17 +93,16 @@ while read -r name _ path _; do
         fail "library $path comes from $owner, which is neither staged nor in the runtime packages (${RUNTIME_PACKAGES[*]}) or their dependencies"
     fi
     system=$((system + 1))
-done < <(LD_LIBRARY_PATH="$bin" ldd "$bin/cast-serve" | sed 's/^[[:space:]]*//')
+done < <("${staged_run[@]}" ldd "$bin/cast-serve" | sed 's/^[[:space:]]*//')
 ((staged > 0)) || fail "no Swift runtime library resolved from $bin"
-say "libraries: $staged staged beside the binary, $system from the runtime packages"
+say "libraries ($isolation): $staged staged beside the binary, $system from the runtime packages"
 
 # 5. The staged binary runs, and serves the staged model with the staged config.
-export LD_LIBRARY_PATH="$bin"
-"$bin/cast-serve" --help >/dev/null || fail "cast-serve --help"
+"${staged_run[@]}" "$bin/cast-serve" --help >/dev/null || fail "cast-serve --help"
 log="$logs/serve.log"
 stdout="$logs/serve.out"
 CASTSERVE_HOST=127.0.0.1 CASTSERVE_PORT=0 CASTSERVE_THREADS=1 CASTSERVE_MODEL="$OUT/models/$MODEL_FILE" \
-    "$bin/cast-serve" serve --config "$OUT/etc/castserve/config.json" >"$stdout" 2>"$log" &
+    "${staged_run[@]}" "$bin/cast-serve" serve --config "$OUT/etc/castserve/config.json" >"$stdout" 2>"$log" &
 pid=$!
 port=""
 for _ in $(seq 1 100); do
