@@ -8,6 +8,7 @@
   (ServerConfig.knownKeys) and point at the model where the image puts it.
 - The Kubernetes Deployment matches the image (port, non-root user, config mount, /health probes)
   and gives a pod more time to stop than its preStop sleep plus cast-serve's drain timeout.
+- nginx closes idle upstream connections before cast-serve would, and never retries a sent POST.
 
 Needs PyYAML (installed with kubernetes-validate by `make lint-deploy`); skipped without it.
 """
@@ -196,6 +197,23 @@ class DeploySyncTests(unittest.TestCase):
         hpa = self.k8s("hpa.yaml")
         self.assertEqual(hpa["spec"]["scaleTargetRef"]["name"], deployment["metadata"]["name"])
         self.assertGreaterEqual(hpa["spec"]["minReplicas"], 2, "one replica cannot satisfy the PDB during a drain")
+
+    def test_nginx_keepalive_and_retries(self):
+        conf = read("deploy", "nginx", "castserve.conf")
+        directives = [line.split("#")[0].strip() for line in conf.splitlines()]
+        upstream_idle = [float(d.split()[1].rstrip("s;")) for d in directives if d.startswith("keepalive_timeout ")]
+        self.assertEqual(len(upstream_idle), 1)
+        default_idle = float(re.search(r"var idleTimeoutSeconds = ([0-9.]+)", self.swift_config).group(1))
+        image_idle = json.loads(read("deploy", "config.json")).get("idle_timeout_seconds", default_idle)
+        k8s_idle = json.loads(self.k8s("configmap.yaml")["data"]["config.json"]).get("idle_timeout_seconds", default_idle)
+        # nginx must drop an idle connection to a replica before the replica does, or it may send a
+        # request on a connection the replica is closing.
+        self.assertLess(upstream_idle[0], min(default_idle, image_idle, k8s_idle))
+        retries = [d for d in directives if d.startswith("proxy_next_upstream ")]
+        self.assertEqual(len(retries), 1)
+        self.assertNotIn("non_idempotent", retries[0], "a POST that reached a replica must never run again elsewhere")
+        self.assertIn("proxy_buffering off;", directives)
+        self.assertIn("least_conn;", directives)
 
 
 if __name__ == "__main__":
