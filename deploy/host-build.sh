@@ -73,9 +73,22 @@ else
 fi
 
 # 4. Libraries: staged beside the binary, or owned by a runtime package or one of its dependencies
-#    (as apt-get resolves them in the runtime stage).
-allowed="$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
-    --no-enhances "${RUNTIME_PACKAGES[@]}" 2>/dev/null | grep -v '^ ' | sed 's/:.*//' | sort -u)"
+#    (Depends and Pre-Depends, recursively, as installed here: what apt-get brings into the runtime
+#    stage).
+dependency_closure() {
+    local queue=("$@") seen=" " p d
+    while ((${#queue[@]})); do
+        p="${queue[0]%%:*}"
+        queue=("${queue[@]:1}")
+        case "$seen" in *" $p "*) continue ;; esac
+        seen+="$p "
+        echo "$p"
+        for d in $(dpkg-query -W -f='${Depends}, ${Pre-Depends}' "$p" 2>/dev/null | sed -e 's/([^)]*)//g' -e 's/[,|]/ /g'); do
+            queue+=("$d")
+        done
+    done
+}
+allowed="$(dependency_closure "${RUNTIME_PACKAGES[@]}")"
 staged=0 system=0
 while read -r name _ path _; do
     [ "$name" = "linux-vdso.so.1" ] && continue
