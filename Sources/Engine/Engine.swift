@@ -253,6 +253,12 @@ public final class Engine: @unchecked Sendable {
     /// Steps that reached the planner, and consecutive plans that chose no draft node.
     private var plannedSteps = 0
     private var plainPlansInARow = 0
+    /// Drafting time of the step being run (ms), and a moving average over drafting steps of
+    /// realized goodput (tokens committed per ms of step and drafting time) over the planner's
+    /// plain-decoding prediction for the same step. Below 0.95 the engine drafts only every
+    /// fourth step: a drafter whose own time (the skip drafter runs the model) eats its gain.
+    private var draftMilliseconds = 0.0
+    private var realizedOverPlain = 1.0
     private var recent: [(time: Double, tokens: Int)] = []
     private let rawLogits: UnsafeMutablePointer<Float>
 
@@ -532,8 +538,20 @@ public final class Engine: @unchecked Sendable {
                 }
             }
             if cost != nil {
-                if owners.contains(where: { $0.tree != nil }) { speculativeSteps += 1 }
-                cost!.observe(rows: rows.count, positions: Self.positions(rows), ms: (clock.now - t0).seconds * 1000)
+                let ms = (clock.now - t0).seconds * 1000
+                if owners.contains(where: { $0.tree != nil }) {
+                    speculativeSteps += 1
+                    // Plain decoding of the same step: the rows without the trees.
+                    let treeRows = owners.reduce(0) { $0 + ($1.tree?.count ?? 0) }
+                    let baseRows = rows.count - treeRows
+                    let basePositions = Self.positions(rows[0..<baseRows])
+                    let roots = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }
+                    let plain = Double(max(roots, 1)) / cost!.milliseconds(rows: baseRows, positions: basePositions)
+                    let realized = Double(max(roots, 1) + acceptedPerStep.reduce(0, +)) / (ms + draftMilliseconds)
+                    realizedOverPlain = 0.9 * realizedOverPlain + 0.1 * realized / plain
+                }
+                draftMilliseconds = 0
+                cost!.observe(rows: rows.count, positions: Self.positions(rows), ms: ms)
             }
             let stepTime = clock.now - t0
             let treeRows = owners.reduce(0) { $0 + ($1.tree?.count ?? 0) }
@@ -556,7 +574,7 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// Positions a step's rows attend to in all (each row: its position + 1).
-    static func positions(_ rows: [BatchRow]) -> Int {
+    static func positions(_ rows: some Collection<BatchRow>) -> Int {
         rows.reduce(0) { $0 + $1.position + 1 }
     }
 
@@ -627,7 +645,8 @@ public final class Engine: @unchecked Sendable {
         // batch), draft only every fourth step to notice when trees pay again: drafting costs
         // host time the planner's objective does not see.
         plannedSteps += 1
-        if configuration.strategy == .cast && plainPlansInARow >= 8 && plannedSteps % 4 != 0 { return }
+        let losing = realizedOverPlain < 0.95
+        if configuration.strategy == .cast && (plainPlansInARow >= 8 || losing) && plannedSteps % 4 != 0 { return }
         var trees: [(owner: Int, tree: DraftTree)] = []
         var candidates: [CASTPlanner.Candidate] = []
         var inputs: [DraftInput] = []
@@ -647,7 +666,10 @@ public final class Engine: @unchecked Sendable {
             inputs.append(DraftInput(slot: s.slot, history: s.tokens, maxNodes: nodes, maxDepth: min(room, configuration.strategy == .chain4 ? 4 : room)))
             inputOwners.append(i)
         }
-        guard !inputs.isEmpty, let proposals = try? drafter.propose(inputs) else { return }
+        guard !inputs.isEmpty else { return }
+        let draftStart = ContinuousClock.now
+        guard let proposals = try? drafter.propose(inputs) else { return }
+        draftMilliseconds = (ContinuousClock.now - draftStart).seconds * 1000
         for (k, proposal) in proposals.enumerated() {
             var tree = calibration.calibrated(proposal)
             if configuration.strategy == .chain4 { tree = tree.bestPath(maxDepth: 4) }
