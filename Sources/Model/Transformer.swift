@@ -35,6 +35,8 @@ public final class Transformer {
     let outputHead: LinearWeights
     let outputNorm: [Float]
     let layers: [Layer]
+    /// `0..<layerCount`, for layer-prefix slices without allocating.
+    let allLayers: [Int]
 
     // MARK: - Scratch (sized for maxStepRows)
 
@@ -133,6 +135,7 @@ public final class Transformer {
                 down: try matrices([p + "ffn_down.weight"], [e], inFeatures: f)[0]))
         }
         self.layers = layers
+        allLayers = Array(0..<config.layerCount)
         weightBytes = bytes
 
         let r = maxStepRows
@@ -203,6 +206,39 @@ public final class Transformer {
         guard layerLimit >= 1 && layerLimit <= config.layerCount else {
             throw ModelError.invalidLayerCount(requested: layerLimit, available: config.layerCount)
         }
+        return try run(rows, cache: cache, layers: allLayers[..<layerLimit], computedRows: computedRows)
+    }
+
+    /// Runs `rows` through only the layers listed in `layers` (increasing indices), then the
+    /// output norm and head: layer skipping, for self-speculative drafting. The listed layers
+    /// attend to the cache's committed keys and values of the same layers (computed by the full
+    /// target), so from the first skipped layer on the result approximates the target rather
+    /// than reproducing a shallower model. Step rows of a skipping call must not be committed.
+    /// `computedRows` as in `forward(_:cache:layers:computedRows:)` (the earlier rows must have
+    /// been computed with the same layers).
+    /// - Returns: logit rows written to `logits` (in row order, among the computed rows).
+    ///
+    /// `headTokens` (default: the whole vocabulary) computes logits only for token ids
+    /// `0..<headTokens` (a shortlist: byte-level BPE vocabularies number frequent tokens first),
+    /// cutting the output head's cost in proportion; the rest of each logit row (row stride stays
+    /// `vocabularySize`) is left stale.
+    @discardableResult
+    public func forward(_ rows: [BatchRow], cache: KVCache, only layers: [Int], headTokens: Int? = nil,
+                        computedRows: Int = 0) throws -> Int {
+        guard !layers.isEmpty else { throw ModelError.invalidLayerCount(requested: 0, available: config.layerCount) }
+        for (i, l) in layers.enumerated() where l < 0 || l >= config.layerCount || (i > 0 && l <= layers[i - 1]) {
+            throw ModelError.invalidLayerList(layers, available: config.layerCount)
+        }
+        let head = headTokens ?? config.vocabularySize
+        guard head >= 1 && head <= config.vocabularySize else {
+            throw ModelError.invalidToken(Int32(clamping: head - 1), vocabularySize: config.vocabularySize)
+        }
+        return try run(rows, cache: cache, layers: layers[...], headTokens: head, computedRows: computedRows)
+    }
+
+    /// The forward pass over the listed layers (see the public entry points).
+    private func run(_ rows: [BatchRow], cache: KVCache, layers layerList: ArraySlice<Int>, headTokens: Int? = nil,
+                     computedRows: Int) throws -> Int {
         guard computedRows >= 0 && computedRows <= rows.count else {
             throw ModelError.tooManyRows(requested: computedRows, maximum: rows.count)
         }
@@ -216,7 +252,7 @@ public final class Transformer {
         for i in 0..<n {
             embedding.dequantizeRow(Int(rows[first + i].token), into: hidden + i * e)
         }
-        for layerIndex in 0..<layerLimit {
+        for layerIndex in layerList {
             let layer = layers[layerIndex]
             // Attention block.
             layer.attentionNorm.withUnsafeBufferPointer { w in
@@ -263,7 +299,8 @@ public final class Transformer {
         }
         if m > 0 {
             activations.quantize(logitHidden, rows: m, inFeatures: e, pool: pool)
-            outputHead.apply(activations, into: logits, ldy: config.vocabularySize, pool: pool)
+            outputHead.apply(activations, outputs: 0..<(headTokens ?? config.vocabularySize), into: logits,
+                             ldy: config.vocabularySize, pool: pool)
         }
         return m
     }

@@ -102,6 +102,47 @@ import Model
         }
     }
 
+    /// Layer skipping: a list of every layer is the full forward, trees equal chains when middle
+    /// layers are skipped, computing rows in several calls equals one, and a head shortlist
+    /// computes the same logits for the tokens it covers.
+    @Test func layerListsAndHeadShortlists() throws {
+        try TestSupport.withModel { model in
+            let cache = try Self.prefilled(model)
+            let base = Self.prefix.count
+            let rows = Self.treeRows(base: base)
+            try model.forward(rows, cache: cache)
+            let full = (0..<rows.count).map { model.logitRow($0) }
+            try model.forward(rows, cache: cache, only: Array(0..<model.config.layerCount))
+            for i in rows.indices { #expect(model.logitRow(i) == full[i], "row \(i)") }
+
+            let skipping = Array(0..<5) + Array(8..<30)
+            try model.forward(rows, cache: cache, only: skipping)
+            let tree = (0..<rows.count).map { model.logitRow($0) }
+            #expect(tree[0] != full[0])
+            for node in rows.indices {
+                var path = [node]
+                while Self.treeParents[path[0]] >= 0 { path.insert(Self.treeParents[path[0]], at: 0) }
+                try model.forward(BatchRow.chain(slot: 0, tokens: path.map { Self.treeTokens[$0] }, startPosition: base),
+                                  cache: cache, only: skipping)
+                #expect(model.logitRow(0) == tree[node], "node \(node) (path \(path)) differs from its chain")
+            }
+            try model.forward(Array(rows[..<4]), cache: cache, only: skipping)
+            try model.forward(rows, cache: cache, only: skipping, computedRows: 4)
+            for i in 4..<rows.count { #expect(model.logitRow(i - 4) == tree[i], "row \(i) computed after 4") }
+
+            let head = 1000
+            try model.forward(rows, cache: cache, only: skipping, headTokens: head)
+            for i in rows.indices { #expect(Array(model.logitRow(i)[..<head]) == Array(tree[i][..<head]), "row \(i)") }
+
+            #expect(throws: ModelError.invalidLayerList([3, 3], available: 30)) {
+                try model.forward(rows, cache: cache, only: [3, 3])
+            }
+            #expect(throws: ModelError.invalidLayerList([0, 30], available: 30)) {
+                try model.forward(rows, cache: cache, only: [0, 30])
+            }
+        }
+    }
+
     @Test func invalidLayerCountsAreTypedErrors() throws {
         try TestSupport.withModel { model in
             let cache = model.makeCache(slots: 1, capacity: 8)

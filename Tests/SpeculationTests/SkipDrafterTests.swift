@@ -123,6 +123,27 @@ import Speculation
         #expect(cache.lengths == Self.prompts.map { $0.count - 1 })
     }
 
+    /// The default drafter skips a few early-middle layers and shortlists the head; it must still
+    /// agree with the target's greedy token for most of the prompts at depth 1 (an early exit
+    /// after 20 layers agrees for about one in ten tokens).
+    @Test func defaultDrafterSkipsMiddleLayersAndMostlyAgrees() throws {
+        let model = try Self.model.get()
+        #expect(SkipDrafter.defaultLayers(layerCount: 30) == Array(0..<5) + Array(8..<30))
+        let cache = try Self.prefilled(model, Self.prompts)
+        let drafter = try SkipDrafter(model: model, cache: cache)
+        #expect(drafter.headTokens == SkipDrafter.defaultHeadTokens)
+        let trees = try drafter.propose(Self.prompts.enumerated().map {
+            DraftInput(slot: $0.offset, history: $0.element, maxNodes: 8, maxDepth: 3)
+        })
+        var agree = 0
+        for (s, p) in Self.prompts.enumerated() {
+            let best = trees[s].children(of: -1).max { trees[s].confidences[$0] < trees[s].confidences[$1] }
+            if let best, trees[s].tokens[best] == (try Self.greedy(model, p, count: 1)[0]) { agree += 1 }
+            #expect(trees[s].tokens.allSatisfy { Int($0) < SkipDrafter.defaultHeadTokens })
+        }
+        #expect(agree >= 3, "\(agree) of \(Self.prompts.count) prompts agree")
+    }
+
     @Test func invalidSettingsAreTypedErrors() throws {
         let model = try Self.model.get()
         let cache = model.makeCache(slots: 1, capacity: 16)
@@ -131,6 +152,12 @@ import Speculation
         }
         #expect(throws: SpeculationError.invalidSkipLayers(requested: 0, available: 30)) {
             try SkipDrafter(model: model, cache: cache, layers: 0)
+        }
+        #expect(throws: SpeculationError.invalidLayerList([4, 2], available: 30)) {
+            try SkipDrafter(model: model, cache: cache, layers: [4, 2])
+        }
+        #expect(throws: SpeculationError.invalidHeadTokens(0, vocabularySize: 49152)) {
+            try SkipDrafter(model: model, cache: cache, layers: [0, 29], headTokens: 0)
         }
         #expect(throws: SpeculationError.invalidDraftWidth(parameter: "width", value: 0)) {
             try SkipDrafter(model: model, cache: cache, layers: 4, width: 0)
