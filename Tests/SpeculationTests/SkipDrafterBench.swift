@@ -158,6 +158,42 @@ import Speculation
         }
     }
 
+    /// Forward cost of layer subsets against the full target at the same rows, interleaved and
+    /// best of 40 (the machine is shared; minima approach the quiet cost).
+    @Test(.enabled(if: promptsPath != nil)) func subsetCostAgainstTargetStep() throws {
+        let file = try GGUFFile(path: SkipDrafterTests.modelPath)
+        let model = try Transformer(file: file, threads: 2, maxStepRows: 1024, maxLogitRows: 64, maxContext: 1024)
+        let prompts = try Self.prompts(file: file, perCategory: 2).filter { $0.tokens.count < 900 }
+        let n = min(8, prompts.count)
+        let cache = model.makeCache(slots: n, capacity: 1024)
+        for s in 0..<n {
+            try model.forward(BatchRow.chain(slot: s, tokens: prompts[s].tokens, startPosition: 0), cache: cache)
+            try cache.commit(slot: s, rows: 0..<prompts[s].tokens.count)
+        }
+        let subsets: [(String, [Int], Int)] = [("all 30, full head", Array(0..<30), 49152),
+                                               ("all 30", Array(0..<30), 16384),
+                                               ("default 0-4 + 8-29", SkipDrafter.defaultLayers(layerCount: 30), 16384),
+                                               ("searched 22", [0, 1, 2, 8, 9, 10, 11, 12, 13, 14, 15, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29], 16384),
+                                               ("0-4 + 15-29", Array(0..<5) + Array(15..<30), 16384),
+                                               ("first 20, full head", Array(0..<20), 49152)]
+        let rowCounts = [1, 3, 8, 24]
+        var best = [[Double]](repeating: [Double](repeating: .infinity, count: rowCounts.count), count: subsets.count)
+        for _ in 0..<40 {
+            for (k, subset) in subsets.enumerated() {
+                for (j, r) in rowCounts.enumerated() {
+                    let rows = (0..<r).map { BatchRow(slot: $0 % n, token: 42, position: cache.lengths[$0 % n]) }
+                    best[k][j] = min(best[k][j], try Self.seconds { try model.forward(rows, cache: cache, only: subset.1, headTokens: subset.2) })
+                }
+            }
+        }
+        print("| layers run | head | " + rowCounts.map { "\($0) rows (ms)" }.joined(separator: " | ") + " | 1 row / target 1 row |")
+        print("|---|---|" + rowCounts.map { _ in "---|" }.joined() + "---|")
+        for (k, subset) in subsets.enumerated() {
+            print("| \(subset.0) | \(subset.2) | " + best[k].map { String(format: "%.2f", $0 * 1000) }.joined(separator: " | ")
+                  + String(format: " | %.2f |", best[k][0] / best[0][0]))
+        }
+    }
+
     /// Best of 9 forward times (ms) at 1, 8 and 32 rows.
     static func bestTime(_ model: Transformer, cache: KVCache, n: Int, layers: [Int], head: Int) throws -> [Double] {
         try [1, 8, 32].map { r in
