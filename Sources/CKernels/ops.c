@@ -186,6 +186,72 @@ void ck_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y) 
     for (int64_t i = 0; i < n; i++) y[i] = (x[i] * scale) * w[i];
 }
 
+// ------------------------------------------------------------------ logits summary
+
+/// Inserts (v, id) into the descending top-k list of `*filled` entries (ties keep the earlier id).
+static inline void topk_insert(float v, int32_t id, int k, int *filled, int32_t *ids, float *vals) {
+    int at = *filled < k ? *filled : k - 1;
+    if (*filled == k && !(v > vals[k - 1])) return;
+    while (at > 0 && vals[at - 1] < v) {
+        vals[at] = vals[at - 1];
+        ids[at] = ids[at - 1];
+        at--;
+    }
+    vals[at] = v;
+    ids[at] = id;
+    if (*filled < k) (*filled)++;
+}
+
+static float logits_summary_scalar(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    int filled = 0;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        mx = fmaxf(mx, x[i]);
+        if (filled < k || x[i] > vals[k - 1]) topk_insert(x[i], (int32_t)i, k, &filled, ids, vals);
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + (float)log(sum);
+}
+
+#if defined(__x86_64__)
+CK_AVX512 static float logits_summary_avx(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    // Pass 1: the maximum.
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    float mx = _mm512_reduce_max_ps(vmax);
+    for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    // Pass 2: sum of exp(x - max) over everything, and the top k among lanes above the running
+    // k-th value (almost every block has none, so it costs one compare per 16 logits).
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    int filled = 0;
+    float kth = -INFINITY;
+    for (i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, exp_avx(_mm512_sub_ps(v, vm))));
+        __mmask16 hot = filled < k ? m : _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(kth), _CMP_GT_OQ);
+        while (hot) {
+            const int lane = __builtin_ctz(hot);
+            hot &= hot - 1;
+            topk_insert(x[i + lane], (int32_t)(i + lane), k, &filled, ids, vals);
+            if (filled == k) kth = vals[k - 1];
+        }
+    }
+    return mx + logf(_mm512_reduce_add_ps(acc));
+}
+#endif
+
+float ck_logits_summary(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    if (n <= 0 || k <= 0) return -INFINITY;
+#if defined(__x86_64__)
+    if (ck_simd_active()) return logits_summary_avx(x, n, k, ids, vals);
+#endif
+    return logits_summary_scalar(x, n, k, ids, vals);
+}
+
 void ck_softmax(float *x, int64_t n) {
     if (n <= 0) return;
 #if defined(__x86_64__)

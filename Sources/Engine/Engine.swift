@@ -42,8 +42,25 @@ public enum TokenEvent: Sendable {
     /// Prefill finished; generation starts.
     case started(promptTokens: Int)
     case token(GeneratedToken)
-    case finished(FinishReason, promptTokens: Int, completionTokens: Int)
+    case finished(FinishReason, promptTokens: Int, completionTokens: Int, speculation: SpeculationUsage)
     case failed(EngineError)
+}
+
+/// What speculative decoding did for one request (all zero when it did not draft).
+public struct SpeculationUsage: Sendable, Equatable {
+    /// Draft tokens the target verified, and those it accepted.
+    public var draftedTokens = 0
+    public var acceptedTokens = 0
+    /// Decode steps of the request, and those that verified a draft tree.
+    public var decodeSteps = 0
+    public var speculativeSteps = 0
+
+    public init(draftedTokens: Int = 0, acceptedTokens: Int = 0, decodeSteps: Int = 0, speculativeSteps: Int = 0) {
+        self.draftedTokens = draftedTokens
+        self.acceptedTokens = acceptedTokens
+        self.decodeSteps = decodeSteps
+        self.speculativeSteps = speculativeSteps
+    }
 }
 
 /// Requests the engine refuses or cannot finish.
@@ -96,8 +113,28 @@ public struct EngineSnapshot: Sendable {
     public var speculativeSteps = 0
     /// Decode steps summed over sequences (each running sequence's root row counts once).
     public var decodeRoots = 0
-    /// The step-cost table the planner uses (rows, ms), after online refresh.
-    public var costTable: [(rows: Int, ms: Double)] = []
+    /// The step-cost model the planner uses, after online refresh (nil: speculation off).
+    public var costModel: CostModel?
+    /// Whether the cost model was measured at start-up (false: loaded from the on-disk cache).
+    public var costMeasured = false
+    /// Predicted goodput (tokens/s) of the last planned step and of plain decoding for it.
+    public var plannedGoodput = 0.0
+    public var plainGoodput = 0.0
+}
+
+/// What one engine step did (see `Engine.onStep`).
+public struct StepReport: Sendable {
+    /// Wall time of the forward call.
+    public var duration: Duration
+    /// Rows of the step, and how many of them were draft-tree nodes.
+    public var rows: Int
+    public var treeRows: Int
+    /// Accepted draft tokens of each sequence that verified a tree in this step.
+    public var acceptedPerSequence: [Int]
+    /// The planner's predicted goodput for the step and for plain decoding of the same step
+    /// (committed tokens per second); nil when nothing was planned.
+    public var plannedGoodput: Double?
+    public var plainGoodput: Double?
 }
 
 /// Handle of a submitted request: cancel it when the client goes away.
@@ -159,6 +196,12 @@ public struct EngineConfiguration: Sendable {
     public var maxDraftNodes = 16
     /// Where draft trees come from.
     public var drafter = DrafterKind.recycle
+    /// A step-cost model to use instead of measuring one at start-up (e.g. from the on-disk cache).
+    public var costModel: CostModel?
+    /// Called on the engine thread with (done, total) while the cost model is measured.
+    public var calibrationProgress: (@Sendable (Int, Int) -> Void)?
+    /// Called on the engine thread with a freshly measured cost model (to cache it on disk).
+    public var onCalibrated: (@Sendable (CostModel) -> Void)?
 
     public init(slots: Int = 8, contextLength: Int = 4096, maxWaiting: Int = 64, prefillChunk: Int = 256,
                 kvBlocks: Int? = nil, blockSize: Int = 16, speculation: Bool = false, strategy: DraftStrategy = .cast) {
@@ -205,6 +248,11 @@ public final class Engine: @unchecked Sendable {
     private var accepted = 0
     private var speculativeSteps = 0
     private var decodeRoots = 0
+    /// The planner's prediction for the step being run (goodput and plain goodput, tokens/s).
+    private var lastPlan: (goodput: Double, plain: Double)?
+    /// Steps that reached the planner, and consecutive plans that chose no draft node.
+    private var plannedSteps = 0
+    private var plainPlansInARow = 0
     private var recent: [(time: Double, tokens: Int)] = []
     private let rawLogits: UnsafeMutablePointer<Float>
 
@@ -220,6 +268,7 @@ public final class Engine: @unchecked Sendable {
         var started = false
         var sampler: Sampler
         var history: TokenCounts
+        var usage = SpeculationUsage()
 
         init(request: GenerationRequest, handle: RequestHandle, vocabularySize: Int, onEvent: @escaping @Sendable (TokenEvent) -> Void) {
             self.request = request
@@ -247,6 +296,18 @@ public final class Engine: @unchecked Sendable {
         snapshotValue.slots = config.slots
         snapshotValue.contextLength = config.contextLength
         snapshotValue.kvBlocksTotal = cache.blockCount
+        // The cost model is known before the first request: measured here (the model and cache
+        // are not shared yet) or taken from the configuration.
+        if config.speculation {
+            if let known = config.costModel {
+                cost = known
+            } else {
+                calibrate()
+                if let cost { config.onCalibrated?(cost) }
+            }
+            snapshotValue.costModel = cost
+            snapshotValue.costMeasured = config.costModel == nil
+        }
         // The loop thread keeps the engine alive until `shutdown` ends the loop (an unowned capture
         // crashed when an engine was released before its thread had started).
         let t = Thread { self.loop() }
@@ -288,9 +349,9 @@ public final class Engine: @unchecked Sendable {
         lock.unlock()
     }
 
-    /// Called on the engine thread after every step with its wall time and row count (for a
-    /// step-time histogram). Set before submitting requests; must not block.
-    public var onStep: (@Sendable (Duration, Int) -> Void)?
+    /// Called on the engine thread after every step (for histograms). Set before submitting
+    /// requests; must not block.
+    public var onStep: (@Sendable (StepReport) -> Void)?
 
     /// Bytes reserved for the KV cache.
     public var cacheBytes: Int { cache.byteCount }
@@ -319,7 +380,6 @@ public final class Engine: @unchecked Sendable {
         rows.reserveCapacity(model.maxStepRows)
         var owners: [Owner] = []
         var logitIndex: [Int] = []
-        if configuration.speculation { calibrate() }
         while true {
             lock.lock()
             while incoming.isEmpty && waiting.isEmpty && running.allSatisfy({ $0 == nil }) && !stopping {
@@ -350,7 +410,7 @@ public final class Engine: @unchecked Sendable {
             waiting = kept
             for s in dropped {
                 release()
-                s.onEvent(.finished(.cancelled, promptTokens: s.request.promptTokens.count, completionTokens: 0))
+                s.onEvent(.finished(.cancelled, promptTokens: s.request.promptTokens.count, completionTokens: 0, speculation: s.usage))
             }
             while !stop, let s = waiting.first, let free = running.firstIndex(where: { $0 == nil }) {
                 // Reuse cached blocks of a shared prefix, then make sure the rest of the prompt fits.
@@ -417,6 +477,7 @@ public final class Engine: @unchecked Sendable {
             }
             var produced = 0
             var promptTokens = 0
+            var acceptedPerStep: [Int] = []
             let vocab = model.config.vocabularySize
             for o in owners {
                 let s = o.sequence
@@ -425,26 +486,23 @@ public final class Engine: @unchecked Sendable {
                 // argmax at its parent; the committed rows are the root and the accepted nodes.
                 var keep = Array(o.firstRow..<(o.firstRow + o.count))
                 if o.count == 1 && o.wantsLogits { decodeRoots += 1 }
+                // Tokens decided by sampled verification (nil: sample each kept row as usual).
+                var decided: [Int32]?
+                if o.count == 1 && o.wantsLogits { s.usage.decodeSteps += 1 }
                 if let tree = o.tree {
-                    var node = -1
-                    var row = o.firstRow
-                    var path: [Int] = []
-                    while true {
-                        let logitsRow = model.logits + logitIndex[row] * vocab
-                        drafter.observe(token: rows[row].token, logits: logitsRow, vocabularySize: vocab)
-                        let next = argmax(logitsRow, count: vocab)
-                        guard let child = tree.child(of: node, token: next) else { break }
-                        node = child
-                        path.append(child)
-                        row = o.treeRow + child
-                        keep.append(row)
-                    }
+                    let path = verify(tree, owner: o, sequence: s, rows: rows, logitIndex: logitIndex, decided: &decided)
+                    keep += path.map { o.treeRow + $0 }
                     calibration.record(tree: tree, acceptedNodes: path)
                     drafted += tree.count
                     accepted += path.count
+                    s.usage.draftedTokens += tree.count
+                    s.usage.acceptedTokens += path.count
+                    s.usage.speculativeSteps += 1
+                    acceptedPerStep.append(path.count)
                 } else if o.wantsLogits && canSpeculate(s) {
                     let row = o.firstRow + o.count - 1
-                    drafter.observe(token: rows[row].token, logits: model.logits + logitIndex[row] * vocab, vocabularySize: vocab)
+                    drafter.observe(previous: previousToken(row, rows: rows, sequence: s), token: rows[row].token,
+                                    logits: model.logits + logitIndex[row] * vocab, vocabularySize: vocab)
                 }
                 do {
                     try cache.commit(slot: s.slot, rows: keep, tokens: keep.map { rows[$0].token })
@@ -458,6 +516,14 @@ public final class Engine: @unchecked Sendable {
                     s.onEvent(.started(promptTokens: s.request.promptTokens.count))
                 }
                 guard o.wantsLogits else { continue }
+                if let decided {
+                    for token in decided {
+                        deliver(s, token: token, logprob: nil, top: [])
+                        produced += 1
+                        if running[s.slot] !== s || s.slot < 0 { break }
+                    }
+                    continue
+                }
                 // One token per kept row whose logits exist: the accepted tokens, then the bonus.
                 for row in keep where logitIndex[row] >= 0 {
                     emitToken(s, logits: model.logits + logitIndex[row] * vocab)
@@ -465,15 +531,16 @@ public final class Engine: @unchecked Sendable {
                     if running[s.slot] !== s || s.slot < 0 { break }
                 }
             }
-            if let c = cost, owners.contains(where: { $0.tree != nil }) {
-                speculativeSteps += 1
-                var updated = c
-                updated.observe(rows: rows.count, ms: (clock.now - t0).seconds * 1000)
-                cost = updated
+            if cost != nil {
+                if owners.contains(where: { $0.tree != nil }) { speculativeSteps += 1 }
+                cost!.observe(rows: rows.count, positions: Self.positions(rows), ms: (clock.now - t0).seconds * 1000)
             }
             let stepTime = clock.now - t0
-            onStep?(stepTime, rows.count)
+            let treeRows = owners.reduce(0) { $0 + ($1.tree?.count ?? 0) }
+            onStep?(StepReport(duration: stepTime, rows: rows.count, treeRows: treeRows, acceptedPerSequence: acceptedPerStep,
+                               plannedGoodput: lastPlan?.goodput, plainGoodput: lastPlan?.plain))
             publish(now: (clock.now - start).seconds, tokens: produced, promptTokens: promptTokens, step: (rows.count, stepTime.seconds))
+            lastPlan = nil
         }
     }
 
@@ -488,20 +555,39 @@ public final class Engine: @unchecked Sendable {
         var treeRow = 0
     }
 
-    /// Measures the step-cost table T(rows) on slot 0 (free at start-up): chains of R rows with
-    /// logits for every row, after 64 cached positions, as draft verification runs them.
+    /// Positions a step's rows attend to in all (each row: its position + 1).
+    static func positions(_ rows: [BatchRow]) -> Int {
+        rows.reduce(0) { $0 + $1.position + 1 }
+    }
+
+    /// Measures the step-cost model on slot 0 (free at start-up): chains of R = 1, 2, 4, ... rows
+    /// with logits for every row, as draft verification runs them, after a short context (64
+    /// positions) and, for R = 1, 4, 16, after a long one (up to 1024) to fit the attention term.
+    /// Reports progress through `configuration.calibrationProgress`.
     private func calibrate() {
         let clock = ContinuousClock()
-        var points: [(rows: Int, ms: Double)] = []
-        let context = min(64, cache.capacity / 2)
-        guard context > 0 else { return }
-        let prompt = (0..<context).map { Int32(100 + ($0 * 7919) % 30000) }
-        do {
+        let shortContext = min(64, cache.capacity / 4)
+        let maxRows = min(128, model.maxStepRows, model.maxLogitRows)
+        let longContext = min(1024, cache.capacity - maxRows - 1)
+        guard shortContext > 0 else { return }
+        var shortRows: [Int] = []
+        var r = 1
+        while r <= maxRows { shortRows.append(r); r *= 2 }
+        let longRows = longContext > 2 * shortContext ? [1, 4, 16].filter { $0 <= maxRows } : []
+        let total = shortRows.count + longRows.count
+        var done = 0
+        func measure(context: Int, rows counts: [Int]) throws -> [(rows: Int, positions: Int, ms: Double)] {
+            let prompt = (0..<context).map { Int32(100 + ($0 * 7919) % 30000) }
             cache.reset(slot: 0)
-            try model.forward(BatchRow.chain(slot: 0, tokens: prompt, startPosition: 0), cache: cache)
-            try cache.commit(slot: 0, rows: 0..<context)
-            var r = 1
-            while r <= min(64, model.maxStepRows, model.maxLogitRows, cache.capacity - context) {
+            var filled = 0
+            while filled < context {
+                let n = min(context - filled, model.maxStepRows)
+                try model.forward(BatchRow.chain(slot: 0, tokens: prompt[filled..<(filled + n)], startPosition: filled, allLogits: false), cache: cache)
+                try cache.commit(slot: 0, rows: 0..<n)
+                filled += n
+            }
+            var out: [(rows: Int, positions: Int, ms: Double)] = []
+            for r in counts {
                 let rows = BatchRow.chain(slot: 0, tokens: prompt.prefix(r), startPosition: context, allLogits: true)
                 try model.forward(rows, cache: cache)
                 var times: [Double] = []
@@ -510,24 +596,26 @@ public final class Engine: @unchecked Sendable {
                     try model.forward(rows, cache: cache)
                     times.append((clock.now - t).seconds * 1000)
                 }
-                points.append((r, times.sorted()[2]))
-                r *= 2
+                out.append((r, Self.positions(rows), times.sorted()[2]))
+                done += 1
+                configuration.calibrationProgress?(done, total)
             }
+            return out
+        }
+        do {
+            let short = try measure(context: shortContext, rows: shortRows)
+            let long = longRows.isEmpty ? [] : try measure(context: longContext, rows: longRows)
+            if short.count >= 2 { cost = CostModel.fit(short: short, long: long) }
         } catch {
-            points = []
+            cost = nil
         }
         cache.reset(slot: 0)
-        guard points.count >= 2 else { return }
-        cost = CostModel(points: points)
-        lock.lock()
-        snapshotValue.costTable = points
-        lock.unlock()
     }
 
-    /// Whether `s` may draft: greedy, no penalties, no log-probabilities, not opted out.
+    /// Whether `s` may draft: no penalties (they depend on the path), no log-probabilities, not opted out.
     private func canSpeculate(_ s: Sequence) -> Bool {
         let p = s.request.sampling
-        return configuration.speculation && s.request.speculation && p.temperature <= 0 && p.presencePenalty == 0
+        return configuration.speculation && s.request.speculation && p.presencePenalty == 0
             && p.frequencyPenalty == 0 && !s.request.logprobs && s.request.topLogprobs == 0
     }
 
@@ -535,6 +623,11 @@ public final class Engine: @unchecked Sendable {
     /// them against the step-cost table, and appends the chosen nodes as rows below each root.
     private func addDraftTrees(_ rows: inout [BatchRow], _ owners: inout [Owner]) {
         guard let cost else { return }
+        // When the planner has chosen plain decoding many steps in a row (a large, compute-bound
+        // batch), draft only every fourth step to notice when trees pay again: drafting costs
+        // host time the planner's objective does not see.
+        plannedSteps += 1
+        if configuration.strategy == .cast && plainPlansInARow >= 8 && plannedSteps % 4 != 0 { return }
         var trees: [(owner: Int, tree: DraftTree)] = []
         var candidates: [CASTPlanner.Candidate] = []
         var inputs: [DraftInput] = []
@@ -559,8 +652,10 @@ public final class Engine: @unchecked Sendable {
             var tree = calibration.calibrated(proposal)
             if configuration.strategy == .chain4 { tree = tree.bestPath(maxDepth: 4) }
             guard !tree.isEmpty else { continue }
+            let cached = cache.lengths[owners[inputOwners[k]].sequence.slot]
             for n in 0..<tree.count {
-                candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n]))
+                candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n],
+                                                        positions: cached + tree.depths[n] + 1))
             }
             trees.append((inputOwners[k], tree))
         }
@@ -580,8 +675,12 @@ public final class Engine: @unchecked Sendable {
         case .castB1:
             // Each sequence planned alone: one root row, one committed token.
             perSequence = trees.indices.map { k in
-                let own = candidates.filter { $0.sequence == k }.map { CASTPlanner.Candidate(sequence: 0, node: $0.node, score: $0.score, depth: $0.depth) }
-                return CASTPlanner.plan(candidates: own, sequences: 1, baseRows: 1, baseTokens: 1, maxRows: maxRows, cost: cost).perSequence[0]
+                let own = candidates.filter { $0.sequence == k }.map {
+                    CASTPlanner.Candidate(sequence: 0, node: $0.node, score: $0.score, depth: $0.depth, positions: $0.positions)
+                }
+                let root = rows[owners[trees[k].owner].firstRow]
+                return CASTPlanner.plan(candidates: own, sequences: 1, baseRows: 1, baseTokens: 1, basePositions: root.position + 1,
+                                        maxRows: maxRows, cost: cost).perSequence[0]
             }
             var room = maxRows - rows.count
             for i in perSequence.indices {
@@ -589,8 +688,11 @@ public final class Engine: @unchecked Sendable {
                 room -= perSequence[i]
             }
         case .cast:
-            perSequence = CASTPlanner.plan(candidates: candidates, sequences: trees.count, baseRows: rows.count,
-                                           baseTokens: max(decodeRows, 1), maxRows: maxRows, cost: cost).perSequence
+            let plan = CASTPlanner.plan(candidates: candidates, sequences: trees.count, baseRows: rows.count,
+                                        baseTokens: max(decodeRows, 1), basePositions: Self.positions(rows), maxRows: maxRows, cost: cost)
+            perSequence = plan.perSequence
+            lastPlan = (plan.goodput, plan.plainGoodput)
+            plainPlansInARow = plan.perSequence.allSatisfy { $0 == 0 } ? plainPlansInARow + 1 : 0
         }
         for (k, entry) in trees.enumerated() where perSequence[k] > 0 {
             let tree = entry.tree.pruned(to: perSequence[k])
@@ -619,6 +721,55 @@ public final class Engine: @unchecked Sendable {
         preemptions += 1
     }
 
+    /// Verifies `tree` (drafted below `o`'s root) against this step's logits and returns the
+    /// accepted path (node indices, root first excluded). Greedy requests follow the target's
+    /// argmax; sampled ones use lossless recursive rejection (`TreeVerifier`) with the request's
+    /// own sampler and generator, and get every emitted token in `decided` (the accepted ones and
+    /// the final draw). Every verified row's logits are shown to the drafter.
+    private func verify(_ tree: DraftTree, owner o: Owner, sequence s: Sequence, rows: [BatchRow], logitIndex: [Int],
+                        decided: inout [Int32]?) -> [Int] {
+        let vocab = model.config.vocabularySize
+        let greedy = s.request.sampling.temperature <= 0
+        var node = -1
+        var row = o.firstRow
+        var path: [Int] = []
+        var tokens: [Int32] = []
+        while true {
+            let logitsRow = model.logits + logitIndex[row] * vocab
+            drafter.observe(previous: previousToken(row, rows: rows, sequence: s), token: rows[row].token, logits: logitsRow, vocabularySize: vocab)
+            let children = tree.children(of: node)
+            if greedy {
+                let next = argmax(logitsRow, count: vocab)
+                guard let child = children.first(where: { tree.tokens[$0] == next }) else { break }
+                node = child
+            } else {
+                let ordered = children.sorted { tree.scores[$0] > tree.scores[$1] }
+                let (ids, probabilities) = s.sampler.distribution(logits: logitsRow, count: vocab, history: s.history)
+                var residual = Array(probabilities)
+                let outcome = TreeVerifier.verify(ids: Array(ids), probabilities: &residual, children: ordered.map { tree.tokens[$0] },
+                                                  uniform: { s.sampler.nextUnit() })
+                guard case .accepted(let c) = outcome else {
+                    if case .rejected(let token) = outcome { tokens.append(token) }
+                    break
+                }
+                node = ordered[c]
+                tokens.append(tree.tokens[node])
+            }
+            path.append(node)
+            row = o.treeRow + node
+        }
+        if !greedy { decided = tokens }
+        return path
+    }
+
+    /// The token before `row`'s in its sequence: its parent row's, or the sequence's token at the
+    /// position before (-1 at position 0).
+    private func previousToken(_ row: Int, rows: [BatchRow], sequence s: Sequence) -> Int32 {
+        let r = rows[row]
+        if r.parent >= 0 { return rows[r.parent].token }
+        return r.position > 0 && r.position - 1 < s.tokens.count ? s.tokens[r.position - 1] : -1
+    }
+
     /// Samples the next token of `s` from its logits, reports it, and ends the sequence when done.
     private func emitToken(_ s: Sequence, logits: UnsafeMutablePointer<Float>) {
         let vocab = model.config.vocabularySize
@@ -635,6 +786,11 @@ public final class Engine: @unchecked Sendable {
             logprob = rawLogits[Int(token)] - lse
             top = best
         }
+        deliver(s, token: token, logprob: logprob, top: top)
+    }
+
+    /// Reports the chosen `token` of `s`, and ends the sequence when done.
+    private func deliver(_ s: Sequence, token: Int32, logprob: Float?, top: [(id: Int32, logprob: Float)]) {
         s.generated += 1
         s.history.add(token)
         s.tokens.append(token)
@@ -675,7 +831,7 @@ public final class Engine: @unchecked Sendable {
             order.removeAll { $0 === s }
         }
         release()
-        s.onEvent(.finished(reason, promptTokens: s.request.promptTokens.count, completionTokens: s.generated))
+        s.onEvent(.finished(reason, promptTokens: s.request.promptTokens.count, completionTokens: s.generated, speculation: s.usage))
     }
 
     private func fail(_ s: Sequence, _ error: EngineError) {
@@ -721,7 +877,11 @@ public final class Engine: @unchecked Sendable {
         snapshotValue.acceptedTokens = accepted
         snapshotValue.speculativeSteps = speculativeSteps
         snapshotValue.decodeRoots = decodeRoots
-        if let cost { snapshotValue.costTable = cost.points.map { ($0.rows, $0.ms * cost.scale) } }
+        if let cost { snapshotValue.costModel = cost }
+        if let plan = lastPlan {
+            snapshotValue.plannedGoodput = plan.goodput
+            snapshotValue.plainGoodput = plan.plain
+        }
         if let step {
             snapshotValue.stepsTotal += 1
             snapshotValue.rowsTotal += step.rows

@@ -1,4 +1,4 @@
-/// Answers requests. The server calls `handle` on the connection's own thread (never an engine
+/// Answers requests. The server calls `handle` on the connection's serving thread (never an engine
 /// thread), once per request, in request order on each connection.
 ///
 /// The handler must eventually complete the response through `responder`: call `send` once, or
@@ -9,6 +9,17 @@
 public protocol HTTPHandler: Sendable {
     /// Handles one request; see the protocol's notes on completing the response.
     func handle(_ request: HTTPRequest, _ responder: HTTPResponder)
+
+    /// The response for a request the server refuses itself (malformed or over a limit: 400, 408,
+    /// 413, 414, 415, 431, ...), so refusals can share the API's error format; `message` says what
+    /// was wrong and how to fix it. The server sets framing and Connection. Return nil for a
+    /// plain-text body (the default). Called on a connection thread; must not block.
+    func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse?
+}
+
+extension HTTPHandler {
+    /// Plain-text refusals.
+    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? { nil }
 }
 
 /// An `HTTPHandler` made of a closure.

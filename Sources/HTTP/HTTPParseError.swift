@@ -49,14 +49,21 @@ public enum HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible 
     case invalidChunkFraming
     /// An Expect header other than 100-continue. Carries the value.
     case unsupportedExpectation(String)
+    /// A Content-Encoding other than gzip (or identity). Carries the field value.
+    case unsupportedContentEncoding(String)
+    /// A gzip body that inflates past the body limit (bytes); decoding stopped at the limit.
+    case decodedBodyTooLarge(limitBytes: Int)
+    /// A body sent with Content-Encoding: gzip that is not valid gzip. Carries zlib's reason.
+    case invalidGzipBody(String)
 
-    /// The response status for this error: 400, 413, 414, 417, 431, 501 or 505.
+    /// The response status for this error: 400, 413, 414, 415, 417, 431, 501 or 505.
     public var status: HTTPStatus {
         switch self {
         case .requestTargetTooLong: return .uriTooLong
         case .unsupportedVersion: return .httpVersionNotSupported
         case .headersTooLarge: return .requestHeaderFieldsTooLarge
-        case .bodyTooLarge: return .contentTooLarge
+        case .bodyTooLarge, .decodedBodyTooLarge: return .contentTooLarge
+        case .unsupportedContentEncoding: return .unsupportedMediaType
         case .unsupportedTransferEncoding: return .notImplemented
         case .unsupportedExpectation: return .expectationFailed
         default: return .badRequest
@@ -108,6 +115,12 @@ public enum HTTPParseError: Error, Sendable, Equatable, CustomStringConvertible 
             return "chunked body is malformed: chunk data must be followed by CRLF"
         case .unsupportedExpectation(let value):
             return "Expect: \(value) is not supported; only 'Expect: 100-continue' is"
+        case .unsupportedContentEncoding(let value):
+            return "Content-Encoding \(quoted(value)) is not supported; send the body uncompressed or with Content-Encoding: gzip"
+        case .decodedBodyTooLarge(let limit):
+            return "the gzip request body inflates to more than the limit of \(limit) bytes; send a smaller body"
+        case .invalidGzipBody(let reason):
+            return "the request body is not valid gzip (\(reason)); compress it with gzip or drop Content-Encoding"
         }
     }
 }

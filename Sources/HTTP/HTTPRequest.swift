@@ -48,3 +48,30 @@ public struct HTTPRequest: Sendable, Equatable {
         return String(target[target.index(after: q)...])
     }
 }
+
+// MARK: - Content coding
+
+extension HTTPRequest {
+    /// Undoes the body's Content-Encoding in place (RFC 9110 section 8.4): `gzip` (or `x-gzip`) is
+    /// inflated, `identity` is nothing; afterwards Content-Encoding is gone and Content-Length (when
+    /// present) gives the decoded size. The decoded body may be at most `maxBodyBytes`; inflating
+    /// stops as soon as it would pass that.
+    /// - Throws: `HTTPParseError.unsupportedContentEncoding` (415) for any other coding,
+    ///   `.decodedBodyTooLarge` (413), `.invalidGzipBody` (400).
+    public mutating func decodeContentEncoding(maxBodyBytes: Int) throws(HTTPParseError) {
+        let values = headers.values(for: "Content-Encoding")
+        guard !values.isEmpty else { return }
+        let codings = values.joined(separator: ",").split(separator: ",")
+            .map { $0.trimmingHTTPWhitespace().lowercased() }.filter { !$0.isEmpty }
+        // Codings are listed in the order they were applied: undo them from the last.
+        for coding in codings.reversed() {
+            switch coding {
+            case "identity": continue
+            case "gzip", "x-gzip": body = try Gzip.decompress(body, maxBytes: maxBodyBytes)
+            default: throw .unsupportedContentEncoding(values.joined(separator: ", "))
+            }
+        }
+        headers.remove(name: "Content-Encoding")
+        if headers.contains("Content-Length") { headers["Content-Length"] = String(body.count) }
+    }
+}

@@ -19,6 +19,7 @@ public final class HTTPResponder: @unchecked Sendable {
     let isHead: Bool
     let clientVersion: HTTPVersion
     let clientKeepAlive: Bool
+    let clientAcceptsGzip: Bool
 
     private let lock = NSLock()
     private var started = false
@@ -35,14 +36,29 @@ public final class HTTPResponder: @unchecked Sendable {
         self.isHead = request.method == "HEAD"
         self.clientVersion = request.version
         self.clientKeepAlive = request.keepAlive
+        self.clientAcceptsGzip = Gzip.accepts(request.headers.values(for: "Accept-Encoding"))
     }
 
     // MARK: - Public surface
 
     /// Sends a complete response with Content-Length (headers only for HEAD). Call at most once per
     /// request and not after starting a stream (programmer error). Does nothing if the client is gone.
+    ///
+    /// A body of at least `compressionThresholdBytes` without its own Content-Encoding is sent
+    /// gzip-compressed (`Content-Encoding: gzip`) when the request's Accept-Encoding allows it, and
+    /// carries `Vary: Accept-Encoding` either way. HEAD responses are never compressed.
     public func send(_ response: HTTPResponse) {
         let bodyAllowed = !response.status.forbidsBody
+        var response = response
+        if bodyAllowed && !isHead, let threshold = connection.configuration.compressionThresholdBytes,
+            response.body.count >= threshold, !response.headers.contains("Content-Encoding")
+        {
+            response.headers.add(name: "Vary", value: "Accept-Encoding")
+            if clientAcceptsGzip {
+                response.body = Gzip.compress(response.body)
+                response.headers["Content-Encoding"] = "gzip"
+            }
+        }
         lock.lock()
         precondition(!started, "HTTPResponder: a response was already started for request \(requestID)")
         started = true

@@ -39,6 +39,12 @@ public struct HTTPServerConfiguration: Sendable, Equatable {
     public var corsMaxAgeSeconds: Int
     /// Value of the Server header on every response.
     public var serverName: String
+    /// HTTPS settings; nil serves plain HTTP.
+    public var tls: TLSConfiguration?
+    /// Smallest body (bytes) of a complete (non-streamed) response that is gzip-compressed for a
+    /// client that accepts gzip; nil never compresses. Request bodies with Content-Encoding: gzip
+    /// are inflated either way (bounded by `maxBodyBytes`).
+    public var compressionThresholdBytes: Int?
 
     /// A configuration; every parameter has a serving default.
     public init(
@@ -57,7 +63,9 @@ public struct HTTPServerConfiguration: Sendable, Equatable {
         corsAllowedMethods: [String] = ["GET", "POST", "OPTIONS"],
         corsAllowedHeaders: [String] = ["Authorization", "Content-Type"],
         corsMaxAgeSeconds: Int = 86400,
-        serverName: String = "CastServe"
+        serverName: String = "CastServe",
+        tls: TLSConfiguration? = nil,
+        compressionThresholdBytes: Int? = 1024
     ) {
         self.host = host
         self.port = port
@@ -75,6 +83,8 @@ public struct HTTPServerConfiguration: Sendable, Equatable {
         self.corsAllowedHeaders = corsAllowedHeaders
         self.corsMaxAgeSeconds = corsMaxAgeSeconds
         self.serverName = serverName
+        self.tls = tls
+        self.compressionThresholdBytes = compressionThresholdBytes
     }
 
     /// Checks ranges; throws `HTTPServerError.invalidConfiguration` naming the first bad field.
@@ -98,6 +108,16 @@ public struct HTTPServerConfiguration: Sendable, Equatable {
         }
         guard !serverName.isEmpty, !serverName.contains(where: { $0 == "\r" || $0 == "\n" }) else {
             throw bad("serverName", "is empty or holds a line break; use a short product name")
+        }
+        if let tls {
+            guard tls.handshakeTimeout > .zero else {
+                throw bad("tls.handshakeTimeout", "is \(tls.handshakeTimeout); use a positive duration")
+            }
+            guard !tls.certificatePath.isEmpty else { throw bad("tls.certificatePath", "is empty; give a PEM certificate file") }
+            guard !tls.privateKeyPath.isEmpty else { throw bad("tls.privateKeyPath", "is empty; give a PEM private key file") }
+        }
+        if let threshold = compressionThresholdBytes, threshold < 0 {
+            throw bad("compressionThresholdBytes", "is \(threshold); use 0 or more bytes, or nil to never compress")
         }
         if let origin = corsAllowedOrigin, origin.isEmpty || origin.contains(where: { $0 == "\r" || $0 == "\n" }) {
             throw bad("corsAllowedOrigin", "is empty or holds a line break; use \"*\" or an origin such as https://example.com")

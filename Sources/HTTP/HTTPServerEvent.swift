@@ -1,7 +1,7 @@
 // MARK: - Events
 
 /// Something the server did that the executable may log or count (one event per finished request,
-/// refused request or rejected connection). Delivered on the connection or accept thread: keep the
+/// refused request or rejected connection). Delivered on a serving thread or the event loop: keep the
 /// receiver fast and non-blocking.
 public enum HTTPServerEvent: Sendable {
     /// A request finished: response complete, or the client went away first.
@@ -10,6 +10,9 @@ public enum HTTPServerEvent: Sendable {
     case requestRefused(status: HTTPStatus, reason: String)
     /// A connection was answered 503 because `maxConnections` were open.
     case connectionRejected(maxConnections: Int)
+    /// A TLS connection closed before its handshake completed: a protocol error (e.g. a client
+    /// offering only TLS 1.1), plain HTTP sent to the TLS port, or the handshake timeout.
+    case tlsHandshakeFailed(reason: String)
 }
 
 /// The access-log facts of one request.

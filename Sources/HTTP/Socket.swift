@@ -4,6 +4,20 @@ import Glibc
 import Darwin
 #endif
 
+/// The result of one non-blocking socket or TLS operation.
+enum IOStep {
+    /// Done: a handshake completed (0), or this many bytes moved (read or written, at least 1).
+    case done(Int)
+    /// Call again once the socket is readable.
+    case wantRead
+    /// Call again once the socket is writable.
+    case wantWrite
+    /// The peer closed (end of file, or TLS close_notify).
+    case closed
+    /// A protocol or socket error; the connection is unusable. Carries the reason.
+    case failed(String)
+}
+
 /// Thin wrappers over the POSIX socket calls the server uses. All functions are thread-safe;
 /// file descriptors are owned by their caller.
 enum Socket {
@@ -46,6 +60,34 @@ enum Socket {
 
     static func setNonBlocking(_ fd: Int32) {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+
+    static func setBlocking(_ fd: Int32) {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+    }
+
+    /// One non-blocking recv(2) into `buffer`.
+    static func receive(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer) -> IOStep {
+        while true {
+            let n = recv(fd, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+            if n > 0 { return .done(n) }
+            if n == 0 { return .closed }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return .wantRead }
+            return .failed(errorText(errno))
+        }
+    }
+
+    /// One non-blocking send(2) of up to all of `bytes`; never raises SIGPIPE.
+    static func sendSome(_ fd: Int32, _ bytes: UnsafeRawBufferPointer) -> IOStep {
+        guard !bytes.isEmpty else { return .done(0) }
+        while true {
+            let n = send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+            if n > 0 { return .done(n) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { return .wantWrite }
+            return .failed(errorText(errno))
+        }
     }
 
     /// Writes every byte (blocking, retrying partial writes and EINTR); false when the peer is gone

@@ -52,6 +52,15 @@ public enum Ops {
     }
 
     /// In place: x[i] = exp(x[i] - max) / sum. count 0 is a no-op.
+    /// The `k` largest logits (descending; ties: the lower id first) into `ids`/`values` (`[k]`
+    /// each, k <= count), and the log-sum-exp of all `count` logits. Two passes, SIMD.
+    @discardableResult
+    public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int, ids: UnsafeMutablePointer<Int32>,
+                            values: UnsafeMutablePointer<Float>) -> Float {
+        precondition(k >= 1 && k <= count)
+        return ck_logits_summary(x, Int64(count), Int32(k), ids, values)
+    }
+
     public static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
         ck_softmax(x, Int64(count))
     }

@@ -170,6 +170,10 @@ public struct Sampler: Sendable {
         return candidateIDs[candidateCount - 1]  // rounding left u above the last cumulative sum
     }
 
+    /// A uniform number in [0, 1) from this sampler's own generator (the speculative verifier
+    /// draws its acceptance tests from it, so a seeded request stays reproducible).
+    public mutating func nextUnit() -> Double { random.nextUnit() }
+
     /// The final distribution the sampler would draw from: penalties, temperature, top-k, top-p,
     /// min-p, renormalized. For temperature 0 it is the argmax with probability 1.
     ///

@@ -39,6 +39,7 @@ struct ChoiceState {
     var finish: FinishReason?
     var failed: EngineError?
     var handle: RequestHandle?
+    var speculation = SpeculationUsage()
 
     init(tokenizer: Tokenizer, stops: [String]) {
         decoder = Tokenizer.StreamingDecoder(tokenizer: tokenizer, skipSpecial: true)
@@ -62,8 +63,9 @@ struct ChoiceState {
             text += piece
             if stopped { finish = .stop }
             return piece
-        case .finished(let reason, let prompt, let completion):
+        case .finished(let reason, let prompt, let completion, let speculation):
             promptTokens = prompt
+            self.speculation = speculation
             guard finish == nil else { return "" }  // already ended by a stop string
             finish = reason
             completionTokens = completion

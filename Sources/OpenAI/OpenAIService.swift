@@ -101,6 +101,21 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         logger.info("\(log)")
     }
 
+    /// Requests the HTTP layer refuses itself (malformed, over a limit, bad Content-Encoding) get
+    /// the API's JSON error envelope too.
+    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? {
+        let code: String
+        switch status.code {
+        case 408: code = "request_timeout"
+        case 413: code = "request_too_large"
+        case 414: code = "uri_too_long"
+        case 415: code = "unsupported_content_encoding"
+        case 431: code = "headers_too_large"
+        default: code = "invalid_request"
+        }
+        return OpenAIError(status: status, message: message, type: "invalid_request_error", param: nil, code: code).response
+    }
+
     /// Allowed methods per path.
     static let routes: [String: [String]] = [
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],
@@ -123,13 +138,26 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                                         body: metrics.render(engine: backend?.engine.snapshot)))
         case "/v1/models": try models(responder, &log)
         case "/v1/cast/cost":
-            let snapshot = try ready().engine.snapshot
-            responder.send(json([
+            let engine = try ready().engine
+            let snapshot = engine.snapshot
+            var body: [String: Any] = [
                 "object": "cast.cost_model",
-                "step_cost": snapshot.costTable.map { ["rows": $0.rows, "ms": $0.ms] },
+                "speculation": engine.configuration.speculation,
+                "drafter": engine.configuration.drafter.rawValue,
                 "drafted_tokens": snapshot.draftedTokens, "accepted_tokens": snapshot.acceptedTokens,
                 "speculative_steps": snapshot.speculativeSteps,
-            ]))
+                "planned_goodput_tokens_per_second": snapshot.plannedGoodput,
+                "plain_goodput_tokens_per_second": snapshot.plainGoodput,
+            ]
+            if let cost = snapshot.costModel {
+                // T(rows, positions) = step_cost[rows] (interpolated) + ms_per_position * positions.
+                body["step_cost"] = cost.corrected.map { ["rows": $0.rows, "ms": $0.ms] }
+                body["ms_per_position"] = cost.msPerPosition
+                body["source"] = snapshot.costMeasured ? "measured" : "cache"
+            } else {
+                body["step_cost"] = [Any]()
+            }
+            responder.send(json(body))
         case "/tokenize": try tokenize(request, responder, &log)
         case "/detokenize": try detokenize(request, responder, &log)
         case "/v1/chat/completions": try complete(request, chat: true, responder, &log, start: start)
@@ -365,7 +393,18 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         log.promptTokens = promptTotal
         log.completionTokens = completionTotal
         log.status = 200
-        let usage: [String: Any] = ["prompt_tokens": promptTotal, "completion_tokens": completionTotal, "total_tokens": promptTotal + completionTotal]
+        var usage: [String: Any] = ["prompt_tokens": promptTotal, "completion_tokens": completionTotal, "total_tokens": promptTotal + completionTotal]
+        if b.engine.configuration.speculation {
+            // An extension: clients that do not know the field ignore it.
+            let drafted = choices.reduce(0) { $0 + $1.speculation.draftedTokens }
+            let accepted = choices.reduce(0) { $0 + $1.speculation.acceptedTokens }
+            usage["speculation"] = [
+                "drafted_tokens": drafted, "accepted_tokens": accepted,
+                "decode_steps": choices.reduce(0) { $0 + $1.speculation.decodeSteps },
+                "speculative_steps": choices.reduce(0) { $0 + $1.speculation.speculativeSteps },
+                "acceptance_rate": drafted > 0 ? Double(accepted) / Double(drafted) : 0,
+            ]
+        }
         if let stream {
             if r.includeUsage {
                 try? stream.sendEvent(jsonText(["id": id, "object": chat ? "chat.completion.chunk" : "text_completion", "created": created,

@@ -31,6 +31,10 @@ public final class ServerMetrics: @unchecked Sendable {
     let draftedTokens: Gauge
     let acceptedTokens: Gauge
     let speculativeSteps: Gauge
+    let acceptedPerStep: ValueHistogram
+    let treeRows: ValueHistogram
+    let plannedGoodput: Gauge
+    let plainGoodput: Gauge
 
     public init() {
         let latencyBuckets: [Duration] = [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
@@ -62,6 +66,27 @@ public final class ServerMetrics: @unchecked Sendable {
         draftedTokens = registry.makeGauge(name: "castserve_speculation_drafted_tokens_total", help: "Draft tokens verified by the target.")
         acceptedTokens = registry.makeGauge(name: "castserve_speculation_accepted_tokens_total", help: "Draft tokens accepted by verification.")
         speculativeSteps = registry.makeGauge(name: "castserve_speculation_steps_total", help: "Engine steps that verified draft trees.")
+        acceptedPerStep = registry.makeValueHistogram(
+            name: "castserve_speculation_accepted_tokens_per_step", buckets: [0, 1, 2, 3, 4, 5, 6, 8, 12, 16],
+            help: "Draft tokens accepted per sequence and speculative step (the target's own token not counted).")
+        treeRows = registry.makeValueHistogram(
+            name: "castserve_speculation_tree_rows_per_step", buckets: [0, 1, 2, 4, 8, 16, 32, 64, 128],
+            help: "Draft-tree rows added to one engine step (all sequences).")
+        plannedGoodput = registry.makeGauge(name: "castserve_planner_goodput_tokens_per_second",
+                                            help: "The CAST planner's predicted committed tokens per second for the last planned step.")
+        plainGoodput = registry.makeGauge(name: "castserve_planner_plain_goodput_tokens_per_second",
+                                          help: "The planner's predicted tokens per second of plain decoding for the same step.")
+    }
+
+    /// Records one engine step (wired to `Engine.onStep` by the executable; engine thread).
+    public func record(step: StepReport) {
+        stepDuration.record(step.duration)
+        if step.treeRows > 0 || !step.acceptedPerSequence.isEmpty { treeRows.record(Double(step.treeRows)) }
+        for a in step.acceptedPerSequence { acceptedPerStep.record(Double(a)) }
+        if let g = step.plannedGoodput, let p = step.plainGoodput {
+            plannedGoodput.set(g)
+            plainGoodput.set(p)
+        }
     }
 
     /// Counts one answered request by route and status.

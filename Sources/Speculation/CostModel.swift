@@ -1,46 +1,99 @@
 import Foundation
 
-/// T(R): the wall time of one target step with R rows, measured on this machine (a table over
-/// R = 1, 2, 4, ... interpolated linearly in between), refreshed online from observed steps by an
-/// exponential moving average of the ratio observed/predicted.
+/// T(R, C): the wall time of one target step with R new rows that together attend to C cached
+/// positions (each row attends to its position + 1), measured on this machine and refreshed
+/// online. The model is W(R) + beta * C: W, the weight-bound part, is a table over
+/// R = 1, 2, 4, ... interpolated linearly in between (extrapolated along the last segment);
+/// beta, the attention cost per attended position, is fitted from steps at two context sizes.
+/// Each table point carries an online correction (exponential moving average of observed /
+/// predicted for the steps nearest it), so the model tracks load from other processes.
 ///
-/// Thread-safety: engine thread only.
-public struct CostModel: Sendable, Codable {
-    /// Measured (rows, milliseconds), sorted by rows.
+/// Thread-safety: a value type; the engine thread owns it.
+public struct CostModel: Sendable, Codable, Equatable {
+    /// Weight-bound time per row count, sorted by rows (milliseconds, attention excluded).
     public private(set) var points: [Point]
-    /// Online correction factor (observed / predicted), starts at 1.
-    public private(set) var scale: Double = 1
+    /// Milliseconds per attended position (summed over a step's rows).
+    public private(set) var msPerPosition: Double
+    /// Online correction per point (observed / predicted), starting at 1.
+    public private(set) var scales: [Double]
 
     public struct Point: Sendable, Codable, Equatable {
         public var rows: Int
         public var ms: Double
     }
 
-    public init(points: [(rows: Int, ms: Double)]) {
-        precondition(!points.isEmpty)
+    /// A model from weight-bound points and the attention slope.
+    public init(points: [(rows: Int, ms: Double)], msPerPosition: Double = 0) {
+        precondition(!points.isEmpty && msPerPosition >= 0)
         self.points = points.map { Point(rows: $0.rows, ms: $0.ms) }.sorted { $0.rows < $1.rows }
+        self.msPerPosition = msPerPosition
+        scales = Array(repeating: 1, count: points.count)
     }
 
-    /// Predicted milliseconds of a step of `rows` rows.
-    public func milliseconds(rows: Int) -> Double {
-        let r = max(rows, 1)
-        if r <= points[0].rows { return points[0].ms * scale }
-        for i in 1..<points.count where r <= points[i].rows {
-            let a = points[i - 1], b = points[i]
-            let t = Double(r - a.rows) / Double(b.rows - a.rows)
-            return (a.ms + t * (b.ms - a.ms)) * scale
+    /// Fits a model from measured steps: `short` at one context size and `long` at a larger one,
+    /// each (rows, attended positions, ms). Beta is the median over the row counts both have of
+    /// the extra time per extra attended position; the points are `short` minus its attention,
+    /// made non-decreasing in rows.
+    public static func fit(short: [(rows: Int, positions: Int, ms: Double)],
+                           long: [(rows: Int, positions: Int, ms: Double)]) -> CostModel {
+        var slopes: [Double] = []
+        for l in long {
+            guard let s = short.first(where: { $0.rows == l.rows }), l.positions > s.positions else { continue }
+            slopes.append(max(0, (l.ms - s.ms) / Double(l.positions - s.positions)))
         }
-        // Beyond the table: extrapolate the last segment's slope.
-        let a = points[points.count - 2 < 0 ? 0 : points.count - 2], b = points[points.count - 1]
-        let slope = b.rows > a.rows ? (b.ms - a.ms) / Double(b.rows - a.rows) : b.ms / Double(b.rows)
-        return (b.ms + slope * Double(r - b.rows)) * scale
+        let beta = slopes.isEmpty ? 0 : slopes.sorted()[slopes.count / 2]
+        // More rows never cost less: a noisy measurement below a smaller row count's is raised to it.
+        var floor = 0.01
+        let points = short.sorted { $0.rows < $1.rows }.map { s -> (rows: Int, ms: Double) in
+            floor = max(floor, s.ms - beta * Double(s.positions))
+            return (s.rows, floor)
+        }
+        return CostModel(points: points, msPerPosition: beta)
     }
 
-    /// Folds in one observed step (EMA with weight `alpha`).
-    public mutating func observe(rows: Int, ms: Double, alpha: Double = 0.05) {
-        let predicted = milliseconds(rows: rows) / scale
+    /// The table segment around `rows`: indices of its two points and the weight of the second.
+    private func segment(_ rows: Int) -> (Int, Int, Double) {
+        let r = max(rows, 1)
+        if points.count == 1 || r <= points[0].rows { return (0, 0, 0) }
+        for i in 1..<points.count where r <= points[i].rows {
+            return (i - 1, i, Double(r - points[i - 1].rows) / Double(points[i].rows - points[i - 1].rows))
+        }
+        let n = points.count
+        return (n - 2, n - 1, Double(r - points[n - 2].rows) / Double(points[n - 1].rows - points[n - 2].rows))
+    }
+
+    private func unscaled(rows: Int, positions: Int) -> Double {
+        let (a, b, t) = segment(rows)
+        return points[a].ms + t * (points[b].ms - points[a].ms) + msPerPosition * Double(max(positions, 0))
+    }
+
+    private func scale(rows: Int) -> Double {
+        let (a, b, t) = segment(rows)
+        let w = min(max(t, 0), 1)
+        return scales[a] + w * (scales[b] - scales[a])
+    }
+
+    /// Predicted milliseconds of a step of `rows` rows attending to `positions` positions in all.
+    public func milliseconds(rows: Int, positions: Int) -> Double {
+        unscaled(rows: rows, positions: positions) * scale(rows: rows)
+    }
+
+    /// Predicted milliseconds of a step of `rows` rows at negligible context.
+    public func milliseconds(rows: Int) -> Double { milliseconds(rows: rows, positions: 0) }
+
+    /// Folds in one observed step: the nearest point's correction moves toward observed /
+    /// predicted (EMA with weight `alpha`).
+    public mutating func observe(rows: Int, positions: Int = 0, ms: Double, alpha: Double = 0.05) {
+        let predicted = unscaled(rows: rows, positions: positions)
         guard predicted > 0, ms > 0 else { return }
-        scale = (1 - alpha) * scale + alpha * (ms / predicted)
+        let (a, b, t) = segment(rows)
+        let i = t < 0.5 ? a : b
+        scales[i] = (1 - alpha) * scales[i] + alpha * (ms / predicted)
+    }
+
+    /// The table after online correction: (rows, weight-bound ms) per point.
+    public var corrected: [(rows: Int, ms: Double)] {
+        zip(points, scales).map { ($0.rows, $0.ms * $1) }
     }
 }
 
@@ -53,11 +106,14 @@ public enum CASTPlanner {
         public var node: Int
         public var score: Float
         public var depth: Int
-        public init(sequence: Int, node: Int, score: Float, depth: Int) {
+        /// Positions the node's row attends to (its position + 1).
+        public var positions: Int
+        public init(sequence: Int, node: Int, score: Float, depth: Int, positions: Int = 0) {
             self.sequence = sequence
             self.node = node
             self.score = score
             self.depth = depth
+            self.positions = positions
         }
     }
 
@@ -66,20 +122,23 @@ public enum CASTPlanner {
     /// - Parameters:
     ///   - baseRows: rows the step has anyway (one root per decoding sequence plus prefill rows).
     ///   - baseTokens: tokens the step commits anyway (one per decoding sequence).
+    ///   - basePositions: positions the base rows attend to in all.
     ///   - maxRows: the step's row limit.
     /// Scans every prefix of the candidates sorted by score (ties: shallower first) and keeps the
     /// best goodput; the empty prefix is plain decoding, so the plan is never predicted worse.
-    public static func plan(candidates: [Candidate], sequences: Int, baseRows: Int, baseTokens: Int, maxRows: Int,
-                            cost: CostModel) -> (perSequence: [Int], goodput: Double, plainGoodput: Double) {
+    public static func plan(candidates: [Candidate], sequences: Int, baseRows: Int, baseTokens: Int, basePositions: Int = 0,
+                            maxRows: Int, cost: CostModel) -> (perSequence: [Int], goodput: Double, plainGoodput: Double) {
         let sorted = candidates.sorted { $0.score != $1.score ? $0.score > $1.score : $0.depth < $1.depth }
-        let plain = Double(baseTokens) / cost.milliseconds(rows: baseRows)
+        let plain = Double(baseTokens) / cost.milliseconds(rows: baseRows, positions: basePositions)
         var best = 0
         var bestGoodput = plain
         var expected = Double(baseTokens)
+        var positions = basePositions
         let limit = min(sorted.count, max(0, maxRows - baseRows))
         for k in 0..<limit {
             expected += Double(sorted[k].score)
-            let goodput = expected / cost.milliseconds(rows: baseRows + k + 1)
+            positions += sorted[k].positions
+            let goodput = expected / cost.milliseconds(rows: baseRows + k + 1, positions: positions)
             if goodput > bestGoodput {
                 bestGoodput = goodput
                 best = k + 1

@@ -11,8 +11,8 @@ public struct DraftTree: Sendable, Equatable {
     public var parents: [Int] = []
     public var depths: [Int] = []
     public var confidences: [Float] = []
-    /// Which of the drafter's sources proposed each node (0: its own; 1: prompt lookup), so each
-    /// source's confidences are calibrated separately.
+    /// Which of the drafter's sources proposed each node (0: its own; 1: prompt lookup; 2: its own
+    /// with more context), so each source's confidences are calibrated separately.
     public var sources: [UInt8] = []
     public var scores: [Float] = []
 

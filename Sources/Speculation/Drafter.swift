@@ -31,11 +31,12 @@ public protocol Drafter: AnyObject {
     /// are raw per-edge estimates in [0, 1].
     func propose(_ inputs: [DraftInput]) throws -> [DraftTree]
     /// The target's next-token logits `[vocabularySize]` at a verified row whose input token was
-    /// `token` (called for every root and accepted node after a step). Default: ignored.
-    func observe(token: Int32, logits: UnsafePointer<Float>, vocabularySize: Int)
+    /// `token`, preceded by `previous` (-1: none) (called for every root and accepted node after
+    /// a step). Default: ignored.
+    func observe(previous: Int32, token: Int32, logits: UnsafePointer<Float>, vocabularySize: Int)
 }
 
 extension Drafter {
     public var usesModel: Bool { false }
-    public func observe(token: Int32, logits: UnsafePointer<Float>, vocabularySize: Int) {}
+    public func observe(previous: Int32, token: Int32, logits: UnsafePointer<Float>, vocabularySize: Int) {}
 }

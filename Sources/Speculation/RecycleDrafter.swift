@@ -1,12 +1,16 @@
 import Foundation
+import Kernels
 
 /// Train-free drafting by token recycling: for every token, the target's own `k` most likely next
 /// tokens the last time it was verified with that token as input (an adjacency table over the
 /// vocabulary, refreshed from every verification's logits), expanded best-first into a tree and
-/// merged with prompt-lookup branches (`NGramDrafter`, source 1).
+/// merged with prompt-lookup branches (`NGramDrafter`, source 1). A second table keyed by the
+/// last two tokens (hashed, `pairSlots` entries) is preferred where it has an entry (source 2):
+/// more context, sharper successors.
 ///
 /// Raw confidence of an adjacency edge: the target's probability of the next token as recorded.
-/// Memory: `vocabularySize * k` entries (about 3 MiB for 49,152 tokens and k = 8).
+/// Memory: `(vocabularySize + pairSlots) * k` entries (about 7 MiB for 49,152 tokens, 65,536
+/// pair slots and k = 8).
 /// Thread-safety: engine thread only.
 public final class RecycleDrafter: Drafter {
     public let name = "recycle"
@@ -18,12 +22,21 @@ public final class RecycleDrafter: Drafter {
     private var next: [Int32]
     private var probability: [Float]
     private var known: [Bool]
-    /// Top-k scratch for `observe`.
+    /// `[pair slot][k]` the same for (previous, token) pairs; `pairKey[slot]` the pair held (-1: none).
+    public let pairSlots: Int
+    private var pairNext: [Int32]
+    private var pairProbability: [Float]
+    private var pairKey: [Int64]
+    /// Top-k scratch for `observe` (`Ops.topK`: two SIMD passes over the logits).
     private var topIDs: [Int32]
     private var topValues: [Float]
 
-    public init(vocabularySize: Int, k: Int = 8, lookup: NGramDrafter = NGramDrafter()) {
-        precondition(vocabularySize > 0 && k >= 1)
+    public init(vocabularySize: Int, k: Int = 8, pairSlots: Int = 1 << 16, lookup: NGramDrafter = NGramDrafter()) {
+        precondition(vocabularySize > 0 && k >= 1 && pairSlots >= 1)
+        self.pairSlots = pairSlots
+        pairNext = [Int32](repeating: 0, count: pairSlots * k)
+        pairProbability = [Float](repeating: 0, count: pairSlots * k)
+        pairKey = [Int64](repeating: -1, count: pairSlots)
         self.vocabularySize = vocabularySize
         self.k = k
         self.lookup = lookup
@@ -42,40 +55,42 @@ public final class RecycleDrafter: Drafter {
         return (0..<k).map { (next[t * k + $0], probability[t * k + $0]) }
     }
 
-    public func observe(token: Int32, logits: UnsafePointer<Float>, vocabularySize count: Int) {
+    static func pair(_ previous: Int32, _ token: Int32) -> Int64 { Int64(previous) << 32 | Int64(UInt32(bitPattern: token)) }
+
+    func pairSlot(_ key: Int64) -> Int {
+        Int(truncatingIfNeeded: (UInt64(bitPattern: key) &* 0x9E37_79B9_7F4A_7C15) >> 40) % pairSlots
+    }
+
+    /// The recorded next tokens after the pair (`previous`, `token`), most likely first (empty
+    /// until observed, or when another pair took its slot since).
+    public func successors(after previous: Int32, _ token: Int32) -> [(id: Int32, probability: Float)] {
+        let key = Self.pair(previous, token)
+        let slot = pairSlot(key)
+        guard previous >= 0, pairKey[slot] == key else { return [] }
+        return (0..<k).map { (pairNext[slot * k + $0], pairProbability[slot * k + $0]) }
+    }
+
+    public func observe(previous: Int32, token: Int32, logits: UnsafePointer<Float>, vocabularySize count: Int) {
         let t = Int(token)
-        guard t >= 0 && t < vocabularySize && count <= vocabularySize else { return }
-        // Top-k by a running threshold (one compare per logit for almost all of them).
-        var filled = 0
-        var threshold = -Float.infinity
-        topIDs.withUnsafeMutableBufferPointer { ids in
+        guard t >= 0 && t < vocabularySize && count <= vocabularySize && count >= k else { return }
+        let logSumExp = topIDs.withUnsafeMutableBufferPointer { ids in
             topValues.withUnsafeMutableBufferPointer { values in
-                for i in 0..<count {
-                    let v = logits[i]
-                    guard filled < k || v > threshold else { continue }
-                    var at = min(filled, k - 1)
-                    while at > 0 && values[at - 1] < v {
-                        if at < k { values[at] = values[at - 1]; ids[at] = ids[at - 1] }
-                        at -= 1
-                    }
-                    values[at] = v
-                    ids[at] = Int32(i)
-                    if filled < k { filled += 1 }
-                    threshold = values[filled - 1]
-                }
+                Ops.topK(logits, count: count, k: k, ids: ids.baseAddress!, values: values.baseAddress!)
             }
         }
-        guard filled == k else { return }
-        // Softmax denominator over the logits that matter (within 16 nats of the best).
-        let top = topValues[0]
-        let floor = top - 16
-        var sum: Float = 0
-        for i in 0..<count where logits[i] > floor { sum += expf(logits[i] - top) }
         for j in 0..<k {
             next[t * k + j] = topIDs[j]
-            probability[t * k + j] = expf(topValues[j] - top) / sum
+            probability[t * k + j] = expf(topValues[j] - logSumExp)
         }
         known[t] = true
+        guard previous >= 0 else { return }
+        let key = Self.pair(previous, token)
+        let slot = pairSlot(key)
+        pairKey[slot] = key
+        for j in 0..<k {
+            pairNext[slot * k + j] = topIDs[j]
+            pairProbability[slot * k + j] = probability[t * k + j]
+        }
     }
 
     public func propose(_ inputs: [DraftInput]) -> [DraftTree] {
@@ -87,17 +102,28 @@ public final class RecycleDrafter: Drafter {
         guard let root = input.history.last, input.maxNodes > 0, input.maxDepth > 0 else { return tree }
         lookup.extend(&tree, history: input.history, maxNodes: input.maxNodes, maxDepth: input.maxDepth, source: 1)
         // Best-first expansion: candidate edges (path score, parent, token, probability).
-        var frontier: [(score: Float, parent: Int, token: Int32, probability: Float)] = []
+        var frontier: [(score: Float, parent: Int, token: Int32, probability: Float, source: UInt8)] = []
         func offer(below parent: Int) {
             let depth = parent < 0 ? 0 : tree.depths[parent]
             guard depth < input.maxDepth else { return }
             let token = parent < 0 ? root : tree.tokens[parent]
+            let previous: Int32 = parent < 0 ? (input.history.count >= 2 ? input.history[input.history.count - 2] : -1)
+                : (tree.parents[parent] < 0 ? root : tree.tokens[tree.parents[parent]])
             let base: Float = parent < 0 ? 1 : tree.scores[parent]
+            let key = Self.pair(previous, token)
+            let slot = pairSlot(key)
+            if previous >= 0 && pairKey[slot] == key {
+                for j in 0..<k where tree.child(of: parent, token: pairNext[slot * k + j]) == nil {
+                    let p = pairProbability[slot * k + j]
+                    frontier.append((base * p, parent, pairNext[slot * k + j], p, 2))
+                }
+                return
+            }
             let t = Int(token)
             guard t >= 0 && t < vocabularySize && known[t] else { return }
             for j in 0..<k where tree.child(of: parent, token: next[t * k + j]) == nil {
                 let p = probability[t * k + j]
-                frontier.append((base * p, parent, next[t * k + j], p))
+                frontier.append((base * p, parent, next[t * k + j], p, 0))
             }
         }
         offer(below: -1)
@@ -107,7 +133,7 @@ public final class RecycleDrafter: Drafter {
             for i in 1..<frontier.count where frontier[i].score > frontier[best].score { best = i }
             let edge = frontier.remove(at: best)
             guard tree.child(of: edge.parent, token: edge.token) == nil else { continue }
-            let node = tree.add(token: edge.token, parent: edge.parent, confidence: edge.probability)
+            let node = tree.add(token: edge.token, parent: edge.parent, confidence: edge.probability, source: edge.source)
             offer(below: node)
         }
         return tree

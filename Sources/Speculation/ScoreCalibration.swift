@@ -10,7 +10,7 @@ public struct ScoreCalibration: Sendable {
     public let maxDepth: Int
     public let priorWeight: Float
     /// Node sources told apart (`DraftTree.sources`).
-    public static let sources = 2
+    public static let sources = 3
     /// `[source * (maxDepth + 1) + depth][bucket]` nodes observed and accepted (depth index
     /// 1...maxDepth; deeper nodes share the last).
     public private(set) var observed: [[Int]]

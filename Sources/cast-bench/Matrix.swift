@@ -3,6 +3,7 @@ import Engine
 import Foundation
 import GGUF
 import Model
+import Speculation
 
 /// One cell of the speculation matrix: a strategy at a concurrency.
 struct MatrixCell: Codable {
@@ -14,9 +15,12 @@ struct MatrixCell: Codable {
     var stepMs: Double
     var completionTokens: Int
     var categories: [String: Double]
+    /// Tokens committed per decode step of a request, per category.
+    var categoryTokensPerStep: [String: Double]
 
     enum CodingKeys: String, CodingKey {
         case strategy, batch, categories
+        case categoryTokensPerStep = "category_tokens_per_step"
         case tokS = "tok_s"
         case acceptedPerStep = "accepted_per_step"
         case treeRows = "tree_rows"
@@ -48,6 +52,9 @@ extension CastBench {
         @Option(help: "Strategies, comma-separated (plain, chain4, tree, cast_b1, cast).")
         var strategies = "plain,chain4,tree,cast_b1,cast"
 
+        @Option(help: "Draft source: ngram, recycle or skip.")
+        var drafter = "recycle"
+
         @Option(help: "Use at most N prompts per category.")
         var perCategory: Int?
 
@@ -64,6 +71,9 @@ extension CastBench {
             for n in names where n != "plain" && DraftStrategy(rawValue: n) == nil {
                 throw ValidationError("unknown strategy '\(n)'; choose from plain, chain4, tree, cast_b1, cast")
             }
+            guard let drafterKind = DrafterKind(rawValue: drafter) else {
+                throw ValidationError("unknown drafter '\(drafter)'; choose from \(DrafterKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
             let file = try GGUFFile(path: common.model)
             let model = try Transformer(file: file, threads: common.threads, maxStepRows: 512, maxLogitRows: 256, maxContext: 2048)
             let formatter = try PromptFormatter(file: file)
@@ -74,12 +84,22 @@ extension CastBench {
             }
             let tokens = try prompts.map { try formatter.tokens(for: $0) }
             var cells: [MatrixCell] = []
+            // One step-cost model for every cell (measured by the first speculative engine).
+            var cost: CostModel?
             for batch in levels {
                 for name in names {
                     let strategy = DraftStrategy(rawValue: name) ?? .cast
-                    let engine = Engine(model: model, configuration: EngineConfiguration(
+                    var config = EngineConfiguration(
                         slots: max(batch, 1), contextLength: 2048, maxWaiting: prompts.count, prefillChunk: 256,
-                        speculation: name != "plain", strategy: strategy))
+                        speculation: name != "plain", strategy: strategy)
+                    config.drafter = drafterKind
+                    config.costModel = cost
+                    let engine = Engine(model: model, configuration: config)
+                    if cost == nil, let measured = engine.snapshot.costModel {
+                        cost = measured
+                        log("step-cost model: " + measured.corrected.map { String(format: "T(%d)=%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+                            + String(format: " ms + %.5f ms/position", measured.msPerPosition))
+                    }
                     let cell = try measure(engine, name: name, batch: batch, prompts: prompts, tokens: tokens, stopTokens: formatter.stopTokens)
                     engine.shutdown()
                     log(String(format: "%-8@ B=%2d  %7.1f tok/s  %.2f tokens/step  %.2f draft rows/step  %.2f ms/step",
@@ -108,6 +128,7 @@ extension CastBench {
                 let lock = NSLock()
                 var completion = 0
                 var byCategory: [String: (tokens: Int, seconds: Double)] = [:]
+                var stepsByCategory: [String: Int] = [:]
             }
             let tally = Tally()
             let before = engine.snapshot
@@ -119,10 +140,11 @@ extension CastBench {
                 let category = p.category
                 try engine.submit(GenerationRequest(promptTokens: tokens[i], maxTokens: p.maxTokens, sampling: .greedy, stopTokens: stopTokens)) { event in
                     switch event {
-                    case .finished(_, _, let completion):
+                    case .finished(_, _, let completion, let usage):
                         let seconds = (clock.now - submitted).seconds
                         tally.lock.lock()
                         tally.completion += completion
+                        tally.stepsByCategory[category, default: 0] += usage.decodeSteps + 1
                         let old = tally.byCategory[category] ?? (0, 0)
                         tally.byCategory[category] = (old.tokens + completion, old.seconds + seconds)
                         tally.lock.unlock()
@@ -147,7 +169,10 @@ extension CastBench {
                 treeRows: Double(after.draftedTokens - before.draftedTokens) / Double(roots),
                 stepMs: (after.stepSecondsTotal - before.stepSecondsTotal) * 1000 / Double(steps),
                 completionTokens: tally.completion,
-                categories: tally.byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 })
+                categories: tally.byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
+                categoryTokensPerStep: tally.byCategory.reduce(into: [:]) { out, entry in
+                    out[entry.key] = Double(entry.value.tokens) / Double(max(tally.stepsByCategory[entry.key] ?? 1, 1))
+                })
         }
     }
 }
@@ -165,6 +190,11 @@ enum MatrixChart {
                 "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
         for c in r.cells where c.batch == 1 {
             out.append("| \(c.strategy) | " + categories.map { String(format: "%.1f", c.categories[$0] ?? 0) }.joined(separator: " | ") + " |")
+        }
+        out += ["", "Per category (tokens committed per decode step, B = 1):", "", "| strategy | " + categories.joined(separator: " | ") + " |",
+                "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
+        for c in r.cells where c.batch == 1 {
+            out.append("| \(c.strategy) | " + categories.map { String(format: "%.2f", c.categoryTokensPerStep[$0] ?? 0) }.joined(separator: " | ") + " |")
         }
         return out.joined(separator: "\n")
     }

@@ -7,6 +7,7 @@ import HTTP
 import Logging
 import Model
 import OpenAI
+import Speculation
 
 extension CastServe {
     /// Serves the OpenAI-compatible API. Listens first (GET /health answers 503 while the model
@@ -38,8 +39,20 @@ extension CastServe {
         @Option(help: "Speculative decoding with CAST-planned draft trees: on or off (overrides \"speculation\").")
         var speculation: String?
 
+        @Option(help: "Draft source for speculation: ngram, recycle or skip (overrides \"drafter\").")
+        var drafter: String?
+
+        @Flag(help: "Measure the step-cost model again instead of reusing the cached one.")
+        var recalibrate = false
+
         @Option(help: "Sequences decoded together (overrides \"slots\").")
         var slots: Int?
+
+        @Option(help: "PEM certificate (chain) file: serve HTTPS (overrides \"tls_cert\"; needs --tls-key).")
+        var tlsCert: String?
+
+        @Option(help: "PEM private key of --tls-cert (overrides \"tls_key\").")
+        var tlsKey: String?
 
         func run() throws {
             var settings = try ServerConfig.load(path: config ?? "config.json", required: config != nil)
@@ -57,10 +70,17 @@ extension CastServe {
                 settings.slots = slots
             }
             let slots = settings.slots
+            if let tlsCert { settings.tlsCert = tlsCert }
+            if let tlsKey { settings.tlsKey = tlsKey }
+            let tls = try settings.tlsFiles().map {
+                TLSConfiguration(certificatePath: $0.certificate, privateKeyPath: $0.key,
+                                 handshakeTimeout: .milliseconds(Int(settings.tlsHandshakeTimeoutSeconds * 1000)))
+            }
             if let speculation {
                 guard ["on", "off"].contains(speculation) else { throw ValidationError("--speculation takes on or off") }
                 settings.speculation = speculation == "on"
             }
+            if let drafter { try settings.set("drafter", drafter, source: "--drafter") }
 
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)
@@ -74,11 +94,25 @@ extension CastServe {
             let httpConfig = HTTPServerConfiguration(
                 host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,
                 maxBodyBytes: settings.maxBodyBytes, headerReadTimeout: .milliseconds(Int(settings.headerTimeoutSeconds * 1000)),
-                idleKeepAliveTimeout: .milliseconds(Int(settings.idleTimeoutSeconds * 1000)), corsAllowedOrigin: settings.corsAllowedOrigin)
+                idleKeepAliveTimeout: .milliseconds(Int(settings.idleTimeoutSeconds * 1000)), corsAllowedOrigin: settings.corsAllowedOrigin,
+                tls: tls, compressionThresholdBytes: settings.gzipMinBytes)
+            let descriptors = FileDescriptorLimit.raiseToHardLimit()
+            let needed = FileDescriptorLimit.needed(connections: settings.maxConnections)
+            if let failure = descriptors.failure {
+                note("open-file limit stays at \(descriptors.soft) (hard \(descriptors.hard)): raising it failed: \(failure)")
+            } else if descriptors.soft != descriptors.previousSoft {
+                note("open-file limit raised from \(descriptors.previousSoft) to \(descriptors.soft)")
+            } else {
+                note("open-file limit: \(descriptors.soft)")
+            }
+            if descriptors.soft < needed {
+                note("warning: the open-file limit \(descriptors.soft) is below the \(needed) that max_connections = \(settings.maxConnections) "
+                     + "can need (3 per busy connection); raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections")
+            }
             let server = HTTPServer(configuration: httpConfig, handler: service)
             try server.start()
             // The bound address on stdout: scripts and tests read it (port 0 picks a free port).
-            print("listening on http://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(server.port)")
+            print("listening on \(tls == nil ? "http" : "https")://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(server.port)")
             fflush(stdout)
 
             let drain = DispatchSemaphore(value: 0)
@@ -103,12 +137,19 @@ extension CastServe {
                 let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
                 let blockSize = 16
                 let kvBlocks = settings.kvCacheTokens > 0 ? max((settings.kvCacheTokens + blockSize - 1) / blockSize, (contextLength + blockSize - 1) / blockSize) : nil
-                let e = Engine(model: transformer, configuration: EngineConfiguration(
+                var engineConfig = EngineConfiguration(
                     slots: slots, contextLength: contextLength, maxWaiting: settings.maxWaitingRequests,
                     prefillChunk: max(1, settings.maxStepRows - slots), kvBlocks: kvBlocks, blockSize: blockSize,
-                    speculation: settings.speculation))
-                let stepHistogram = service.metrics.stepDuration
-                e.onStep = { duration, _ in stepHistogram.record(duration) }
+                    speculation: settings.speculation)
+                engineConfig.drafter = DrafterKind(rawValue: settings.drafter) ?? .recycle
+                engineConfig.maxDraftNodes = settings.maxDraftNodes
+                engineConfig.maxDraftDepth = settings.maxDraftDepth
+                if settings.speculation {
+                    try prepareCostModel(&engineConfig, settings: settings, recalibrate: recalibrate)
+                }
+                let e = Engine(model: transformer, configuration: engineConfig)
+                let metrics = service.metrics
+                e.onStep = { metrics.record(step: $0) }
                 engine = e
                 let modelID = ((settings.model as NSString).lastPathComponent as NSString).deletingPathExtension
                 service.setReady(Backend(engine: e, formatter: formatter, modelID: modelID, contextLength: contextLength))
@@ -128,6 +169,41 @@ extension CastServe {
             engine?.shutdown()
             note("stopped")
             _ = signalSources
+        }
+    }
+}
+
+extension CastServe.Serve {
+    /// Loads the step-cost model from the on-disk cache (unless `recalibrate`), or arranges for
+    /// the engine to measure it at start-up with progress on stderr and to cache the result.
+    func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, recalibrate: Bool) throws {
+        let directory = settings.costCacheDir ?? CostModelCache.defaultDirectory
+        let key: CostModelCache.Key?
+        if directory.isEmpty {
+            key = nil
+        } else {
+            key = try? CostModelCache.Key(
+                modelPath: settings.model, threads: settings.effectiveThreads,
+                variant: "slots=\(config.slots) rows=\(settings.maxStepRows) context=\(config.contextLength)")
+        }
+        let cache = CostModelCache(directory: directory)
+        if let key, !recalibrate, let known = cache.load(key) {
+            config.costModel = known
+            note("step-cost model from \(directory)/\(key.fileName) (--recalibrate measures a new one)")
+            return
+        }
+        note("measuring the step-cost model (a few seconds)")
+        config.calibrationProgress = { done, total in note("  step-cost model: \(done)/\(total) row counts measured") }
+        config.onCalibrated = { model in
+            let summary = model.corrected.map { String(format: "T(%d)=%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+            note(String(format: "step-cost model: %@ ms + %.5f ms per attended position", summary, model.msPerPosition))
+            guard let key else { return }
+            do {
+                let path = try cache.save(model, for: key)
+                note("step-cost model cached at \(path)")
+            } catch {
+                note("warning: could not cache the step-cost model in \(directory) (\(error)); it will be measured again at the next start. Set \"cost_cache_dir\" to a writable directory")
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ struct ServerConfig: Equatable {
     var host = "127.0.0.1"
     var port = 8080
     var apiKeys: [String] = []
-    var maxConnections = 256
+    var maxConnections = 2048
     var maxHeaderBytes = 65536
     var maxBodyBytes = 8 * 1024 * 1024
     var headerTimeoutSeconds = 10.0
@@ -25,6 +25,15 @@ struct ServerConfig: Equatable {
     var slots = 8
     var kvCacheTokens = 0
     var speculation = false
+    var drafter = "recycle"
+    var maxDraftNodes = 16
+    var maxDraftDepth = 8
+    /// Where measured step-cost tables are cached; "" disables the cache.
+    var costCacheDir: String?
+    var tlsCert: String?
+    var tlsKey: String?
+    var tlsHandshakeTimeoutSeconds = 10.0
+    var gzipMinBytes: Int? = 1024
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
@@ -61,11 +70,23 @@ struct ServerConfig: Equatable {
         return config
     }
 
+    /// The TLS files when both are set, nil when neither is; one without the other is a mistake.
+    func tlsFiles() throws -> (certificate: String, key: String)? {
+        switch (tlsCert, tlsKey) {
+        case (nil, nil): return nil
+        case (let cert?, let key?): return (cert, key)
+        case (nil, _): throw ConfigError.tlsIncomplete(given: "tls_key", missing: "tls_cert")
+        case (_, nil): throw ConfigError.tlsIncomplete(given: "tls_cert", missing: "tls_key")
+        }
+    }
+
     /// Every key config.json accepts.
     static let knownKeys = ["model", "model_aliases", "threads", "context_length", "max_step_rows", "chat_template", "host", "port",
                             "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
-                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation"]
+                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "max_draft_nodes",
+                            "max_draft_depth", "cost_cache_dir", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
+                            "gzip_min_bytes"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -117,6 +138,10 @@ struct ServerConfig: Equatable {
         case "default_max_tokens": defaultMaxTokens = try int(1...1_048_576)
         case "slots": slots = try int(1...256)
         case "kv_cache_tokens": kvCacheTokens = try int(0...100_000_000)
+        case "tls_cert": tlsCert = try optionalString()
+        case "tls_key": tlsKey = try optionalString()
+        case "tls_handshake_timeout_seconds": tlsHandshakeTimeoutSeconds = try seconds()
+        case "gzip_min_bytes": gzipMinBytes = value is NSNull ? nil : try int(0...1024 * 1024 * 1024)
         case "speculation":
             if let b = value as? String, ["on", "off", "true", "false"].contains(b) {
                 speculation = b == "on" || b == "true"
@@ -125,6 +150,15 @@ struct ServerConfig: Equatable {
             } else {
                 throw ConfigError.wrongType(key: key, expected: "true or false (\"on\" or \"off\")", source: source)
             }
+        case "drafter":
+            let name = try string()
+            guard ["ngram", "recycle", "skip"].contains(name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: "ngram, recycle or skip", source: source)
+            }
+            drafter = name
+        case "max_draft_nodes": maxDraftNodes = try int(1...256)
+        case "max_draft_depth": maxDraftDepth = try int(1...64)
+        case "cost_cache_dir": costCacheDir = try optionalString()
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)
@@ -139,6 +173,7 @@ enum ConfigError: Error, CustomStringConvertible, Equatable {
     case unknownKey(key: String, suggestion: String?, source: String)
     case wrongType(key: String, expected: String, source: String)
     case outOfRange(key: String, value: String, allowed: String, source: String)
+    case tlsIncomplete(given: String, missing: String)
 
     var description: String {
         switch self {
@@ -153,6 +188,9 @@ enum ConfigError: Error, CustomStringConvertible, Equatable {
             return "configuration key '\(key)' in \(source) must be \(expected)"
         case .outOfRange(let key, let value, let allowed, let source):
             return "configuration key '\(key)' in \(source) is \(value); allowed: \(allowed)"
+        case .tlsIncomplete(let given, let missing):
+            return "\(given) is set but \(missing) is not; HTTPS needs both a certificate (tls_cert, --tls-cert) and its private key "
+                + "(tls_key, --tls-key); set both, or neither for plain HTTP"
         }
     }
 }

@@ -26,7 +26,7 @@ import Engine
             lock.lock()
             switch event {
             case .token(let t): tokens.append(t.id)
-            case .finished(let reason, _, _): finish = reason
+            case .finished(let reason, _, _, _): finish = reason
             case .failed(let e): error = e
             case .started: break
             }
@@ -212,13 +212,15 @@ extension EngineTests {
         return out
     }
 
-    @Test func speculationNeverChangesGreedyOutput() throws {
+    @Test(arguments: DrafterKind.allCases)
+    func speculationNeverChangesGreedyOutput(drafter: DrafterKind) throws {
         let model = try Self.model.get()
         let prompts = try Self.benchPrompts(limit: 2)
         #expect(prompts.count == 14)
         func outputs(speculation: Bool, together: Bool) throws -> ([[Int32]], EngineSnapshot) {
-            let engine = Engine(model: model, configuration: EngineConfiguration(slots: 8, contextLength: 512, maxWaiting: 16,
-                                                                                 speculation: speculation))
+            var config = EngineConfiguration(slots: 8, contextLength: 512, maxWaiting: 16, speculation: speculation)
+            config.drafter = drafter
+            let engine = Engine(model: model, configuration: config)
             defer { engine.shutdown() }
             var results: [[Int32]] = []
             if together {
@@ -244,6 +246,42 @@ extension EngineTests {
         // Not vacuous: drafts were verified and some accepted.
         #expect(aloneStats.draftedTokens > 0 && aloneStats.acceptedTokens > 0)
         #expect(batchedStats.draftedTokens > 0)
-        print("speculation: alone \(aloneStats.acceptedTokens)/\(aloneStats.draftedTokens) drafted tokens accepted over \(aloneStats.speculativeSteps) steps; 8 at a time \(batchedStats.acceptedTokens)/\(batchedStats.draftedTokens)")
+        #expect(aloneStats.costModel != nil && aloneStats.costMeasured)
+        print("speculation (\(drafter)): alone \(aloneStats.acceptedTokens)/\(aloneStats.draftedTokens) drafted tokens accepted over \(aloneStats.speculativeSteps) steps; 8 at a time \(batchedStats.acceptedTokens)/\(batchedStats.draftedTokens)")
+    }
+}
+
+/// Sampled requests speculate too (lossless recursive rejection, see TreeVerifierTests for the
+/// distribution test): they complete with valid tokens and accept drafts on repetitive text.
+extension EngineTests {
+    @Test func sampledRequestsSpeculateAndReportTheirOwnUsage() throws {
+        let model = try Self.model.get()
+        var config = EngineConfiguration(slots: 2, contextLength: 512, speculation: true)
+        config.drafter = .recycle
+        let engine = Engine(model: model, configuration: config)
+        defer { engine.shutdown() }
+        let formatter = try PromptFormatter(file: GGUFFile(path: Self.modelPath))
+        let text = String(repeating: "one two three four five six seven eight nine ten. ", count: 4)
+        let prompt = try formatter.chatTokens([ChatMessage(role: "user", content: "Repeat exactly: " + text)])
+        final class Usage: @unchecked Sendable { var value: SpeculationUsage?; var tokens: [Int32] = []; let done = DispatchSemaphore(value: 0) }
+        let usage = Usage()
+        let request = GenerationRequest(promptTokens: prompt, maxTokens: 48,
+                                        sampling: SamplingParameters(temperature: 0.3, seed: 11), stopTokens: [2])
+        try engine.submit(request) { event in
+            switch event {
+            case .token(let t): usage.tokens.append(t.id)
+            case .finished(_, _, _, let s): usage.value = s; usage.done.signal()
+            case .failed: usage.done.signal()
+            default: break
+            }
+        }
+        #expect(usage.done.wait(timeout: .now() + 120) == .success)
+        let u = try #require(usage.value)
+        #expect(!usage.tokens.isEmpty && usage.tokens.allSatisfy { $0 >= 0 && Int($0) < model.config.vocabularySize })
+        #expect(u.draftedTokens > 0 && u.acceptedTokens > 0, "\(u) \(usage.tokens)")
+        // The prefill yields the first token; each decode step yields one plus its accepted drafts
+        // (fewer when the request ends inside an accepted path).
+        #expect(usage.tokens.count <= 1 + u.decodeSteps + u.acceptedTokens && usage.tokens.count >= 1 + u.decodeSteps, "\(u) \(usage.tokens.count)")
+        print("sampled speculation: \(u), \(usage.tokens.count) tokens")
     }
 }

@@ -164,6 +164,8 @@ import Glibc
                 refused = status == .badRequest && reason.contains("Host : t")
             case .connectionRejected(let max):
                 rejected = max == 1
+            case .tlsHandshakeFailed:
+                break
             }
         }
         #expect(finished && refused && rejected)

@@ -67,6 +67,24 @@ private let lengths = [1, 3, 15, 16, 17, 31, 33, 127, 129, 1000]
         #expect(bits(inPlace) == bits(y1))
     }
 
+    /// Top-k and log-sum-exp against a sort and a float64 sum; ties take the lower id first.
+    @Test(arguments: [1, 7, 16, 33, 1000, 49152])
+    func topKMatchesASort(count: Int) {
+        var rng = SeededRandom(seed: 900 + UInt64(count))
+        var x = rng.floats(count, scale: 8)
+        if count > 40 { x[37] = x[5] }  // a tie
+        let k = min(8, count)
+        var ids = [Int32](repeating: -1, count: k)
+        var values = [Float](repeating: 0, count: k)
+        let lse = Ops.topK(x, count: count, k: k, ids: &ids, values: &values)
+        let expected = x.indices.sorted { x[$0] != x[$1] ? x[$0] > x[$1] : $0 < $1 }.prefix(k)
+        #expect(ids.map(Int.init) == Array(expected))
+        #expect(values == expected.map { x[$0] })
+        let m = Double(x.max()!)
+        let reference = m + log(x.reduce(0.0) { $0 + exp(Double($1) - m) })
+        #expect(abs(Double(lse) - reference) < 1e-4 * max(1, abs(reference)))
+    }
+
     @Test(arguments: lengths)
     func softmaxMatchesReference(count: Int) {
         var rng = SeededRandom(seed: 300 + UInt64(count))

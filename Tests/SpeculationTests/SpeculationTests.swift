@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Speculation
 
@@ -62,8 +63,8 @@ import Speculation
     @Test func recordsTheTargetsTopSuccessorsAndExpandsThemBestFirst() {
         let d = RecycleDrafter(vocabularySize: 32, k: 2)
         #expect(d.successors(of: 3).isEmpty)
-        logits([7, 8, 9]).withUnsafeBufferPointer { d.observe(token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
-        logits([11, 12]).withUnsafeBufferPointer { d.observe(token: 7, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([7, 8, 9]).withUnsafeBufferPointer { d.observe(previous: -1, token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([11, 12]).withUnsafeBufferPointer { d.observe(previous: -1, token: 7, logits: $0.baseAddress!, vocabularySize: 32) }
         let s = d.successors(of: 3)
         #expect(s.map(\.id) == [7, 8])
         #expect(s[0].probability > s[1].probability && s[0].probability < 1)
@@ -75,6 +76,19 @@ import Speculation
         #expect(tree.sources.allSatisfy { $0 == 0 })
         let shallow = d.propose([DraftInput(slot: 0, history: [1, 2, 3], maxNodes: 8, maxDepth: 1)])[0]
         #expect(Set(shallow.tokens) == [7, 8])
+    }
+
+    @Test func prefersSuccessorsOfTheLastTwoTokensWhereKnown() {
+        let d = RecycleDrafter(vocabularySize: 32, k: 2)
+        logits([7, 8]).withUnsafeBufferPointer { d.observe(previous: -1, token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        logits([20, 21]).withUnsafeBufferPointer { d.observe(previous: 5, token: 3, logits: $0.baseAddress!, vocabularySize: 32) }
+        #expect(d.successors(after: 5, 3).map(\.id) == [20, 21])
+        #expect(d.successors(after: 6, 3).isEmpty)
+        let after5 = d.propose([DraftInput(slot: 0, history: [1, 5, 3], maxNodes: 2, maxDepth: 1)])[0]
+        #expect(Set(after5.tokens) == [20, 21] && after5.sources == [2, 2])
+        let after6 = d.propose([DraftInput(slot: 0, history: [1, 6, 3], maxNodes: 2, maxDepth: 1)])[0]
+        #expect(Set(after6.tokens) == [20, 21])  // the single-token table was refreshed by the last observation
+        #expect(after6.sources == [0, 0])
     }
 
     @Test func mergesPromptLookupBranchesAsASecondSource() {
@@ -148,5 +162,51 @@ import Speculation
         #expect(m.milliseconds(rows: 8) == 18)
         for _ in 0..<200 { m.observe(rows: 4, ms: 20) }
         #expect(abs(m.milliseconds(rows: 4) - 20) < 0.5)
+        // Only the entry used learns: one row is still about as measured.
+        #expect(abs(m.milliseconds(rows: 1) - 4) < 0.01)
+    }
+
+    @Test func fitSeparatesWeightTimeFromAttention() {
+        // A synthetic device: W(R) = 4 + R / 2 ms, 0.001 ms per attended position.
+        func t(_ r: Int, _ positions: Int) -> Double { 4 + Double(r) / 2 + 0.001 * Double(positions) }
+        let short = [1, 2, 4, 8, 16].map { (rows: $0, positions: $0 * 65, ms: t($0, $0 * 65)) }
+        let long = [1, 4, 16].map { (rows: $0, positions: $0 * 1025, ms: t($0, $0 * 1025)) }
+        let m = CostModel.fit(short: short, long: long)
+        #expect(abs(m.msPerPosition - 0.001) < 1e-9)
+        #expect(abs(m.milliseconds(rows: 8, positions: 8 * 2000) - t(8, 8 * 2000)) < 1e-6)
+        #expect(abs(m.milliseconds(rows: 3, positions: 0) - 5.5) < 1e-6)
+        // Round trip through JSON (the on-disk cache's format).
+        let decoded = try? JSONDecoder().decode(CostModel.self, from: JSONEncoder().encode(m))
+        #expect(decoded == m)
+    }
+
+    @Test func longContextsMakeNodesCostlierAndTreesSmaller() {
+        let m = CostModel(points: [(1, 5), (2, 5.2), (4, 5.6), (8, 8), (16, 13), (32, 25)], msPerPosition: 0.002)
+        func plan(context: Int) -> Int {
+            let c = (0..<8).map { CASTPlanner.Candidate(sequence: 0, node: $0, score: 0.5 - Float($0) * 0.05, depth: $0 + 1, positions: context + $0 + 1) }
+            return CASTPlanner.plan(candidates: c, sequences: 1, baseRows: 1, baseTokens: 1, basePositions: context, maxRows: 64, cost: m).perSequence[0]
+        }
+        #expect(plan(context: 64) > plan(context: 4000))
+    }
+
+    @Test func costModelCacheStoresPerKeyAndMissesOnAnotherKey() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("castserve-cost-\(UInt64.random(in: 0...UInt64.max))").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let modelFile = dir + "-model.bin"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try Data((0..<1000).map { UInt8($0 % 251) }).write(to: URL(fileURLWithPath: modelFile))
+        defer { try? FileManager.default.removeItem(atPath: modelFile) }
+        let cache = CostModelCache(directory: dir + "/nested")
+        let key = try CostModelCache.Key(modelPath: modelFile, threads: 2, variant: "slots=8")
+        #expect(cache.load(key) == nil)
+        let m = CostModel(points: [(1, 4), (8, 6)], msPerPosition: 0.0005)
+        try cache.save(m, for: key)
+        #expect(cache.load(key) == m)
+        #expect(cache.load(try CostModelCache.Key(modelPath: modelFile, threads: 1, variant: "slots=8")) == nil)
+        #expect(cache.load(try CostModelCache.Key(modelPath: modelFile, threads: 2, variant: "slots=4")) == nil)
+        // A different model file (one byte changed) is another key.
+        try Data((0..<1000).map { UInt8(($0 + 1) % 251) }).write(to: URL(fileURLWithPath: modelFile))
+        #expect(cache.load(try CostModelCache.Key(modelPath: modelFile, threads: 2, variant: "slots=8")) == nil)
+        #expect(throws: (any Error).self) { try CostModelCache.Key(modelPath: dir + "/missing.gguf", threads: 2, variant: "") }
     }
 }

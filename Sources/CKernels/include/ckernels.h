@@ -95,6 +95,9 @@ float ck_dot_reference(const float *a, const float *b, int64_t n);
 void ck_axpy(float alpha, const float *x, float *y, int64_t n);
 void ck_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y);
 void ck_softmax(float *x, int64_t n);
+/// The `k` largest of x[0..n) in descending order into ids/vals (ties: the lower index first;
+/// k <= n), and returns log(sum(exp(x))), for turning them into probabilities.
+float ck_logits_summary(const float *x, int64_t n, int k, int32_t *ids, float *vals);
 void ck_silu_mul(float *g, const float *u, int64_t n);
 /// ggml "normal" RoPE over heads x head_dim, in place.
 void ck_rope(float *x, int64_t heads, int64_t head_dim, int64_t pos, float theta);
