@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "SpeculationTests", dependencies: ["Speculation"]),
+        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -13,6 +13,8 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case invalidToken(Int32, vocabularySize: Int)
     case invalidParent(row: Int, parent: Int)
     case outOfCacheBlocks(slot: Int, needed: Int, available: Int)
+    case invalidLayerCount(requested: Int, available: Int)
+    case invalidLayerList([Int], available: Int)
 
     public var description: String {
         switch self {
@@ -38,6 +40,10 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "token id \(token) is outside the vocabulary (0..<\(vocab))"
         case .outOfCacheBlocks(let slot, let needed, let available):
             return "sequence slot \(slot) needs \(needed) KV-cache blocks but only \(available) are free; raise the KV budget or run fewer sequences"
+        case .invalidLayerCount(let requested, let available):
+            return "an early-exit forward of \(requested) layers is invalid; the model has \(available) layers: use 1...\(available)"
+        case .invalidLayerList(let list, let available):
+            return "layer list \(list) is invalid; list distinct layers of 0..<\(available) in increasing order"
         case .invalidParent(let row, let parent):
             return "row \(row) names parent row \(parent), which is not an earlier row of the same sequence"
         }

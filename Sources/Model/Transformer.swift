@@ -35,6 +35,8 @@ public final class Transformer {
     let outputHead: LinearWeights
     let outputNorm: [Float]
     let layers: [Layer]
+    /// `0..<layerCount`, for layer-prefix slices without allocating.
+    let allLayers: [Int]
 
     // MARK: - Scratch (sized for maxStepRows)
 
@@ -133,6 +135,7 @@ public final class Transformer {
                 down: try matrices([p + "ffn_down.weight"], [e], inFeatures: f)[0]))
         }
         self.layers = layers
+        allLayers = Array(0..<config.layerCount)
         weightBytes = bytes
 
         let r = maxStepRows
@@ -177,29 +180,95 @@ public final class Transformer {
     /// the cache's step area until committed with `KVCache.commit`.
     @discardableResult
     public func forward(_ rows: [BatchRow], cache: KVCache) throws -> Int {
-        try validate(rows, cache: cache)
-        let n = rows.count
+        try forward(rows, cache: cache, layers: config.layerCount)
+    }
+
+    /// Runs `rows` through only the first `layers` layers, then the output norm and head (early
+    /// exit, for self-speculative drafting); `layers == config.layerCount` is the full forward,
+    /// bit for bit. Rows may form chains and trees exactly as in `forward(_:cache:)`.
+    ///
+    /// Only the step area's keys and values of layers `0..<layers` are written (for the rows
+    /// computed); deeper layers' step rows keep stale values, so rows of an early-exit call must
+    /// not be committed to the cache. Layers below `layers` compute exactly what the full forward
+    /// computes, so the target's cached positions serve as the early-exit model's cache.
+    ///
+    /// - Parameters:
+    ///   - layers: how many leading layers to run, in `1...config.layerCount`.
+    ///   - computedRows: rows `0..<computedRows` were computed by the previous forward call on
+    ///     this cache (with at least `layers` layers, over the same leading rows) and their
+    ///     keys and values still sit in the step area: they are not recomputed, only serve as
+    ///     ancestors. Rows from `computedRows` on are computed, and logits are written for those
+    ///     of them with `wantsLogits`. Lets a drafter grow a tree level by level at the cost of
+    ///     the new rows only. Step row i always holds row i's keys and values.
+    /// - Returns: logit rows written to `logits` (in row order, among the computed rows).
+    @discardableResult
+    public func forward(_ rows: [BatchRow], cache: KVCache, layers layerLimit: Int, computedRows: Int = 0) throws -> Int {
+        guard layerLimit >= 1 && layerLimit <= config.layerCount else {
+            throw ModelError.invalidLayerCount(requested: layerLimit, available: config.layerCount)
+        }
+        return try run(rows, cache: cache, layers: allLayers[..<layerLimit], computedRows: computedRows)
+    }
+
+    /// Runs `rows` through only the layers listed in `layers` (increasing indices), then the
+    /// output norm and head: layer skipping, for self-speculative drafting. The listed layers
+    /// attend to the cache's committed keys and values of the same layers (computed by the full
+    /// target), so from the first skipped layer on the result approximates the target rather
+    /// than reproducing a shallower model. Step rows of a skipping call must not be committed.
+    /// `computedRows` as in `forward(_:cache:layers:computedRows:)` (the earlier rows must have
+    /// been computed with the same layers).
+    /// - Returns: logit rows written to `logits` (in row order, among the computed rows).
+    ///
+    /// `headTokens` (default: the whole vocabulary) computes logits only for token ids
+    /// `0..<headTokens` (a shortlist: byte-level BPE vocabularies number frequent tokens first),
+    /// cutting the output head's cost in proportion; the rest of each logit row (row stride stays
+    /// `vocabularySize`) is left stale.
+    @discardableResult
+    public func forward(_ rows: [BatchRow], cache: KVCache, only layers: [Int], headTokens: Int? = nil,
+                        computedRows: Int = 0) throws -> Int {
+        guard !layers.isEmpty else { throw ModelError.invalidLayerCount(requested: 0, available: config.layerCount) }
+        for (i, l) in layers.enumerated() where l < 0 || l >= config.layerCount || (i > 0 && l <= layers[i - 1]) {
+            throw ModelError.invalidLayerList(layers, available: config.layerCount)
+        }
+        let head = headTokens ?? config.vocabularySize
+        guard head >= 1 && head <= config.vocabularySize else {
+            throw ModelError.invalidToken(Int32(clamping: head - 1), vocabularySize: config.vocabularySize)
+        }
+        return try run(rows, cache: cache, layers: layers[...], headTokens: head, computedRows: computedRows)
+    }
+
+    /// The forward pass over the listed layers (see the public entry points).
+    private func run(_ rows: [BatchRow], cache: KVCache, layers layerList: ArraySlice<Int>, headTokens: Int? = nil,
+                     computedRows: Int) throws -> Int {
+        guard computedRows >= 0 && computedRows <= rows.count else {
+            throw ModelError.tooManyRows(requested: computedRows, maximum: rows.count)
+        }
+        try validate(rows, cache: cache, computedRows: computedRows)
+        let first = computedRows
+        let n = rows.count - first
+        guard n > 0 else { return 0 }
         let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
         let qkvWidth = e + 2 * kv
 
-        for (i, row) in rows.enumerated() {
-            embedding.dequantizeRow(Int(row.token), into: hidden + i * e)
+        for i in 0..<n {
+            embedding.dequantizeRow(Int(rows[first + i].token), into: hidden + i * e)
         }
-        for (layerIndex, layer) in layers.enumerated() {
+        for layerIndex in layerList {
+            let layer = layers[layerIndex]
             // Attention block.
             layer.attentionNorm.withUnsafeBufferPointer { w in
                 for i in 0..<n { Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e) }
             }
             activations.quantize(normed, rows: n, inFeatures: e, pool: pool)
             apply(layer.qkv, into: qkvOut, ldy: qkvWidth)
-            for (i, row) in rows.enumerated() {
+            for i in 0..<n {
                 let q = qkvOut + i * qkvWidth
-                Ops.rope(q, heads: config.headCount, headDim: config.headDimension, position: row.position, theta: config.ropeTheta)
-                Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, position: row.position, theta: config.ropeTheta)
-                cache.stepKey(layer: layerIndex, row: i).update(from: q + e, count: kv)
-                cache.stepValue(layer: layerIndex, row: i).update(from: q + e + kv, count: kv)
+                let position = rows[first + i].position
+                Ops.rope(q, heads: config.headCount, headDim: config.headDimension, position: position, theta: config.ropeTheta)
+                Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, position: position, theta: config.ropeTheta)
+                cache.stepKey(layer: layerIndex, row: first + i).update(from: q + e, count: kv)
+                cache.stepValue(layer: layerIndex, row: first + i).update(from: q + e + kv, count: kv)
             }
-            attend(rows, layer: layerIndex, cache: cache)
+            attend(rows, from: first, layer: layerIndex, cache: cache)
             activations.quantize(attention, rows: n, inFeatures: e, pool: pool)
             layer.output.apply(activations, into: projected, ldy: e, pool: pool)
             for i in 0..<(n * e) { hidden[i] += projected[i] }
@@ -223,14 +292,15 @@ public final class Transformer {
         // Output head, only for the rows that asked.
         var m = 0
         outputNorm.withUnsafeBufferPointer { w in
-            for (i, row) in rows.enumerated() where row.wantsLogits {
+            for i in 0..<n where rows[first + i].wantsLogits {
                 Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: logitHidden + m * e)
                 m += 1
             }
         }
         if m > 0 {
             activations.quantize(logitHidden, rows: m, inFeatures: e, pool: pool)
-            outputHead.apply(activations, into: logits, ldy: config.vocabularySize, pool: pool)
+            outputHead.apply(activations, outputs: 0..<(headTokens ?? config.vocabularySize), into: logits,
+                             ldy: config.vocabularySize, pool: pool)
         }
         return m
     }
@@ -244,12 +314,12 @@ public final class Transformer {
         }
     }
 
-    private func validate(_ rows: [BatchRow], cache: KVCache) throws {
+    private func validate(_ rows: [BatchRow], cache: KVCache, computedRows: Int) throws {
         guard !rows.isEmpty else { return }
         guard rows.count <= maxStepRows && rows.count <= cache.maxStepRows else {
             throw ModelError.tooManyRows(requested: rows.count, maximum: min(maxStepRows, cache.maxStepRows))
         }
-        let logitRows = rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
+        let logitRows = rows[computedRows...].reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
         guard logitRows <= maxLogitRows else { throw ModelError.tooManyRows(requested: logitRows, maximum: maxLogitRows) }
         for (i, row) in rows.enumerated() {
             guard row.slot >= 0 && row.slot < cache.slotCount else { throw ModelError.invalidSlot(row.slot, slotCount: cache.slotCount) }
@@ -271,24 +341,26 @@ public final class Transformer {
 
     // MARK: - Attention
 
-    /// Causal attention of every row over its slot's cached positions and its ancestors, one
-    /// work item per (row, key/value head) pair with all its query heads. Each pair is computed by
-    /// one thread, reducing over positions in increasing order, so a row's result does not depend
-    /// on the batch.
-    private func attend(_ rows: [BatchRow], layer: Int, cache: KVCache) {
+    /// Causal attention of every row from `first` on over its slot's cached positions and its
+    /// ancestors, one work item per (row, key/value head) pair with all its query heads. Each pair
+    /// is computed by one thread, reducing over positions in increasing order, so a row's result
+    /// does not depend on the batch.
+    private func attend(_ rows: [BatchRow], from first: Int, layer: Int, cache: KVCache) {
         rows.withUnsafeBufferPointer { rowsBuffer in
-            let work = rows.count * config.kvHeadCount
-            let task = AttentionTask(model: self, rows: rowsBuffer.baseAddress!, work: work, layer: layer, cache: cache)
+            let work = (rows.count - first) * config.kvHeadCount
+            let task = AttentionTask(model: self, rows: rowsBuffer.baseAddress!, first: first, work: work, layer: layer, cache: cache)
             pool.run(items: min(attentionItems, work), task: task)
         }
     }
 }
 
 /// One layer's attention as pool work: item i takes pairs i, i + items, i + 2 items, ...
-/// and uses scratch slice i (items never exceed `attentionItems`).
+/// and uses scratch slice i (items never exceed `attentionItems`). Pair w is row
+/// `first + w / kvHeads`, whose query and output sit at scratch row `w / kvHeads`.
 private struct AttentionTask: ThreadPoolTask {
     unowned let model: Transformer
     let rows: UnsafePointer<BatchRow>
+    let first: Int
     let work: Int
     let layer: Int
     unowned let cache: KVCache
@@ -306,7 +378,8 @@ private struct AttentionTask: ThreadPoolTask {
         var chainLength = 0
         var w = item
         while w < work {
-            let r = w / kvHeads, h = w % kvHeads
+            let local = w / kvHeads, h = w % kvHeads
+            let r = first + local
             let row = rows[r]
             if r != lastRow {
                 // Ancestors root first, then the row itself.
@@ -327,9 +400,9 @@ private struct AttentionTask: ThreadPoolTask {
             let cached = CachedRows(keys: cache.keys, values: cache.values, table: cache.table(slot: row.slot),
                                     blockSize: cache.blockSize, blockStride: cache.blockStride, rowStride: kv,
                                     offset: layer * cache.layerStride + offset, count: cache.lengths[row.slot])
-            Ops.attend(q: model.qkvOut + r * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
+            Ops.attend(q: model.qkvOut + local * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
                        cached: cached, chainKeys: chainKeys, chainValues: chainValues, chainOffset: offset, chainCount: chainLength,
-                       scores: scores, out: model.attention + r * e + h * group * headDim)
+                       scores: scores, out: model.attention + local * e + h * group * headDim)
             w += items
         }
     }

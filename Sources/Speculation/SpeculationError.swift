@@ -1,0 +1,24 @@
+/// A drafter configured with values it cannot use.
+public enum SpeculationError: Error, CustomStringConvertible, Equatable {
+    /// An early-exit depth outside the target's layers.
+    case invalidSkipLayers(requested: Int, available: Int)
+    /// A layer list that is empty, not increasing, or names layers the model lacks.
+    case invalidLayerList([Int], available: Int)
+    /// A shortlist head larger than the vocabulary or empty.
+    case invalidHeadTokens(Int, vocabularySize: Int)
+    /// A branching width or level budget below one.
+    case invalidDraftWidth(parameter: String, value: Int)
+
+    public var description: String {
+        switch self {
+        case .invalidSkipLayers(let requested, let available):
+            return "the skip drafter cannot exit after \(requested) layers: the model has \(available); choose 1...\(available) (fewer is faster, more is more accurate)"
+        case .invalidLayerList(let list, let available):
+            return "the skip drafter's layer list \(list) is invalid; list distinct layers of 0..<\(available) in increasing order"
+        case .invalidHeadTokens(let head, let vocabulary):
+            return "the skip drafter's head shortlist of \(head) tokens is invalid; use 1...\(vocabulary)"
+        case .invalidDraftWidth(let parameter, let value):
+            return "the skip drafter's \(parameter) is \(value); it must be at least 1"
+        }
+    }
+}
