@@ -170,6 +170,8 @@ public enum DrafterKind: String, Sendable, CaseIterable {
     case ngram
     /// The target's own recorded top-k successors, merged with prompt lookup.
     case recycle
+    /// The target with a few middle layers skipped (self-speculation; runs the model to draft).
+    case skip
 }
 
 /// Engine settings.
@@ -298,6 +300,9 @@ public final class Engine: @unchecked Sendable {
         switch config.drafter {
         case .ngram: drafter = NGramDrafter()
         case .recycle: drafter = RecycleDrafter(vocabularySize: model.config.vocabularySize)
+        case .skip:
+            // The measured default layer set and head shortlist are valid for every model.
+            drafter = (try? SkipDrafter(model: model, cache: cache)) ?? RecycleDrafter(vocabularySize: model.config.vocabularySize)
         }
         snapshotValue.slots = config.slots
         snapshotValue.contextLength = config.contextLength
