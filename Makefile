@@ -15,7 +15,7 @@ PY_TEST_PACKAGES := openai prometheus-client
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model build run generate test clean bench
+.PHONY: all deps model build run generate test clean bench fuzz soak
 
 all: build
 
@@ -58,6 +58,18 @@ test: deps model
 	$(SWIFT) test -c release
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
 	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
+	$(MAKE) fuzz
+
+## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
+## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.
+FUZZ_SECONDS ?= 30
+fuzz:
+	./fuzz/run.sh http-parser $(FUZZ_SECONDS)
+	./fuzz/run.sh request-json $(FUZZ_SECONDS)
+
+## Endurance run: 12 minutes at concurrency 8 with disconnects; checks fds and RSS return to idle (tools/soak/README.md).
+soak: build model
+	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) tools/soak/soak.py --out out/soak
 
 bench: build model
 	$(RELEASE_BIN)/cast-bench run --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
