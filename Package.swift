@@ -62,6 +62,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Fuzz targets (fuzz/README.md): ordinary builds make corpus replayers; fuzz/run.sh builds them
+        // with --sanitize=fuzzer -Xswiftc -parse-as-library -Xswiftc -DFUZZING.
+        .target(name: "FuzzSupport"),
+        .executableTarget(name: "fuzz-http-parser", dependencies: ["FuzzSupport", "HTTP"]),
+        .executableTarget(name: "fuzz-request-json", dependencies: ["FuzzSupport", "OpenAI"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"]),

@@ -145,8 +145,10 @@ public struct HTTPRequestParser: Sendable {
                 return complete(head)
 
             case .chunkSize(let head):
-                guard let lf = findLF(from: start, limit: Self.maxChunkLineBytes) else {
-                    if buffer.count - start > Self.maxChunkLineBytes {
+                // The line (size, extensions) may hold maxChunkLineBytes bytes before its CRLF.
+                let lineRoom = Self.maxChunkLineBytes + 2
+                guard let lf = findLF(from: start, within: lineRoom) else {
+                    if buffer.count - start >= lineRoom {
                         throw .invalidChunkSize(text(start..<(start + 40)))
                     }
                     return nil
@@ -186,9 +188,10 @@ public struct HTTPRequestParser: Sendable {
                 state = .chunkSize(head)
 
             case .trailers(let head):
+                // The trailer section, line ends included, may hold maxHeaderBytes bytes (like the head).
                 let room = maxHeaderBytes - trailerBytes
-                guard let lf = findLF(from: start, limit: room) else {
-                    if buffer.count - start > room { throw .headersTooLarge(limitBytes: maxHeaderBytes) }
+                guard let lf = findLF(from: start, within: room) else {
+                    if buffer.count - start >= room { throw .headersTooLarge(limitBytes: maxHeaderBytes) }
                     return nil
                 }
                 trailerBytes += lf + 1 - start
@@ -403,9 +406,11 @@ public struct HTTPRequestParser: Sendable {
         }
     }
 
-    /// Index of the first LF at or after `from`, looking at most `limit + 2` bytes ahead.
-    private func findLF(from: Int, limit: Int) -> Int? {
-        let end = min(buffer.count, from + max(limit, 0) + 2)
+    /// Index of the first LF among the `count` bytes from `from` (fewer when fewer are buffered).
+    /// Callers treat "no LF and at least `count` bytes buffered" as over the limit, so a line is
+    /// judged the same whether it arrived in one read or byte by byte.
+    private func findLF(from: Int, within count: Int) -> Int? {
+        let end = min(buffer.count, from + max(count, 0))
         var i = from
         while i < end {
             if buffer[i] == 0x0A { return i }
