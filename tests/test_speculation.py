@@ -80,11 +80,15 @@ class SpeculationUsageTest(unittest.TestCase):
         self.assertEqual(opted["usage"]["speculation"]["drafted_tokens"], 0)
         self.assertEqual(opted["choices"][0]["message"]["content"], out.choices[0].message.content)
 
-    def test_sampled_requests_speculate(self):
-        status, out = self.server.json("POST", "/v1/chat/completions", dict(BODY, temperature=0.3, seed=5))
+    def test_sampled_requests_speculate_unless_seeded(self):
+        status, out = self.server.json("POST", "/v1/chat/completions", dict(BODY, temperature=0.3))
         self.assertEqual(status, 200, out)
         self.assertTrue(out["choices"][0]["message"]["content"])
         self.assertGreater(out["usage"]["speculation"]["drafted_tokens"], 0)
+        # A seed asks for a reproducible output: no drafting, and the same text twice.
+        seeded = [self.server.json("POST", "/v1/chat/completions", dict(BODY, temperature=0.9, seed=5))[1] for _ in range(2)]
+        self.assertEqual(seeded[0]["usage"]["speculation"]["drafted_tokens"], 0)
+        self.assertEqual(seeded[0]["choices"][0]["message"]["content"], seeded[1]["choices"][0]["message"]["content"])
 
     def test_metrics_and_cost_endpoint_show_the_planner(self):
         status, _ = self.server.json("POST", "/v1/chat/completions", BODY)

@@ -635,10 +635,14 @@ public final class Engine: @unchecked Sendable {
         cache.reset(slot: 0)
     }
 
-    /// Whether `s` may draft: no penalties (they depend on the path), no log-probabilities, not opted out.
+    /// Whether `s` may draft: no penalties (they depend on the path), no log-probabilities, not
+    /// seeded sampling, not opted out.
     private func canSpeculate(_ s: Sequence) -> Bool {
         let p = s.request.sampling
+        // A seeded sampled request wants a reproducible output: its random draws would depend
+        // on the drafts (which depend on what the drafter has learned), so it does not draft.
         return configuration.speculation && s.request.speculation && p.presencePenalty == 0
+            && (p.temperature <= 0 || p.seed == nil)
             && p.frequencyPenalty == 0 && !s.request.logprobs && s.request.topLogprobs == 0
     }
 
