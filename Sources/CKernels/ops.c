@@ -129,22 +129,28 @@ CK_AVX512 static inline __m512 exp_avx(__m512 x) {
     return _mm512_scalef_ps(p, n);
 }
 
-CK_AVX512 static void softmax_avx(float *x, int64_t n) {
+/// The maximum of x[0..n).
+CK_AVX512 static float max_avx(const float *x, int64_t n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
     float mx = _mm512_reduce_max_ps(vmax);
     for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    return mx;
+}
+
+CK_AVX512 static void softmax_avx(float *x, int64_t n) {
+    const float mx = max_avx(x, n);
     const __m512 vm = _mm512_set1_ps(mx);
     __m512 acc = _mm512_setzero_ps();
-    for (i = 0; i < n; i += 16) {
+    for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         const __m512 e = exp_avx(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
         acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
         _mm512_mask_storeu_ps(x + i, m, e);
     }
     const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(acc));
-    for (i = 0; i < n; i += 16) {
+    for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
     }
@@ -216,19 +222,14 @@ static float logits_summary_scalar(const float *x, int64_t n, int k, int32_t *id
 
 #if defined(__x86_64__)
 CK_AVX512 static float logits_summary_avx(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
-    // Pass 1: the maximum.
-    __m512 vmax = _mm512_set1_ps(-INFINITY);
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
-    float mx = _mm512_reduce_max_ps(vmax);
-    for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    const float mx = max_avx(x, n);  // pass 1
     // Pass 2: sum of exp(x - max) over everything, and the top k among lanes above the running
     // k-th value (almost every block has none, so it costs one compare per 16 logits).
     const __m512 vm = _mm512_set1_ps(mx);
     __m512 acc = _mm512_setzero_ps();
     int filled = 0;
     float kth = -INFINITY;
-    for (i = 0; i < n; i += 16) {
+    for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, exp_avx(_mm512_sub_ps(v, vm))));
