@@ -5,19 +5,9 @@ import Testing
 /// Regressions found by fuzz/run.sh http-parser: inputs whose outcome depended on how the bytes
 /// were split across `append` calls. Each case is checked whole, byte by byte, and at every split point.
 @Suite struct FuzzRegressionTests {
-    /// Every request and the error of `pieces` appended one after another.
+    /// Every request and the error of `pieces` appended one after another (ParserTests' `parse`).
     private func outcome(_ pieces: [[UInt8]], _ parser: HTTPRequestParser) -> (requests: [HTTPRequest], error: HTTPParseError?) {
-        var parser = parser
-        var requests: [HTTPRequest] = []
-        for piece in pieces {
-            parser.append(contentsOf: piece)
-            do {
-                while let request = try parser.nextRequest() { requests.append(request) }
-            } catch {
-                return (requests, error)
-            }
-        }
-        return (requests, nil)
+        parse(pieces, parser: parser)
     }
 
     /// The outcome of `raw` whole, after checking it is the same for every way of feeding it.

@@ -3,7 +3,7 @@ import HTTP
 import Testing
 
 /// Parses `raw` fed in the given pieces; returns every request and the error, if any.
-private func parse(
+func parse(
     _ pieces: [[UInt8]], parser: HTTPRequestParser = HTTPRequestParser()
 ) -> (requests: [HTTPRequest], error: HTTPParseError?) {
     var parser = parser
