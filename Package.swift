@@ -64,7 +64,7 @@ let package = Package(
         ),
         // Fuzz targets (fuzz/README.md): ordinary builds make corpus replayers; fuzz/run.sh builds them
         // with --sanitize=fuzzer -Xswiftc -parse-as-library -Xswiftc -DFUZZING.
-        .target(name: "FuzzSupport"),
+        .target(name: "FuzzSupport", exclude: ["README.md"]),
         .executableTarget(name: "fuzz-http-parser", dependencies: ["FuzzSupport", "HTTP"]),
         .executableTarget(name: "fuzz-request-json", dependencies: ["FuzzSupport", "OpenAI"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),

@@ -32,15 +32,25 @@ scratch=${FUZZ_SCRATCH:-.build-fuzzer}
 sanitize=${FUZZ_SANITIZE:-address}
 product=fuzz-$target
 
-sanitizers=(--sanitize=fuzzer)
-[ "$sanitize" = none ] || sanitizers+=("--sanitize=$sanitize")
-if [ "${FUZZ_SKIP_BUILD:-0}" != 1 ]; then
-  echo "building $product (${sanitizers[*]}) in $scratch" >&2
-  swift build -c release --scratch-path "$scratch" --product "$product" "${sanitizers[@]}" \
-    -Xswiftc -parse-as-library -Xswiftc -DFUZZING >&2
-fi
+# SwiftPM's --sanitize=fuzzer links libFuzzer's main; the compiler gets one combined -sanitize flag
+# on top (it honours the last one): given two `--sanitize` options, SwiftPM 6.3
+# hands the compiler only one of them (in a random order from run to run), so a build came out
+# without coverage instrumentation or without AddressSanitizer depending on the run.
+sanitizers=fuzzer
+[ "$sanitize" = none ] || sanitizers+=",$sanitize"
 binary=$scratch/release/$product
+if [ "${FUZZ_SKIP_BUILD:-0}" != 1 ]; then
+  echo "building $product (-sanitize=$sanitizers) in $scratch" >&2
+  swift build -c release --scratch-path "$scratch" --product "$product" --sanitize=fuzzer \
+    -Xswiftc "-sanitize=$sanitizers" -Xswiftc -parse-as-library -Xswiftc -DFUZZING >&2
+fi
 [ -x "$binary" ] || { echo "$binary was not built" >&2; exit 1; }
+# A binary without coverage counters would "fuzz" blind and pass; refuse it.
+probe=$(SWIFT_BACKTRACE=enable=no "$binary" -runs=0 2>&1 || true)
+if ! grep -q "inline 8-bit counters" <<<"$probe"; then
+  echo "$binary has no coverage instrumentation; remove $scratch and rebuild" >&2
+  exit 1
+fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/castserve-fuzz-$target.XXXXXX")
 mkdir -p "$work/corpus" "$work/artifacts"

@@ -57,7 +57,7 @@ public enum FuzzReplay {
             FileHandle.standardError.write(Data("""
                 usage: \(target) FILE|DIR...
                 Runs the fuzz target once on each file (no fuzzing). To fuzz, build with
-                `swift build -c release --product \(target) --sanitize=fuzzer -Xswiftc -parse-as-library -Xswiftc -DFUZZING`
+                `swift build -c release --product \(target) --sanitize=fuzzer -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DFUZZING`
                 or use fuzz/run.sh.
 
                 """.utf8))

@@ -234,7 +234,7 @@ def kv_saturated(gauges):
     return gauges["kv_cached"] >= gauges.get("kv_free", 0)
 
 
-def warm_up(host, port, pid, rows, args, log):
+def warm_up(host, port, pid, rows, args, log, record):
     """Load in rounds of 5 s until the server's memory has reached its working size, at most
     --warmup seconds: until every KV block has been written once (CastServe's pool is allocated
     up front and its pages become resident on first use, so RSS climbs until then), or, on servers
@@ -242,6 +242,7 @@ def warm_up(host, port, pid, rows, args, log):
     start = time.monotonic()
     rounds = 0
     last = None
+    g = touched = None
     reason = "time limit"
     while time.monotonic() - start < args.warmup:
         seconds = min(5.0, args.warmup - (time.monotonic() - start))
@@ -253,6 +254,7 @@ def warm_up(host, port, pid, rows, args, log):
         if p is None:
             raise SoakError(f"the server (pid {pid}) died during the warm-up")
         sat = kv_saturated(g)
+        record("warmup", p)
         log(f"warm-up round {rounds}: rss {p['rss_kb'] / 1024:.1f} MiB, kv {g and g.get('kv_used')} used + "
             f"{g and g.get('kv_cached')} cached of {g and (g.get('kv_used') or 0) + (g.get('kv_free') or 0)} blocks")
         touched = None if sat is None else (g["kv_used"] or 0) + (g["kv_cached"] or 0)
@@ -263,10 +265,13 @@ def warm_up(host, port, pid, rows, args, log):
             reason = "RSS plateau"
             break
         last = (p["rss_kb"], touched)
-    return {"seconds": round(time.monotonic() - start, 1), "rounds": rounds, "stopped_by": reason}
+    kv = None
+    if g and touched is not None:
+        kv = {"blocks_written": touched, "blocks_total": (g["kv_used"] or 0) + (g["kv_free"] or 0)}
+    return {"seconds": round(time.monotonic() - start, 1), "rounds": rounds, "stopped_by": reason, "kv": kv}
 
 
-def idle_level(host, port, pid, seconds=3.0):
+def idle_level(host, port, pid, record, seconds=3.0):
     """The idle level: fds and RSS sampled over a few quiet seconds (fds: the most common value;
     RSS: the largest)."""
     samples = []
@@ -276,6 +281,7 @@ def idle_level(host, port, pid, seconds=3.0):
         if p is None:
             raise SoakError(f"server process {pid} is gone")
         samples.append(p)
+        record("idle", p)
         time.sleep(0.5)
     fds = max(set(s["fds"] for s in samples), key=lambda v: [s["fds"] for s in samples].count(v))
     return {"fds": fds, "rss_kb": max(s["rss_kb"] for s in samples), "threads": samples[-1].get("threads"),
@@ -331,7 +337,8 @@ def half_growth_mb(samples):
 # -- output --------------------------------------------------------------------------------------
 
 def svg(result):
-    """RSS (MiB, left axis) and open fds (right axis) over time, load window shaded."""
+    """RSS (MiB, left axis) and open fds (right axis) over time from the cold idle level through
+    warm-up, load (shaded) and settling."""
     samples = result["samples"]
     width, height = 760, 380
     left, right, top, bottom = 70, 70, 50, 50
@@ -353,6 +360,9 @@ def svg(result):
            f'{result["load"]["requests"]} requests, verdict: {"PASS" if result["passed"] else "FAIL"}</text>']
     ls, le = result["load_window_s"]
     out.append(f'<rect x="{x(ls):.1f}" y="{top}" width="{max(0, x(le) - x(ls)):.1f}" height="{ph}" fill="#f3f3f3"/>')
+    out.append(f'<text x="{(x(ls) + x(le)) / 2:.1f}" y="{top + 14}" text-anchor="middle" fill="#777">load</text>')
+    if ls > 8:
+        out.append(f'<text x="{x(ls / 2):.1f}" y="{top + 14}" text-anchor="middle" fill="#777">idle, warm-up, idle</text>')
     for i in range(6):
         y = top + ph - i * ph / 5
         out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + pw}" y2="{y:.1f}" stroke="#ddd"/>')
@@ -381,7 +391,9 @@ def markdown(result):
              f"{int(c['stream_fraction'] * 100)}% streaming, {int(c['disconnect_rate'] * 100)}% of streams abandoned, "
              f"{int(c['cancel_rate'] * 100)}% of non-streaming requests cancelled, max_tokens <= {c['max_tokens']}; "
              f"load average {result['loadavg_start']} at start, {result['loadavg_end']} at end.",
-             f"Warm-up: {result['warmup']['seconds']} s ({result['warmup']['stopped_by']}).", "",
+             f"Warm-up: {result['warmup']['seconds']} s, stopped by {result['warmup']['stopped_by']}"
+             + (f" ({result['warmup']['kv']['blocks_written']} of {result['warmup']['kv']['blocks_total']} KV blocks written;"
+                f" the cold-to-warm RSS step is the KV pool becoming resident)" if result["warmup"].get("kv") else "") + ".", "",
              "| | fds | RSS | threads |", "|---|---|---|---|"]
     for name in ("cold", "warm", "peak", "after"):
         s = idle.get(name) or {}
@@ -480,14 +492,18 @@ def soak(args, log):
                          "max_error_rate": args.max_error_rate, "seed": args.seed, "prompts": args.prompts},
               "loadavg_start": loadavg(), "idle": {}, "samples": [], "checks": []}
     t0 = time.monotonic()
+
+    def record(phase, proc):
+        result["samples"].append({"t_s": round(time.monotonic() - t0, 1), "phase": phase, **proc})
+
     try:
-        result["idle"]["cold"] = idle_level(host, port, pid)
+        result["idle"]["cold"] = idle_level(host, port, pid, record)
         log(f"cold idle: {result['idle']['cold']['fds']} fds, {result['idle']['cold']['rss_kb'] / 1024:.1f} MiB")
-        result["warmup"] = warm_up(host, port, pid, rows, args, log)
+        result["warmup"] = warm_up(host, port, pid, rows, args, log, record)
         settled, _, _ = wait_idle(host, port, pid, result["idle"]["cold"] | {"rss_kb": 1 << 40}, args, log)
         if not settled:
             log("warning: fds did not return to the cold level after the warm-up")
-        result["idle"]["warm"] = warm = idle_level(host, port, pid)
+        result["idle"]["warm"] = warm = idle_level(host, port, pid, record)
         log(f"warm idle: {warm['fds']} fds, {warm['rss_kb'] / 1024:.1f} MiB")
 
         recorder = Recorder()
@@ -505,7 +521,7 @@ def soak(args, log):
             new, seen = recorder.since(seen)
             g = engine_gauges(host, port) or {}
             done = [r for r in new if r["outcome"] == "ok"]
-            sample = {"t_s": round(time.monotonic() - t0, 1), **p, **{f"engine_{k}": v for k, v in g.items()},
+            sample = {"t_s": round(time.monotonic() - t0, 1), "phase": "load", **p, **{f"engine_{k}": v for k, v in g.items()},
                       "finished": len(new), "ok": len(done),
                       "errors": sum(r["outcome"] == "error" for r in new),
                       "tok_s": round(sum(r["completion_tokens"] for r in new if r["outcome"] in ("ok", "abandoned"))
@@ -529,8 +545,10 @@ def soak(args, log):
         result["idle"]["after"] = {**after, "engine": last["engine"]}
         p = proc_sample(pid)
         if p is not None:
-            result["samples"].append({"t_s": round(time.monotonic() - t0, 1), **p})
-        result["rss_slope_mb_per_min"] = slope_mb_per_min(result["samples"][:-2], "rss_kb", 1024)
+            record("settled", p)
+        under_load = [s for s in result["samples"] if s["phase"] == "load"][:-1]  # the last one sees the clients leave
+        result["rss_slope_mb_per_min"] = slope_mb_per_min(under_load, "rss_kb", 1024)
+        result["rss_half_growth_mb"] = half_growth_mb(under_load)
         alive = p is not None and (server is None or server.proc.poll() is None)
         health = None
         if alive:
@@ -550,8 +568,8 @@ def soak(args, log):
              result["load"]["error_count"] <= args.max_error_rate * n),
             ("at least one request completed", result["load"]["ok"] > 0),
             (f"RSS grew at most {args.rss_tolerance_mb:g} MiB over the second half of the load "
-             f"({half_growth_mb(result['samples'][:-1])} MiB)",
-             (half_growth_mb(result["samples"][:-1]) or 0) <= args.rss_tolerance_mb),
+             f"({result['rss_half_growth_mb']} MiB)",
+             (result["rss_half_growth_mb"] or 0) <= args.rss_tolerance_mb),
         ]
         if last["engine"] is not None:
             checks.append(("no request running or waiting after the load",
