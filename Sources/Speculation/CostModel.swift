@@ -125,9 +125,11 @@ public enum CASTPlanner {
     ///   - basePositions: positions the base rows attend to in all.
     ///   - maxRows: the step's row limit.
     /// Scans every prefix of the candidates sorted by score (ties: shallower first) and keeps the
-    /// best goodput; the empty prefix is plain decoding, so the plan is never predicted worse.
+    /// best goodput; the empty prefix is plain decoding, so the plan is never predicted worse. A
+    /// plan that beats plain decoding by less than `minimumGain` (a fraction) is not worth its risk:
+    /// plain decoding is returned instead.
     public static func plan(candidates: [Candidate], sequences: Int, baseRows: Int, baseTokens: Int, basePositions: Int = 0,
-                            maxRows: Int, cost: CostModel) -> (perSequence: [Int], goodput: Double, plainGoodput: Double) {
+                            maxRows: Int, cost: CostModel, minimumGain: Double = 0.03) -> (perSequence: [Int], goodput: Double, plainGoodput: Double) {
         let sorted = candidates.sorted { $0.score != $1.score ? $0.score > $1.score : $0.depth < $1.depth }
         let plain = Double(baseTokens) / cost.milliseconds(rows: baseRows, positions: basePositions)
         var best = 0
@@ -143,6 +145,12 @@ public enum CASTPlanner {
                 bestGoodput = goodput
                 best = k + 1
             }
+        }
+        // A plan must beat plain decoding by a margin: the cost model and the calibration are
+        // estimates, and a step predicted barely better is as likely to be worse.
+        if bestGoodput < plain * (1 + minimumGain) {
+            best = 0
+            bestGoodput = plain
         }
         var perSequence = [Int](repeating: 0, count: sequences)
         for c in sorted.prefix(best) { perSequence[c.sequence] += 1 }

@@ -1,8 +1,9 @@
 /// Maps a drafter's raw edge confidences to acceptance probabilities, learned online from
 /// verification: for every drafted node whose parent was accepted (or is the root), whether the
 /// target accepted it, counted per bucket of raw confidence and per depth. Each cell starts from
-/// a prior at the bucket's midpoint worth `priorWeight` observations, so a new drafter is trusted
-/// as far as it claims and one that over-promises quickly gets smaller trees.
+/// a prior at `priorTrust` times the bucket's midpoint, worth `priorWeight` observations: an
+/// unproven confidence is trusted only in part (an over-promising cell would put costly rows into
+/// a large batch's steps), and observations take over quickly.
 ///
 /// Thread-safety: a value type; the engine thread owns it.
 public struct ScoreCalibration: Sendable {
@@ -16,10 +17,14 @@ public struct ScoreCalibration: Sendable {
     public private(set) var observed: [[Int]]
     public private(set) var accepted: [[Int]]
 
-    public init(maxDepth: Int = 8, priorWeight: Float = 4) {
-        precondition(maxDepth >= 1 && priorWeight > 0)
+    /// Share of a raw confidence believed before any observation.
+    public let priorTrust: Float
+
+    public init(maxDepth: Int = 8, priorWeight: Float = 4, priorTrust: Float = 0.5) {
+        precondition(maxDepth >= 1 && priorWeight > 0 && priorTrust > 0 && priorTrust <= 1)
         self.maxDepth = maxDepth
         self.priorWeight = priorWeight
+        self.priorTrust = priorTrust
         observed = Array(repeating: Array(repeating: 0, count: Self.buckets), count: Self.sources * (maxDepth + 1))
         accepted = observed
     }
@@ -37,7 +42,7 @@ public struct ScoreCalibration: Sendable {
     public func probability(confidence: Float, depth: Int, source: UInt8 = 0) -> Float {
         let d = cell(depth: depth, source: source)
         let b = Self.bucket(confidence)
-        let prior = (Float(b) + 0.5) / Float(Self.buckets)
+        let prior = priorTrust * (Float(b) + 0.5) / Float(Self.buckets)
         return (Float(accepted[d][b]) + priorWeight * prior) / (Float(observed[d][b]) + priorWeight)
     }
 

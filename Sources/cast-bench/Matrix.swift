@@ -13,6 +13,9 @@ struct MatrixCell: Codable {
     var acceptedPerStep: Double
     var treeRows: Double
     var stepMs: Double
+    /// Of `stepMs`, the forward call; and drafting time per step (outside `stepMs`).
+    var forwardMs: Double
+    var draftMs: Double
     var completionTokens: Int
     var categories: [String: Double]
     /// Tokens committed per decode step of a request, per category.
@@ -25,6 +28,8 @@ struct MatrixCell: Codable {
         case acceptedPerStep = "accepted_per_step"
         case treeRows = "tree_rows"
         case stepMs = "step_ms"
+        case forwardMs = "forward_ms"
+        case draftMs = "draft_ms"
         case completionTokens = "completion_tokens"
     }
 }
@@ -51,6 +56,9 @@ extension CastBench {
 
         @Option(help: "Strategies, comma-separated (plain, chain4, tree, cast_b1, cast).")
         var strategies = "plain,chain4,tree,cast_b1,cast"
+
+        @Option(help: "Rounds over the whole matrix (cells interleaved); each cell reports its best round.")
+        var rounds = 1
 
         @Option(help: "Draft source: ngram, recycle or skip.")
         var drafter = "recycle"
@@ -86,6 +94,7 @@ extension CastBench {
             var cells: [MatrixCell] = []
             // One step-cost model for every cell (measured by the first speculative engine).
             var cost: CostModel?
+            for round in 1...max(rounds, 1) {
             for batch in levels {
                 for name in names {
                     let strategy = DraftStrategy(rawValue: name) ?? .cast
@@ -102,10 +111,16 @@ extension CastBench {
                     }
                     let cell = try measure(engine, name: name, batch: batch, prompts: prompts, tokens: tokens, stopTokens: formatter.stopTokens)
                     engine.shutdown()
-                    log(String(format: "%-8@ B=%2d  %7.1f tok/s  %.2f tokens/step  %.2f draft rows/step  %.2f ms/step",
-                               name as NSString, batch, cell.tokS, cell.acceptedPerStep, cell.treeRows, cell.stepMs))
-                    cells.append(cell)
+                    log(String(format: "%-8@ B=%2d  %7.1f tok/s  %.2f tokens/step  %.2f draft rows/step  %.2f ms/step (forward %.2f, drafting %.2f)",
+                               name as NSString, batch, cell.tokS, cell.acceptedPerStep, cell.treeRows, cell.stepMs, cell.forwardMs, cell.draftMs))
+                    if let i = cells.firstIndex(where: { $0.strategy == name && $0.batch == batch }) {
+                        if cell.tokS > cells[i].tokS { cells[i] = cell }
+                    } else {
+                        cells.append(cell)
+                    }
                 }
+            }
+            if rounds > 1 { log("round \(round) of \(rounds) done") }
             }
             let report = MatrixReport(machine: .current(), model: (common.model as NSString).lastPathComponent,
                                       threads: common.threads, prompts: prompts.count, cells: cells)
@@ -168,6 +183,8 @@ extension CastBench {
                 acceptedPerStep: Double(tally.completion) / Double(roots),
                 treeRows: Double(after.draftedTokens - before.draftedTokens) / Double(roots),
                 stepMs: (after.stepSecondsTotal - before.stepSecondsTotal) * 1000 / Double(steps),
+                forwardMs: (after.forwardSecondsTotal - before.forwardSecondsTotal) * 1000 / Double(steps),
+                draftMs: (after.draftSecondsTotal - before.draftSecondsTotal) * 1000 / Double(steps),
                 completionTokens: tally.completion,
                 categories: tally.byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
                 categoryTokensPerStep: tally.byCategory.reduce(into: [:]) { out, entry in
