@@ -664,8 +664,10 @@ public final class Engine: @unchecked Sendable {
         // batch), draft only every fourth step to notice when trees pay again: drafting costs
         // host time the planner's objective does not see.
         plannedSteps += 1
+        // A drafter that runs the model costs far more per probe: it probes 8 times less often.
         let losing = realizedOverPlain < 0.95
-        if configuration.strategy == .cast && (plainPlansInARow >= 8 || losing) && plannedSteps % 4 != 0 { return }
+        let probeEvery = drafter.usesModel && losing ? 32 : 4
+        if configuration.strategy == .cast && (plainPlansInARow >= 8 || losing) && plannedSteps % probeEvery != 0 { return }
         var trees: [(owner: Int, tree: DraftTree)] = []
         var candidates: [CASTPlanner.Candidate] = []
         var inputs: [DraftInput] = []
@@ -682,7 +684,10 @@ public final class Engine: @unchecked Sendable {
             case .tree: nodes = 24
             case .castB1, .cast: nodes = configuration.maxDraftNodes
             }
-            inputs.append(DraftInput(slot: s.slot, history: s.tokens, maxNodes: nodes, maxDepth: min(room, configuration.strategy == .chain4 ? 4 : room)))
+            // A model drafter pays a forward per level: shallow, narrow trees.
+            let depthCap = configuration.strategy == .chain4 || drafter.usesModel ? 4 : room
+            inputs.append(DraftInput(slot: s.slot, history: s.tokens, maxNodes: drafter.usesModel ? min(nodes, 8) : nodes,
+                                     maxDepth: min(room, depthCap)))
             inputOwners.append(i)
         }
         guard !inputs.isEmpty else { return }
