@@ -619,7 +619,9 @@ public final class Engine: @unchecked Sendable {
             }
             var out: [(rows: Int, positions: Int, ms: Double)] = []
             for r in counts {
-                let rows = BatchRow.chain(slot: 0, tokens: prompt.prefix(r), startPosition: context, allLogits: true)
+                // r new rows (a prefix of the prompt's tokens would hold only `context` of them).
+                let tokens = (0..<r).map { Int32(200 + ($0 * 104_729) % 30000) }
+                let rows = BatchRow.chain(slot: 0, tokens: tokens[...], startPosition: context, allLogits: true)
                 try model.forward(rows, cache: cache)
                 var times: [Double] = []
                 for _ in 0..<7 {

@@ -64,7 +64,12 @@ public struct CostModel: Sendable, Codable, Equatable {
 
     private func unscaled(rows: Int, positions: Int) -> Double {
         let (a, b, t) = segment(rows)
-        return points[a].ms + t * (points[b].ms - points[a].ms) + msPerPosition * Double(max(positions, 0))
+        var weights = points[a].ms + t * (points[b].ms - points[a].ms)
+        if let last = points.last, rows > last.rows {
+            // Beyond the table rows are never cheaper than the table's average row.
+            weights = max(weights, last.ms + (last.ms / Double(last.rows)) * Double(rows - last.rows))
+        }
+        return weights + msPerPosition * Double(max(positions, 0))
     }
 
     private func scale(rows: Int) -> Double {

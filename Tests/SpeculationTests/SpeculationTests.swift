@@ -167,9 +167,13 @@ import Speculation
     @Test func costModelInterpolatesAndLearnsOnline() {
         var m = CostModel(points: [(1, 4), (4, 10)])
         #expect(m.milliseconds(rows: 2) == 6)
-        #expect(m.milliseconds(rows: 8) == 18)
+        #expect(m.milliseconds(rows: 8) == 20)  // 10 + 4 rows at the average 2.5 ms (above the last slope, 2)
         for _ in 0..<200 { m.observe(rows: 4, ms: 20) }
         #expect(abs(m.milliseconds(rows: 4) - 20) < 0.5)
+        // Beyond the table a row costs at least the table's average row, even where the last
+        // segment is flat.
+        let flatEnd = CostModel(points: [(1, 4), (64, 32), (128, 32)])
+        #expect(flatEnd.milliseconds(rows: 256) >= 32 + 128 * 0.25)
         // Only the entry used learns: one row is still about as measured.
         #expect(abs(m.milliseconds(rows: 1) - 4) < 0.01)
     }
