@@ -550,12 +550,12 @@ public final class Engine: @unchecked Sendable {
                     if running[s.slot] !== s || s.slot < 0 { break }
                 }
             }
+            let treeRows = owners.reduce(0) { $0 + ($1.tree?.count ?? 0) }
             if cost != nil {
                 let ms = (clock.now - t0).seconds * 1000
-                if owners.contains(where: { $0.tree != nil }) {
+                if treeRows > 0 {
                     speculativeSteps += 1
                     // Plain decoding of the same step: the rows without the trees.
-                    let treeRows = owners.reduce(0) { $0 + ($1.tree?.count ?? 0) }
                     let baseRows = rows.count - treeRows
                     let basePositions = Self.positions(rows[0..<baseRows])
                     let roots = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }
@@ -567,7 +567,6 @@ public final class Engine: @unchecked Sendable {
                 cost!.observe(rows: rows.count, positions: Self.positions(rows), ms: ms)
             }
             let stepTime = clock.now - t0
-            let treeRows = owners.reduce(0) { $0 + ($1.tree?.count ?? 0) }
             onStep?(StepReport(duration: stepTime, rows: rows.count, treeRows: treeRows, acceptedPerSequence: acceptedPerStep,
                                plannedGoodput: lastPlan?.goodput, plainGoodput: lastPlan?.plain))
             publish(now: (clock.now - start).seconds, tokens: produced, promptTokens: promptTokens, step: (rows.count, stepTime.seconds))
@@ -712,30 +711,29 @@ public final class Engine: @unchecked Sendable {
         let decodeRows = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }
         let logitRows = rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
         let maxRows = min(model.maxStepRows, rows.count + model.maxLogitRows - logitRows)
+        /// Unplanned sizes take the step's free rows first come, first served.
+        func fitToRoom(_ sizes: [Int]) -> [Int] {
+            var room = maxRows - rows.count
+            return sizes.map { size in
+                let kept = min(size, max(room, 0))
+                room -= kept
+                return kept
+            }
+        }
         var perSequence: [Int]
         switch configuration.strategy {
         case .chain4, .tree:
-            perSequence = trees.map { $0.tree.count }
-            var room = maxRows - rows.count
-            for i in perSequence.indices {
-                perSequence[i] = min(perSequence[i], max(room, 0))
-                room -= perSequence[i]
-            }
+            perSequence = fitToRoom(trees.map { $0.tree.count })
         case .castB1:
             // Each sequence planned alone: one root row, one committed token.
-            perSequence = trees.indices.map { k in
+            perSequence = fitToRoom(trees.indices.map { k in
                 let own = candidates.filter { $0.sequence == k }.map {
                     CASTPlanner.Candidate(sequence: 0, node: $0.node, score: $0.score, depth: $0.depth, positions: $0.positions)
                 }
                 let root = rows[owners[trees[k].owner].firstRow]
                 return CASTPlanner.plan(candidates: own, sequences: 1, baseRows: 1, baseTokens: 1, basePositions: root.position + 1,
                                         maxRows: maxRows, cost: cost).perSequence[0]
-            }
-            var room = maxRows - rows.count
-            for i in perSequence.indices {
-                perSequence[i] = min(perSequence[i], max(room, 0))
-                room -= perSequence[i]
-            }
+            })
         case .cast:
             let plan = CASTPlanner.plan(candidates: candidates, sequences: trees.count, baseRows: rows.count,
                                         baseTokens: max(decodeRows, 1), basePositions: Self.positions(rows), maxRows: maxRows, cost: cost)
