@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Model
 
 /// Self-speculative drafting: the target model itself, run through a subset of its layers and
@@ -211,36 +212,17 @@ public final class SkipDrafter: Drafter {
     }
 
     /// The `width` largest logits of a row into `topIDs` (most likely first) with their softmax
-    /// probabilities into `topValues`; returns how many were found (fewer only for a tiny
-    /// vocabulary or non-finite logits).
+    /// probabilities into `topValues` (`Ops.topK`: two SIMD passes); returns how many were found
+    /// (fewer only for a vocabulary smaller than `width`).
     private func top(_ logits: UnsafePointer<Float>, count: Int) -> Int {
-        let k = width
-        var filled = 0
-        var threshold = -Float.infinity
-        topIDs.withUnsafeMutableBufferPointer { ids in
+        let k = min(width, count)
+        guard k > 0 else { return 0 }
+        let logSumExp = topIDs.withUnsafeMutableBufferPointer { ids in
             topValues.withUnsafeMutableBufferPointer { values in
-                for i in 0..<count {
-                    let v = logits[i]
-                    guard v > threshold || (filled < k && v == v) else { continue }
-                    var at = min(filled, k - 1)
-                    while at > 0 && values[at - 1] < v {
-                        if at < k { values[at] = values[at - 1]; ids[at] = ids[at - 1] }
-                        at -= 1
-                    }
-                    values[at] = v
-                    ids[at] = Int32(i)
-                    if filled < k { filled += 1 }
-                    if filled == k { threshold = values[k - 1] }
-                }
+                Ops.topK(logits, count: count, k: k, ids: ids.baseAddress!, values: values.baseAddress!)
             }
         }
-        guard filled > 0 else { return 0 }
-        // Softmax denominator over the logits that matter (within 20 nats of the best).
-        let best = topValues[0]
-        let floor = best - 20
-        var sum: Float = 0
-        for i in 0..<count where logits[i] > floor { sum += expf(logits[i] - best) }
-        for j in 0..<filled { topValues[j] = expf(topValues[j] - best) / sum }
-        return filled
+        for j in 0..<k { topValues[j] = expf(topValues[j] - logSumExp) }
+        return k
     }
 }
