@@ -22,7 +22,7 @@ let package = Package(
     targets: [
         .target(
             name: "CKernels",
-            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing"])]
+            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing", "-ffp-contract=off"])]
         ),
         .target(name: "GGUF", exclude: ["README.md"]),
         .target(
@@ -34,14 +34,14 @@ let package = Package(
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
-        .target(name: "Engine", dependencies: ["Model", "Speculation"], exclude: ["README.md"]),
+        .target(name: "Engine", dependencies: ["Model", "Speculation", "Kernels"], exclude: ["README.md"]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
         .target(
             name: "OpenAI",
             dependencies: [
-                "HTTP", "Engine", "Model",
+                "HTTP", "Engine", "Model", "Kernels",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -50,7 +50,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Engine", "HTTP", "OpenAI", "Speculation",
+                "Model", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -58,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model", "Engine", "Speculation",
+                "Model", "Engine", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
