@@ -2,13 +2,15 @@ import Kernels
 
 /// Key/value storage in fixed-size blocks shared by `slotCount` sequences, with prefix reuse.
 ///
-/// Layout: a pool of `blockCount` blocks, each `[layer][blockSize]` rows of keys (and the same of
-/// values); a row is `kvDimension` values stored as `type` (`rowBytes` bytes: f16 by default). A
-/// slot owns a block table; position p of a slot lives in block `table[p / blockSize]` at row
-/// `p % blockSize`. A step's new rows first write their keys and values to the step area
-/// (`[layer][row]`, the same row format, so a row attends to an ancestor in the step exactly as it
-/// will once that ancestor is cached); after the step the caller commits the rows it keeps (a
-/// prefill chain, or a verified draft path), which copies their bytes to the slot.
+/// Layout: keys and values are stored per head row (the `headDimension` values of one key/value
+/// head at one position, as `type`: f16 by default; `headRowBytes` bytes). A pool of `blockCount`
+/// blocks, each `[layer][kvHead][blockSize]` head rows of keys (and the same of values), so the rows
+/// one attention head reads are contiguous within a block. A slot owns a block table; position p of
+/// a slot lives in block `table[p / blockSize]` at row `p % blockSize`. A step's new rows first write
+/// their keys and values to the step area (`[layer][row]`, each row its heads' head rows in order:
+/// the same bytes, so a row attends to an ancestor in the step exactly as it will once that ancestor
+/// is cached); after the step the caller commits the rows it keeps (a prefill chain, or a verified
+/// draft path), which copies their bytes to the slot.
 ///
 /// Prefix reuse: full blocks are registered under a hash of all tokens up to their end, so a
 /// later sequence whose prompt starts with the same tokens attaches those blocks instead of
@@ -23,12 +25,16 @@ public final class KVCache {
     public let capacity: Int
     public let layerCount: Int
     public let kvDimension: Int
+    /// Values per key/value head (kvDimension = heads x headDimension).
+    public let headDimension: Int
     public let maxStepRows: Int
     public let blockSize: Int
     public let blockCount: Int
     /// How keys and values are stored.
     public let type: KVCacheType
-    /// Bytes of one stored row (one layer's keys, or values, of one position).
+    /// Bytes of one stored head row (one head's keys, or values, at one position).
+    public let headRowBytes: Int
+    /// Bytes of one step row (every head of one layer's keys, or values, at one position).
     public let rowBytes: Int
     /// Cached positions per slot.
     public private(set) var lengths: [Int]
@@ -41,6 +47,8 @@ public final class KVCache {
     let blockStride: Int
     /// Bytes per layer inside a block.
     let layerStride: Int
+    /// Bytes per key/value head inside a layer of a block.
+    let headStride: Int
     /// `[slot][maxBlocksPerSlot]` block ids.
     let tables: UnsafeMutablePointer<Int32>
     let maxBlocksPerSlot: Int
@@ -61,21 +69,26 @@ public final class KVCache {
     public private(set) var prefixLookupTokens = 0
 
     /// - Parameter blockCount: blocks in the pool; default: enough for every slot to be full.
-    public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, maxStepRows: Int,
+    /// - Parameter blockSize: positions per block, a power of two.
+    public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, headDimension: Int, maxStepRows: Int,
                 blockSize: Int = 16, blockCount: Int? = nil, type: KVCacheType = .f16) {
-        precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0 && blockSize > 0)
+        precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0 && blockSize > 0 && blockSize & (blockSize - 1) == 0)
+        precondition(headDimension > 0 && kvDimension % headDimension == 0)
         self.slotCount = slotCount
         self.capacity = capacity
         self.layerCount = layerCount
         self.kvDimension = kvDimension
+        self.headDimension = headDimension
         self.maxStepRows = maxStepRows
         self.blockSize = blockSize
         self.type = type
-        rowBytes = type.rowBytes(values: kvDimension)
+        headRowBytes = type.rowBytes(values: headDimension)
+        rowBytes = kvDimension / headDimension * headRowBytes
         maxBlocksPerSlot = (capacity + blockSize - 1) / blockSize
         let blocks = blockCount ?? slotCount * maxBlocksPerSlot
         self.blockCount = blocks
         lengths = Array(repeating: 0, count: slotCount)
+        headStride = blockSize * headRowBytes
         layerStride = blockSize * rowBytes
         blockStride = layerCount * layerStride
         // Left uninitialized on purpose: attention reads only positions below a slot's length,
@@ -125,13 +138,14 @@ public final class KVCache {
         Int(tables[slot * maxBlocksPerSlot + position / blockSize])
     }
 
-    @inline(__always) func cachedKey(slot: Int, layer: Int, position: Int) -> UnsafeMutableRawPointer {
-        keys + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * rowBytes
+    /// The head row of `head` at `position` of `slot` in `layer`, keys (values: `values`).
+    @inline(__always) func cachedRow(slot: Int, layer: Int, head: Int, position: Int, values: Bool) -> UnsafeMutableRawPointer {
+        (values ? self.values : keys) + block(slot: slot, position: position) * blockStride + layer * layerStride
+            + head * headStride + (position % blockSize) * headRowBytes
     }
 
-    @inline(__always) func cachedValue(slot: Int, layer: Int, position: Int) -> UnsafeMutableRawPointer {
-        values + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * rowBytes
-    }
+    /// Byte offset of `layer`'s rows of `head` inside a block (for attention views).
+    @inline(__always) func headOffset(layer: Int, head: Int) -> Int { layer * layerStride + head * headStride }
 
     @inline(__always) func stepKey(layer: Int, row: Int) -> UnsafeMutableRawPointer {
         stepKeys + (layer * maxStepRows + row) * rowBytes
@@ -145,8 +159,12 @@ public final class KVCache {
     public func cachedRow(slot: Int, layer: Int, position: Int, values: Bool = false) -> [Float] {
         precondition(position < lengths[slot])
         var out = [Float](repeating: 0, count: kvDimension)
-        let row = values ? cachedValue(slot: slot, layer: layer, position: position) : cachedKey(slot: slot, layer: layer, position: position)
-        Ops.loadKV(row, rowValues: kvDimension, as: type, first: 0, count: kvDimension, into: &out)
+        for h in 0..<(kvDimension / headDimension) {
+            out.withUnsafeMutableBufferPointer {
+                Ops.loadKV(cachedRow(slot: slot, layer: layer, head: h, position: position, values: values),
+                           headDimension: headDimension, as: type, into: $0.baseAddress! + h * headDimension)
+            }
+        }
         return out
     }
 
@@ -213,8 +231,13 @@ public final class KVCache {
         for row in rows {
             precondition(row >= 0 && row < maxStepRows, "step row \(row) out of range")
             for layer in 0..<layerCount {
-                cachedKey(slot: slot, layer: layer, position: position).copyMemory(from: stepKey(layer: layer, row: row), byteCount: rowBytes)
-                cachedValue(slot: slot, layer: layer, position: position).copyMemory(from: stepValue(layer: layer, row: row), byteCount: rowBytes)
+                let k = stepKey(layer: layer, row: row), v = stepValue(layer: layer, row: row)
+                for h in 0..<(kvDimension / headDimension) {
+                    cachedRow(slot: slot, layer: layer, head: h, position: position, values: false)
+                        .copyMemory(from: k + h * headRowBytes, byteCount: headRowBytes)
+                    cachedRow(slot: slot, layer: layer, head: h, position: position, values: true)
+                        .copyMemory(from: v + h * headRowBytes, byteCount: headRowBytes)
+                }
             }
             position += 1
         }
