@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation"]),
         .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF"]),
     ],
     swiftLanguageModes: [.v5]
