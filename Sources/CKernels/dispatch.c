@@ -307,3 +307,15 @@ void ck_prepare_acts(ck_pool *pool, const ck_kernels *k, const float *x, int64_t
     }
     ck_pool_run(pool, quantize_item, &j, items);
 }
+
+uint64_t ck_read_sum(const void *p, int64_t bytes) {
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (int64_t i = 0; i + 4 <= bytes / 8; i += 4) {
+        a += w[i];
+        b += w[i + 1];
+        c += w[i + 2];
+        d += w[i + 3];
+    }
+    return a + b + c + d;
+}

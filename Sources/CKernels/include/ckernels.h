@@ -157,6 +157,10 @@ void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float
 /// pairs x[i] with x[i + head_dim/2] (GPT-NeoX style); otherwise x[2i] with x[2i+1] (llama).
 void ck_rope(const ck_kernels *k, float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
 
+/// Reads `bytes` bytes (a multiple of 32) as fast as the memory system allows and returns a value
+/// that depends on all of them (a wrapping sum of 64-bit words): the benchmark's bandwidth probe.
+uint64_t ck_read_sum(const void *p, int64_t bytes);
+
 // ---------------------------------------------------------------------------------------------
 // Thread pool: persistent workers that claim work items; see pool.c.
 
