@@ -105,7 +105,12 @@ public final class KVCache {
         references = Array(repeating: 0, count: blocks)
         freeBlocks = (0..<Int32(blocks)).reversed()
         blockHash = Array(repeating: nil, count: blocks)
-        slotTokens = Array(repeating: [], count: slotCount)
+        // Room for every position up front: committing a token never reallocates.
+        slotTokens = (0..<slotCount).map { _ in
+            var tokens: [Int32] = []
+            tokens.reserveCapacity(capacity)
+            return tokens
+        }
     }
 
     deinit {
@@ -219,7 +224,33 @@ public final class KVCache {
 
     /// Appends the keys and values of step rows `rows` (in order) to `slot`'s positions, with
     /// their token ids (for prefix registration). `rows` must be a root-first path (or chain).
+    /// Allocates nothing.
     public func commit(slot: Int, rows: some Collection<Int>, tokens: some Collection<Int32>) throws {
+        try append(slot: slot, rows: rows)
+        // Contiguous collections (arrays) through their buffer: iterating an unspecialized generic
+        // Array allocates a coroutine frame per element.
+        let appended: Bool? = tokens.withContiguousStorageIfAvailable { buffer in
+            for t in buffer { slotTokens[slot].append(t) }
+            return true
+        }
+        if appended == nil {
+            for t in tokens { slotTokens[slot].append(t) }
+        }
+    }
+
+    /// Commit without token ids (no prefix registration possible for these positions' blocks).
+    public func commit(slot: Int, rows: some Collection<Int>) throws {
+        try append(slot: slot, rows: rows)
+        for _ in 0..<rows.count { slotTokens[slot].append(-1) }
+    }
+
+    /// Copies step rows `rows` to `slot`'s next positions (the keys and values of `commit`).
+    private func append(slot: Int, rows: some Collection<Int>) throws {
+        if let done = try rows.withContiguousStorageIfAvailable({ try copy(slot: slot, rows: $0) }) { return done }
+        try copy(slot: slot, rows: rows)
+    }
+
+    private func copy(slot: Int, rows: some Collection<Int>) throws {
         guard slot >= 0 && slot < slotCount else { throw ModelError.invalidSlot(slot, slotCount: slotCount) }
         guard lengths[slot] + rows.count <= capacity else {
             throw ModelError.contextOverflow(slot: slot, needed: lengths[slot] + rows.count, capacity: capacity)
@@ -241,13 +272,7 @@ public final class KVCache {
             }
             position += 1
         }
-        slotTokens[slot] += tokens
         lengths[slot] = position
-    }
-
-    /// Commit without token ids (no prefix registration possible for these positions' blocks).
-    public func commit(slot: Int, rows: some Collection<Int>) throws {
-        try commit(slot: slot, rows: rows, tokens: [Int32](repeating: -1, count: rows.count))
     }
 
     /// Drops positions of `slot` from `length` on (e.g. to rewind), releasing whole blocks.
@@ -316,7 +341,8 @@ public final class KVCache {
             blocks += 1
         }
         lengths[slot] = blocks * blockSize
-        slotTokens[slot] = Array(tokens.prefix(lengths[slot]))
+        slotTokens[slot].removeAll(keepingCapacity: true)
+        slotTokens[slot].append(contentsOf: tokens.prefix(lengths[slot]))
         prefixHitTokens += lengths[slot]
         return lengths[slot]
     }
