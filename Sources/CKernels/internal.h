@@ -125,14 +125,37 @@ static inline int64_t ck_kv_run(const ck_kv_view *v, int64_t j, int values, cons
     return 1;
 }
 
-/// Prefetches the run of cached head rows that follows position j's run (keys or values): runs
-/// are cache blocks scattered in memory, each too short for the hardware prefetcher to pick up.
-static inline void ck_kv_prefetch_next(const ck_kv_view *v, int64_t j, int64_t run, int values) {
-    const int64_t next = j + run;
-    if (next >= v->n_cached) return;
-    const uint8_t *first;
-    const int64_t count = ck_kv_run(v, next, values, &first);
-    for (int64_t b = 0; b < count * v->row_bytes; b += 64) __builtin_prefetch(first + b, 0, 3);
+/// Walks a view's head rows in position order, a run (cache block) at a time; on entering a run it
+/// prefetches the next one (runs are blocks scattered in memory, each too short for the hardware
+/// prefetcher to pick up).
+typedef struct {
+    const ck_kv_view *view;
+    int values;
+    int64_t next;  ///< position of the next run
+    int64_t left;  ///< rows left in the current run
+    const uint8_t *row;
+} ck_kv_cursor;
+
+static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values) {
+    ck_kv_cursor c = {v, values, 0, 0, NULL};
+    return c;
+}
+
+/// The head row of the next position (the caller stops after n_cached + n_chain of them).
+static inline const uint8_t *ck_kv_cursor_next(ck_kv_cursor *c) {
+    if (c->left == 0) {
+        c->left = ck_kv_run(c->view, c->next, c->values, &c->row);
+        c->next += c->left;
+        if (c->next < c->view->n_cached) {
+            const uint8_t *ahead;
+            const int64_t count = ck_kv_run(c->view, c->next, c->values, &ahead);
+            for (int64_t b = 0; b < count * c->view->row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
+        }
+    }
+    const uint8_t *r = c->row;
+    c->row += c->view->row_bytes;
+    c->left--;
+    return r;
 }
 
 /// Q8_0 head rows: the f16 scales follow the head_dim int8 values.

@@ -473,48 +473,44 @@ CK_AVX2 static inline __attribute__((always_inline)) void score_quad(const float
 }
 
 /// Query heads in chunks of 3 (a chunk short of 3 repeats its last head and drops the result);
-/// head_dim a multiple of 32. Rows are walked in runs of contiguous head rows (a cache block).
-///   scores: four positions at a time (a run's last quad repeats its last row): score_quad.
+/// head_dim a multiple of 32. Rows come from a cursor (cache blocks, then this step's rows).
+///   scores: four positions at a time (the last quad repeats the last row): score_quad.
 ///   softmax: exp8 lane sums (exp_shift_sum).
 ///   values: 32-value tiles, 3 heads x 4 accumulators, position by position in order.
 CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
                                                                        float scale, const ck_kv_view *kv,
                                                                        float *scores, float *out, const int type) {
-    const int64_t n = kv->n_cached + kv->n_chain, rb = kv->row_bytes;
+    const int64_t n = kv->n_cached + kv->n_chain;
     const __m256 zero = _mm256_setzero_ps();
     const __m128 vscale = _mm_set1_ps(scale);
     for (int64_t g0 = 0; g0 < group; g0 += 3) {
         const int64_t gn = group - g0 < 3 ? group - g0 : 3;
         const float *q0 = q + g0 * hd, *q1 = q + (g0 + (gn > 1 ? 1 : 0)) * hd, *q2 = q + (g0 + gn - 1) * hd;
         float *s0 = scores + g0 * n, *s1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *s2 = scores + (g0 + gn - 1) * n;
-        for (int64_t j = 0; j < n;) {
-            const uint8_t *first;
-            const int64_t run = ck_kv_run(kv, j, 0, &first);
-            ck_kv_prefetch_next(kv, j, run, 0);
-            for (int64_t p = 0; p < run; p += 4) {
-                const int64_t m = run - p < 4 ? run - p : 4;
-                const uint8_t *r[4];
-                for (int t = 0; t < 4; t++) r[t] = first + (p + (t < m ? t : m - 1)) * rb;
-                __m128 sq[3];
-                score_quad(q0, q1, q2, r, hd, vscale, sq, type);
-                // Heads repeated to fill the chunk write the same values again: harmless.
-                if (m == 4) {
-                    _mm_storeu_ps(s2 + j + p, sq[2]);
-                    _mm_storeu_ps(s1 + j + p, sq[1]);
-                    _mm_storeu_ps(s0 + j + p, sq[0]);
-                } else {
-                    float t[3][4];
-                    _mm_storeu_ps(t[0], sq[0]);
-                    _mm_storeu_ps(t[1], sq[1]);
-                    _mm_storeu_ps(t[2], sq[2]);
-                    for (int64_t i = 0; i < m; i++) {
-                        s2[j + p + i] = t[2][i];
-                        s1[j + p + i] = t[1][i];
-                        s0[j + p + i] = t[0][i];
-                    }
+        ck_kv_cursor keys = ck_kv_cursor_at(kv, 0);
+        for (int64_t j = 0; j < n; j += 4) {
+            const int64_t m = n - j < 4 ? n - j : 4;
+            const uint8_t *r[4];
+            for (int64_t t = 0; t < m; t++) r[t] = ck_kv_cursor_next(&keys);
+            for (int64_t t = m; t < 4; t++) r[t] = r[m - 1];
+            __m128 sq[3];
+            score_quad(q0, q1, q2, r, hd, vscale, sq, type);
+            // Heads repeated to fill the chunk write the same values again: harmless.
+            if (m == 4) {
+                _mm_storeu_ps(s2 + j, sq[2]);
+                _mm_storeu_ps(s1 + j, sq[1]);
+                _mm_storeu_ps(s0 + j, sq[0]);
+            } else {
+                float t[3][4];
+                _mm_storeu_ps(t[0], sq[0]);
+                _mm_storeu_ps(t[1], sq[1]);
+                _mm_storeu_ps(t[2], sq[2]);
+                for (int64_t i = 0; i < m; i++) {
+                    s2[j + i] = t[2][i];
+                    s1[j + i] = t[1][i];
+                    s0[j + i] = t[0][i];
                 }
             }
-            j += run;
         }
     }
     float inv[64];
@@ -527,22 +523,17 @@ CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const floa
         const float *p0 = scores + g0 * n, *p1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *p2 = scores + (g0 + gn - 1) * n;
         for (int64_t t = 0; t < hd; t += 32) {
             __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero}, a2[4] = {zero, zero, zero, zero};
-            for (int64_t j = 0; j < n;) {
-                const uint8_t *first;
-                const int64_t run = ck_kv_run(kv, j, 1, &first);
-                if (t == 0) ck_kv_prefetch_next(kv, j, run, 1);
-                for (int64_t p = 0; p < run; p++) {
-                    const uint8_t *row = first + p * rb;
-                    const __m256 d = kv_scale(type, row, hd, t);
-                    const __m256 w0 = _mm256_set1_ps(p0[j + p]), w1 = _mm256_set1_ps(p1[j + p]), w2 = _mm256_set1_ps(p2[j + p]);
-                    for (int c = 0; c < 4; c++) {
-                        const __m256 v8 = kv_load8(type, row, t + 8 * c, d);
-                        a0[c] = _mm256_fmadd_ps(w0, v8, a0[c]);
-                        a1[c] = _mm256_fmadd_ps(w1, v8, a1[c]);
-                        a2[c] = _mm256_fmadd_ps(w2, v8, a2[c]);
-                    }
+            ck_kv_cursor values = ck_kv_cursor_at(kv, 1);
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *row = ck_kv_cursor_next(&values);
+                const __m256 d = kv_scale(type, row, hd, t);
+                const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]), w2 = _mm256_set1_ps(p2[j]);
+                for (int c = 0; c < 4; c++) {
+                    const __m256 v8 = kv_load8(type, row, t + 8 * c, d);
+                    a0[c] = _mm256_fmadd_ps(w0, v8, a0[c]);
+                    a1[c] = _mm256_fmadd_ps(w1, v8, a1[c]);
+                    a2[c] = _mm256_fmadd_ps(w2, v8, a2[c]);
                 }
-                j += run;
             }
             const __m256 *acc[3] = {a0, a1, a2};
             for (int64_t g = 0; g < gn; g++) {
