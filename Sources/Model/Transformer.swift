@@ -47,7 +47,6 @@ public final class Transformer {
     let qkvOut: UnsafeMutablePointer<Float>       // [rows x (E + 2 KV)]
     let attention: UnsafeMutablePointer<Float>    // [rows x E]
     let gateUpOut: UnsafeMutablePointer<Float>    // [rows x 2F]
-    let ffnHidden: UnsafeMutablePointer<Float>    // [rows x F]
     let projected: UnsafeMutablePointer<Float>    // [rows x E]
     let scores: UnsafeMutablePointer<Float>       // [attentionItems x group x scoreStride]
     let chainKeys: UnsafeMutablePointer<UnsafePointer<UInt8>?>    // [attentionItems x maxStepRows]
@@ -156,7 +155,6 @@ public final class Transformer {
         qkvOut = buffer(r * (e + 2 * kv))
         attention = buffer(r * e)
         gateUpOut = buffer(r * 2 * f)
-        ffnHidden = buffer(r * f)
         projected = buffer(r * e)
         scoreStride = maxContext + maxStepRows
         attentionItems = 4 * pool.threadCount
@@ -171,7 +169,7 @@ public final class Transformer {
     }
 
     deinit {
-        for p in [hidden, normed, qkvOut, attention, gateUpOut, ffnHidden, projected, scores, logitHidden, logits, ropeCos, ropeSin] {
+        for p in [hidden, normed, qkvOut, attention, gateUpOut, projected, scores, logitHidden, logits, ropeCos, ropeSin] {
             p.deallocate()
         }
         chainKeys.deallocate()
@@ -310,9 +308,9 @@ public final class Transformer {
             for i in 0..<n {
                 let g = gateUpOut + i * 2 * f
                 Ops.siluMul(g, g + f, count: f, kernels: kernels)
-                (ffnHidden + i * f).update(from: g, count: f)
             }
-            activations.quantize(ffnHidden, rows: n, inFeatures: f, pool: pool, kernels: kernels)
+            // The gated halves, read in place (row stride 2F).
+            activations.quantize(gateUpOut, rows: n, inFeatures: f, ldx: 2 * f, pool: pool, kernels: kernels)
             layer.down.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
             for i in 0..<(n * e) { hidden[i] += projected[i] }
         }
