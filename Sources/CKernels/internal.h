@@ -125,6 +125,10 @@ static inline int64_t ck_kv_run(const ck_kv_view *v, int64_t j, int values, cons
     return 1;
 }
 
+#ifndef CK_KV_AHEAD
+#define CK_KV_AHEAD 2
+#endif
+
 /// Walks a view's head rows in position order, a run (cache block) at a time; on entering a run it
 /// prefetches the next one (runs are blocks scattered in memory, each too short for the hardware
 /// prefetcher to pick up).
@@ -146,10 +150,14 @@ static inline const uint8_t *ck_kv_cursor_next(ck_kv_cursor *c) {
     if (c->left == 0) {
         c->left = ck_kv_run(c->view, c->next, c->values, &c->row);
         c->next += c->left;
-        if (c->next < c->view->n_cached) {
+        // Prefetch the run CK_KV_AHEAD runs ahead (the ones in between were prefetched earlier).
+        int64_t at = c->next;
+        for (int k = 0; k < CK_KV_AHEAD && at < c->view->n_cached; k++) {
             const uint8_t *ahead;
-            const int64_t count = ck_kv_run(c->view, c->next, c->values, &ahead);
-            for (int64_t b = 0; b < count * c->view->row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
+            const int64_t count = ck_kv_run(c->view, at, c->values, &ahead);
+            if (k == CK_KV_AHEAD - 1 || c->next == c->left)
+                for (int64_t b = 0; b < count * c->view->row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
+            at += count;
         }
     }
     const uint8_t *r = c->row;
