@@ -274,23 +274,14 @@ public final class Transformer {
             let layer = layers[layerIndex]
             // Attention block.
             layer.attentionNorm.withUnsafeBufferPointer { w in
-                for i in 0..<n {
-                    Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e,
-                                kernels: kernels)
-                }
+                forEachRow(n, NormRows(x: hidden, weight: w.baseAddress!, y: normed, width: e, epsilon: config.rmsEpsilon, kernels: kernels))
             }
             activations.quantize(normed, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             apply(layer.qkv, into: qkvOut, ldy: qkvWidth)
-            for i in 0..<n {
-                let q = qkvOut + i * qkvWidth
-                let cs = ropeCos + i * halfHead, sn = ropeSin + i * halfHead
-                Ops.rope(q, heads: config.headCount, headDim: config.headDimension, cos: cs, sin: sn, kernels: kernels)
-                Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, cos: cs, sin: sn, kernels: kernels)
-                Ops.storeKV(q + e, count: kv, headDimension: config.headDimension, as: cache.type,
-                            into: cache.stepKey(layer: layerIndex, row: first + i), kernels: kernels)
-                Ops.storeKV(q + e + kv, count: kv, headDimension: config.headDimension, as: cache.type,
-                            into: cache.stepValue(layer: layerIndex, row: first + i), kernels: kernels)
-            }
+            forEachRow(n, RopeAndStoreRows(qkv: qkvOut, width: qkvWidth, cos: ropeCos, sin: ropeSin, queryHeads: config.headCount,
+                                           kvHeads: config.kvHeadCount, headDim: config.headDimension,
+                                           stepKeys: cache.stepKey(layer: layerIndex, row: 0), stepValues: cache.stepValue(layer: layerIndex, row: 0),
+                                           stepRowBytes: cache.rowBytes, firstStepRow: first, type: cache.type, kernels: kernels))
             attend(rows, from: first, layer: layerIndex, cache: cache)
             activations.quantize(attention, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             layer.output.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
@@ -298,17 +289,11 @@ public final class Transformer {
 
             // Feed-forward block.
             layer.ffnNorm.withUnsafeBufferPointer { w in
-                for i in 0..<n {
-                    Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e,
-                                kernels: kernels)
-                }
+                forEachRow(n, NormRows(x: hidden, weight: w.baseAddress!, y: normed, width: e, epsilon: config.rmsEpsilon, kernels: kernels))
             }
             activations.quantize(normed, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             apply(layer.gateUp, into: gateUpOut, ldy: 2 * f)
-            for i in 0..<n {
-                let g = gateUpOut + i * 2 * f
-                Ops.siluMul(g, g + f, count: f, kernels: kernels)
-            }
+            forEachRow(n, SiluRows(gateUp: gateUpOut, width: f, kernels: kernels))
             // The gated halves, read in place (row stride 2F).
             activations.quantize(gateUpOut, rows: n, inFeatures: f, ldx: 2 * f, pool: pool, kernels: kernels)
             layer.down.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
@@ -385,12 +370,14 @@ public final class Transformer {
 /// and uses scratch slice i (items never exceed `attentionItems`). Pair w is row
 /// `first + w / kvHeads`, whose query and output sit at scratch row `w / kvHeads`.
 private struct AttentionTask: ThreadPoolTask {
-    unowned let model: Transformer
+    // unowned(unsafe): the task lives only inside `attend`, while both are alive (plain unowned
+    // references cost an atomic retain and release per access).
+    unowned(unsafe) let model: Transformer
     let rows: UnsafePointer<BatchRow>
     let first: Int
     let work: Int
     let layer: Int
-    unowned let cache: KVCache
+    unowned(unsafe) let cache: KVCache
 
     func run(item: Int, items: Int) {
         let config = model.config
