@@ -145,21 +145,24 @@ static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values) {
     return c;
 }
 
-/// The head row of the next position (the caller stops after n_cached + n_chain of them).
-static inline const uint8_t *ck_kv_cursor_next(ck_kv_cursor *c) {
-    if (c->left == 0) {
-        c->left = ck_kv_run(c->view, c->next, c->values, &c->row);
-        c->next += c->left;
-        // Prefetch the run CK_KV_AHEAD runs ahead (the ones in between were prefetched earlier).
-        int64_t at = c->next;
-        for (int k = 0; k < CK_KV_AHEAD && at < c->view->n_cached; k++) {
-            const uint8_t *ahead;
-            const int64_t count = ck_kv_run(c->view, at, c->values, &ahead);
-            if (k == CK_KV_AHEAD - 1 || c->next == c->left)
-                for (int64_t b = 0; b < count * c->view->row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
-            at += count;
-        }
+/// Enters the next run (and prefetches ahead); the slow path of ck_kv_cursor_next.
+static __attribute__((noinline, unused)) void ck_kv_cursor_enter(ck_kv_cursor *c) {
+    c->left = ck_kv_run(c->view, c->next, c->values, &c->row);
+    c->next += c->left;
+    // Prefetch the run CK_KV_AHEAD runs ahead (the ones in between were prefetched earlier).
+    int64_t at = c->next;
+    for (int k = 0; k < CK_KV_AHEAD && at < c->view->n_cached; k++) {
+        const uint8_t *ahead;
+        const int64_t count = ck_kv_run(c->view, at, c->values, &ahead);
+        if (k == CK_KV_AHEAD - 1 || c->next == c->left)
+            for (int64_t b = 0; b < count * c->view->row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
+        at += count;
     }
+}
+
+/// The head row of the next position (the caller stops after n_cached + n_chain of them).
+static inline __attribute__((always_inline, unused)) const uint8_t *ck_kv_cursor_next(ck_kv_cursor *c) {
+    if (c->left == 0) ck_kv_cursor_enter(c);
     const uint8_t *r = c->row;
     c->row += c->view->row_bytes;
     c->left--;
