@@ -58,6 +58,26 @@ public struct DraftTree: Sendable, Equatable {
         }
     }
 
+    /// Adds `other`'s nodes below the matching paths of this tree (parents first), up to `maxNodes`
+    /// nodes in all: a node already here keeps its source and takes the higher confidence. Scores
+    /// are recomputed from the confidences.
+    public mutating func merge(_ other: DraftTree, maxNodes: Int) {
+        var mapped = [Int](repeating: -2, count: other.count)
+        for i in 0..<other.count {
+            let p = other.parents[i]
+            let parent = p < 0 ? -1 : mapped[p]
+            guard parent != -2 else { continue }
+            if let existing = child(of: parent, token: other.tokens[i]) {
+                if confidences[existing] < other.confidences[i] { confidences[existing] = other.confidences[i] }
+                mapped[i] = existing
+            } else if count < maxNodes {
+                mapped[i] = add(token: other.tokens[i], parent: parent, confidence: other.confidences[i], source: other.sources[i])
+            }
+        }
+        let c = confidences
+        rescore { c[$0] }
+    }
+
     /// The single path that follows the highest-scoring child from the root, at most `maxDepth` long.
     public func bestPath(maxDepth: Int) -> DraftTree {
         var out = DraftTree()

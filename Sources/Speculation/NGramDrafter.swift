@@ -31,7 +31,7 @@ public final class NGramDrafter: Drafter {
 
     /// Adds prompt-lookup branches below the root of `tree` (merging with nodes already there,
     /// whose confidence is raised to the lookup's when higher), within the caps.
-    public func extend(_ tree: inout DraftTree, history: [Int32], maxNodes: Int, maxDepth: Int, source: UInt8 = 0) {
+    public func extend(_ tree: inout DraftTree, history: [Int32], maxNodes: Int, maxDepth: Int, source: UInt8 = DraftSource.promptLookup) {
         let n = history.count
         guard n >= 2, maxNodes > 0, maxDepth > 0 else { return }
         for size in stride(from: min(maxNGram, n - 1), through: minNGram, by: -1) {

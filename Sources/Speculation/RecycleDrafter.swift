@@ -100,7 +100,7 @@ public final class RecycleDrafter: Drafter {
     func propose(_ input: DraftInput) -> DraftTree {
         var tree = DraftTree()
         guard let root = input.history.last, input.maxNodes > 0, input.maxDepth > 0 else { return tree }
-        lookup.extend(&tree, history: input.history, maxNodes: input.maxNodes, maxDepth: input.maxDepth, source: 1)
+        lookup.extend(&tree, history: input.history, maxNodes: input.maxNodes, maxDepth: input.maxDepth, source: DraftSource.promptLookup)
         // Best-first expansion: candidate edges (path score, parent, token, probability).
         var frontier: [(score: Float, parent: Int, token: Int32, probability: Float, source: UInt8)] = []
         func offer(below parent: Int) {
@@ -115,7 +115,7 @@ public final class RecycleDrafter: Drafter {
             if previous >= 0 && pairKey[slot] == key {
                 for j in 0..<k where tree.child(of: parent, token: pairNext[slot * k + j]) == nil {
                     let p = pairProbability[slot * k + j]
-                    frontier.append((base * p, parent, pairNext[slot * k + j], p, 2))
+                    frontier.append((base * p, parent, pairNext[slot * k + j], p, DraftSource.recyclePair))
                 }
                 return
             }
@@ -123,7 +123,7 @@ public final class RecycleDrafter: Drafter {
             guard t >= 0 && t < vocabularySize && known[t] else { return }
             for j in 0..<k where tree.child(of: parent, token: next[t * k + j]) == nil {
                 let p = probability[t * k + j]
-                frontier.append((base * p, parent, next[t * k + j], p, 0))
+                frontier.append((base * p, parent, next[t * k + j], p, DraftSource.recycle))
             }
         }
         offer(below: -1)

@@ -166,7 +166,7 @@ public final class SkipDrafter: Drafter {
                 let (g, node) = owners[computed + j]
                 let found = top(model.logits + j * vocabulary, count: headTokens)
                 for c in 0..<found {
-                    growing[g].tree.add(token: topIDs[c], parent: node, confidence: topValues[c])
+                    growing[g].tree.add(token: topIDs[c], parent: node, confidence: topValues[c], source: DraftSource.model)
                     growing[g].nodeRows.append(-1)
                 }
             }

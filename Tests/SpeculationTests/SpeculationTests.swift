@@ -222,3 +222,64 @@ import Speculation
         #expect(throws: (any Error).self) { try CostModelCache.Key(modelPath: dir + "/missing.gguf", threads: 2, variant: "") }
     }
 }
+
+/// The suffix drafter: continuations of the longest matched suffix in the corpus of finished
+/// requests, frequency-scored, bounded, not crossing documents.
+@Suite struct SuffixDrafterTests {
+    func draft(_ d: SuffixDrafter, _ history: [Int32], nodes: Int = 16, depth: Int = 4) -> DraftTree {
+        d.propose([DraftInput(slot: 0, history: history, maxNodes: nodes, maxDepth: depth)])[0]
+    }
+
+    @Test func proposesWhatFollowedInEarlierRequestsScoredByFrequency() {
+        let d = SuffixDrafter(capacity: 1024)
+        d.finished(history: [1, 2, 3, 10, 11, 12])
+        d.finished(history: [5, 2, 3, 20, 21])
+        d.finished(history: [7, 2, 3, 20, 22])
+        let t = draft(d, [9, 9, 2, 3])
+        // After "2 3": 20 twice, 10 once.
+        let first = t.children(of: -1)
+        #expect(Set(first.map { t.tokens[$0] }) == [20, 10])
+        let twenty = first.first { t.tokens[$0] == 20 }!, ten = first.first { t.tokens[$0] == 10 }!
+        #expect(t.confidences[twenty] > t.confidences[ten])
+        #expect(abs(t.confidences[twenty] / t.confidences[ten] - 2) < 1e-5)
+        // Below 20: 21 and 22 once each, half each of 20's occurrences.
+        #expect(Set(t.children(of: twenty).map { t.tokens[$0] }) == [21, 22])
+        // 12 follows 10 11; documents never run into each other (no 5 after 12).
+        let eleven = t.children(of: ten).first!
+        #expect(t.tokens[eleven] == 11)
+        #expect(t.children(of: t.children(of: eleven).first!).isEmpty)
+        #expect(t.sources.allSatisfy { $0 == DraftSource.corpus })
+    }
+
+    @Test func longerMatchesWinAndUnknownTextProposesNothing() {
+        let d = SuffixDrafter(capacity: 1024)
+        d.finished(history: [1, 2, 3, 4, 50])
+        d.finished(history: [9, 3, 4, 60])
+        // "2 3 4" matches only the first document: 50, not 60.
+        #expect(draft(d, [2, 3, 4]).tokens.first == 50)
+        #expect(draft(d, [8, 3, 4]).tokens.first == 60)
+        #expect(draft(d, [100, 101]).isEmpty)
+    }
+
+    @Test func oldTextIsEvictedWhenTheRingWraps() {
+        let d = SuffixDrafter(capacity: 16)
+        d.finished(history: [1, 2, 3, 4, 5])
+        #expect(draft(d, [1, 2]).tokens.first == 3)
+        for i in 0..<4 { d.finished(history: (0..<5).map { Int32(100 + i * 5 + $0) }) }
+        #expect(draft(d, [1, 2]).isEmpty)
+        #expect(d.written == 25)
+    }
+
+    @Test func mergedDraftersShareOneTreeAndEveryObservation() {
+        let suffix = SuffixDrafter(capacity: 1024)
+        let merged = MergedDrafter([NGramDrafter(), suffix])
+        merged.finished(history: [4, 5, 6, 7])
+        // Prompt lookup proposes 6 after "... 4 5" from the sequence itself; the corpus agrees
+        // and adds 7 below it.
+        let t = try! merged.propose([DraftInput(slot: 0, history: [4, 5, 6, 1, 4, 5], maxNodes: 8, maxDepth: 3)])[0]
+        let six = t.child(of: -1, token: 6)!
+        #expect(t.sources[six] == DraftSource.promptLookup)
+        #expect(t.child(of: six, token: 7) != nil || t.child(of: six, token: 1) != nil)
+        #expect(merged.name == "ngram+suffix")
+    }
+}
