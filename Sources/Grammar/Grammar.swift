@@ -328,6 +328,7 @@ struct GBNFParser {
                 return items
             }
             // Postfix repetition applies to the whole group (a literal, a class, a reference).
+            skipSpace(newlines: nested)
             if let op = current, op == "*" || op == "+" || op == "?" || op == "{" {
                 let (low, high) = try parseRepetition()
                 let unit: Grammar.Item = group.count == 1 ? group[0] : .rule(newHelper(rule, [group]))
