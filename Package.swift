@@ -22,7 +22,7 @@ let package = Package(
     targets: [
         .target(
             name: "CKernels",
-            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing"])]
+            cSettings: [.unsafeFlags(["-O3", "-fno-strict-aliasing", "-ffp-contract=off"])]
         ),
         .target(name: "GGUF", exclude: ["README.md"]),
         .target(
@@ -36,14 +36,14 @@ let package = Package(
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
         .target(name: "Grammar", exclude: ["README.md"], swiftSettings: hotLoopSettings),
-        .target(name: "Engine", dependencies: ["Model", "Speculation", "Grammar"], exclude: ["README.md"]),
+        .target(name: "Engine", dependencies: ["Model", "Speculation", "Kernels", "Grammar"], exclude: ["README.md"]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
         .target(
             name: "OpenAI",
             dependencies: [
-                "HTTP", "Engine", "Model", "Grammar",
+                "HTTP", "Engine", "Model", "Kernels", "Grammar",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -52,7 +52,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Engine", "HTTP", "OpenAI", "Speculation",
+                "Model", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model", "Engine", "Speculation",
+                "Model", "Engine", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

@@ -1,19 +1,114 @@
-// Private helpers shared by the CKernels translation units.
+// Private helpers shared by the CKernels translation units: the kernel-set table, target
+// attributes, the packed weight layout's geometry, and small scalar helpers every set uses.
 #ifndef CK_INTERNAL_H
 #define CK_INTERNAL_H
+#include "ckernels.h"
+#include <math.h>
 #include <stdint.h>
+#include <string.h>
 
-#define CK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,f16c,fma")))
+// Function-level instruction-set targets: the package compiles for the baseline ISA and each set's
+// bodies carry their own target, so one binary holds every set and picks one at run time.
+#define CK_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx512dq,avx2,f16c,fma")))
+#define CK_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define CK_NEON __attribute__((target("arch=armv8.2-a+dotprod")))
 
-int ck_cpu_has_vnni(void);
+/// One kernel set. Every body takes exactly the arguments of its public entry point (ckernels.h).
+struct ck_kernels {
+    int id;
+    void (*matmul)(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a, int64_t out_lo,
+                   int64_t out_hi, float *y, int64_t ldy);
+    void (*quantize_row)(const float *x, int64_t n, int8_t *q, float *d, float *s, int32_t *c);
+    float (*dot)(const float *a, const float *b, int64_t n);
+    void (*axpy)(float alpha, const float *x, float *y, int64_t n);
+    /// y = (x * scale) * w (rmsnorm's second pass).
+    void (*scale_mul)(const float *x, const float *w, float scale, int64_t n, float *y);
+    void (*softmax)(float *x, int64_t n);
+    float (*logits_summary)(const float *x, int64_t n, int top, int32_t *ids, float *vals);
+    void (*silu_mul)(float *g, const float *u, int64_t n);
+    void (*rope)(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
+    void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
+    void (*f32_to_f16)(const float *x, uint16_t *y, int64_t n);
+    void (*attend)(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, float *scores,
+                   float *out);
+};
 
-/// Bytes of packed quant values per block of a 16-row group (low/high nibbles or u8 values).
-static inline int64_t ck_wbytes(int fmt) { return fmt == 4 /* CK_Q8_0 */ ? 512 : 256; }
+extern const ck_kernels ck_kernels_scalar;
+/// The scalar attention body (SIMD sets fall back to it for head dimensions not a multiple of 32).
+void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, float *scores,
+                      float *out);
+#if defined(__x86_64__)
+extern const ck_kernels ck_kernels_avx2;
+extern const ck_kernels ck_kernels_avx512;
+// avx2 bodies the avx512 set shares.
+void ck_rope_avx2(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
+void ck_f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n);
+void ck_f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n);
+void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, float *scores,
+                    float *out);
+#endif
+#if defined(__aarch64__)
+extern const ck_kernels ck_kernels_neon;
+#endif
+
+// ------------------------------------------------------------------ packed weight geometry
+
+/// Bytes of packed quant values per block of a 16-row group (low/high nibbles or 8-bit values).
+static inline int64_t ck_wbytes(int fmt) { return fmt == CK_Q8_0 ? 512 : 256; }
 /// Bytes of per-block scale data per 16-row group: f16 d (and f16 m for Q4_1).
-static inline int64_t ck_sbytes(int fmt) { return fmt == 3 /* CK_Q4_1 */ ? 64 : 32; }
-static inline int64_t ck_group_stride(int fmt, int64_t in) {
-    return (in / 32) * (ck_wbytes(fmt) + ck_sbytes(fmt));
-}
+static inline int64_t ck_sbytes(int fmt) { return fmt == CK_Q4_1 ? 64 : 32; }
+static inline int64_t ck_group_stride(int fmt, int64_t in) { return (in / 32) * (ck_wbytes(fmt) + ck_sbytes(fmt)); }
 static inline int64_t ck_ngroups(int64_t out) { return (out + 15) / 16; }
+
+/// The output lanes of group g that fall in [lo, hi), as a 16-bit mask (bit l = row 16g + l).
+static inline uint32_t ck_group_mask(int64_t g, int64_t lo, int64_t hi) {
+    const int64_t first = g * CK_GROUP;
+    uint32_t bits = 0xFFFFu;
+    if (first < lo) bits &= 0xFFFFu << (lo - first);
+    if (first + CK_GROUP > hi) bits &= 0xFFFFu >> (first + CK_GROUP - hi);
+    return bits;
+}
+
+static inline int32_t ck_rd32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t ck_rd16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+
+/// Software prefetch distance in bytes ahead of the weights being read (measured best at 16 KiB on
+/// Zen 4 with AVX-512 and on Zen 3 with AVX2). Clamped to the matrix end.
+#ifndef CK_PF
+#define CK_PF 16384
+#endif
+
+// ------------------------------------------------------------------ shared scalar pieces
+
+/// The 16-lane fixed-order float dot product (see ck_dot) with b in f32 or f16; every SIMD set
+/// reproduces it bit for bit.
+float ck_dot16_scalar(const float *a, const void *b, int b_is_f16, int64_t n);
+
+/// Inserts (v, id) into the descending top-k list of `*filled` entries (ties keep the earlier id).
+static inline void ck_topk_insert(float v, int32_t id, int k, int *filled, int32_t *ids, float *vals) {
+    int at = *filled < k ? *filled : k - 1;
+    if (*filled == k && !(v > vals[k - 1])) return;
+    while (at > 0 && vals[at - 1] < v) {
+        vals[at] = vals[at - 1];
+        ids[at] = ids[at - 1];
+        at--;
+    }
+    vals[at] = v;
+    ids[at] = id;
+    if (*filled < k) (*filled)++;
+}
+
+/// Start of row j of a key/value view (cached or chain), keys or values.
+static inline const uint8_t *ck_kv_row(const ck_kv_view *v, int64_t j, int values) {
+    if (j < v->n_cached)
+        return (values ? v->v_base : v->k_base) + (int64_t)v->table[j / v->block_size] * v->block_stride +
+               v->layer_offset + (j % v->block_size) * v->row_bytes;
+    return (values ? v->v_chain : v->k_chain)[j - v->n_cached];
+}
+
+/// Q8_0 key/value rows: the f16 scale of the 32-value block holding value i.
+static inline const uint16_t *ck_kv_q8_scales(const uint8_t *row, int64_t row_values) {
+    return (const uint16_t *)(row + row_values);
+}
 
 #endif

@@ -1,5 +1,6 @@
 import Foundation
 import Grammar
+import Kernels
 import Model
 import Speculation
 
@@ -230,6 +231,8 @@ public struct EngineConfiguration: Sendable {
     /// A smaller budget shares memory between sequences (prefix reuse, preemption when full).
     public var kvBlocks: Int?
     public var blockSize = 16
+    /// How cached keys and values are stored (f16 by default; q8_0 takes about half of that).
+    public var kvCacheType = KVCacheType.f16
     /// Speculative decoding with CAST-planned draft trees (greedy requests only for now).
     /// Off by default until the planner is never below plain decoding (see README).
     public var speculation = false
@@ -349,7 +352,8 @@ public final class Engine: @unchecked Sendable {
         config.contextLength = min(config.contextLength, model.maxContext)
         config.prefillChunk = max(1, min(config.prefillChunk, model.maxStepRows - config.slots))
         self.configuration = config
-        cache = model.makeCache(slots: config.slots, capacity: config.contextLength, blockSize: config.blockSize, blockCount: config.kvBlocks)
+        cache = model.makeCache(slots: config.slots, capacity: config.contextLength, blockSize: config.blockSize, blockCount: config.kvBlocks,
+                                type: config.kvCacheType)
         running = Array(repeating: nil, count: config.slots)
         rawLogits = .allocate(capacity: model.config.vocabularySize)
         scratchLogits = .allocate(capacity: model.config.vocabularySize)
@@ -423,6 +427,8 @@ public final class Engine: @unchecked Sendable {
 
     /// Bytes reserved for the KV cache.
     public var cacheBytes: Int { cache.byteCount }
+    /// Bytes one cached position takes (keys and values of every layer).
+    public var cacheBytesPerPosition: Int { cache.bytesPerPosition }
 
     /// Current counters.
     public var snapshot: EngineSnapshot {

@@ -1,58 +1,91 @@
 import CKernels
 
-/// Where a sequence's cached keys and values live: row j at
-/// `base + table[j / blockSize] * blockStride + (j % blockSize) * rowStride + offset`.
-public struct CachedRows {
-    public var keys: UnsafePointer<Float>
-    public var values: UnsafePointer<Float>
-    public var table: UnsafePointer<Int32>
-    public var blockSize: Int
-    public var blockStride: Int
-    public var rowStride: Int
-    public var offset: Int
-    public var count: Int
+/// How cached keys and values are stored (as llama.cpp's `--cache-type-k/v`): `f16` (default:
+/// half the bytes of f32, exact f16 rounding of each value), `q8_0` (int8 values with one f16 scale
+/// per 32, about a quarter of f32; needs head dimensions that are multiples of 32) or `f32`.
+public enum KVCacheType: String, CaseIterable, Sendable, Codable {
+    case f32, f16, q8_0
 
-    public init(keys: UnsafePointer<Float>, values: UnsafePointer<Float>, table: UnsafePointer<Int32>, blockSize: Int,
-                blockStride: Int, rowStride: Int, offset: Int, count: Int) {
-        self.keys = keys
-        self.values = values
-        self.table = table
-        self.blockSize = blockSize
-        self.blockStride = blockStride
-        self.rowStride = rowStride
-        self.offset = offset
-        self.count = count
+    /// Parses a name (`f32`, `f16`, `q8_0`); throws `KernelError.unknownKVCacheType`.
+    public init(parsing text: String) throws {
+        guard let t = KVCacheType(rawValue: text.lowercased()) else { throw KernelError.unknownKVCacheType(text) }
+        self = t
+    }
+
+    /// Bytes of one stored row of `values` values.
+    public func rowBytes(values: Int) -> Int { Int(ck_kv_row_bytes(ck, Int64(values))) }
+
+    /// Checks that rows made of heads of `headDimension` values can use this type.
+    public func validate(headDimension: Int) throws {
+        if self == .q8_0 && headDimension % 32 != 0 {
+            throw KernelError.kvCacheTypeNeedsBlocks(type: rawValue, headDimension: headDimension)
+        }
+    }
+
+    var ck: Int32 {
+        switch self {
+        case .f32: return Int32(CK_KV_F32)
+        case .f16: return Int32(CK_KV_F16)
+        case .q8_0: return Int32(CK_KV_Q8_0)
+        }
+    }
+}
+
+/// Where one layer's keys and values of one sequence live, for one key/value head: cached row j
+/// (j < cachedCount) starts at `base + table[j / blockSize] * blockStride + layerOffset +
+/// (j % blockSize) * rowBytes` (keys from `keys`, values from `values`), step row c at
+/// `chainKeys[c]` / `chainValues[c]` (ancestors root first, the row itself last). Rows hold
+/// `rowValues` values of `type`; this head's values start at value `headFirst`. Byte offsets.
+public struct KVView {
+    var raw: ck_kv_view
+
+    public init(type: KVCacheType, rowValues: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer,
+                table: UnsafePointer<Int32>, blockSize: Int, blockStride: Int, layerOffset: Int, cachedCount: Int,
+                chainKeys: UnsafePointer<UnsafePointer<UInt8>?>, chainValues: UnsafePointer<UnsafePointer<UInt8>?>,
+                chainCount: Int, headFirst: Int) {
+        raw = ck_kv_view(type: type.ck, row_values: Int64(rowValues), row_bytes: Int64(type.rowBytes(values: rowValues)),
+                         k_base: keys.assumingMemoryBound(to: UInt8.self), v_base: values.assumingMemoryBound(to: UInt8.self),
+                         table: table, block_size: Int64(blockSize), block_stride: Int64(blockStride),
+                         layer_offset: Int64(layerOffset), n_cached: Int64(cachedCount), k_chain: chainKeys,
+                         v_chain: chainValues, n_chain: Int64(chainCount), head_first: Int64(headFirst))
+    }
+
+    /// The same view for another head.
+    public func head(startingAt first: Int) -> KVView {
+        var v = self
+        v.raw.head_first = Int64(first)
+        return v
     }
 }
 
 extension Ops {
+    /// Stores `count` f32 values as one key/value row of `type` at `row` (`type.rowBytes` bytes).
+    /// Bit-identical in every kernel set.
+    public static func storeKV(_ x: UnsafePointer<Float>, count: Int, as type: KVCacheType, into row: UnsafeMutableRawPointer,
+                               kernels: KernelSet = .current) {
+        ck_kv_store(kernels.table, type.ck, x, Int64(count), row)
+    }
+
+    /// Reads values `first..<first + count` of a stored row back as f32.
+    public static func loadKV(_ row: UnsafeRawPointer, rowValues: Int, as type: KVCacheType, first: Int, count: Int,
+                              into y: UnsafeMutablePointer<Float>) {
+        ck_kv_load(type.ck, row, Int64(rowValues), Int64(first), Int64(count), y)
+    }
+
     /// Attention of `group` query heads sharing one key/value head (grouped-query attention).
     ///
     /// - Parameters:
     ///   - q: `[group][headDim]` queries, contiguous.
-    ///   - cached: the sequence's cached rows for this layer and head.
-    ///   - chainKeys, chainValues: `chainCount` pointers to this step's ancestor rows (root first,
-    ///     the row itself last); this head's part starts `chainOffset` floats in.
-    ///   - scores: scratch of `group * (cached.count + chainCount)` floats.
+    ///   - view: the sequence's cached rows and this step's ancestor rows, for this layer and head.
+    ///   - scores: scratch of `group * (cachedCount + chainCount)` floats.
     ///   - out: `[group][headDim]`.
     /// Positions are reduced in order, so the result does not depend on the rest of the batch.
-    public static func attend(q: UnsafePointer<Float>, group: Int, headDim: Int, scale: Float, cached: CachedRows,
-                              chainKeys: UnsafePointer<UnsafePointer<Float>?>, chainValues: UnsafePointer<UnsafePointer<Float>?>,
-                              chainOffset: Int, chainCount: Int,
-                              scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        precondition(group >= 1 && group <= 64 && cached.count + chainCount >= 1)
-        ck_attend(q, Int64(group), Int64(headDim), scale, cached.keys, cached.values, cached.table, Int64(cached.blockSize),
-                  Int64(cached.blockStride), Int64(cached.rowStride), Int64(cached.offset), Int64(cached.count),
-                  chainKeys, chainValues, Int64(chainOffset), Int64(chainCount), scores, out)
-    }
-
-    /// Scalar reference of `attend` (equal within float rounding).
-    public static func attendReference(q: UnsafePointer<Float>, group: Int, headDim: Int, scale: Float, cached: CachedRows,
-                                       chainKeys: UnsafePointer<UnsafePointer<Float>?>, chainValues: UnsafePointer<UnsafePointer<Float>?>,
-                                       chainOffset: Int, chainCount: Int,
-                                       scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>) {
-        ck_attend_reference(q, Int64(group), Int64(headDim), scale, cached.keys, cached.values, cached.table, Int64(cached.blockSize),
-                            Int64(cached.blockStride), Int64(cached.rowStride), Int64(cached.offset), Int64(cached.count),
-                            chainKeys, chainValues, Int64(chainOffset), Int64(chainCount), scores, out)
+    public static func attend(q: UnsafePointer<Float>, group: Int, headDim: Int, scale: Float, view: KVView,
+                              scores: UnsafeMutablePointer<Float>, out: UnsafeMutablePointer<Float>,
+                              kernels: KernelSet = .current) {
+        precondition(group >= 1 && group <= 64 && headDim <= 1024 && view.raw.n_cached + view.raw.n_chain >= 1)
+        withUnsafePointer(to: view.raw) { v in
+            ck_attend(kernels.table, q, Int64(group), Int64(headDim), scale, v, scores, out)
+        }
     }
 }

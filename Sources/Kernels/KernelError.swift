@@ -10,6 +10,14 @@ public enum KernelError: Error, CustomStringConvertible, Equatable {
     case inFeaturesNotMultipleOfBlock(format: WeightFormat, inFeatures: Int, blockSize: Int)
     /// The raw tensor bytes do not match the format and shape.
     case byteCountMismatch(format: WeightFormat, outFeatures: Int, inFeatures: Int, expected: Int, found: Int)
+    /// A kernel set was asked for that this CPU cannot run.
+    case kernelSetUnsupported(String, missing: String, available: [String])
+    /// A kernel set name that does not exist.
+    case unknownKernelSet(String)
+    /// A key/value cache storage type that does not exist.
+    case unknownKVCacheType(String)
+    /// Q8_0 key/value storage needs every head's values in whole blocks of 32.
+    case kvCacheTypeNeedsBlocks(type: String, headDimension: Int)
 
     public var description: String {
         switch self {
@@ -19,6 +27,14 @@ public enum KernelError: Error, CustomStringConvertible, Equatable {
             return "weight format \(f) stores blocks of \(bs) values but the row length (inFeatures) is \(i), not a multiple of \(bs); the tensor is malformed or uses a layout this loader does not support"
         case let .byteCountMismatch(f, o, i, e, found):
             return "weight matrix \(o) x \(i) in format \(f) needs \(e) bytes but \(found) were given; check the tensor's type, shape and offset in the model file"
+        case let .kernelSetUnsupported(name, missing, available):
+            return "kernel set '\(name)' cannot run on this CPU (missing: \(missing)); use kernels 'auto' or one this CPU runs: \(available.joined(separator: ", "))"
+        case let .unknownKernelSet(name):
+            return "unknown kernel set '\(name)'; choose one of: auto, \(KernelSet.Name.allCases.map(\.rawValue).joined(separator: ", "))"
+        case let .unknownKVCacheType(name):
+            return "unknown key/value cache type '\(name)'; choose one of: \(KVCacheType.allCases.map(\.rawValue).joined(separator: ", "))"
+        case let .kvCacheTypeNeedsBlocks(type, hd):
+            return "key/value cache type \(type) stores blocks of 32 values, but this model's head dimension is \(hd); use kv_cache_type f16 or f32"
         }
     }
 }

@@ -81,18 +81,21 @@ public final class LinearWeights: @unchecked Sendable {
 
     /// y[row * ldy + o] = x[row] · W[o] for all rows of `x` and all outputs o, split over the pool's
     /// threads by output features. `x` must have been quantized with inFeatures == self.inFeatures.
-    public func apply(_ x: QuantizedActivations, into y: UnsafeMutablePointer<Float>, ldy: Int, pool: ThreadPool) {
-        apply(x, outputs: 0..<outFeatures, into: y, ldy: ldy, pool: pool)
+    /// Every kernel set gives the same bits (see `KernelSet`).
+    public func apply(_ x: QuantizedActivations, into y: UnsafeMutablePointer<Float>, ldy: Int, pool: ThreadPool,
+                      kernels: KernelSet = .current) {
+        apply(x, outputs: 0..<outFeatures, into: y, ldy: ldy, pool: pool, kernels: kernels)
     }
 
     /// Only outputs in `outputs`: y[row * ldy + (o - outputs.lowerBound)] = x[row] · W[o]
     /// (e.g. logits of a vocabulary slice). ldy >= outputs.count.
-    public func apply(_ x: QuantizedActivations, outputs: Range<Int>, into y: UnsafeMutablePointer<Float>, ldy: Int, pool: ThreadPool) {
+    public func apply(_ x: QuantizedActivations, outputs: Range<Int>, into y: UnsafeMutablePointer<Float>, ldy: Int,
+                      pool: ThreadPool, kernels: KernelSet = .current) {
         precondition(x.inFeatures == inFeatures, "apply: activations have \(x.inFeatures) features, weights \(inFeatures)")
         precondition(format.blockSize == 1 || x.hasBlocks, "apply: activations were not block-quantized")
         precondition(outputs.lowerBound >= 0 && outputs.upperBound <= outFeatures && ldy >= outputs.count)
         if x.rows == 0 || outputs.isEmpty { return }
-        ck_matmul_parallel(pool.handle, Int64(pool.threadCount * LinearWeights.chunksPerThread), format.ck, packed,
+        ck_matmul_parallel(pool.handle, Int64(pool.threadCount * LinearWeights.chunksPerThread), kernels.table, format.ck, packed,
                            Int64(outFeatures), Int64(inFeatures), x.acts, Int64(outputs.lowerBound),
                            Int64(outputs.upperBound), y, Int64(ldy))
     }
@@ -110,7 +113,7 @@ public final class LinearWeights: @unchecked Sendable {
             defer { w.deallocate() }
             dequantizeRow(o, into: w)
             let xr = x.acts.pointee.x! + row * Int(x.acts.pointee.ldx)
-            return ck_dot_reference(xr, w, Int64(inFeatures))
+            return Ops.dotReference(xr, w, count: inFeatures)
         default:
             return ck_matmul_ref1(format.ck, packed, Int64(outFeatures), Int64(inFeatures), x.acts, Int64(row), Int64(o))
         }

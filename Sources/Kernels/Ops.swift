@@ -1,23 +1,15 @@
 import CKernels
 import Foundation
 
-/// Which kernel bodies run (AVX-512 VNNI or plain C), chosen at run time from the CPU.
-public enum KernelDispatch {
-    /// True when the AVX-512 VNNI bodies are in use.
-    public static var simdActive: Bool { ck_simd_active() != 0 }
-    /// Test hook: `true` forces the plain C bodies process-wide, `false` restores the automatic
-    /// choice. Quantized matmuls and `dot` give bit-identical results either way.
-    public static func setForceScalar(_ force: Bool) { ck_set_force_scalar(force ? 1 : 0) }
-}
-
-/// Elementwise and reduction ops on f32 buffers. Each fast op (SIMD, in CKernels) has a plain
-/// Swift `...Reference` twin used by tests. Reductions use a fixed order independent of pointer
+/// Elementwise and reduction ops on f32 buffers, run by a kernel set (default: `KernelSet.current`).
+/// Each op also has a plain Swift `...Reference` twin (mostly in Double) that tests use as an
+/// independent oracle for the scalar set. Reductions use a fixed order independent of pointer
 /// alignment (16 lanes by index, then a fixed tree), so results depend only on the values.
 public enum Ops {
     /// y[i] = x[i] * (1 / sqrt(mean(x^2) + epsilon)) * weight[i]. `y` may alias `x`.
     public static func rmsNorm(_ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, count: Int, epsilon: Float,
-                               into y: UnsafeMutablePointer<Float>) {
-        ck_rmsnorm(x, weight, Int64(count), epsilon, y)
+                               into y: UnsafeMutablePointer<Float>, kernels: KernelSet = .current) {
+        ck_rmsnorm(kernels.table, x, weight, Int64(count), epsilon, y)
     }
 
     /// Scalar twin of `rmsNorm` (sequential sum in Double).
@@ -29,40 +21,59 @@ public enum Ops {
         for i in 0..<count { y[i] = x[i] * scale * weight[i] }
     }
 
-    /// llama-style RoPE, ggml "normal" mode: in each of `heads` heads of `headDim` values, the pair
-    /// (x[2i], x[2i+1]) is rotated by the angle position * theta^(-2i/headDim) (computed as ggml does,
-    /// by repeated multiplication in f32). In place. headDim must be even and at most 1024.
-    public static func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, position: Int, theta: Float) {
+    /// RoPE angles of one position (ggml's, by repeated multiplication in f32): `cos` and `sin` of
+    /// position * theta^(-2i/headDim) for i in 0..<headDim/2 into `cos`/`sin` (headDim/2 values each).
+    public static func ropeAngles(position: Int, theta: Float, headDim: Int, cos: UnsafeMutablePointer<Float>,
+                                  sin: UnsafeMutablePointer<Float>) {
         precondition(headDim % 2 == 0 && headDim <= 1024, "rope: headDim must be even and <= 1024")
-        ck_rope(x, Int64(heads), Int64(headDim), Int64(position), theta)
+        ck_rope_angles(Int64(position), theta, Int64(headDim), cos, sin)
+    }
+
+    /// Rotates each of `heads` heads of `headDim` values in place by angles from `ropeAngles`: the
+    /// pair (x[2i], x[2i+1]) (llama, ggml "normal" mode) or, with `neox`, (x[i], x[i + headDim/2]).
+    /// Bit-identical in every kernel set.
+    public static func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, cos: UnsafePointer<Float>,
+                            sin: UnsafePointer<Float>, neox: Bool = false, kernels: KernelSet = .current) {
+        ck_rope(kernels.table, x, Int64(heads), Int64(headDim), cos, sin, neox ? 1 : 0)
+    }
+
+    /// RoPE of one position in one call (angles, then the rotation; llama pairing).
+    public static func rope(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, position: Int, theta: Float,
+                            neox: Bool = false, kernels: KernelSet = .current) {
+        var cs = [Float](repeating: 0, count: headDim / 2 + 1), sn = cs
+        ropeAngles(position: position, theta: theta, headDim: headDim, cos: &cs, sin: &sn)
+        rope(x, heads: heads, headDim: headDim, cos: cs, sin: sn, neox: neox, kernels: kernels)
     }
 
     /// Scalar twin of `rope` (angles from pow in Double).
-    public static func ropeReference(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, position: Int, theta: Float) {
+    public static func ropeReference(_ x: UnsafeMutablePointer<Float>, heads: Int, headDim: Int, position: Int, theta: Float,
+                                     neox: Bool = false) {
+        let half = headDim / 2
         for h in 0..<heads {
             let v = x + h * headDim
-            for i in 0..<(headDim / 2) {
+            for i in 0..<half {
                 let angle = Double(position) * pow(Double(theta), -2.0 * Double(i) / Double(headDim))
                 let c = Float(cos(angle)), s = Float(sin(angle))
-                let x0 = v[2 * i], x1 = v[2 * i + 1]
-                v[2 * i] = x0 * c - x1 * s
-                v[2 * i + 1] = x0 * s + x1 * c
+                let (i0, i1) = neox ? (i, i + half) : (2 * i, 2 * i + 1)
+                let x0 = v[i0], x1 = v[i1]
+                v[i0] = x0 * c - x1 * s
+                v[i1] = x0 * s + x1 * c
             }
         }
     }
 
-    /// In place: x[i] = exp(x[i] - max) / sum. count 0 is a no-op.
     /// The `k` largest logits (descending; ties: the lower id first) into `ids`/`values` (`[k]`
     /// each, k <= count), and the log-sum-exp of all `count` logits. Two passes, SIMD.
     @discardableResult
     public static func topK(_ x: UnsafePointer<Float>, count: Int, k: Int, ids: UnsafeMutablePointer<Int32>,
-                            values: UnsafeMutablePointer<Float>) -> Float {
+                            values: UnsafeMutablePointer<Float>, kernels: KernelSet = .current) -> Float {
         precondition(k >= 1 && k <= count)
-        return ck_logits_summary(x, Int64(count), Int32(k), ids, values)
+        return ck_logits_summary(kernels.table, x, Int64(count), Int32(k), ids, values)
     }
 
-    public static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        ck_softmax(x, Int64(count))
+    /// In place: x[i] = exp(x[i] - max) / sum; -infinity gives exactly 0. count 0 is a no-op.
+    public static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int, kernels: KernelSet = .current) {
+        ck_softmax(kernels.table, x, Int64(count))
     }
 
     /// Scalar twin of `softmax` (Double accumulation).
@@ -76,8 +87,9 @@ public enum Ops {
     }
 
     /// gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + exp(-g)).
-    public static func siluMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
-        ck_silu_mul(gate, up, Int64(count))
+    public static func siluMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int,
+                               kernels: KernelSet = .current) {
+        ck_silu_mul(kernels.table, gate, up, Int64(count))
     }
 
     /// Scalar twin of `siluMul` (Double).
@@ -89,9 +101,9 @@ public enum Ops {
     }
 
     /// Sum of a[i] * b[i]: lane i % 16 accumulates with fused multiply-adds in index order, then the
-    /// 16 lanes are added in a fixed tree. Bit-identical to `dotReference`.
-    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
-        ck_dot(a, b, Int64(count))
+    /// 16 lanes are added in a fixed tree. Bit-identical to `dotReference`, in every kernel set.
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int, kernels: KernelSet = .current) -> Float {
+        ck_dot(kernels.table, a, b, Int64(count))
     }
 
     /// Scalar twin of `dot`, with the same lane order and tree (so equal bit for bit).
@@ -112,12 +124,25 @@ public enum Ops {
     }
 
     /// y[i] += alpha * x[i] (fused multiply-add per element).
-    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
-        ck_axpy(alpha, x, y, Int64(count))
+    public static func axpy(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int,
+                            kernels: KernelSet = .current) {
+        ck_axpy(kernels.table, alpha, x, y, Int64(count))
     }
 
     /// Scalar twin of `axpy` (bit-identical).
     public static func axpyReference(_ alpha: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count: Int) {
         for i in 0..<count { y[i] = y[i].addingProduct(alpha, x[i]) }
+    }
+
+    /// f16 -> f32 of `count` values (exact; bit-identical in every kernel set).
+    public static func halfToFloat(_ x: UnsafePointer<UInt16>, _ y: UnsafeMutablePointer<Float>, count: Int,
+                                   kernels: KernelSet = .current) {
+        ck_f16_to_f32_row(kernels.table, x, y, Int64(count))
+    }
+
+    /// f32 -> f16 of `count` values, round to nearest even (bit-identical in every kernel set).
+    public static func floatToHalf(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<UInt16>, count: Int,
+                                   kernels: KernelSet = .current) {
+        ck_f32_to_f16_row(kernels.table, x, y, Int64(count))
     }
 }

@@ -50,12 +50,14 @@ public final class QuantizedActivations {
 
     /// Prepares `rows` rows of `inFeatures` f32 values from `x` (row-major, contiguous). When a pool is
     /// given, rows are split between its threads (the result does not depend on the split).
-    public func quantize(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, pool: ThreadPool?) {
-        quantize(x, rows: rows, inFeatures: inFeatures, ldx: inFeatures, pool: pool)
+    public func quantize(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, pool: ThreadPool?, kernels: KernelSet = .current) {
+        quantize(x, rows: rows, inFeatures: inFeatures, ldx: inFeatures, pool: pool, kernels: kernels)
     }
 
-    /// As `quantize(_:rows:inFeatures:pool:)` with `ldx` floats between the starts of input rows.
-    public func quantize(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, ldx: Int, pool: ThreadPool?) {
+    /// As `quantize(_:rows:inFeatures:pool:kernels:)` with `ldx` floats between the starts of input
+    /// rows. Every kernel set gives the same bits.
+    public func quantize(_ x: UnsafePointer<Float>, rows: Int, inFeatures: Int, ldx: Int, pool: ThreadPool?,
+                         kernels: KernelSet = .current) {
         precondition(rows >= 0 && rows <= maxRows, "QuantizedActivations: rows \(rows) exceeds capacity \(maxRows)")
         precondition(inFeatures >= 1 && inFeatures <= maxInFeatures,
                      "QuantizedActivations: inFeatures \(inFeatures) exceeds capacity \(maxInFeatures)")
@@ -65,7 +67,7 @@ public final class QuantizedActivations {
         hasBlocks = inFeatures % 32 == 0
         acts.pointee.rows = Int64(rows)
         acts.pointee.k = Int64(inFeatures)
-        ck_prepare_acts(pool?.handle, x, Int64(ldx), Int64(rows), Int64(inFeatures), acts, hasBlocks ? 1 : 0)
+        ck_prepare_acts(pool?.handle, kernels.table, x, Int64(ldx), Int64(rows), Int64(inFeatures), acts, hasBlocks ? 1 : 0)
     }
 
     /// The int8 value at (row, i) of the last quantization (for tests and diagnostics).

@@ -1,10 +1,14 @@
+import Kernels
+
 /// Key/value storage in fixed-size blocks shared by `slotCount` sequences, with prefix reuse.
 ///
-/// Layout: a pool of `blockCount` blocks, each `[layer][blockSize][kvDimension]` floats of keys
-/// (and the same of values). A slot owns a block table; position p of a slot lives in block
-/// `table[p / blockSize]` at row `p % blockSize`. A step's new rows first write their keys and
-/// values to the step area (`[layer][row][kvDimension]`); after the step the caller commits the
-/// rows it keeps (a prefill chain, or a verified draft path), which appends them to the slot.
+/// Layout: a pool of `blockCount` blocks, each `[layer][blockSize]` rows of keys (and the same of
+/// values); a row is `kvDimension` values stored as `type` (`rowBytes` bytes: f16 by default). A
+/// slot owns a block table; position p of a slot lives in block `table[p / blockSize]` at row
+/// `p % blockSize`. A step's new rows first write their keys and values to the step area
+/// (`[layer][row]`, the same row format, so a row attends to an ancestor in the step exactly as it
+/// will once that ancestor is cached); after the step the caller commits the rows it keeps (a
+/// prefill chain, or a verified draft path), which copies their bytes to the slot.
 ///
 /// Prefix reuse: full blocks are registered under a hash of all tokens up to their end, so a
 /// later sequence whose prompt starts with the same tokens attaches those blocks instead of
@@ -22,16 +26,20 @@ public final class KVCache {
     public let maxStepRows: Int
     public let blockSize: Int
     public let blockCount: Int
+    /// How keys and values are stored.
+    public let type: KVCacheType
+    /// Bytes of one stored row (one layer's keys, or values, of one position).
+    public let rowBytes: Int
     /// Cached positions per slot.
     public private(set) var lengths: [Int]
 
-    let keys: UnsafeMutablePointer<Float>
-    let values: UnsafeMutablePointer<Float>
-    let stepKeys: UnsafeMutablePointer<Float>
-    let stepValues: UnsafeMutablePointer<Float>
-    /// Floats per block (all layers).
+    let keys: UnsafeMutableRawPointer
+    let values: UnsafeMutableRawPointer
+    let stepKeys: UnsafeMutableRawPointer
+    let stepValues: UnsafeMutableRawPointer
+    /// Bytes per block (all layers).
     let blockStride: Int
-    /// Floats per layer inside a block.
+    /// Bytes per layer inside a block.
     let layerStride: Int
     /// `[slot][maxBlocksPerSlot]` block ids.
     let tables: UnsafeMutablePointer<Int32>
@@ -54,7 +62,7 @@ public final class KVCache {
 
     /// - Parameter blockCount: blocks in the pool; default: enough for every slot to be full.
     public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, maxStepRows: Int,
-                blockSize: Int = 16, blockCount: Int? = nil) {
+                blockSize: Int = 16, blockCount: Int? = nil, type: KVCacheType = .f16) {
         precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0 && blockSize > 0)
         self.slotCount = slotCount
         self.capacity = capacity
@@ -62,21 +70,23 @@ public final class KVCache {
         self.kvDimension = kvDimension
         self.maxStepRows = maxStepRows
         self.blockSize = blockSize
+        self.type = type
+        rowBytes = type.rowBytes(values: kvDimension)
         maxBlocksPerSlot = (capacity + blockSize - 1) / blockSize
         let blocks = blockCount ?? slotCount * maxBlocksPerSlot
         self.blockCount = blocks
         lengths = Array(repeating: 0, count: slotCount)
-        layerStride = blockSize * kvDimension
+        layerStride = blockSize * rowBytes
         blockStride = layerCount * layerStride
         // Left uninitialized on purpose: attention reads only positions below a slot's length,
         // all written by commit, and untouched pages of a large allocation cost no memory.
-        keys = .allocate(capacity: blocks * blockStride)
-        values = .allocate(capacity: blocks * blockStride)
-        let stepTotal = layerCount * maxStepRows * kvDimension
-        stepKeys = .allocate(capacity: stepTotal)
-        stepValues = .allocate(capacity: stepTotal)
-        stepKeys.initialize(repeating: 0, count: stepTotal)
-        stepValues.initialize(repeating: 0, count: stepTotal)
+        keys = .allocate(byteCount: max(1, blocks * blockStride), alignment: 64)
+        values = .allocate(byteCount: max(1, blocks * blockStride), alignment: 64)
+        let stepTotal = layerCount * maxStepRows * rowBytes
+        stepKeys = .allocate(byteCount: stepTotal, alignment: 64)
+        stepValues = .allocate(byteCount: stepTotal, alignment: 64)
+        stepKeys.initializeMemory(as: UInt8.self, repeating: 0, count: stepTotal)
+        stepValues.initializeMemory(as: UInt8.self, repeating: 0, count: stepTotal)
         tables = .allocate(capacity: slotCount * maxBlocksPerSlot)
         tables.initialize(repeating: -1, count: slotCount * maxBlocksPerSlot)
         references = Array(repeating: 0, count: blocks)
@@ -94,7 +104,10 @@ public final class KVCache {
     }
 
     /// Bytes reserved by the cache (virtual; pages are touched as positions are written).
-    public var byteCount: Int { (2 * blockCount * blockStride + 2 * layerCount * maxStepRows * kvDimension) * MemoryLayout<Float>.size }
+    public var byteCount: Int { 2 * blockCount * blockStride + 2 * layerCount * maxStepRows * rowBytes }
+
+    /// Bytes one cached position takes (keys and values of every layer).
+    public var bytesPerPosition: Int { 2 * layerCount * rowBytes }
 
     /// Blocks holding live positions of some slot.
     public var usedBlocks: Int { blockCount - freeBlocks.count - idleCached.count }
@@ -112,20 +125,29 @@ public final class KVCache {
         Int(tables[slot * maxBlocksPerSlot + position / blockSize])
     }
 
-    @inline(__always) func cachedKey(slot: Int, layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        keys + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * kvDimension
+    @inline(__always) func cachedKey(slot: Int, layer: Int, position: Int) -> UnsafeMutableRawPointer {
+        keys + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * rowBytes
     }
 
-    @inline(__always) func cachedValue(slot: Int, layer: Int, position: Int) -> UnsafeMutablePointer<Float> {
-        values + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * kvDimension
+    @inline(__always) func cachedValue(slot: Int, layer: Int, position: Int) -> UnsafeMutableRawPointer {
+        values + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * rowBytes
     }
 
-    @inline(__always) func stepKey(layer: Int, row: Int) -> UnsafeMutablePointer<Float> {
-        stepKeys + (layer * maxStepRows + row) * kvDimension
+    @inline(__always) func stepKey(layer: Int, row: Int) -> UnsafeMutableRawPointer {
+        stepKeys + (layer * maxStepRows + row) * rowBytes
     }
 
-    @inline(__always) func stepValue(layer: Int, row: Int) -> UnsafeMutablePointer<Float> {
-        stepValues + (layer * maxStepRows + row) * kvDimension
+    @inline(__always) func stepValue(layer: Int, row: Int) -> UnsafeMutableRawPointer {
+        stepValues + (layer * maxStepRows + row) * rowBytes
+    }
+
+    /// Position `position` of `slot`, layer `layer`, as f32 (keys, or values with `values`), for tests.
+    public func cachedRow(slot: Int, layer: Int, position: Int, values: Bool = false) -> [Float] {
+        precondition(position < lengths[slot])
+        var out = [Float](repeating: 0, count: kvDimension)
+        let row = values ? cachedValue(slot: slot, layer: layer, position: position) : cachedKey(slot: slot, layer: layer, position: position)
+        Ops.loadKV(row, rowValues: kvDimension, as: type, first: 0, count: kvDimension, into: &out)
+        return out
     }
 
     /// The slot's block table (valid until the next change of the slot).
@@ -191,8 +213,8 @@ public final class KVCache {
         for row in rows {
             precondition(row >= 0 && row < maxStepRows, "step row \(row) out of range")
             for layer in 0..<layerCount {
-                cachedKey(slot: slot, layer: layer, position: position).update(from: stepKey(layer: layer, row: row), count: kvDimension)
-                cachedValue(slot: slot, layer: layer, position: position).update(from: stepValue(layer: layer, row: row), count: kvDimension)
+                cachedKey(slot: slot, layer: layer, position: position).copyMemory(from: stepKey(layer: layer, row: row), byteCount: rowBytes)
+                cachedValue(slot: slot, layer: layer, position: position).copyMemory(from: stepValue(layer: layer, row: row), byteCount: rowBytes)
             }
             position += 1
         }

@@ -19,6 +19,8 @@ public final class Transformer {
     /// Weight bytes the kernels read per step (for bandwidth reports).
     public let weightBytes: Int
     public let pool: ThreadPool
+    /// The kernel set every computation of this model runs on (chosen at init).
+    public let kernels: KernelSet
 
     // MARK: - Weights
 
@@ -48,8 +50,10 @@ public final class Transformer {
     let ffnHidden: UnsafeMutablePointer<Float>    // [rows x F]
     let projected: UnsafeMutablePointer<Float>    // [rows x E]
     let scores: UnsafeMutablePointer<Float>       // [attentionItems x group x scoreStride]
-    let chainKeys: UnsafeMutablePointer<UnsafePointer<Float>?>    // [attentionItems x maxStepRows]
-    let chainValues: UnsafeMutablePointer<UnsafePointer<Float>?>  // [attentionItems x maxStepRows]
+    let chainKeys: UnsafeMutablePointer<UnsafePointer<UInt8>?>    // [attentionItems x maxStepRows]
+    let chainValues: UnsafeMutablePointer<UnsafePointer<UInt8>?>  // [attentionItems x maxStepRows]
+    let ropeCos: UnsafeMutablePointer<Float>      // [maxStepRows x headDim/2], the step's rows' angles
+    let ropeSin: UnsafeMutablePointer<Float>      // [maxStepRows x headDim/2]
     /// Attention work items per layer: a few per thread, for balance when rows differ in length.
     let attentionItems: Int
     let logitHidden: UnsafeMutablePointer<Float>  // [maxLogitRows x E]
@@ -65,12 +69,15 @@ public final class Transformer {
     /// - Parameters:
     ///   - maxStepRows: most rows one forward call takes (prefill chunk plus draft rows).
     ///   - maxContext: the longest sequence (cached positions plus step rows) attention will see.
-    public init(file: GGUFFile, threads: Int, maxStepRows: Int = 512, maxLogitRows: Int = 256, maxContext: Int = 8192) throws {
+    ///   - kernels: the kernel set to run on (default: the process-wide one).
+    public init(file: GGUFFile, threads: Int, maxStepRows: Int = 512, maxLogitRows: Int = 256, maxContext: Int = 8192,
+                kernels: KernelSet = .current) throws {
         let config = try ModelConfig(file: file)
         self.config = config
         self.maxStepRows = maxStepRows
         self.maxLogitRows = min(maxLogitRows, maxStepRows)
         self.maxContext = maxContext
+        self.kernels = kernels
         pool = ThreadPool(threads: max(1, threads))
         let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
         var bytes = 0
@@ -156,21 +163,31 @@ public final class Transformer {
         scores = buffer(attentionItems * config.groupSize * scoreStride)
         chainKeys = .allocate(capacity: attentionItems * maxStepRows)
         chainValues = .allocate(capacity: attentionItems * maxStepRows)
+        ropeCos = buffer(r * config.headDimension / 2 + 1)
+        ropeSin = buffer(r * config.headDimension / 2 + 1)
         logitHidden = buffer(self.maxLogitRows * e)
         logits = buffer(self.maxLogitRows * config.vocabularySize)
         activations = QuantizedActivations(maxRows: r, maxInFeatures: max(e, f))
     }
 
     deinit {
-        for p in [hidden, normed, qkvOut, attention, gateUpOut, ffnHidden, projected, scores, logitHidden, logits] { p.deallocate() }
+        for p in [hidden, normed, qkvOut, attention, gateUpOut, ffnHidden, projected, scores, logitHidden, logits, ropeCos, ropeSin] {
+            p.deallocate()
+        }
         chainKeys.deallocate()
         chainValues.deallocate()
     }
 
-    /// A KV cache shaped for this model.
-    public func makeCache(slots: Int, capacity: Int, blockSize: Int = 16, blockCount: Int? = nil) -> KVCache {
-        KVCache(slotCount: slots, capacity: min(capacity, maxContext), layerCount: config.layerCount,
-                kvDimension: config.kvDimension, maxStepRows: maxStepRows, blockSize: blockSize, blockCount: blockCount)
+    /// A KV cache shaped for this model, storing keys and values as `type` (check the type against
+    /// the model first with `KVCacheType.validate(headDimension:)`: a q8_0 cache needs head dimensions
+    /// that are multiples of 32).
+    public func makeCache(slots: Int, capacity: Int, blockSize: Int = 16, blockCount: Int? = nil,
+                          type: KVCacheType = .f16) -> KVCache {
+        precondition((try? type.validate(headDimension: config.headDimension)) != nil,
+                     "KV cache type \(type) does not fit head dimension \(config.headDimension)")
+        return KVCache(slotCount: slots, capacity: min(capacity, maxContext), layerCount: config.layerCount,
+                       kvDimension: config.kvDimension, maxStepRows: maxStepRows, blockSize: blockSize, blockCount: blockCount,
+                       type: type)
     }
 
     // MARK: - Forward
@@ -249,43 +266,53 @@ public final class Transformer {
         let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
         let qkvWidth = e + 2 * kv
 
+        let halfHead = config.headDimension / 2
         for i in 0..<n {
             embedding.dequantizeRow(Int(rows[first + i].token), into: hidden + i * e)
+            Ops.ropeAngles(position: rows[first + i].position, theta: config.ropeTheta, headDim: config.headDimension,
+                           cos: ropeCos + i * halfHead, sin: ropeSin + i * halfHead)
         }
         for layerIndex in layerList {
             let layer = layers[layerIndex]
             // Attention block.
             layer.attentionNorm.withUnsafeBufferPointer { w in
-                for i in 0..<n { Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e) }
+                for i in 0..<n {
+                    Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e,
+                                kernels: kernels)
+                }
             }
-            activations.quantize(normed, rows: n, inFeatures: e, pool: pool)
+            activations.quantize(normed, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             apply(layer.qkv, into: qkvOut, ldy: qkvWidth)
             for i in 0..<n {
                 let q = qkvOut + i * qkvWidth
-                let position = rows[first + i].position
-                Ops.rope(q, heads: config.headCount, headDim: config.headDimension, position: position, theta: config.ropeTheta)
-                Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, position: position, theta: config.ropeTheta)
-                cache.stepKey(layer: layerIndex, row: first + i).update(from: q + e, count: kv)
-                cache.stepValue(layer: layerIndex, row: first + i).update(from: q + e + kv, count: kv)
+                let cs = ropeCos + i * halfHead, sn = ropeSin + i * halfHead
+                Ops.rope(q, heads: config.headCount, headDim: config.headDimension, cos: cs, sin: sn, kernels: kernels)
+                Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, cos: cs, sin: sn, kernels: kernels)
+                Ops.storeKV(q + e, count: kv, as: cache.type, into: cache.stepKey(layer: layerIndex, row: first + i), kernels: kernels)
+                Ops.storeKV(q + e + kv, count: kv, as: cache.type, into: cache.stepValue(layer: layerIndex, row: first + i),
+                            kernels: kernels)
             }
             attend(rows, from: first, layer: layerIndex, cache: cache)
-            activations.quantize(attention, rows: n, inFeatures: e, pool: pool)
-            layer.output.apply(activations, into: projected, ldy: e, pool: pool)
+            activations.quantize(attention, rows: n, inFeatures: e, pool: pool, kernels: kernels)
+            layer.output.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
             for i in 0..<(n * e) { hidden[i] += projected[i] }
 
             // Feed-forward block.
             layer.ffnNorm.withUnsafeBufferPointer { w in
-                for i in 0..<n { Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e) }
+                for i in 0..<n {
+                    Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: normed + i * e,
+                                kernels: kernels)
+                }
             }
-            activations.quantize(normed, rows: n, inFeatures: e, pool: pool)
+            activations.quantize(normed, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             apply(layer.gateUp, into: gateUpOut, ldy: 2 * f)
             for i in 0..<n {
                 let g = gateUpOut + i * 2 * f
-                Ops.siluMul(g, g + f, count: f)
+                Ops.siluMul(g, g + f, count: f, kernels: kernels)
                 (ffnHidden + i * f).update(from: g, count: f)
             }
-            activations.quantize(ffnHidden, rows: n, inFeatures: f, pool: pool)
-            layer.down.apply(activations, into: projected, ldy: e, pool: pool)
+            activations.quantize(ffnHidden, rows: n, inFeatures: f, pool: pool, kernels: kernels)
+            layer.down.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
             for i in 0..<(n * e) { hidden[i] += projected[i] }
         }
 
@@ -293,14 +320,15 @@ public final class Transformer {
         var m = 0
         outputNorm.withUnsafeBufferPointer { w in
             for i in 0..<n where rows[first + i].wantsLogits {
-                Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: logitHidden + m * e)
+                Ops.rmsNorm(hidden + i * e, weight: w.baseAddress!, count: e, epsilon: config.rmsEpsilon, into: logitHidden + m * e,
+                            kernels: kernels)
                 m += 1
             }
         }
         if m > 0 {
-            activations.quantize(logitHidden, rows: m, inFeatures: e, pool: pool)
+            activations.quantize(logitHidden, rows: m, inFeatures: e, pool: pool, kernels: kernels)
             outputHead.apply(activations, outputs: 0..<(headTokens ?? config.vocabularySize), into: logits,
-                             ldy: config.vocabularySize, pool: pool)
+                             ldy: config.vocabularySize, pool: pool, kernels: kernels)
         }
         return m
     }
@@ -309,7 +337,7 @@ public final class Transformer {
     @inline(__always) private func apply(_ matrices: [LinearWeights], into y: UnsafeMutablePointer<Float>, ldy: Int) {
         var column = 0
         for w in matrices {
-            w.apply(activations, into: y + column, ldy: ldy, pool: pool)
+            w.apply(activations, into: y + column, ldy: ldy, pool: pool, kernels: kernels)
             column += w.outFeatures
         }
     }
@@ -389,20 +417,19 @@ private struct AttentionTask: ThreadPoolTask {
                 a = r
                 var c = chainLength - 1
                 while a >= 0 {
-                    chainKeys[c] = UnsafePointer(cache.stepKey(layer: layer, row: a))
-                    chainValues[c] = UnsafePointer(cache.stepValue(layer: layer, row: a))
+                    chainKeys[c] = UnsafePointer(cache.stepKey(layer: layer, row: a).assumingMemoryBound(to: UInt8.self))
+                    chainValues[c] = UnsafePointer(cache.stepValue(layer: layer, row: a).assumingMemoryBound(to: UInt8.self))
                     c -= 1
                     a = rows[a].parent
                 }
                 lastRow = r
             }
-            let offset = h * headDim
-            let cached = CachedRows(keys: cache.keys, values: cache.values, table: cache.table(slot: row.slot),
-                                    blockSize: cache.blockSize, blockStride: cache.blockStride, rowStride: kv,
-                                    offset: layer * cache.layerStride + offset, count: cache.lengths[row.slot])
+            let view = KVView(type: cache.type, rowValues: kv, keys: cache.keys, values: cache.values, table: cache.table(slot: row.slot),
+                              blockSize: cache.blockSize, blockStride: cache.blockStride, layerOffset: layer * cache.layerStride,
+                              cachedCount: cache.lengths[row.slot], chainKeys: chainKeys, chainValues: chainValues,
+                              chainCount: chainLength, headFirst: h * headDim)
             Ops.attend(q: model.qkvOut + local * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
-                       cached: cached, chainKeys: chainKeys, chainValues: chainValues, chainOffset: offset, chainCount: chainLength,
-                       scores: scores, out: model.attention + local * e + h * group * headDim)
+                       view: view, scores: scores, out: model.attention + local * e + h * group * headDim, kernels: model.kernels)
             w += items
         }
     }

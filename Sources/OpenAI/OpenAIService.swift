@@ -61,6 +61,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
 
     /// The model is loaded: start serving.
     public func setReady(_ backend: Backend) {
+        metrics.recordBuild(kernels: backend.engine.model.kernels.description,
+                            kvCacheType: backend.engine.configuration.kvCacheType.rawValue)
         lock.lock()
         state = .ready(backend)
         lock.unlock()
@@ -213,13 +215,15 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
             responder.send(json(["status": "draining"], status: .serviceUnavailable))
         case .ready(let b):
             let s = b.engine.snapshot
-            responder.send(json(["status": "ok", "model": b.modelID, "running": s.running, "waiting": s.waiting]))
+            responder.send(json(["status": "ok", "model": b.modelID, "running": s.running, "waiting": s.waiting,
+                                 "kernels": b.engine.model.kernels.description]))
         }
     }
 
     private func modelObject(_ b: Backend) -> [String: Any] {
         ["id": b.modelID, "object": "model", "created": created, "owned_by": "castserve", "context_length": b.contextLength,
-         "aliases": settings.modelAliases]
+         "aliases": settings.modelAliases, "kernels": b.engine.model.kernels.description,
+         "kv_cache_type": b.engine.configuration.kvCacheType.rawValue]
     }
 
     private func models(_ responder: HTTPResponder, _ log: inout RequestLog) throws {

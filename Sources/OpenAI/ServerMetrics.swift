@@ -89,6 +89,12 @@ public final class ServerMetrics: @unchecked Sendable {
         }
     }
 
+    /// The build the engine runs: `castserve_build_info{kernels="avx2",kv_cache_type="f16"} 1`.
+    public func recordBuild(kernels: String, kvCacheType: String) {
+        registry.makeGauge(name: "castserve_build_info", labels: [("kernels", kernels), ("kv_cache_type", kvCacheType)],
+                           help: "The kernel set (instruction set) and key/value cache type in use; always 1.").set(Double(1))
+    }
+
     /// Counts one answered request by route and status.
     func countRequest(route: String, status: Int) {
         let key = "\(route)|\(status)"

@@ -4,6 +4,7 @@ import Engine
 import Foundation
 import GGUF
 import HTTP
+import Kernels
 import Logging
 import Model
 import OpenAI
@@ -45,6 +46,12 @@ extension CastServe {
         @Flag(help: "Measure the step-cost model again instead of reusing the cached one.")
         var recalibrate = false
 
+        @Option(help: "Kernel set: auto, avx512, avx2, neon or scalar (overrides \"kernels\"; auto picks the fastest this CPU runs).")
+        var kernels: String?
+
+        @Option(help: "Key/value cache storage: f16, q8_0 or f32 (overrides \"kv_cache_type\").")
+        var kvCacheType: String?
+
         @Option(help: "Sequences decoded together (overrides \"slots\").")
         var slots: Int?
 
@@ -81,6 +88,11 @@ extension CastServe {
                 settings.speculation = speculation == "on"
             }
             if let drafter { try settings.set("drafter", drafter, source: "--drafter") }
+            if let kernels { try settings.set("kernels", kernels, source: "--kernels") }
+            if let kvCacheType { try settings.set("kv_cache_type", kvCacheType, source: "--kv-cache-type") }
+            // The kernel set, before anything listens: a set this CPU cannot run stops the start.
+            let kernelSet = try KernelSet.select(settings.kernels)
+            note("kernels: \(kernelSet) (\(kernelSetSummary(settings.kernels)))")
 
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)
@@ -133,7 +145,8 @@ extension CastServe {
                 note("loading \(settings.model)")
                 let file = try GGUFFile(path: settings.model)
                 let transformer = try Transformer(file: file, threads: settings.effectiveThreads, maxStepRows: settings.maxStepRows,
-                                                  maxLogitRows: max(slots, 128), maxContext: settings.contextLength)
+                                                  maxLogitRows: max(slots, 128), maxContext: settings.contextLength, kernels: kernelSet)
+                try settings.kvCacheType.validate(headDimension: transformer.config.headDimension)
                 let contextLength = min(settings.contextLength, transformer.config.contextLength)
                 let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
                 let blockSize = 16
@@ -142,11 +155,12 @@ extension CastServe {
                     slots: slots, contextLength: contextLength, maxWaiting: settings.maxWaitingRequests,
                     prefillChunk: max(1, settings.maxStepRows - slots), kvBlocks: kvBlocks, blockSize: blockSize,
                     speculation: settings.speculation)
+                engineConfig.kvCacheType = settings.kvCacheType
                 engineConfig.drafter = DrafterKind(rawValue: settings.drafter) ?? .recycle
                 engineConfig.maxDraftNodes = settings.maxDraftNodes
                 engineConfig.maxDraftDepth = settings.maxDraftDepth
                 if settings.speculation {
-                    try prepareCostModel(&engineConfig, settings: settings, recalibrate: recalibrate)
+                    try prepareCostModel(&engineConfig, settings: settings, kernels: kernelSet, recalibrate: recalibrate)
                 }
                 let e = Engine(model: transformer, configuration: engineConfig)
                 let metrics = service.metrics
@@ -154,9 +168,10 @@ extension CastServe {
                 engine = e
                 let modelID = ((settings.model as NSString).lastPathComponent as NSString).deletingPathExtension
                 service.setReady(Backend(engine: e, formatter: formatter, modelID: modelID, contextLength: contextLength))
-                note(String(format: "ready: %@ (%d layers, %.1f MB of weights, %d threads, %d slots × %d positions, KV cache %d blocks of %d positions = %.0f MB reserved) in %.2f s",
+                note(String(format: "ready: %@ (%d layers, %.1f MB of weights, %d threads, %@ kernels, %d slots × %d positions, KV cache %@ with %d bytes per position, %d blocks of %d positions = %.0f MB reserved) in %.2f s",
                             modelID, transformer.config.layerCount, Double(transformer.weightBytes) / 1e6, settings.effectiveThreads,
-                            slots, contextLength, e.snapshot.kvBlocksTotal, blockSize, Double(e.cacheBytes) / 1e6, (clock.now - t0).seconds))
+                            kernelSet.description, slots, contextLength, settings.kvCacheType.rawValue, e.cacheBytesPerPosition,
+                            e.snapshot.kvBlocksTotal, blockSize, Double(e.cacheBytes) / 1e6, (clock.now - t0).seconds))
             } catch {
                 note("error: \(error)")
                 server.shutdown(drainDeadline: .seconds(1))
@@ -177,7 +192,7 @@ extension CastServe {
 extension CastServe.Serve {
     /// Loads the step-cost model from the on-disk cache (unless `recalibrate`), or arranges for
     /// the engine to measure it at start-up with progress on stderr and to cache the result.
-    func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, recalibrate: Bool) throws {
+    func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, kernels: KernelSet, recalibrate: Bool) throws {
         let directory = settings.costCacheDir ?? CostModelCache.defaultDirectory
         let key: CostModelCache.Key?
         if directory.isEmpty {
@@ -185,7 +200,7 @@ extension CastServe.Serve {
         } else {
             key = try? CostModelCache.Key(
                 modelPath: settings.model, threads: settings.effectiveThreads,
-                variant: "slots=\(config.slots) rows=\(settings.maxStepRows) context=\(config.contextLength)")
+                variant: "slots=\(config.slots) rows=\(settings.maxStepRows) context=\(config.contextLength) kernels=\(kernels) kv=\(config.kvCacheType.rawValue)")
         }
         let cache = CostModelCache(directory: directory)
         if let key, !recalibrate, let known = cache.load(key) {
@@ -207,4 +222,11 @@ extension CastServe.Serve {
             }
         }
     }
+}
+
+/// How a kernel set was chosen, and the sets this CPU cannot run, for the start-up log.
+func kernelSetSummary(_ choice: KernelChoice) -> String {
+    let unavailable = KernelSet.Name.allCases.compactMap { name in KernelSet.missingFeatures(name).map { "\(name): \($0)" } }
+    let how = choice == .auto ? "auto: the fastest set this CPU runs" : "forced by configuration"
+    return unavailable.isEmpty ? how : how + "; not available here: " + unavailable.joined(separator: "; ")
 }

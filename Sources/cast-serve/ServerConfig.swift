@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import OpenAI
 
 /// The server's configuration: config.json, then `CASTSERVE_*` environment variables, then flags.
@@ -36,6 +37,8 @@ struct ServerConfig: Equatable {
     var gzipMinBytes: Int? = 1024
     /// Sampling for the fields a request leaves out (llama.cpp's server defaults unless set).
     var samplingDefaults = SamplingDefaults.llamaCpp
+    var kernels = KernelChoice.auto
+    var kvCacheType = KVCacheType.f16
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
@@ -88,7 +91,7 @@ struct ServerConfig: Equatable {
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
-                            "gzip_min_bytes", "sampling_defaults"]
+                            "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -162,6 +165,18 @@ struct ServerConfig: Equatable {
         case "max_draft_depth": maxDraftDepth = try int(1...64)
         case "cost_cache_dir": costCacheDir = try optionalString()
         case "sampling_defaults": samplingDefaults = try Self.samplingDefaults(value, source: source)
+        case "kernels":
+            let name = try string()
+            guard let choice = try? KernelChoice(parsing: name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: "auto, avx512, avx2, neon or scalar", source: source)
+            }
+            kernels = choice
+        case "kv_cache_type":
+            let name = try string()
+            guard let type = try? KVCacheType(parsing: name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: "f16, q8_0 or f32", source: source)
+            }
+            kvCacheType = type
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)

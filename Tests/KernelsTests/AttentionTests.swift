@@ -2,67 +2,131 @@ import Foundation
 import Testing
 import Kernels
 
-/// The SIMD attention kernel against its scalar reference, and against a direct softmax(qK)V.
+/// Attention on every kernel set and key/value storage type, against a direct softmax(qK)V in
+/// Double over the values as stored, and against the scalar set.
 @Suite struct AttentionTests {
-    /// Relative tolerance of the SIMD body against the scalar one (different summation trees).
-    static let tolerance: Float = 1e-5
+    /// Against the scalar set: relative to max(1, |value|) (different summation trees, vector exp).
+    static let toleranceAgainstScalar: Float = 2e-5
+    /// Against the Double computation over the stored (f16- or q8_0-rounded) values.
+    static let toleranceAgainstDouble: Float = 1e-4
 
-    @Test(arguments: [(1, 0, 1), (3, 1, 0), (3, 17, 4), (3, 129, 31), (1, 0, 33), (2, 64, 1)])
-    func simdMatchesReference(group: Int, cached: Int, chain: Int) {
-        var rng = SeededRandom(seed: UInt64(group * 1000 + cached * 10 + chain))
-        let hd = 64, kvHeads = 2, stride = kvHeads * hd
-        let q = rng.floats(group * hd)
-        let keys = rng.floats(max(cached, 1) * stride), values = rng.floats(max(cached, 1) * stride)
-        let stepKeys = (0..<chain).map { _ in rng.floats(stride) }, stepValues = (0..<chain).map { _ in rng.floats(stride) }
-        let head = 1, offset = head * hd
-        func run(_ reference: Bool) -> [Float] {
-            var out = [Float](repeating: .nan, count: group * hd)
-            var scores = [Float](repeating: 0, count: group * (cached + chain))
-            let flatKeys: [Float] = stepKeys.flatMap { $0 } + [0], flatValues: [Float] = stepValues.flatMap { $0 } + [0]
-            keys.withUnsafeBufferPointer { k in values.withUnsafeBufferPointer { v in
-            flatKeys.withUnsafeBufferPointer { sk in flatValues.withUnsafeBufferPointer { sv in
-                var kOpt: [UnsafePointer<Float>?] = (0..<max(chain, 1)).map { sk.baseAddress! + $0 * stride }
-                var vOpt: [UnsafePointer<Float>?] = (0..<max(chain, 1)).map { sv.baseAddress! + $0 * stride }
-                // Cached rows in blocks of 4 rows, stored in reverse block order.
-                let blockSize = 4
-                let blocks = (cached + blockSize - 1) / blockSize
-                let table = (0..<max(blocks, 1)).map { Int32(max(blocks, 1) - 1 - $0) }
-                var permutedK = [Float](repeating: 0, count: max(blocks, 1) * blockSize * stride), permutedV = permutedK
-                for j in 0..<cached {
-                    let dst = (Int(table[j / blockSize]) * blockSize + j % blockSize) * stride
-                    for i in 0..<stride { permutedK[dst + i] = k[j * stride + i]; permutedV[dst + i] = v[j * stride + i] }
+    static let shapes: [(group: Int, cached: Int, chain: Int, headDim: Int)] =
+        [(1, 0, 1, 64), (3, 1, 0, 64), (3, 17, 4, 64), (3, 129, 31, 64), (1, 0, 33, 64), (2, 64, 1, 64), (5, 9, 2, 128),
+         (4, 40, 3, 256)]
+
+    @Test(arguments: runnableSets, KVCacheType.allCases)
+    func matchesDirectComputationAndScalar(kernels: KernelSet, type: KVCacheType) throws {
+        let scalar = try KernelSet.named(.scalar)
+        for (group, cached, chain, hd) in Self.shapes {
+            var rng = SeededRandom(seed: UInt64(group * 1000 + cached * 10 + chain + hd))
+            let kvHeads = 2, rowValues = kvHeads * hd, rowBytes = type.rowBytes(values: rowValues)
+            let head = 1, first = head * hd
+            // Cached rows in blocks of 4 rows, blocks in reverse order, each block holding two
+            // layers (ours is the second).
+            let blockSize = 4, blocks = max(1, (cached + blockSize - 1) / blockSize)
+            let layerOffset = blockSize * rowBytes, blockStride = 2 * layerOffset
+            let table = (0..<blocks).map { Int32(blocks - 1 - $0) }
+            var keyStore = [UInt8](repeating: 0, count: blocks * blockStride), valueStore = keyStore
+            var keys: [[Float]] = [], values: [[Float]] = []  // as stored, read back
+            func stored(_ x: [Float]) -> ([UInt8], [Float]) {
+                var row = [UInt8](repeating: 0, count: rowBytes)
+                var back = [Float](repeating: 0, count: rowValues)
+                x.withUnsafeBufferPointer { xp in row.withUnsafeMutableBytes { Ops.storeKV(xp.baseAddress!, count: rowValues, as: type, into: $0.baseAddress!, kernels: scalar) } }
+                row.withUnsafeBytes { Ops.loadKV($0.baseAddress!, rowValues: rowValues, as: type, first: 0, count: rowValues, into: &back) }
+                return (row, back)
+            }
+            for j in 0..<cached {
+                let at = Int(table[j / blockSize]) * blockStride + layerOffset + (j % blockSize) * rowBytes
+                let (k, kBack) = stored(rng.floats(rowValues)), (v, vBack) = stored(rng.floats(rowValues))
+                keyStore.replaceSubrange(at..<(at + rowBytes), with: k)
+                valueStore.replaceSubrange(at..<(at + rowBytes), with: v)
+                keys.append(kBack)
+                values.append(vBack)
+            }
+            var chainKeyRows: [[UInt8]] = [], chainValueRows: [[UInt8]] = []
+            for _ in 0..<chain {
+                let (k, kBack) = stored(rng.floats(rowValues)), (v, vBack) = stored(rng.floats(rowValues))
+                chainKeyRows.append(k)
+                chainValueRows.append(v)
+                keys.append(kBack)
+                values.append(vBack)
+            }
+            let q = rng.floats(group * hd, scale: 1.5)
+            let n = cached + chain
+
+            func run(_ set: KernelSet) -> [Float] {
+                var out = [Float](repeating: .nan, count: group * hd)
+                var scores = [Float](repeating: 0, count: group * n)
+                let chainKeys = chainKeyRows.map { row -> UnsafeMutablePointer<UInt8> in
+                    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: rowBytes)
+                    p.initialize(from: row, count: rowBytes)
+                    return p
                 }
-                permutedK.withUnsafeBufferPointer { pk in permutedV.withUnsafeBufferPointer { pv in table.withUnsafeBufferPointer { t in
-                    let rows = CachedRows(keys: pk.baseAddress!, values: pv.baseAddress!, table: t.baseAddress!, blockSize: blockSize,
-                                          blockStride: blockSize * stride, rowStride: stride, offset: offset, count: cached)
-                    let f = reference ? Ops.attendReference : Ops.attend
-                    f(q, group, hd, 0.125, rows, &kOpt, &vOpt, offset, chain, &scores, &out)
+                let chainValues = chainValueRows.map { row -> UnsafeMutablePointer<UInt8> in
+                    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: rowBytes)
+                    p.initialize(from: row, count: rowBytes)
+                    return p
+                }
+                defer { (chainKeys + chainValues).forEach { $0.deallocate() } }
+                let kp: [UnsafePointer<UInt8>?] = chainKeys.map { UnsafePointer($0) } + [nil]
+                let vp: [UnsafePointer<UInt8>?] = chainValues.map { UnsafePointer($0) } + [nil]
+                keyStore.withUnsafeBytes { ks in valueStore.withUnsafeBytes { vs in table.withUnsafeBufferPointer { t in
+                kp.withUnsafeBufferPointer { kc in vp.withUnsafeBufferPointer { vc in
+                    let view = KVView(type: type, rowValues: rowValues, keys: ks.baseAddress!, values: vs.baseAddress!,
+                                      table: t.baseAddress!, blockSize: blockSize, blockStride: blockStride, layerOffset: layerOffset,
+                                      cachedCount: cached, chainKeys: kc.baseAddress!, chainValues: vc.baseAddress!,
+                                      chainCount: chain, headFirst: first)
+                    Ops.attend(q: q, group: group, headDim: hd, scale: 0.125, view: view, scores: &scores, out: &out, kernels: set)
+                } }
                 } } }
-            } }
-            } }
-            return out
-        }
-        let simd = run(false), reference = run(true)
-        // Direct computation in Double.
-        for g in 0..<group {
-            var s: [Double] = []
-            for j in 0..<(cached + chain) {
-                let k = j < cached ? Array(keys[(j * stride + offset)..<(j * stride + offset + hd)]) : Array(stepKeys[j - cached][offset..<(offset + hd)])
-                s.append(zip(q[(g * hd)..<((g + 1) * hd)], k).reduce(0.0) { $0 + Double($1.0) * Double($1.1) } * 0.125)
+                return out
             }
-            let m = s.max()!
-            let p = s.map { exp($0 - m) }
-            let z = p.reduce(0, +)
-            for i in 0..<hd {
-                var o = 0.0
-                for j in 0..<(cached + chain) {
-                    let v = j < cached ? values[j * stride + offset + i] : stepValues[j - cached][offset + i]
-                    o += p[j] / z * Double(v)
+            let got = run(kernels), reference = run(scalar)
+            let label = "\(kernels) \(type) group \(group) cached \(cached) chain \(chain) hd \(hd)"
+            for g in 0..<group {
+                let s: [Double] = (0..<n).map { j in
+                    (0..<hd).reduce(0.0) { $0 + Double(q[g * hd + $1]) * Double(keys[j][first + $1]) } * 0.125
                 }
-                #expect(abs(Float(o) - reference[g * hd + i]) <= 1e-4, "reference g \(g) i \(i)")
-                #expect(abs(simd[g * hd + i] - reference[g * hd + i]) <= Self.tolerance * max(1, abs(reference[g * hd + i])),
-                        "simd g \(g) i \(i): \(simd[g * hd + i]) vs \(reference[g * hd + i])")
+                let m = s.max()!
+                let p = s.map { exp($0 - m) }
+                let z = p.reduce(0, +)
+                for i in 0..<hd {
+                    let o = (0..<n).reduce(0.0) { $0 + p[$1] / z * Double(values[$1][first + i]) }
+                    #expect(abs(Float(o) - got[g * hd + i]) <= Self.toleranceAgainstDouble, "\(label): g \(g) i \(i) vs Double")
+                    #expect(abs(got[g * hd + i] - reference[g * hd + i]) <= Self.toleranceAgainstScalar * max(1, abs(reference[g * hd + i])),
+                            "\(label): g \(g) i \(i): \(got[g * hd + i]) vs scalar \(reference[g * hd + i])")
+                }
             }
         }
+    }
+
+    /// Stored rows read back: f32 exactly, f16 within half-precision rounding, q8_0 within half a
+    /// quantization step of its block; and the bytes are the same on every kernel set.
+    @Test(arguments: KVCacheType.allCases)
+    func storedRowsReadBack(type: KVCacheType) throws {
+        var rng = SeededRandom(seed: 31)
+        let n = 192
+        let x = rng.floats(n, scale: 3)
+        var rows: [[UInt8]] = []
+        for set in runnableSets {
+            var row = [UInt8](repeating: 0, count: type.rowBytes(values: n))
+            row.withUnsafeMutableBytes { Ops.storeKV(x, count: n, as: type, into: $0.baseAddress!, kernels: set) }
+            rows.append(row)
+        }
+        #expect(Set(rows).count == 1, "\(type): kernel sets store different bytes")
+        var back = [Float](repeating: 0, count: n)
+        rows[0].withUnsafeBytes { Ops.loadKV($0.baseAddress!, rowValues: n, as: type, first: 0, count: n, into: &back) }
+        for b in 0..<(n / 32) {
+            let amax = x[(b * 32)..<(b * 32 + 32)].map(abs).max()!
+            for i in (b * 32)..<(b * 32 + 32) {
+                switch type {
+                case .f32: #expect(back[i] == x[i])
+                case .f16: #expect(back[i] == Float(Float16(x[i])))
+                case .q8_0: #expect(abs(back[i] - x[i]) <= amax / 127 * 0.57 + 1e-6, "\(type) \(i)")  // half a step, plus the f16 scale
+                }
+            }
+        }
+        #expect(KVCacheType.f16.rowBytes(values: 192) == 384 && KVCacheType.q8_0.rowBytes(values: 192) == 204
+                && KVCacheType.f32.rowBytes(values: 192) == 768)
     }
 }

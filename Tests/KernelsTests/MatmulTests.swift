@@ -32,8 +32,9 @@ private let formatSizes: [(WeightFormat, Int)] =
 @Suite struct MatmulTests {
     static let pool = ThreadPool(threads: 2)
 
-    /// SIMD `apply` equals the scalar reference bit for bit; against the f64 oracle, every output
-    /// is within the activation-quantization error bound and the sweep's NMSE within the format's.
+    /// On every kernel set, `apply` equals the scalar reference bit for bit; against the f64 oracle,
+    /// every output is within the activation-quantization error bound and the sweep's NMSE within
+    /// the format's.
     @Test(arguments: formatSizes)
     func matchesReferences(format: WeightFormat, inFeatures: Int) throws {
         var err = 0.0, sig = 0.0
@@ -45,15 +46,23 @@ private let formatSizes: [(WeightFormat, Int)] =
             let dense = (0..<out).map { referenceDequantRaw(format, raw, inFeatures: inFeatures, row: $0) }
             for rows in [1, 2, 3, 4, 5, 8, 9, 17] {
                 let x = rng.floats(rows * inFeatures, scale: 2)
-                let y = applied(w, x, rows: rows, pool: Self.pool)
                 let acts = QuantizedActivations(maxRows: rows, maxInFeatures: inFeatures)
-                x.withUnsafeBufferPointer { acts.quantize($0.baseAddress!, rows: rows, inFeatures: inFeatures, pool: nil) }
+                x.withUnsafeBufferPointer { acts.quantize($0.baseAddress!, rows: rows, inFeatures: inFeatures, pool: nil, kernels: .current) }
+                for set in runnableSets {
+                    let y = applied(w, x, rows: rows, pool: Self.pool, kernels: set)
+                    for r in 0..<rows {
+                        for o in 0..<out {
+                            let got = y[r * out + o]
+                            let ref = w.referenceDot(acts, row: r, output: o)
+                            #expect(got.bitPattern == ref.bitPattern,
+                                    "\(set): \(format) in \(inFeatures) out \(out) rows \(rows) r \(r) o \(o): \(got) vs \(ref), seed \(seed)")
+                        }
+                    }
+                }
+                let y = applied(w, x, rows: rows, pool: Self.pool)
                 for r in 0..<rows {
                     for o in 0..<out {
                         let got = y[r * out + o]
-                        let ref = w.referenceDot(acts, row: r, output: o)
-                        #expect(got.bitPattern == ref.bitPattern,
-                                "\(format) in \(inFeatures) out \(out) rows \(rows) r \(r) o \(o): \(got) vs \(ref), seed \(seed)")
                         // Rounding x to a multiple of its block's d = amax/127 moves it by at most d/2.
                         var exact = 0.0, bound = 0.0, magnitude = 0.0
                         for b in 0..<((inFeatures + 31) / 32) {
@@ -78,10 +87,10 @@ private let formatSizes: [(WeightFormat, Int)] =
         #expect(nmse <= MatmulTolerance.nmse(format), "\(format) in \(inFeatures): NMSE \(nmse)")
     }
 
-    /// One row's result does not depend on the call's row count, the row's index, the thread count,
-    /// or the output range requested.
-    @Test(arguments: WeightFormat.allCases)
-    func batchInvariance(format: WeightFormat) throws {
+    /// On every kernel set, one row's result does not depend on the call's row count, the row's
+    /// index, the thread count, or the output range requested.
+    @Test(arguments: runnableSets, WeightFormat.allCases)
+    func batchInvariance(kernels: KernelSet, format: WeightFormat) throws {
         let seed: UInt64 = 4242
         var rng = SeededRandom(seed: seed)
         let out = 49, inFeatures = 576
@@ -89,39 +98,37 @@ private let formatSizes: [(WeightFormat, Int)] =
                                 raw: randomRawWeights(format, out: out, inFeatures: inFeatures, rng: &rng))
         let target = rng.floats(inFeatures, scale: 3)
         let one = ThreadPool(threads: 1), three = ThreadPool(threads: 3)
-        let alone = bits(applied(w, target, rows: 1, pool: one))
-        #expect(bits(applied(w, target, rows: 1, pool: Self.pool)) == alone, "2 threads, seed \(seed)")
-        #expect(bits(applied(w, target, rows: 1, pool: three)) == alone, "3 threads, seed \(seed)")
+        let alone = bits(applied(w, target, rows: 1, pool: one, kernels: kernels))
+        #expect(bits(applied(w, target, rows: 1, pool: Self.pool, kernels: kernels)) == alone, "\(kernels): 2 threads, seed \(seed)")
+        #expect(bits(applied(w, target, rows: 1, pool: three, kernels: kernels)) == alone, "\(kernels): 3 threads, seed \(seed)")
         for rows in 1...17 {
             for index in Set([0, rows / 2, rows - 1]) {
                 var x = rng.floats(rows * inFeatures, scale: 3)
                 x.replaceSubrange(index * inFeatures..<(index + 1) * inFeatures, with: target)
                 for pool in [one, Self.pool, three] {
-                    let y = applied(w, x, rows: rows, pool: pool)
+                    let y = applied(w, x, rows: rows, pool: pool, kernels: kernels)
                     #expect(bits(Array(y[index * out..<(index + 1) * out])) == alone,
-                            "\(format) rows \(rows) index \(index) threads \(pool.threadCount), seed \(seed)")
+                            "\(kernels): \(format) rows \(rows) index \(index) threads \(pool.threadCount), seed \(seed)")
                 }
             }
         }
         let slice = 5..<40
-        let part = applied(w, target, rows: 1, pool: Self.pool, outputs: slice)
-        #expect(bits(part) == Array(alone[slice]), "\(format) output slice, seed \(seed)")
+        let part = applied(w, target, rows: 1, pool: Self.pool, outputs: slice, kernels: kernels)
+        #expect(bits(part) == Array(alone[slice]), "\(kernels): \(format) output slice, seed \(seed)")
     }
 
-    /// The plain C bodies (used on CPUs without AVX-512 VNNI) give the same bits as the SIMD bodies.
-    @Test(arguments: WeightFormat.allCases)
-    func scalarFallbackIsBitIdentical(format: WeightFormat) throws {
+    /// Every SIMD set gives the scalar set's bits (weights and activations alike).
+    @Test(arguments: simdSets, WeightFormat.allCases)
+    func simdSetsAreBitIdenticalToScalar(kernels: KernelSet, format: WeightFormat) throws {
         let seed: UInt64 = 77
         var rng = SeededRandom(seed: seed)
         let out = 33, inFeatures = 576, rows = 5
         let w = try makeWeights(format, out: out, inFeatures: inFeatures,
                                 raw: randomRawWeights(format, out: out, inFeatures: inFeatures, rng: &rng))
         let x = rng.floats(rows * inFeatures)
-        let fast = applied(w, x, rows: rows, pool: Self.pool)
-        KernelDispatch.setForceScalar(true)
-        let slow = applied(w, x, rows: rows, pool: Self.pool)
-        KernelDispatch.setForceScalar(false)
-        #expect(bits(fast) == bits(slow), "\(format), seed \(seed)")
+        let fast = applied(w, x, rows: rows, pool: Self.pool, kernels: kernels)
+        let slow = applied(w, x, rows: rows, pool: Self.pool, kernels: try KernelSet.named(.scalar))
+        #expect(bits(fast) == bits(slow), "\(kernels) vs scalar: \(format), seed \(seed)")
     }
 
     @Test func activationQuantizationHandComputed() {

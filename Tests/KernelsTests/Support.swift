@@ -83,14 +83,22 @@ func makeWeights(_ format: WeightFormat, out: Int, inFeatures: Int, raw: [UInt8]
     try raw.withUnsafeBytes { try LinearWeights(format: format, outFeatures: out, inFeatures: inFeatures, bytes: $0) }
 }
 
-/// y [rows x out] through `apply`.
-func applied(_ w: LinearWeights, _ x: [Float], rows: Int, pool: ThreadPool, outputs: Range<Int>? = nil) -> [Float] {
+/// y [rows x out] through `apply`, on `kernels`.
+func applied(_ w: LinearWeights, _ x: [Float], rows: Int, pool: ThreadPool, outputs: Range<Int>? = nil,
+             kernels: KernelSet = .current) -> [Float] {
     let acts = QuantizedActivations(maxRows: max(rows, 1), maxInFeatures: w.inFeatures)
-    x.withUnsafeBufferPointer { acts.quantize($0.baseAddress!, rows: rows, inFeatures: w.inFeatures, pool: pool) }
+    x.withUnsafeBufferPointer { acts.quantize($0.baseAddress!, rows: rows, inFeatures: w.inFeatures, pool: pool, kernels: kernels) }
     let range = outputs ?? 0..<w.outFeatures
     var y = [Float](repeating: .nan, count: rows * range.count)
-    y.withUnsafeMutableBufferPointer { w.apply(acts, outputs: range, into: $0.baseAddress!, ldy: range.count, pool: pool) }
+    y.withUnsafeMutableBufferPointer {
+        w.apply(acts, outputs: range, into: $0.baseAddress!, ldy: range.count, pool: pool, kernels: kernels)
+    }
     return y
 }
+
+/// Every kernel set this CPU runs (the scalar reference first); tests run each of them.
+let runnableSets = KernelSet.runnable
+/// The SIMD sets this CPU runs.
+let simdSets = runnableSets.filter { $0.name != .scalar }
 
 func bits(_ v: [Float]) -> [UInt32] { v.map(\.bitPattern) }

@@ -2,10 +2,18 @@
 #define CKERNELS_H
 // CKernels: C microkernels behind the Swift `Kernels` target.
 //
-// Every entry point dispatches at run time: an AVX-512 VNNI body when the CPU has it (and
-// ck_set_force_scalar(0)), otherwise a plain C body. Both bodies of the quantized matmul
-// perform the same integer sums and the same float operations (multiply, then fused
-// multiply-adds, block by block in order), so they give bit-identical results.
+// Kernels come in sets, one per instruction set: scalar (the plain-C reference every other set is
+// tested against; it never serves when a SIMD set runs), avx2 (x86-64-v3: AVX2 + FMA + F16C),
+// avx512 (AVX-512 with VNNI) and neon (ARMv8.2-A with the dot-product extension). A set is a table
+// of function pointers (`ck_kernels`); every entry point below takes the table to use, so a
+// process can run one set while a test compares another against the reference. The process-wide
+// default (`ck_kernels_default`) is chosen once at start.
+//
+// Numerics, per set: every reduction has a fixed order that depends only on the operand values,
+// never on how many rows share a call, where a row sits, or how work is split between threads, so a
+// row's result never depends on its batch. The quantized matmuls, activation quantization, `dot`,
+// `axpy`, `rmsnorm`, RoPE and the f16 conversions are bit-identical across all sets; softmax, SiLU,
+// log-sum-exp and attention (which use exp) agree within a few float ulps.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,22 +30,61 @@ enum {
     CK_Q8_0 = 4,
 };
 
+/// Kernel sets.
+enum {
+    CK_SET_SCALAR = 0,
+    CK_SET_AVX2 = 1,
+    CK_SET_AVX512 = 2,
+    CK_SET_NEON = 3,
+    CK_SET_COUNT = 4,
+};
+
+/// Storage types of cached keys and values.
+enum {
+    CK_KV_F32 = 0,
+    CK_KV_F16 = 1,
+    /// Per row: the int8 values, then one f16 scale per 32 values (value = q * d).
+    CK_KV_Q8_0 = 2,
+};
+
 /// Rows of a quantized matrix are processed in groups of this many (the packed layout
 /// interleaves them; the last group is zero-padded).
 #define CK_GROUP 16
 /// Values per quantization block (ggml q4_0/q4_1/q8_0 and our int8 activations).
 #define CK_QK 32
 
-/// 1 when the AVX-512 VNNI bodies are in use.
-int ck_simd_active(void);
-/// Test hook: 1 forces the scalar bodies, 0 restores automatic choice.
-void ck_set_force_scalar(int force);
+/// A kernel set: a table of function pointers (opaque here; see internal.h).
+typedef struct ck_kernels ck_kernels;
+
+/// The table of `set`, or NULL when this build has no such set (e.g. neon on x86-64).
+const ck_kernels *ck_kernels_get(int set);
+/// 1 when this CPU can run `set` (and the build has it).
+int ck_kernels_supported(int set);
+/// Writes the CPU features `set` needs that this CPU lacks (space-separated, NUL-terminated) into
+/// buf and returns their count; 0 when the set can run. For a set this build lacks, writes why.
+int ck_kernels_missing(int set, char *buf, size_t size);
+/// The fastest set this CPU can run.
+int ck_kernels_best(void);
+/// The set a table belongs to, and its name ("scalar", "avx2", "avx512", "neon").
+int ck_kernels_id(const ck_kernels *k);
+const char *ck_kernels_name(int set);
+/// The process-wide default table (initially the best set), and a way to change it (returns 0, or
+/// -1 when the CPU cannot run `set`). Swift's `KernelSet.current`.
+const ck_kernels *ck_kernels_default(void);
+int ck_kernels_set_default(int set);
+
+// ---------------------------------------------------------------------------------------------
+// Half precision
 
 /// Exact IEEE half -> float conversion (scalar).
 float ck_f16_to_f32(uint16_t h);
+/// IEEE float -> half, round to nearest even (overflow to infinity, subnormals kept, NaN stays NaN).
+uint16_t ck_f32_to_f16(float f);
+void ck_f16_to_f32_row(const ck_kernels *k, const uint16_t *x, float *y, int64_t n);
+void ck_f32_to_f16_row(const ck_kernels *k, const float *x, uint16_t *y, int64_t n);
 
 // ---------------------------------------------------------------------------------------------
-// Weights
+// Weights (the packed layout is the same for every set; see matmul_scalar.c)
 
 /// Bytes of a raw ggml matrix of this format and shape (rows of `in` values).
 size_t ck_raw_size(int fmt, int64_t out, int64_t in);
@@ -69,38 +116,46 @@ typedef struct {
 
 /// Quantizes rows [r0, r1) of x (row stride ldx) into a: per 32-block d = amax/127,
 /// q = round-to-nearest-even(x / d) (q = 0 when amax = 0). Requires k % 32 == 0.
-void ck_quantize_rows(const float *x, int64_t ldx, int64_t r0, int64_t r1, int64_t k, const ck_acts *a);
+void ck_quantize_rows(const ck_kernels *k, const float *x, int64_t ldx, int64_t r0, int64_t r1, int64_t n,
+                      const ck_acts *a);
 
 /// y[r*ldy + (o - out_lo)] = dot(act row r, weight row o) for o in [out_lo, out_hi), all rows of a.
 /// Work is done per 16-row group; a caller splits [out_lo, out_hi) between threads on any boundary.
-void ck_matmul(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+void ck_matmul(const ck_kernels *k, int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                int64_t out_lo, int64_t out_hi, float *y, int64_t ldy);
 typedef struct ck_pool ck_pool;
 /// ck_matmul over [out_lo, out_hi) split into `chunks` contiguous runs of whole 16-row groups,
 /// claimed by the pool's threads (the result does not depend on the split).
-void ck_matmul_parallel(ck_pool *pool, int64_t chunks, int fmt, const void *packed, int64_t out, int64_t in,
-                        const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy);
-/// Copies rows x k floats of x into a->x and, when `blocks`, quantizes them (rows split over the pool).
-void ck_prepare_acts(ck_pool *pool, const float *x, int64_t ldx, int64_t rows, int64_t k, const ck_acts *a, int blocks);
+void ck_matmul_parallel(ck_pool *pool, int64_t chunks, const ck_kernels *k, int fmt, const void *packed, int64_t out,
+                        int64_t in, const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy);
+/// Copies rows x n floats of x into a->x and, when `blocks`, quantizes them (rows split over the pool).
+void ck_prepare_acts(ck_pool *pool, const ck_kernels *k, const float *x, int64_t ldx, int64_t rows, int64_t n,
+                     const ck_acts *a, int blocks);
 /// Scalar reference of ck_matmul for ONE (row, output) pair, reading the packed layout.
 float ck_matmul_ref1(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                      int64_t row, int64_t o);
 
 // ---------------------------------------------------------------------------------------------
-// Elementwise / reductions (fixed 16-lane order, independent of pointer alignment).
+// Elementwise / reductions
 
-float ck_dot(const float *a, const float *b, int64_t n);
-/// Scalar body of ck_dot (same lane order and reduction tree: bit-identical to the SIMD body).
-float ck_dot_reference(const float *a, const float *b, int64_t n);
-void ck_axpy(float alpha, const float *x, float *y, int64_t n);
-void ck_rmsnorm(const float *x, const float *w, int64_t n, float eps, float *y);
-void ck_softmax(float *x, int64_t n);
-/// The `k` largest of x[0..n) in descending order into ids/vals (ties: the lower index first;
-/// k <= n), and returns log(sum(exp(x))), for turning them into probabilities.
-float ck_logits_summary(const float *x, int64_t n, int k, int32_t *ids, float *vals);
-void ck_silu_mul(float *g, const float *u, int64_t n);
-/// ggml "normal" RoPE over heads x head_dim, in place.
-void ck_rope(float *x, int64_t heads, int64_t head_dim, int64_t pos, float theta);
+/// Sum of a[i] * b[i] in a fixed 16-lane order: lane l accumulates i % 16 == l with fused
+/// multiply-adds in index order, then a fixed pairwise tree. Bit-identical in every set.
+float ck_dot(const ck_kernels *k, const float *a, const float *b, int64_t n);
+void ck_axpy(const ck_kernels *k, float alpha, const float *x, float *y, int64_t n);
+/// y = x * (1 / sqrt(dot(x, x) / n + eps)) * w. y may alias x.
+void ck_rmsnorm(const ck_kernels *k, const float *x, const float *w, int64_t n, float eps, float *y);
+void ck_softmax(const ck_kernels *k, float *x, int64_t n);
+/// The `top` largest of x[0..n) in descending order into ids/vals (ties: the lower index first;
+/// top <= n), and returns log(sum(exp(x))), for turning them into probabilities.
+float ck_logits_summary(const ck_kernels *k, const float *x, int64_t n, int top, int32_t *ids, float *vals);
+/// g[i] = silu(g[i]) * u[i].
+void ck_silu_mul(const ck_kernels *k, float *g, const float *u, int64_t n);
+/// RoPE angles of one position, as ggml computes them ("normal" mode, no scaling): angle_i =
+/// pos * theta^(-2i/head_dim) by repeated multiplication in f32; cs/sn get head_dim/2 values.
+void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float *sn);
+/// Rotates `heads` heads of `head_dim` values in place by the angles of ck_rope_angles. `neox`
+/// pairs x[i] with x[i + head_dim/2] (GPT-NeoX style); otherwise x[2i] with x[2i+1] (llama).
+void ck_rope(const ck_kernels *k, float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
 
 // ---------------------------------------------------------------------------------------------
 // Thread pool: persistent workers that claim work items; see pool.c.
@@ -121,25 +176,43 @@ void ck_sgemm(int transA, int transB, int64_t m, int64_t n, int64_t k, float alp
 void ck_blas_set_threads(int n);
 
 // ---------------------------------------------------------------------------------------------
-// Attention
+// Keys and values
+
+/// Bytes of one cached row of `n` values in storage type `type` (n % 32 == 0 for CK_KV_Q8_0).
+int64_t ck_kv_row_bytes(int type, int64_t n);
+/// Stores n f32 values as one row of `type` at dst (ck_kv_row_bytes bytes). Q8_0 blocks use
+/// d = amax / 127 (kept as f16) and q = round-to-nearest-even(x / d).
+void ck_kv_store(const ck_kernels *k, int type, const float *x, int64_t n, void *dst);
+/// Reads values [first, first + n) of a stored row back as f32 (n and first multiples of 32 for Q8_0).
+void ck_kv_load(int type, const void *row, int64_t row_values, int64_t first, int64_t n, float *y);
+
+/// Where one layer's keys and values of one sequence live, for one key/value head. Cached row j
+/// (j < n_cached) starts at base + table[j / block_size] * block_stride + layer_offset
+/// + (j % block_size) * row_bytes; step row c at k_chain[c] / v_chain[c]. Rows hold row_values
+/// values of `type`; this head's values start at value `head_first`.
+typedef struct {
+    int type;
+    int64_t row_values;
+    int64_t row_bytes;
+    const uint8_t *k_base;
+    const uint8_t *v_base;
+    const int32_t *table;
+    int64_t block_size;
+    int64_t block_stride;
+    int64_t layer_offset;
+    int64_t n_cached;
+    const uint8_t *const *k_chain;
+    const uint8_t *const *v_chain;
+    int64_t n_chain;
+    int64_t head_first;
+} ck_kv_view;
 
 /// Attention of `group` query heads (q: [group][hd], contiguous) that share one key/value head,
-/// over `n_cached` cached rows followed by `n_chain` step rows. Cached row j lives at
-/// base + table[j / block_size] * block_stride + (j % block_size) * row_stride + offset (keys from
-/// k_base, values from v_base); step row c at k_chain[c] + chain_offset. scores: scratch of
-/// group*(n_cached+n_chain) floats. out: [group][hd]. Positions are reduced in order, so a row's
+/// over the view's cached rows followed by its chain rows. scores: scratch of
+/// group * (n_cached + n_chain) floats. out: [group][hd]. Positions are reduced in order, so a row's
 /// result never depends on the rest of the batch. group <= 64.
-void ck_attend(const float *q, int64_t group, int64_t hd, float scale,
-               const float *k_base, const float *v_base, const int32_t *table, int64_t block_size,
-               int64_t block_stride, int64_t row_stride, int64_t offset, int64_t n_cached,
-               const float *const *k_chain, const float *const *v_chain, int64_t chain_offset, int64_t n_chain,
+void ck_attend(const ck_kernels *k, const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
                float *scores, float *out);
-/// Scalar reference of ck_attend (same math; equal within float rounding).
-void ck_attend_reference(const float *q, int64_t group, int64_t hd, float scale,
-                         const float *k_base, const float *v_base, const int32_t *table, int64_t block_size,
-                         int64_t block_stride, int64_t row_stride, int64_t offset, int64_t n_cached,
-                         const float *const *k_chain, const float *const *v_chain, int64_t chain_offset, int64_t n_chain,
-                         float *scores, float *out);
 
 #ifdef __cplusplus
 }

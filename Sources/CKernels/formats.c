@@ -1,28 +1,8 @@
-// CKernels: dispatch, half conversion, weight packing and dequantization.
-// The packed layouts are described in matmul.c.
+// Formats shared by every kernel set: half <-> float conversion (scalar), weight packing and
+// dequantization. The packed layout is described in matmul_scalar.c.
 #include "ckernels.h"
 #include "internal.h"
 #include <string.h>
-
-static int ck_force_scalar = 0;
-static int ck_has_vnni = -1;
-
-int ck_cpu_has_vnni(void) {
-    if (ck_has_vnni < 0) {
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
-        __builtin_cpu_init();
-        ck_has_vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                      __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("f16c");
-#else
-        ck_has_vnni = 0;
-#endif
-    }
-    return ck_has_vnni;
-}
-
-int ck_simd_active(void) { return !ck_force_scalar && ck_cpu_has_vnni(); }
-void ck_set_force_scalar(int force) { ck_force_scalar = force; }
 
 float ck_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -46,6 +26,25 @@ float ck_f16_to_f32(uint16_t h) {
     float f;
     memcpy(&f, &bits, 4);
     return f;
+}
+
+uint16_t ck_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t a = x & 0x7FFFFFFFu;
+    if (a > 0x7F800000u) return sign | 0x7E00 | (uint16_t)((a >> 13) & 0x3FF);  // NaN stays (quiet) NaN
+    if (a >= 0x47800000u) return sign | 0x7C00;                                // >= 65536: infinity
+    if (a < 0x38800000u) {                                                     // below 2^-14: subnormal
+        if (a <= 0x33000000u) return sign;                                     // <= 2^-25 rounds to 0
+        const uint32_t e = a >> 23, m = (a & 0x7FFFFFu) | 0x800000u;
+        const uint32_t shift = 126 - e, u = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+        return sign | (uint16_t)(u + (rem > half || (rem == half && (u & 1))));
+    }
+    uint32_t h = (a - 0x38000000u) >> 13;  // rebias the exponent (127 -> 15), keep 10 mantissa bits
+    const uint32_t rem = a & 0x1FFFu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1))) h++;  // may carry into the exponent: still right
+    return sign | (uint16_t)h;
 }
 
 static int64_t raw_block_bytes(int fmt) {
@@ -73,8 +72,6 @@ size_t ck_packed_size(int fmt, int64_t out, int64_t in) {
     }
 }
 
-static uint16_t rd16(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return v; }
-
 void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
     if (fmt == CK_F32 || fmt == CK_F16) {
         memcpy(dst, src, ck_packed_size(fmt, out, in));
@@ -93,7 +90,7 @@ void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = s + (o * nb + b) * rb;
             uint8_t *w = base + b * wb;
-            dd[b * CK_GROUP + l] = rd16(blk);
+            dd[b * CK_GROUP + l] = ck_rd16(blk);
             if (fmt == CK_Q8_0) {
                 const int8_t *q = (const int8_t *)(blk + 2);
                 for (int j = 0; j < 8; j++)
@@ -101,7 +98,7 @@ void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
                         w[j * 64 + l * 4 + t] = (uint8_t)(q[4 * j + t] ^ 0x80);
             } else {
                 const uint8_t *q = blk + (fmt == CK_Q4_1 ? 4 : 2);
-                if (fmt == CK_Q4_1) mm[b * CK_GROUP + l] = rd16(blk + 2);
+                if (fmt == CK_Q4_1) mm[b * CK_GROUP + l] = ck_rd16(blk + 2);
                 for (int j = 0; j < 4; j++)
                     for (int t = 0; t < 4; t++)
                         w[j * 64 + l * 4 + t] = q[4 * j + t];
@@ -159,7 +156,7 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
     const int64_t nb = in / CK_QK, rb = raw_block_bytes(fmt);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *blk = (const uint8_t *)raw + (r * nb + b) * rb;
-        const float d = ck_f16_to_f32(rd16(blk));
+        const float d = ck_f16_to_f32(ck_rd16(blk));
         float *y = dst + b * CK_QK;
         if (fmt == CK_Q8_0) {
             for (int i = 0; i < 32; i++) y[i] = (float)((const int8_t *)(blk + 2))[i] * d;
@@ -169,7 +166,7 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
                 y[i + 16] = (float)((blk[2 + i] >> 4) - 8) * d;
             }
         } else {
-            const float m = ck_f16_to_f32(rd16(blk + 2));
+            const float m = ck_f16_to_f32(ck_rd16(blk + 2));
             for (int i = 0; i < 16; i++) {
                 y[i] = (float)(blk[4 + i] & 0x0F) * d + m;
                 y[i + 16] = (float)(blk[4 + i] >> 4) * d + m;

@@ -1,109 +1,14 @@
-// Quantized and float matmul kernels: y[r, o] = dot(activation row r, weight row o).
-//
-// Packed layout of a quantized matrix (ck_pack): output rows are taken 16 at a time (a "group",
-// zero-padded at the end). A group holds, for its nb = in/32 blocks in order:
-//   nb x wbytes  quant values; block b, chunk j (64 bytes): lane l (row 16g+l) holds 4 bytes
-//                Q4_0/Q4_1: raw qs[4j..4j+3] (low nibbles = elements 4j.., high = 16+4j..), j < 4
-//                Q8_0:      raw qs[4j..4j+3] XOR 0x80 (the value + 128 as unsigned), j < 8
-//   nb x 16      f16 d, lane order
-//   nb x 16      f16 m (Q4_1 only)
-// so one 512-bit vpdpbusd multiplies 4 consecutive values of 16 rows by one broadcast
-// 4-byte group of activations, and a block needs no horizontal reduction.
-//
-// Arithmetic, identical in the SIMD and scalar bodies, for activation row r and output o:
-//   acc = 0
-//   for b in blocks, in order:
-//     isum = sum_i wq_i * aq_i      (exact int32; Q4: wq = nibble 0..15; Q8_0: signed value)
-//     acc  = fma((float)isum, dw * da[b], acc)
-//     Q4_1: acc = fma(mw, s[b], acc)       Q4_0: acc = fma(dw * -8, s[b], acc)
-//   y = acc
-// where s[b] = da[b] * (float)sum(aq in block b). Nothing depends on how many rows are in the
-// call, where the row sits, or how outputs are split between threads.
+// The avx512 kernel set: AVX-512 with VNNI (vpdpbusd over 16-row groups, 512-bit float ops).
+// RoPE, the f16 conversions and attention use the avx2 bodies (every AVX-512 CPU runs them): their
+// cost is in memory traffic and exp, where 512-bit registers gain little.
 #include "ckernels.h"
 #include "internal.h"
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
-#endif
 
-// ------------------------------------------------------------------ scalar reference
-
-static inline int32_t rd32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
-
-float ck_matmul_ref1(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                     int64_t row, int64_t o) {
-    (void)out;
-    const int64_t nb = in / CK_QK, wb = ck_wbytes(fmt);
-    const int64_t g = o / CK_GROUP, l = o % CK_GROUP;
-    const uint8_t *base = (const uint8_t *)packed + g * ck_group_stride(fmt, in);
-    const uint16_t *dd = (const uint16_t *)(base + nb * wb);
-    const uint16_t *mm = dd + nb * CK_GROUP;
-    const int8_t *aq = a->q + row * a->ldq;
-    float acc = 0.0f;
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *w = base + b * wb;
-        const int8_t *x = aq + b * CK_QK;
-        int32_t isum = 0;
-        if (fmt == CK_Q8_0) {
-            for (int j = 0; j < 8; j++)
-                for (int t = 0; t < 4; t++)
-                    isum += (int32_t)(int8_t)(w[j * 64 + l * 4 + t] ^ 0x80) * x[4 * j + t];
-        } else {
-            for (int j = 0; j < 4; j++)
-                for (int t = 0; t < 4; t++) {
-                    const uint8_t q = w[j * 64 + l * 4 + t];
-                    isum += (int32_t)(q & 0x0F) * x[4 * j + t] + (int32_t)(q >> 4) * x[16 + 4 * j + t];
-                }
-        }
-        const float dw = ck_f16_to_f32(dd[b * CK_GROUP + l]);
-        const float da = a->d[row * a->ldb + b];
-        acc = fmaf((float)isum, dw * da, acc);
-        if (fmt == CK_Q4_1) acc = fmaf(ck_f16_to_f32(mm[b * CK_GROUP + l]), a->s[row * a->ldb + b], acc);
-        if (fmt == CK_Q4_0) acc = fmaf(dw * -8.0f, a->s[row * a->ldb + b], acc);
-    }
-    return acc;
-}
-
-// Fixed-order float dot: 16 lanes, lane l accumulates elements i with i % 16 == l (fma, in order;
-// the partial last chunk contributes zeros in missing lanes), then a fixed pairwise tree.
-static float dot_scalar16(const float *a, const void *b, int b_is_f16, int64_t n) {
-    float acc[16] = {0};
-    for (int64_t i = 0; i < n; i += 16)
-        for (int l = 0; l < 16; l++) {
-            float x = 0.0f, y = 0.0f;
-            if (i + l < n) {
-                x = a[i + l];
-                y = b_is_f16 ? ck_f16_to_f32(((const uint16_t *)b)[i + l]) : ((const float *)b)[i + l];
-            }
-            acc[l] = fmaf(x, y, acc[l]);
-        }
-    float s8[8], s4[4];
-    for (int i = 0; i < 8; i++) s8[i] = acc[i] + acc[i + 8];
-    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
-    const float s2a = s4[0] + s4[2], s2b = s4[1] + s4[3];
-    return s2a + s2b;
-}
-
-float ck_dot_reference(const float *a, const float *b, int64_t n) { return dot_scalar16(a, b, 0, n); }
-
-static void matmul_scalar(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                          int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    for (int64_t o = out_lo; o < out_hi; o++)
-        for (int64_t r = 0; r < a->rows; r++) {
-            float v;
-            if (fmt == CK_F32)
-                v = dot_scalar16(a->x + r * a->ldx, (const float *)packed + o * in, 0, in);
-            else if (fmt == CK_F16)
-                v = dot_scalar16(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
-            else
-                v = ck_matmul_ref1(fmt, packed, out, in, a, r, o);
-            y[r * ldy + (o - out_lo)] = v;
-        }
-}
-
-#if defined(__x86_64__)
-// ------------------------------------------------------------------ AVX-512 VNNI
+// ------------------------------------------------------------------ quantized matmul
 
 CK_AVX512 static inline float hsum16(__m512 v) {
     const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
@@ -113,7 +18,7 @@ CK_AVX512 static inline float hsum16(__m512 v) {
     return _mm_cvtss_f32(s1);
 }
 
-CK_AVX512 float ck_dot_avx(const float *a, const float *b, int64_t n) {
+CK_AVX512 static float dot_avx512(const float *a, const float *b, int64_t n) {
     __m512 acc = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
@@ -138,13 +43,7 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
     return hsum16(acc);
 }
 
-/// Software prefetch distance in bytes ahead of the weights being read (measured best at 16 KiB on
-/// Zen 4: R=1 streaming ~35% faster than hardware prefetch alone). Clamped to the matrix end.
-#ifndef CK_PF
-#define CK_PF 16384
-#endif
-
-#define BCAST(p) _mm512_set1_epi32(rd32(p))
+#define BCAST(p) _mm512_set1_epi32(ck_rd32(p))
 
 // One 16-row group against NR activation rows starting at row r0; writes lanes in `mask`.
 #define Q4_GROUP_BODY(NR)                                                                          \
@@ -248,13 +147,13 @@ Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 #define CK_NR 4
 #endif
 
-CK_AVX512 static void matmul_avx(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+CK_AVX512 static void matmul_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                  int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
     if (fmt == CK_F32 || fmt == CK_F16) {
         for (int64_t o = out_lo; o < out_hi; o++)
             for (int64_t r = 0; r < a->rows; r++) {
                 const float *x = a->x + r * a->ldx;
-                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? ck_dot_avx(x, (const float *)packed + o * in, in)
+                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot_avx512(x, (const float *)packed + o * in, in)
                                                           : dot_f16_avx(x, (const uint16_t *)packed + o * in, in);
             }
         return;
@@ -264,10 +163,7 @@ CK_AVX512 static void matmul_avx(int fmt, const void *packed, int64_t out, int64
     const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
     for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
         const int64_t first = g * CK_GROUP;
-        uint32_t bits = 0xFFFFu;
-        if (first < out_lo) bits &= 0xFFFFu << (out_lo - first);
-        if (first + CK_GROUP > out_hi) bits &= 0xFFFFu >> (first + CK_GROUP - out_hi);
-        const __mmask16 mask = (__mmask16)bits;
+        const __mmask16 mask = (__mmask16)ck_group_mask(g, out_lo, out_hi);
         const uint8_t *base = (const uint8_t *)packed + g * gs;
         float *yg = y + (first - out_lo);
         int64_t r0 = 0;
@@ -301,47 +197,140 @@ CK_AVX512 static void matmul_avx(int fmt, const void *packed, int64_t out, int64
         }
     }
 }
-#endif
 
-void ck_matmul(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-               int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-#if defined(__x86_64__)
-    if (ck_simd_active()) {
-        matmul_avx(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
+// ------------------------------------------------------------------ activation quantization
+
+CK_AVX512 static void quantize_row_avx512(const float *x, int64_t k, int8_t *q, float *d, float *s, int32_t *c) {
+    const __m512 signless = _mm512_castsi512_ps(_mm512_set1_epi32(0x7FFFFFFF));
+    for (int64_t b = 0; b < k / CK_QK; b++) {
+        const __m512 x0 = _mm512_loadu_ps(x + b * CK_QK), x1 = _mm512_loadu_ps(x + b * CK_QK + 16);
+        const __m512 a = _mm512_max_ps(_mm512_and_ps(x0, signless), _mm512_and_ps(x1, signless));
+        const float amax = _mm512_reduce_max_ps(a);
+        const float db = amax / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        const __m512 vid = _mm512_set1_ps(id);
+        const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
+        const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
+        _mm_storeu_si128((__m128i *)(q + b * CK_QK), _mm512_cvtepi32_epi8(q0));
+        _mm_storeu_si128((__m128i *)(q + b * CK_QK + 16), _mm512_cvtepi32_epi8(q1));
+        const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
+        d[b] = db;
+        s[b] = db * (float)sum;
+        c[b] = 128 * sum;
     }
-#endif
-    matmul_scalar(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
 }
 
-// ------------------------------------------------------------------ pool-parallel entry points
+// ------------------------------------------------------------------ elementwise
 
-typedef struct {
-    int fmt;
-    const void *packed;
-    int64_t out, in, lo, hi, first_group, groups;
-    const ck_acts *a;
-    float *y;
-    int64_t ldy;
-} matmul_job;
-
-static void matmul_item(void *ctx, int64_t item, int64_t items) {
-    const matmul_job *j = (const matmul_job *)ctx;
-    const int64_t g0 = j->first_group + item * j->groups / items, g1 = j->first_group + (item + 1) * j->groups / items;
-    const int64_t a = g0 * CK_GROUP > j->lo ? g0 * CK_GROUP : j->lo;
-    const int64_t b = g1 * CK_GROUP < j->hi ? g1 * CK_GROUP : j->hi;
-    if (a < b) ck_matmul(j->fmt, j->packed, j->out, j->in, j->a, a, b, j->y + (a - j->lo), j->ldy);
+CK_AVX512 static void axpy_avx512(float alpha, const float *x, float *y, int64_t n) {
+    const __m512 va = _mm512_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
 }
 
-void ck_matmul_parallel(ck_pool *pool, int64_t chunks, int fmt, const void *packed, int64_t out, int64_t in,
-                        const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (out_lo >= out_hi || a->rows == 0) return;
-    matmul_job j = {fmt, packed, out, in, out_lo, out_hi, out_lo / CK_GROUP, 0, a, y, ldy};
-    j.groups = (out_hi + CK_GROUP - 1) / CK_GROUP - j.first_group;
-    if (chunks > j.groups) chunks = j.groups;
-    if (chunks <= 1 || !pool || ck_pool_threads(pool) == 1) {
-        ck_matmul(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
+// exp(x) for a vector: range reduction by ln2 and a degree-6 polynomial (Cephes expf), ~1 ulp;
+// 0 below -87.3.
+CK_AVX512 static inline __m512 exp_avx(__m512 x0) {
+    const __m512 x = _mm512_max_ps(_mm512_min_ps(x0, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-103.0f));
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    // 0 below -87.3 (as the other sets) and for NaN: a banned logit (-infinity) gets probability 0.
+    return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x0, _mm512_set1_ps(-87.3f), _CMP_GE_OQ), _mm512_scalef_ps(p, n));
+}
+
+/// The maximum of x[0..n).
+CK_AVX512 static float max_avx(const float *x, int64_t n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    float mx = _mm512_reduce_max_ps(vmax);
+    for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    return mx;
+}
+
+CK_AVX512 static void softmax_avx512(float *x, int64_t n) {
+    const float mx = max_avx(x, n);
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 e = exp_avx(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, x + i), vm));
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, e));
+        _mm512_mask_storeu_ps(x + i, m, e);
     }
-    ck_pool_run(pool, matmul_item, &j, chunks);
+    const __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(acc));
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
 }
+
+CK_AVX512 static void silu_mul_avx512(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 vg = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 e = exp_avx(_mm512_sub_ps(_mm512_setzero_ps(), vg));
+        const __m512 sg = _mm512_div_ps(vg, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+CK_AVX512 static void scale_mul_avx512(const float *x, const float *w, float scale, int64_t n, float *y) {
+    const __m512 vs = _mm512_set1_ps(scale);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs), _mm512_maskz_loadu_ps(m, w + i));
+        _mm512_mask_storeu_ps(y + i, m, v);
+    }
+}
+
+CK_AVX512 static float logits_summary_avx512(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    const float mx = max_avx(x, n);  // pass 1
+    // Pass 2: sum of exp(x - max) over everything, and the top k among lanes above the running
+    // k-th value (almost every block has none, so it costs one compare per 16 logits).
+    const __m512 vm = _mm512_set1_ps(mx);
+    __m512 acc = _mm512_setzero_ps();
+    int filled = 0;
+    float kth = -INFINITY;
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, exp_avx(_mm512_sub_ps(v, vm))));
+        __mmask16 hot = filled < k ? m : _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(kth), _CMP_GT_OQ);
+        while (hot) {
+            const int lane = __builtin_ctz(hot);
+            hot &= hot - 1;
+            ck_topk_insert(x[i + lane], (int32_t)(i + lane), k, &filled, ids, vals);
+            if (filled == k) kth = vals[k - 1];
+        }
+    }
+    return mx + logf(_mm512_reduce_add_ps(acc));
+}
+
+const ck_kernels ck_kernels_avx512 = {
+    .id = CK_SET_AVX512,
+    .matmul = matmul_avx512,
+    .quantize_row = quantize_row_avx512,
+    .dot = dot_avx512,
+    .axpy = axpy_avx512,
+    .scale_mul = scale_mul_avx512,
+    .softmax = softmax_avx512,
+    .logits_summary = logits_summary_avx512,
+    .silu_mul = silu_mul_avx512,
+    .rope = ck_rope_avx2,
+    .f16_to_f32 = ck_f16_to_f32_avx2,
+    .f32_to_f16 = ck_f32_to_f16_avx2,
+    .attend = ck_attend_avx2,
+};
+#endif

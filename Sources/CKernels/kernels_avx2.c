@@ -1,0 +1,523 @@
+// The avx2 kernel set: x86-64-v3 (AVX2 + FMA + F16C), for CPUs without AVX-512 (AMD Zen 1-3,
+// Intel before Ice Lake) and as a like-for-like comparison on those with it.
+//
+// Quantized matmul: a 16-row group of the shared packed layout (kernels_scalar.c) is read as two
+// halves of 8 rows, one 256-bit register per 4-value chunk. Int8 products use vpmaddubsw (u8 x s8
+// -> pairs summed into s16) and vpmaddwd against ones (-> s32), as llama.cpp's AVX2 path does:
+//   Q4_0/Q4_1: nibbles (0..15) x activations (-127..127): a pair is at most 3,810 in magnitude and
+//              the eight of a block at most 30,480, so the s16 sums never saturate and one vpmaddwd
+//              per block finishes them.
+//   Q8_0:      the signed weight w = stored ^ 0x80 enters as |w| (u8) against sign(x, w) (s8): a pair
+//              is at most 32,512; each 4-value chunk goes to s32 at once.
+// Integer sums are exact and the float steps are the scalar reference's, in its order, so every
+// output is bit-identical to the scalar set. Registers: one chunk (2 for Q4's nibbles), and per
+// activation row an s16/s32 partial and an f32 accumulator: up to 4 rows at a time in 16 ymm.
+#include "ckernels.h"
+#include "internal.h"
+#include <math.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// ------------------------------------------------------------------ reductions
+
+/// The 16-lane order of ck_dot16_scalar: lo holds lanes 0-7, hi lanes 8-15; then the same tree.
+CK_AVX2 static inline float tree16(__m256 lo, __m256 hi) {
+    const __m256 s8 = _mm256_add_ps(lo, hi);
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+/// Lanes 0..n-1 (n < 8) set, as a maskload/maskstore mask.
+CK_AVX2 static inline __m256i tail_mask(int64_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+CK_AVX2 static inline float hsum8(__m256 v) {
+    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+CK_AVX2 static inline float hmax8(__m256 v) {
+    const __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    const __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    return _mm_cvtss_f32(_mm_max_ss(m2, _mm_shuffle_ps(m2, m2, 1)));
+}
+
+CK_AVX2 static inline int32_t hsum8i(__m256i v) {
+    const __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    const __m128i s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+    return _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0xB1)));
+}
+
+/// Loads 8 floats of b (f32 or f16) at i, lanes >= n - i zero.
+CK_AVX2 static inline __m256 load_b(const void *b, int is_f16, int64_t i, int64_t n) {
+    if (i + 8 <= n)
+        return is_f16 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)b + i)))
+                      : _mm256_loadu_ps((const float *)b + i);
+    if (i >= n) return _mm256_setzero_ps();
+    if (!is_f16) return _mm256_maskload_ps((const float *)b + i, tail_mask(n - i));
+    uint16_t tmp[8] = {0};
+    memcpy(tmp, (const uint16_t *)b + i, (size_t)(n - i) * 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tmp));
+}
+
+CK_AVX2 static inline __m256 load_a(const float *a, int64_t i, int64_t n) {
+    if (i + 8 <= n) return _mm256_loadu_ps(a + i);
+    if (i >= n) return _mm256_setzero_ps();
+    return _mm256_maskload_ps(a + i, tail_mask(n - i));
+}
+
+CK_AVX2 static float dot16_avx2(const float *a, const void *b, int is_f16, int64_t n) {
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        lo = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load_b(b, is_f16, i, n), lo);
+        hi = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), load_b(b, is_f16, i + 8, n), hi);
+    }
+    if (i < n) {
+        lo = _mm256_fmadd_ps(load_a(a, i, n), load_b(b, is_f16, i, n), lo);
+        hi = _mm256_fmadd_ps(load_a(a, i + 8, n), load_b(b, is_f16, i + 8, n), hi);
+    }
+    return tree16(lo, hi);
+}
+
+CK_AVX2 static float dot_avx2(const float *a, const float *b, int64_t n) { return dot16_avx2(a, b, 0, n); }
+
+// ------------------------------------------------------------------ quantized matmul
+
+#define BCAST(p) _mm256_set1_epi32(ck_rd32(p))
+
+/// Stores the lanes of `lanes` (bit l = lane l) of v at y.
+CK_AVX2 static inline void store_lanes(float *y, __m256 v, uint32_t lanes) {
+    if (lanes == 0xFF) _mm256_storeu_ps(y, v);
+    else _mm256_maskstore_ps(y, _mm256_cmpgt_epi32(_mm256_and_si256(_mm256_set1_epi32((int)lanes),
+                                                                    _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128)),
+                                                   _mm256_setzero_si256()), v);
+}
+
+/// Prefetches the group bytes CK_PF ahead of block b (first pass over a group only).
+#define PREFETCH_AHEAD(base, b, block_bytes, end)                                                   \
+    do {                                                                                            \
+        const uint8_t *pf_ = (base) + CK_PF + (b) * (block_bytes);                                  \
+        if (pf_ < (end))                                                                            \
+            for (int c_ = 0; c_ < (block_bytes); c_ += 64) _mm_prefetch((const char *)pf_ + c_, _MM_HINT_T0); \
+    } while (0)
+
+// Eight output rows (half `half` of a group) against NR activation rows from r0.
+#define Q4_HALF_BODY(NR)                                                                            \
+    CK_AVX2 static void q4_half_##NR(const uint8_t *base, int64_t nb, int is_q41, int half, int prefetch, \
+                                     const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes, \
+                                     const uint8_t *end) {                                          \
+        const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);                   \
+        const uint16_t *dp = (const uint16_t *)(base + nb * 256) + half * 8;                        \
+        const uint16_t *mp = dp + nb * 16;                                                          \
+        const int block_bytes = is_q41 ? 320 : 288;                                                 \
+        __m256 acc[NR];                                                                             \
+        const int8_t *aq[NR];                                                                       \
+        const float *ad[NR], *as[NR];                                                               \
+        for (int i = 0; i < NR; i++) {                                                              \
+            acc[i] = _mm256_setzero_ps();                                                           \
+            aq[i] = a->q + (r0 + i) * a->ldq;                                                       \
+            ad[i] = a->d + (r0 + i) * a->ldb;                                                       \
+            as[i] = a->s + (r0 + i) * a->ldb;                                                       \
+        }                                                                                           \
+        for (int64_t b = 0; b < nb; b++) {                                                          \
+            const uint8_t *w = base + b * 256 + half * 32;                                          \
+            if (prefetch) PREFETCH_AHEAD(base, b, block_bytes, end);                                \
+            __m256i p[NR];                                                                          \
+            _Pragma("clang loop unroll(full)")                                                      \
+            for (int j = 0; j < 4; j++) {                                                           \
+                const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + j * 64));             \
+                const __m256i lo = _mm256_and_si256(raw, low);                                      \
+                const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);                \
+                _Pragma("clang loop unroll(full)")                                                  \
+                for (int i = 0; i < NR; i++) {                                                      \
+                    const int8_t *x = aq[i] + b * 32 + 4 * j;                                       \
+                    const __m256i t = _mm256_add_epi16(_mm256_maddubs_epi16(lo, BCAST(x)),          \
+                                                       _mm256_maddubs_epi16(hi, BCAST(x + 16)));    \
+                    p[i] = j == 0 ? t : _mm256_add_epi16(p[i], t);                                  \
+                }                                                                                   \
+            }                                                                                       \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + b * 16)));     \
+            const __m256 mw = is_q41 ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(mp + b * 16))) \
+                                     : _mm256_mul_ps(dw, _mm256_set1_ps(-8.0f));                    \
+            _Pragma("clang loop unroll(full)")                                                      \
+            for (int i = 0; i < NR; i++) {                                                          \
+                const __m256 fs = _mm256_cvtepi32_ps(_mm256_madd_epi16(p[i], ones));                \
+                acc[i] = _mm256_fmadd_ps(fs, _mm256_mul_ps(dw, _mm256_set1_ps(ad[i][b])), acc[i]);  \
+                acc[i] = _mm256_fmadd_ps(mw, _mm256_set1_ps(as[i][b]), acc[i]);                     \
+            }                                                                                       \
+        }                                                                                           \
+        for (int i = 0; i < NR; i++) store_lanes(y + (r0 + i) * ldy, acc[i], lanes);                \
+    }
+
+#define Q8_HALF_BODY(NR)                                                                            \
+    CK_AVX2 static void q8_half_##NR(const uint8_t *base, int64_t nb, int half, int prefetch,        \
+                                     const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes, \
+                                     const uint8_t *end) {                                          \
+        const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);            \
+        const uint16_t *dp = (const uint16_t *)(base + nb * 512) + half * 8;                        \
+        __m256 acc[NR];                                                                             \
+        const int8_t *aq[NR];                                                                       \
+        const float *ad[NR];                                                                        \
+        for (int i = 0; i < NR; i++) {                                                              \
+            acc[i] = _mm256_setzero_ps();                                                           \
+            aq[i] = a->q + (r0 + i) * a->ldq;                                                       \
+            ad[i] = a->d + (r0 + i) * a->ldb;                                                       \
+        }                                                                                           \
+        for (int64_t b = 0; b < nb; b++) {                                                          \
+            const uint8_t *w = base + b * 512 + half * 32;                                          \
+            if (prefetch) PREFETCH_AHEAD(base, b, 544, end);                                        \
+            __m256i s[NR];                                                                          \
+            _Pragma("clang loop unroll(full)")                                                      \
+            for (int j = 0; j < 8; j++) {                                                           \
+                const __m256i ws = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + j * 64)), flip); \
+                const __m256i aw = _mm256_abs_epi8(ws);                                             \
+                _Pragma("clang loop unroll(full)")                                                  \
+                for (int i = 0; i < NR; i++) {                                                      \
+                    const __m256i xs = _mm256_sign_epi8(BCAST(aq[i] + b * 32 + 4 * j), ws);         \
+                    const __m256i t = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, xs), ones);        \
+                    s[i] = j == 0 ? t : _mm256_add_epi32(s[i], t);                                  \
+                }                                                                                   \
+            }                                                                                       \
+            const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + b * 16)));     \
+            _Pragma("clang loop unroll(full)")                                                      \
+            for (int i = 0; i < NR; i++)                                                            \
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[i]), _mm256_mul_ps(dw, _mm256_set1_ps(ad[i][b])), acc[i]); \
+        }                                                                                           \
+        for (int i = 0; i < NR; i++) store_lanes(y + (r0 + i) * ldy, acc[i], lanes);                \
+    }
+
+Q4_HALF_BODY(1) Q4_HALF_BODY(2) Q4_HALF_BODY(3) Q4_HALF_BODY(4)
+Q8_HALF_BODY(1) Q8_HALF_BODY(2) Q8_HALF_BODY(3) Q8_HALF_BODY(4)
+
+/// Activation rows per pass over a half group (registers: see the file comment).
+#ifndef CK_AVX2_NR
+#define CK_AVX2_NR 4
+#endif
+
+CK_AVX2 static void matmul_avx2(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                                int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    if (fmt == CK_F32 || fmt == CK_F16) {
+        for (int64_t o = out_lo; o < out_hi; o++)
+            for (int64_t r = 0; r < a->rows; r++)
+                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot16_avx2(a->x + r * a->ldx, (const float *)packed + o * in, 0, in)
+                                                          : dot16_avx2(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
+        return;
+    }
+    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
+    const int is_q41 = fmt == CK_Q4_1;
+    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
+    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
+        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
+        const uint8_t *base = (const uint8_t *)packed + g * gs;
+        for (int half = 0; half < 2; half++) {
+            const uint32_t lanes = (mask >> (8 * half)) & 0xFF;
+            if (!lanes) continue;
+            float *yh = y + (g * CK_GROUP + 8 * half - out_lo);
+            for (int64_t r0 = 0; r0 < a->rows;) {
+                int64_t nr = a->rows - r0;
+                if (nr > CK_AVX2_NR) nr = CK_AVX2_NR;
+                const int pf = half == 0 && r0 == 0;
+                if (fmt == CK_Q8_0) {
+                    switch (nr) {
+                    case 1: q8_half_1(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    case 2: q8_half_2(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    case 3: q8_half_3(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    default: q8_half_4(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    }
+                } else {
+                    switch (nr) {
+                    case 1: q4_half_1(base, nb, is_q41, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    case 2: q4_half_2(base, nb, is_q41, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    case 3: q4_half_3(base, nb, is_q41, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    default: q4_half_4(base, nb, is_q41, half, pf, a, r0, yh, ldy, lanes, end); break;
+                    }
+                }
+                r0 += nr;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ activation quantization
+
+CK_AVX2 static void quantize_row_avx2(const float *x, int64_t n, int8_t *q, float *d, float *s, int32_t *c) {
+    const __m256 signless = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / CK_QK; b++) {
+        const float *xb = x + b * CK_QK;
+        const __m256 x0 = _mm256_loadu_ps(xb), x1 = _mm256_loadu_ps(xb + 8);
+        const __m256 x2 = _mm256_loadu_ps(xb + 16), x3 = _mm256_loadu_ps(xb + 24);
+        const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, signless), _mm256_and_ps(x1, signless)),
+                                       _mm256_max_ps(_mm256_and_ps(x2, signless), _mm256_and_ps(x3, signless)));
+        const float amax = hmax8(m);
+        const float db = amax / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        const __m256 vid = _mm256_set1_ps(id);
+        const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, vid));
+        const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, vid));
+        const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+        const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        _mm256_storeu_si256((__m256i *)(q + b * CK_QK), _mm256_permutevar8x32_epi32(packed, order));
+        d[b] = db;
+        s[b] = db * (float)sum;
+        c[b] = 128 * sum;
+    }
+}
+
+// ------------------------------------------------------------------ elementwise
+
+CK_AVX2 static void axpy_avx2(float alpha, const float *x, float *y, int64_t n) {
+    const __m256 va = _mm256_set1_ps(alpha);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
+}
+
+CK_AVX2 static void scale_mul_avx2(const float *x, const float *w, float scale, int64_t n, float *y) {
+    const __m256 vs = _mm256_set1_ps(scale);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + i), vs), _mm256_loadu_ps(w + i)));
+    for (; i < n; i++) {
+        const float t = x[i] * scale;
+        y[i] = t * w[i];
+    }
+}
+
+/// exp(x) for 8 lanes: range reduction by ln 2 and the Cephes expf polynomial (about 1 ulp), x
+/// clamped to at most 88; 0 below -87.3 (where the true value is a subnormal) and for NaN.
+CK_AVX2 static inline __m256 exp8(__m256 x0) {
+    const __m256 x = _mm256_max_ps(_mm256_min_ps(x0, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.3f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_cmp_ps(x0, _mm256_set1_ps(-87.3f), _CMP_GE_OQ));
+}
+
+CK_AVX2 static float max_avx2(const float *x, int64_t n) {
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+    float mx = hmax8(vmax);
+    for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    return mx;
+}
+
+/// x[i] = exp(x[i] - mx) over n values; returns their sum (8 lanes in index order, then hsum8).
+CK_AVX2 static float exp_shift_sum(float *x, int64_t n, float mx) {
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t left = n - i;
+        if (left >= 8) {
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), vm));
+            acc = _mm256_add_ps(acc, e);
+            _mm256_storeu_ps(x + i, e);
+        } else {
+            const __m256i m = tail_mask(left);
+            const __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(x + i, m), vm)), _mm256_castsi256_ps(m));
+            acc = _mm256_add_ps(acc, e);
+            _mm256_maskstore_ps(x + i, m, e);
+        }
+    }
+    return hsum8(acc);
+}
+
+CK_AVX2 static void softmax_avx2(float *x, int64_t n) {
+    const float sum = exp_shift_sum(x, n, max_avx2(x, n));
+    const __m256 inv = _mm256_set1_ps(1.0f / sum);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+    for (; i < n; i++) x[i] *= 1.0f / sum;
+}
+
+CK_AVX2 static void silu_mul_avx2(float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 vg = _mm256_loadu_ps(g + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), vg));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(vg, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+CK_AVX2 static float logits_summary_avx2(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    const float mx = max_avx2(x, n);
+    // Sum of exp(x - max) over everything, and the top k among lanes above the running k-th value
+    // (almost every block of 8 has none, so it costs one compare).
+    const __m256 vm = _mm256_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    int filled = 0;
+    float kth = -INFINITY;
+    for (int64_t i = 0; i < n; i += 8) {
+        const int64_t left = n - i;
+        const __m256i m = left >= 8 ? _mm256_set1_epi32(-1) : tail_mask(left);
+        const __m256 v = left >= 8 ? _mm256_loadu_ps(x + i) : _mm256_maskload_ps(x + i, m);
+        acc = _mm256_add_ps(acc, _mm256_and_ps(exp8(_mm256_sub_ps(v, vm)), _mm256_castsi256_ps(m)));
+        unsigned hot = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(m));
+        if (filled == k) hot &= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(kth), _CMP_GT_OQ));
+        while (hot) {
+            const int lane = __builtin_ctz(hot);
+            hot &= hot - 1;
+            ck_topk_insert(x[i + lane], (int32_t)(i + lane), k, &filled, ids, vals);
+            if (filled == k) kth = vals[k - 1];
+        }
+    }
+    return mx + logf(hsum8(acc));
+}
+
+CK_AVX2 void ck_rope_avx2(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox) {
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < heads; h++) {
+        float *v = x + h * head_dim;
+        int64_t i = 0;
+        if (neox) {
+            for (; i + 8 <= half; i += 8) {
+                const __m256 x0 = _mm256_loadu_ps(v + i), x1 = _mm256_loadu_ps(v + i + half);
+                const __m256 c = _mm256_loadu_ps(cs + i), s = _mm256_loadu_ps(sn + i);
+                _mm256_storeu_ps(v + i, _mm256_sub_ps(_mm256_mul_ps(x0, c), _mm256_mul_ps(x1, s)));
+                _mm256_storeu_ps(v + i + half, _mm256_add_ps(_mm256_mul_ps(x0, s), _mm256_mul_ps(x1, c)));
+            }
+        } else {
+            // Four pairs at a time: lanes (x0 x1 x2 x3 ...) with angles duplicated (c0 c0 c1 c1 ...);
+            // addsub gives x0 c - x1 s in even lanes and x1 c + x0 s in odd ones.
+            for (; i + 4 <= half; i += 4) {
+                const __m256 xv = _mm256_loadu_ps(v + 2 * i);
+                const __m128 c4 = _mm_loadu_ps(cs + i), s4 = _mm_loadu_ps(sn + i);
+                const __m256 c = _mm256_set_m128(_mm_unpackhi_ps(c4, c4), _mm_unpacklo_ps(c4, c4));
+                const __m256 s = _mm256_set_m128(_mm_unpackhi_ps(s4, s4), _mm_unpacklo_ps(s4, s4));
+                const __m256 swapped = _mm256_permute_ps(xv, 0xB1);
+                _mm256_storeu_ps(v + 2 * i, _mm256_addsub_ps(_mm256_mul_ps(xv, c), _mm256_mul_ps(swapped, s)));
+            }
+        }
+        for (; i < half; i++) {
+            float *p0 = neox ? v + i : v + 2 * i;
+            float *p1 = neox ? v + i + half : v + 2 * i + 1;
+            const float x0 = *p0, x1 = *p1;
+            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
+            *p0 = a - b;
+            *p1 = c + d;
+        }
+    }
+}
+
+CK_AVX2 void ck_f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) y[i] = ck_f16_to_f32(x[i]);
+}
+
+CK_AVX2 void ck_f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (; i < n; i++) y[i] = ck_f32_to_f16(x[i]);
+}
+
+// ------------------------------------------------------------------ attention
+
+/// Eight stored values [v, v + 8) of a key/value row as f32 (`type` is a constant after inlining).
+CK_AVX2 static inline __attribute__((always_inline)) __m256 kv_load8(int type, const uint8_t *row, int64_t row_values,
+                                                                      int64_t v) {
+    if (type == CK_KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * v)));
+    if (type == CK_KV_Q8_0) {
+        const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + v))));
+        return _mm256_mul_ps(q, _mm256_set1_ps(ck_f16_to_f32(ck_kv_q8_scales(row, row_values)[v / CK_QK])));
+    }
+    return _mm256_loadu_ps((const float *)row + v);
+}
+
+/// Up to 4 query heads at a time; head_dim a multiple of 32. Scores: per position, 8 lanes
+/// accumulate the dot product in value order, then hsum8. Softmax: exp8, lane sums. Values: for
+/// each 32-value tile, 4 accumulators per head add p * v position by position, in order.
+CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
+                                                                       float scale, const ck_kv_view *kv,
+                                                                       float *scores, float *out, const int type) {
+    const int64_t n = kv->n_cached + kv->n_chain, first = kv->head_first, rv = kv->row_values;
+    for (int64_t g0 = 0; g0 < group; g0 += 4) {
+        const int64_t gn = group - g0 < 4 ? group - g0 : 4;
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t *row = ck_kv_row(kv, j, 0);
+            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+            for (int64_t v = 0; v < hd; v += 8) {
+                const __m256 k8 = kv_load8(type, row, rv, first + v);
+                for (int64_t g = 0; g < gn; g++) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (g0 + g) * hd + v), k8, acc[g]);
+            }
+            for (int64_t g = 0; g < gn; g++) scores[(g0 + g) * n + j] = hsum8(acc[g]) * scale;
+        }
+    }
+    float inv[64];
+    for (int64_t g = 0; g < group; g++) {
+        float *s = scores + g * n;
+        inv[g] = 1.0f / exp_shift_sum(s, n, max_avx2(s, n));
+    }
+    for (int64_t g0 = 0; g0 < group; g0 += 3) {
+        const int64_t gn = group - g0 < 3 ? group - g0 : 3;
+        for (int64_t t = 0; t < hd; t += 32) {
+            __m256 acc[3][4];
+            for (int g = 0; g < 3; g++)
+                for (int c = 0; c < 4; c++) acc[g][c] = _mm256_setzero_ps();
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *row = ck_kv_row(kv, j, 1);
+                const __m256 v0 = kv_load8(type, row, rv, first + t), v1 = kv_load8(type, row, rv, first + t + 8);
+                const __m256 v2 = kv_load8(type, row, rv, first + t + 16), v3 = kv_load8(type, row, rv, first + t + 24);
+                for (int64_t g = 0; g < gn; g++) {
+                    const __m256 p = _mm256_set1_ps(scores[(g0 + g) * n + j]);
+                    acc[g][0] = _mm256_fmadd_ps(p, v0, acc[g][0]);
+                    acc[g][1] = _mm256_fmadd_ps(p, v1, acc[g][1]);
+                    acc[g][2] = _mm256_fmadd_ps(p, v2, acc[g][2]);
+                    acc[g][3] = _mm256_fmadd_ps(p, v3, acc[g][3]);
+                }
+            }
+            for (int64_t g = 0; g < gn; g++) {
+                const __m256 s = _mm256_set1_ps(inv[g0 + g]);
+                for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (g0 + g) * hd + t + 8 * c, _mm256_mul_ps(acc[g][c], s));
+            }
+        }
+    }
+}
+
+CK_AVX2 void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
+                            float *scores, float *out) {
+    if (hd % 32 != 0) {
+        ck_attend_scalar(q, group, hd, scale, kv, scores, out);
+        return;
+    }
+    switch (kv->type) {
+    case CK_KV_F16: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F16); break;
+    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_Q8_0); break;
+    default: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F32); break;
+    }
+}
+
+const ck_kernels ck_kernels_avx2 = {
+    .id = CK_SET_AVX2,
+    .matmul = matmul_avx2,
+    .quantize_row = quantize_row_avx2,
+    .dot = dot_avx2,
+    .axpy = axpy_avx2,
+    .scale_mul = scale_mul_avx2,
+    .softmax = softmax_avx2,
+    .logits_summary = logits_summary_avx2,
+    .silu_mul = silu_mul_avx2,
+    .rope = ck_rope_avx2,
+    .f16_to_f32 = ck_f16_to_f32_avx2,
+    .f32_to_f16 = ck_f32_to_f16_avx2,
+    .attend = ck_attend_avx2,
+};
+#endif

@@ -1,0 +1,449 @@
+// The neon kernel set: ARMv8.2-A with the dot-product extension (AWS Graviton 2 and later, Ampere
+// Altra, Apple M1 and later), 128-bit registers, 32 of them.
+//
+// Quantized matmul: a 16-row group of the shared packed layout (kernels_scalar.c) is read as four
+// quarters of 4 rows, one 128-bit register per 4-value chunk (16 bytes: 4 rows x 4 values), and
+// vdotq_laneq_s32 multiplies it with lane j of the block's activations (values 4j..4j+3): signed
+// x signed int8 straight into int32, so Q8_0 needs no offset correction and Q4's nibbles enter as
+// small positive int8. Integer sums are exact and the float steps are the scalar reference's, in
+// its order: every output is bit-identical to the scalar set.
+#include "ckernels.h"
+#include "internal.h"
+#include <math.h>
+#include <string.h>
+#if defined(__aarch64__)
+#include <arm_neon.h>
+
+// ------------------------------------------------------------------ reductions
+
+/// Four f32 values of b (f32 or f16) at i, lanes >= n - i zero.
+CK_NEON static inline float32x4_t load4(const void *b, int is_f16, int64_t i, int64_t n) {
+    if (i + 4 <= n)
+        return is_f16 ? vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)b + i))) : vld1q_f32((const float *)b + i);
+    float tmp[4] = {0, 0, 0, 0};
+    for (int64_t t = i; t < n; t++)
+        tmp[t - i] = is_f16 ? ck_f16_to_f32(((const uint16_t *)b)[t]) : ((const float *)b)[t];
+    return vld1q_f32(tmp);
+}
+
+/// The 16-lane order of ck_dot16_scalar: acc[c] holds lanes 4c..4c+3; then the same tree.
+CK_NEON static float dot16_neon(const float *a, const void *b, int is_f16, int64_t n) {
+    float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+    for (int64_t i = 0; i < n; i += 16)
+        for (int c = 0; c < 4; c++) {
+            const int64_t at = i + 4 * c;  // past n: zeros, as the reference's fma(0, 0, acc)
+            acc[c] = vfmaq_f32(acc[c], load4(a, 0, at, n), load4(b, is_f16, at, n));
+        }
+    const float32x4_t s4 = vaddq_f32(vaddq_f32(acc[0], acc[2]), vaddq_f32(acc[1], acc[3]));
+    const float32x2_t s2 = vadd_f32(vget_low_f32(s4), vget_high_f32(s4));
+    return vget_lane_f32(s2, 0) + vget_lane_f32(s2, 1);
+}
+
+CK_NEON static float dot_neon(const float *a, const float *b, int64_t n) { return dot16_neon(a, b, 0, n); }
+
+// ------------------------------------------------------------------ quantized matmul
+
+CK_NEON static inline float32x4_t half4(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes) {
+    if (lanes == 0xF) {
+        vst1q_f32(y, v);
+        return;
+    }
+    float t[4];
+    vst1q_f32(t, v);
+    for (int l = 0; l < 4; l++)
+        if (lanes & (1u << l)) y[l] = t[l];
+}
+
+// Four output rows (quarter `quarter` of a group) against NR activation rows from r0.
+#define Q4_QUARTER_BODY(NR)                                                                         \
+    CK_NEON static void q4_quarter_##NR(const uint8_t *base, int64_t nb, int is_q41, int quarter,   \
+                                        const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
+        const uint8x16_t low = vdupq_n_u8(0x0F);                                                   \
+        const uint16_t *dp = (const uint16_t *)(base + nb * 256) + quarter * 4;                     \
+        const uint16_t *mp = dp + nb * 16;                                                          \
+        float32x4_t acc[NR];                                                                        \
+        for (int i = 0; i < NR; i++) acc[i] = vdupq_n_f32(0);                                       \
+        for (int64_t b = 0; b < nb; b++) {                                                          \
+            const uint8_t *w = base + b * 256 + quarter * 16;                                       \
+            int32x4_t s[NR];                                                                        \
+            int8x16_t x0[NR], x1[NR];                                                               \
+            for (int i = 0; i < NR; i++) {                                                          \
+                const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                \
+                x0[i] = vld1q_s8(x);                                                                \
+                x1[i] = vld1q_s8(x + 16);                                                           \
+                s[i] = vdupq_n_s32(0);                                                              \
+            }                                                                                       \
+            Q4_CHUNK(NR, 0) Q4_CHUNK(NR, 1) Q4_CHUNK(NR, 2) Q4_CHUNK(NR, 3)                         \
+            const float32x4_t dw = half4(dp + b * 16);                                              \
+            const float32x4_t mw = is_q41 ? half4(mp + b * 16) : vmulq_n_f32(dw, -8.0f);            \
+            for (int i = 0; i < NR; i++) {                                                          \
+                const float da = a->d[(r0 + i) * a->ldb + b], sa = a->s[(r0 + i) * a->ldb + b];     \
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(s[i]), vmulq_n_f32(dw, da));               \
+                acc[i] = vfmaq_f32(acc[i], mw, vdupq_n_f32(sa));                                    \
+            }                                                                                       \
+        }                                                                                           \
+        for (int i = 0; i < NR; i++) store_lanes4(y + (r0 + i) * ldy, acc[i], lanes);              \
+    }
+
+#define Q4_CHUNK(NR, J)                                                                             \
+    {                                                                                               \
+        const uint8x16_t raw = vld1q_u8(w + (J) * 64);                                              \
+        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(raw, low));                               \
+        const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));                               \
+        for (int i = 0; i < NR; i++) {                                                              \
+            s[i] = vdotq_laneq_s32(s[i], lo, x0[i], J);                                             \
+            s[i] = vdotq_laneq_s32(s[i], hi, x1[i], J);                                             \
+        }                                                                                           \
+    }
+
+#define Q8_QUARTER_BODY(NR)                                                                         \
+    CK_NEON static void q8_quarter_##NR(const uint8_t *base, int64_t nb, int quarter, const ck_acts *a, \
+                                        int64_t r0, float *y, int64_t ldy, uint32_t lanes) {        \
+        const uint8x16_t flip = vdupq_n_u8(0x80);                                                  \
+        const uint16_t *dp = (const uint16_t *)(base + nb * 512) + quarter * 4;                     \
+        float32x4_t acc[NR];                                                                        \
+        for (int i = 0; i < NR; i++) acc[i] = vdupq_n_f32(0);                                       \
+        for (int64_t b = 0; b < nb; b++) {                                                          \
+            const uint8_t *w = base + b * 512 + quarter * 16;                                       \
+            int32x4_t s[NR];                                                                        \
+            int8x16_t x0[NR], x1[NR];                                                               \
+            for (int i = 0; i < NR; i++) {                                                          \
+                const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                \
+                x0[i] = vld1q_s8(x);                                                                \
+                x1[i] = vld1q_s8(x + 16);                                                           \
+                s[i] = vdupq_n_s32(0);                                                              \
+            }                                                                                       \
+            Q8_CHUNK(NR, 0, x0, 0) Q8_CHUNK(NR, 1, x0, 1) Q8_CHUNK(NR, 2, x0, 2) Q8_CHUNK(NR, 3, x0, 3) \
+            Q8_CHUNK(NR, 4, x1, 0) Q8_CHUNK(NR, 5, x1, 1) Q8_CHUNK(NR, 6, x1, 2) Q8_CHUNK(NR, 7, x1, 3) \
+            const float32x4_t dw = half4(dp + b * 16);                                              \
+            for (int i = 0; i < NR; i++)                                                            \
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(s[i]), vmulq_n_f32(dw, a->d[(r0 + i) * a->ldb + b])); \
+        }                                                                                           \
+        for (int i = 0; i < NR; i++) store_lanes4(y + (r0 + i) * ldy, acc[i], lanes);              \
+    }
+
+#define Q8_CHUNK(NR, J, X, LANE)                                                                    \
+    {                                                                                               \
+        const int8x16_t ws = vreinterpretq_s8_u8(veorq_u8(vld1q_u8(w + (J) * 64), flip));           \
+        for (int i = 0; i < NR; i++) s[i] = vdotq_laneq_s32(s[i], ws, X[i], LANE);                 \
+    }
+
+Q4_QUARTER_BODY(1) Q4_QUARTER_BODY(2) Q4_QUARTER_BODY(3) Q4_QUARTER_BODY(4)
+Q8_QUARTER_BODY(1) Q8_QUARTER_BODY(2) Q8_QUARTER_BODY(3) Q8_QUARTER_BODY(4)
+
+CK_NEON static void matmul_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                                int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    (void)out;
+    if (fmt == CK_F32 || fmt == CK_F16) {
+        for (int64_t o = out_lo; o < out_hi; o++)
+            for (int64_t r = 0; r < a->rows; r++)
+                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot16_neon(a->x + r * a->ldx, (const float *)packed + o * in, 0, in)
+                                                          : dot16_neon(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
+        return;
+    }
+    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
+    const int is_q41 = fmt == CK_Q4_1;
+    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
+        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
+        const uint8_t *base = (const uint8_t *)packed + g * gs;
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const uint32_t lanes = (mask >> (4 * quarter)) & 0xF;
+            if (!lanes) continue;
+            float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
+            for (int64_t r0 = 0; r0 < a->rows;) {
+                int64_t nr = a->rows - r0;
+                if (nr > 4) nr = 4;
+                if (fmt == CK_Q8_0) {
+                    switch (nr) {
+                    case 1: q8_quarter_1(base, nb, quarter, a, r0, yq, ldy, lanes); break;
+                    case 2: q8_quarter_2(base, nb, quarter, a, r0, yq, ldy, lanes); break;
+                    case 3: q8_quarter_3(base, nb, quarter, a, r0, yq, ldy, lanes); break;
+                    default: q8_quarter_4(base, nb, quarter, a, r0, yq, ldy, lanes); break;
+                    }
+                } else {
+                    switch (nr) {
+                    case 1: q4_quarter_1(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
+                    case 2: q4_quarter_2(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
+                    case 3: q4_quarter_3(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
+                    default: q4_quarter_4(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
+                    }
+                }
+                r0 += nr;
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ activation quantization
+
+CK_NEON static void quantize_row_neon(const float *x, int64_t n, int8_t *q, float *d, float *s, int32_t *c) {
+    for (int64_t b = 0; b < n / CK_QK; b++) {
+        const float *xb = x + b * CK_QK;
+        float32x4_t v[8];
+        float32x4_t m = vdupq_n_f32(0);
+        for (int i = 0; i < 8; i++) {
+            v[i] = vld1q_f32(xb + 4 * i);
+            m = vmaxq_f32(m, vabsq_f32(v[i]));
+        }
+        const float amax = vmaxvq_f32(m);
+        const float db = amax / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        int32x4_t sum = vdupq_n_s32(0);
+        int16x8_t h[4];
+        for (int i = 0; i < 4; i++) {
+            const int32x4_t a0 = vcvtnq_s32_f32(vmulq_n_f32(v[2 * i], id));
+            const int32x4_t a1 = vcvtnq_s32_f32(vmulq_n_f32(v[2 * i + 1], id));
+            sum = vaddq_s32(sum, vaddq_s32(a0, a1));
+            h[i] = vcombine_s16(vqmovn_s32(a0), vqmovn_s32(a1));
+        }
+        vst1q_s8(q + b * CK_QK, vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1])));
+        vst1q_s8(q + b * CK_QK + 16, vcombine_s8(vqmovn_s16(h[2]), vqmovn_s16(h[3])));
+        const int32_t total = vaddvq_s32(sum);
+        d[b] = db;
+        s[b] = db * (float)total;
+        c[b] = 128 * total;
+    }
+}
+
+// ------------------------------------------------------------------ elementwise
+
+CK_NEON static void axpy_neon(float alpha, const float *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vld1q_f32(x + i), alpha));
+    for (; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
+}
+
+CK_NEON static void scale_mul_neon(const float *x, const float *w, float scale, int64_t n, float *y) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, vmulq_f32(vmulq_n_f32(vld1q_f32(x + i), scale), vld1q_f32(w + i)));
+    for (; i < n; i++) {
+        const float t = x[i] * scale;
+        y[i] = t * w[i];
+    }
+}
+
+/// exp(x) for 4 lanes (the Cephes expf polynomial, as the avx2 set), 0 below -87.3.
+CK_NEON static inline float32x4_t exp4(float32x4_t x0) {
+    const float32x4_t x = vmaxq_f32(vminq_f32(x0, vdupq_n_f32(88.0f)), vdupq_n_f32(-87.3f));
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    float32x4_t p = vdupq_n_f32(1.9875691500E-4f);
+    p = vfmaq_f32(vdupq_n_f32(1.3981999507E-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073E-3f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894E-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459E-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201E-1f), p, r);
+    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), vmulq_f32(p, r), r);
+    const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    const float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
+    return vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(y), vcgeq_f32(x0, vdupq_n_f32(-87.3f))));
+}
+
+CK_NEON static float max_neon(const float *x, int64_t n) {
+    float32x4_t m = vdupq_n_f32(-INFINITY);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) m = vmaxq_f32(m, vld1q_f32(x + i));
+    float mx = vmaxvq_f32(m);
+    for (; i < n; i++) mx = fmaxf(mx, x[i]);
+    return mx;
+}
+
+/// x[i] = exp(x[i] - mx); returns their sum (4 lanes in index order, then the pairwise lane sum).
+CK_NEON static float exp_shift_sum(float *x, int64_t n, float mx) {
+    float32x4_t acc = vdupq_n_f32(0);
+    for (int64_t i = 0; i < n; i += 4) {
+        float t[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+        const int64_t m = n - i < 4 ? n - i : 4;
+        memcpy(t, x + i, (size_t)m * 4);
+        const float32x4_t e = exp4(vsubq_f32(vld1q_f32(t), vdupq_n_f32(mx)));
+        acc = vaddq_f32(acc, e);
+        vst1q_f32(t, e);
+        memcpy(x + i, t, (size_t)m * 4);
+    }
+    return vaddvq_f32(acc);
+}
+
+CK_NEON static void softmax_neon(float *x, int64_t n) {
+    const float inv = 1.0f / exp_shift_sum(x, n, max_neon(x, n));
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inv));
+    for (; i < n; i++) x[i] *= inv;
+}
+
+CK_NEON static void silu_mul_neon(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t vg = vld1q_f32(g + i);
+        const float32x4_t e = exp4(vnegq_f32(vg));
+        vst1q_f32(g + i, vmulq_f32(vdivq_f32(vg, vaddq_f32(vdupq_n_f32(1.0f), e)), vld1q_f32(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+CK_NEON static float logits_summary_neon(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    const float mx = max_neon(x, n);
+    float32x4_t acc = vdupq_n_f32(0);
+    int filled = 0;
+    float kth = -INFINITY;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        acc = vaddq_f32(acc, exp4(vsubq_f32(v, vdupq_n_f32(mx))));
+        if (filled == k && vmaxvq_u32(vcgtq_f32(v, vdupq_n_f32(kth))) == 0) continue;
+        for (int l = 0; l < 4; l++) {
+            if (filled == k && !(x[i + l] > kth)) continue;
+            ck_topk_insert(x[i + l], (int32_t)(i + l), k, &filled, ids, vals);
+            if (filled == k) kth = vals[k - 1];
+        }
+    }
+    float tail = 0;
+    for (; i < n; i++) {
+        tail += expf(x[i] - mx);
+        if (filled < k || x[i] > kth) {
+            ck_topk_insert(x[i], (int32_t)i, k, &filled, ids, vals);
+            if (filled == k) kth = vals[k - 1];
+        }
+    }
+    return mx + logf(vaddvq_f32(acc) + tail);
+}
+
+CK_NEON static void rope_neon(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox) {
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < heads; h++) {
+        float *v = x + h * head_dim;
+        int64_t i = 0;
+        for (; i + 4 <= half; i += 4) {
+            const float32x4_t c = vld1q_f32(cs + i), s = vld1q_f32(sn + i);
+            float32x4x2_t p;
+            if (neox) {
+                p.val[0] = vld1q_f32(v + i);
+                p.val[1] = vld1q_f32(v + i + half);
+            } else {
+                p = vld2q_f32(v + 2 * i);
+            }
+            const float32x4_t x0 = p.val[0], x1 = p.val[1];
+            p.val[0] = vsubq_f32(vmulq_f32(x0, c), vmulq_f32(x1, s));
+            p.val[1] = vaddq_f32(vmulq_f32(x0, s), vmulq_f32(x1, c));
+            if (neox) {
+                vst1q_f32(v + i, p.val[0]);
+                vst1q_f32(v + i + half, p.val[1]);
+            } else {
+                vst2q_f32(v + 2 * i, p);
+            }
+        }
+        for (; i < half; i++) {
+            float *p0 = neox ? v + i : v + 2 * i;
+            float *p1 = neox ? v + i + half : v + 2 * i + 1;
+            const float x0 = *p0, x1 = *p1;
+            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
+            *p0 = a - b;
+            *p1 = c + d;
+        }
+    }
+}
+
+CK_NEON static void f16_to_f32_neon(const uint16_t *x, float *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, half4(x + i));
+    for (; i < n; i++) y[i] = ck_f16_to_f32(x[i]);
+}
+
+CK_NEON static void f32_to_f16_neon(const float *x, uint16_t *y, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1_u16(y + i, vreinterpret_u16_f16(vcvt_f16_f32(vld1q_f32(x + i))));
+    for (; i < n; i++) y[i] = ck_f32_to_f16(x[i]);
+}
+
+// ------------------------------------------------------------------ attention
+
+/// Four stored values [v, v + 4) of a key/value row as f32 (`type` is a constant after inlining).
+CK_NEON static inline __attribute__((always_inline)) float32x4_t kv_load4(int type, const uint8_t *row, int64_t row_values,
+                                                                           int64_t v) {
+    if (type == CK_KV_F16) return half4((const uint16_t *)row + v);
+    if (type == CK_KV_Q8_0) {
+        int8_t t[8] = {0};
+        memcpy(t, row + v, 4);
+        const int32x4_t q = vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(t))));
+        return vmulq_n_f32(vcvtq_f32_s32(q), ck_f16_to_f32(ck_kv_q8_scales(row, row_values)[v / CK_QK]));
+    }
+    return vld1q_f32((const float *)row + v);
+}
+
+/// As the avx2 body with 4 lanes: up to 4 query heads per pass, value tiles of 16.
+CK_NEON static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
+                                                                       float scale, const ck_kv_view *kv,
+                                                                       float *scores, float *out, const int type) {
+    const int64_t n = kv->n_cached + kv->n_chain, first = kv->head_first, rv = kv->row_values;
+    for (int64_t g0 = 0; g0 < group; g0 += 4) {
+        const int64_t gn = group - g0 < 4 ? group - g0 : 4;
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t *row = ck_kv_row(kv, j, 0);
+            float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
+            for (int64_t v = 0; v < hd; v += 4) {
+                const float32x4_t k4 = kv_load4(type, row, rv, first + v);
+                for (int64_t g = 0; g < gn; g++) acc[g] = vfmaq_f32(acc[g], vld1q_f32(q + (g0 + g) * hd + v), k4);
+            }
+            for (int64_t g = 0; g < gn; g++) scores[(g0 + g) * n + j] = vaddvq_f32(acc[g]) * scale;
+        }
+    }
+    float inv[64];
+    for (int64_t g = 0; g < group; g++) {
+        float *s = scores + g * n;
+        inv[g] = 1.0f / exp_shift_sum(s, n, max_neon(s, n));
+    }
+    for (int64_t g0 = 0; g0 < group; g0 += 4) {
+        const int64_t gn = group - g0 < 4 ? group - g0 : 4;
+        for (int64_t t = 0; t < hd; t += 16) {
+            float32x4_t acc[4][4];
+            for (int g = 0; g < 4; g++)
+                for (int c = 0; c < 4; c++) acc[g][c] = vdupq_n_f32(0);
+            for (int64_t j = 0; j < n; j++) {
+                const uint8_t *row = ck_kv_row(kv, j, 1);
+                const float32x4_t v0 = kv_load4(type, row, rv, first + t), v1 = kv_load4(type, row, rv, first + t + 4);
+                const float32x4_t v2 = kv_load4(type, row, rv, first + t + 8), v3 = kv_load4(type, row, rv, first + t + 12);
+                for (int64_t g = 0; g < gn; g++) {
+                    const float p = scores[(g0 + g) * n + j];
+                    acc[g][0] = vfmaq_n_f32(acc[g][0], v0, p);
+                    acc[g][1] = vfmaq_n_f32(acc[g][1], v1, p);
+                    acc[g][2] = vfmaq_n_f32(acc[g][2], v2, p);
+                    acc[g][3] = vfmaq_n_f32(acc[g][3], v3, p);
+                }
+            }
+            for (int64_t g = 0; g < gn; g++)
+                for (int c = 0; c < 4; c++) vst1q_f32(out + (g0 + g) * hd + t + 4 * c, vmulq_n_f32(acc[g][c], inv[g0 + g]));
+        }
+    }
+}
+
+CK_NEON static void attend_neon(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
+                                float *scores, float *out) {
+    if (hd % 32 != 0) {
+        ck_attend_scalar(q, group, hd, scale, kv, scores, out);
+        return;
+    }
+    switch (kv->type) {
+    case CK_KV_F16: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F16); break;
+    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_Q8_0); break;
+    default: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F32); break;
+    }
+}
+
+const ck_kernels ck_kernels_neon = {
+    .id = CK_SET_NEON,
+    .matmul = matmul_neon,
+    .quantize_row = quantize_row_neon,
+    .dot = dot_neon,
+    .axpy = axpy_neon,
+    .scale_mul = scale_mul_neon,
+    .softmax = softmax_neon,
+    .logits_summary = logits_summary_neon,
+    .silu_mul = silu_mul_neon,
+    .rope = rope_neon,
+    .f16_to_f32 = f16_to_f32_neon,
+    .f32_to_f16 = f32_to_f16_neon,
+    .attend = attend_neon,
+};
+#endif

@@ -1,0 +1,241 @@
+// The scalar kernel set: plain C, the reference every SIMD set is tested against. It serves only
+// when a test or a user forces it (--kernels scalar); it never serves when a SIMD set can run.
+//
+// Packed layout of a quantized matrix (ck_pack, the same for every set): output rows are taken 16
+// at a time (a "group", zero-padded at the end). A group holds, for its nb = in/32 blocks in order:
+//   nb x wbytes  quant values; block b, chunk j (64 bytes): lane l (row 16g+l) holds 4 bytes
+//                Q4_0/Q4_1: raw qs[4j..4j+3] (low nibbles = elements 4j.., high = 16+4j..), j < 4
+//                Q8_0:      raw qs[4j..4j+3] XOR 0x80 (the value + 128 as unsigned), j < 8
+//   nb x 16      f16 d, lane order
+//   nb x 16      f16 m (Q4_1 only)
+// so one 4-byte group of activations, broadcast, meets 4 consecutive values of 16 rows: one
+// 512-bit vpdpbusd (avx512), two 256-bit halves of 8 rows (avx2), four 128-bit quarters of 4 rows
+// (neon, vdotq_laneq_s32), and a block needs no horizontal reduction.
+//
+// Arithmetic, identical in every set, for activation row r and output o:
+//   acc = 0
+//   for b in blocks, in order:
+//     isum = sum_i wq_i * aq_i      (exact int32; Q4: wq = nibble 0..15; Q8_0: signed value)
+//     acc  = fma((float)isum, dw * da[b], acc)
+//     Q4_1: acc = fma(mw, s[b], acc)       Q4_0: acc = fma(dw * -8, s[b], acc)
+//   y = acc
+// where s[b] = da[b] * (float)sum(aq in block b). Nothing depends on how many rows are in the
+// call, where the row sits, or how outputs are split between threads.
+#include "ckernels.h"
+#include "internal.h"
+#include <math.h>
+#include <string.h>
+
+// ------------------------------------------------------------------ quantized matmul
+
+float ck_matmul_ref1(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                     int64_t row, int64_t o) {
+    (void)out;
+    const int64_t nb = in / CK_QK, wb = ck_wbytes(fmt);
+    const int64_t g = o / CK_GROUP, l = o % CK_GROUP;
+    const uint8_t *base = (const uint8_t *)packed + g * ck_group_stride(fmt, in);
+    const uint16_t *dd = (const uint16_t *)(base + nb * wb);
+    const uint16_t *mm = dd + nb * CK_GROUP;
+    const int8_t *aq = a->q + row * a->ldq;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *w = base + b * wb;
+        const int8_t *x = aq + b * CK_QK;
+        int32_t isum = 0;
+        if (fmt == CK_Q8_0) {
+            for (int j = 0; j < 8; j++)
+                for (int t = 0; t < 4; t++)
+                    isum += (int32_t)(int8_t)(w[j * 64 + l * 4 + t] ^ 0x80) * x[4 * j + t];
+        } else {
+            for (int j = 0; j < 4; j++)
+                for (int t = 0; t < 4; t++) {
+                    const uint8_t q = w[j * 64 + l * 4 + t];
+                    isum += (int32_t)(q & 0x0F) * x[4 * j + t] + (int32_t)(q >> 4) * x[16 + 4 * j + t];
+                }
+        }
+        const float dw = ck_f16_to_f32(dd[b * CK_GROUP + l]);
+        const float da = a->d[row * a->ldb + b];
+        acc = fmaf((float)isum, dw * da, acc);
+        if (fmt == CK_Q4_1) acc = fmaf(ck_f16_to_f32(mm[b * CK_GROUP + l]), a->s[row * a->ldb + b], acc);
+        if (fmt == CK_Q4_0) acc = fmaf(dw * -8.0f, a->s[row * a->ldb + b], acc);
+    }
+    return acc;
+}
+
+// Fixed-order float dot: 16 lanes, lane l accumulates elements i with i % 16 == l (fma, in order;
+// the partial last chunk contributes zeros in missing lanes), then a fixed pairwise tree.
+float ck_dot16_scalar(const float *a, const void *b, int b_is_f16, int64_t n) {
+    float acc[16] = {0};
+    for (int64_t i = 0; i < n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            float x = 0.0f, y = 0.0f;
+            if (i + l < n) {
+                x = a[i + l];
+                y = b_is_f16 ? ck_f16_to_f32(((const uint16_t *)b)[i + l]) : ((const float *)b)[i + l];
+            }
+            acc[l] = fmaf(x, y, acc[l]);
+        }
+    float s8[8], s4[4];
+    for (int i = 0; i < 8; i++) s8[i] = acc[i] + acc[i + 8];
+    for (int i = 0; i < 4; i++) s4[i] = s8[i] + s8[i + 4];
+    const float s2a = s4[0] + s4[2], s2b = s4[1] + s4[3];
+    return s2a + s2b;
+}
+
+static void matmul_scalar(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                          int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    for (int64_t o = out_lo; o < out_hi; o++)
+        for (int64_t r = 0; r < a->rows; r++) {
+            float v;
+            if (fmt == CK_F32)
+                v = ck_dot16_scalar(a->x + r * a->ldx, (const float *)packed + o * in, 0, in);
+            else if (fmt == CK_F16)
+                v = ck_dot16_scalar(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
+            else
+                v = ck_matmul_ref1(fmt, packed, out, in, a, r, o);
+            y[r * ldy + (o - out_lo)] = v;
+        }
+}
+
+// ------------------------------------------------------------------ activation quantization
+
+static void quantize_row_scalar(const float *x, int64_t n, int8_t *q, float *d, float *s, int32_t *c) {
+    for (int64_t b = 0; b < n / CK_QK; b++) {
+        const float *xb = x + b * CK_QK;
+        float amax = 0.0f;
+        for (int i = 0; i < CK_QK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        const float db = amax / 127.0f;
+        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        int32_t sum = 0;
+        for (int i = 0; i < CK_QK; i++) {
+            const int32_t v = (int32_t)nearbyintf(xb[i] * id);
+            q[b * CK_QK + i] = (int8_t)v;
+            sum += v;
+        }
+        d[b] = db;
+        s[b] = db * (float)sum;
+        c[b] = 128 * sum;
+    }
+}
+
+// ------------------------------------------------------------------ elementwise
+
+static float dot_scalar(const float *a, const float *b, int64_t n) { return ck_dot16_scalar(a, b, 0, n); }
+
+static void axpy_scalar(float alpha, const float *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = fmaf(alpha, x[i], y[i]);
+}
+
+static void scale_mul_scalar(const float *x, const float *w, float scale, int64_t n, float *y) {
+    for (int64_t i = 0; i < n; i++) {
+        const float t = x[i] * scale;  // two roundings, as the SIMD sets (no contraction)
+        y[i] = t * w[i];
+    }
+}
+
+static void softmax_scalar(float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) mx = fmaxf(mx, x[i]);
+    float sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - mx);
+        sum += x[i];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+static float logits_summary_scalar(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
+    int filled = 0;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        mx = fmaxf(mx, x[i]);
+        if (filled < k || x[i] > vals[k - 1]) ck_topk_insert(x[i], (int32_t)i, k, &filled, ids, vals);
+    }
+    double sum = 0.0;
+    for (int64_t i = 0; i < n; i++) sum += exp((double)x[i] - mx);
+    return mx + (float)log(sum);
+}
+
+static void silu_mul_scalar(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/// Rotation of one pair: (x0 c - x1 s, x0 s + x1 c), each product rounded (no fused operations,
+/// so every set computes the same bits).
+static void rope_scalar(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox) {
+    const int64_t half = head_dim / 2;
+    for (int64_t h = 0; h < heads; h++) {
+        float *v = x + h * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            float *p0 = neox ? v + i : v + 2 * i;
+            float *p1 = neox ? v + i + half : v + 2 * i + 1;
+            const float x0 = *p0, x1 = *p1;
+            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
+            *p0 = a - b;
+            *p1 = c + d;
+        }
+    }
+}
+
+static void f16_to_f32_scalar(const uint16_t *x, float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ck_f16_to_f32(x[i]);
+}
+
+static void f32_to_f16_scalar(const float *x, uint16_t *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = ck_f32_to_f16(x[i]);
+}
+
+// ------------------------------------------------------------------ attention
+
+void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
+                          float *scores, float *out) {
+    const int64_t n = kv->n_cached + kv->n_chain;
+    float row[1024];  // hd <= 1024 (checked by the Swift wrapper)
+    for (int64_t j = 0; j < n; j++) {
+        ck_kv_load(kv->type, ck_kv_row(kv, j, 0), kv->row_values, kv->head_first, hd, row);
+        for (int64_t g = 0; g < group; g++) {
+            float acc = 0;
+            for (int64_t i = 0; i < hd; i++) acc = fmaf(q[g * hd + i], row[i], acc);
+            scores[g * n + j] = acc * scale;
+        }
+    }
+    float inv[64];
+    for (int64_t g = 0; g < group; g++) {
+        float *s = scores + g * n;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < n; j++) m = s[j] > m ? s[j] : m;
+        float sum = 0;
+        for (int64_t j = 0; j < n; j++) {
+            s[j] = expf(s[j] - m);
+            sum += s[j];
+        }
+        inv[g] = 1.0f / sum;
+    }
+    for (int64_t i = 0; i < group * hd; i++) out[i] = 0;
+    for (int64_t j = 0; j < n; j++) {
+        ck_kv_load(kv->type, ck_kv_row(kv, j, 1), kv->row_values, kv->head_first, hd, row);
+        for (int64_t g = 0; g < group; g++) {
+            const float p = scores[g * n + j];
+            for (int64_t i = 0; i < hd; i++) out[g * hd + i] = fmaf(p, row[i], out[g * hd + i]);
+        }
+    }
+    for (int64_t g = 0; g < group; g++)
+        for (int64_t i = 0; i < hd; i++) out[g * hd + i] *= inv[g];
+}
+
+const ck_kernels ck_kernels_scalar = {
+    .id = CK_SET_SCALAR,
+    .matmul = matmul_scalar,
+    .quantize_row = quantize_row_scalar,
+    .dot = dot_scalar,
+    .axpy = axpy_scalar,
+    .scale_mul = scale_mul_scalar,
+    .softmax = softmax_scalar,
+    .logits_summary = logits_summary_scalar,
+    .silu_mul = silu_mul_scalar,
+    .rope = rope_scalar,
+    .f16_to_f32 = f16_to_f32_scalar,
+    .f32_to_f16 = f32_to_f16_scalar,
+    .attend = ck_attend_scalar,
+};
