@@ -2,9 +2,12 @@
 /// bytes of a code point split across tokens (a token may end inside a UTF-8 sequence).
 public struct GrammarState: Hashable, Sendable {
     var state: Int32
-    /// The code point's bits so far and the continuation bytes it still needs (0: none).
+    /// The code point's bits so far, the continuation bytes it still needs (0: none), and how
+    /// many its lead byte announced (an overlong encoding, such as 0xE0 0x80 0xA2 for `"`, is
+    /// rejected: the code point must need all of them).
     var partial: UInt32 = 0
     var remaining: UInt8 = 0
+    var length: UInt8 = 0
 }
 
 /// A grammar bound to a model's vocabulary: which tokens each state allows (a bit mask over the
@@ -50,23 +53,27 @@ public final class TokenGrammar: @unchecked Sendable {
             else if byte & 0xF0 == 0xE0 { (bits, more) = (UInt32(byte & 0x0F), 2) }
             else if byte & 0xF8 == 0xF0 { (bits, more) = (UInt32(byte & 0x07), 3) }
             else { return nil }
-            return viablePartial(GrammarState(state: s.state, partial: bits, remaining: more))
+            return viablePartial(GrammarState(state: s.state, partial: bits, remaining: more, length: more))
         }
         guard byte & 0xC0 == 0x80 else { return nil }
         let bits = s.partial << 6 | UInt32(byte & 0x3F)
         if s.remaining == 1 {
+            guard bits >= Self.smallest[Int(s.length)], bits <= 0x10FFFF else { return nil }
             let n = automaton.next(s.state, bits)
             return n < 0 ? nil : GrammarState(state: n)
         }
-        return viablePartial(GrammarState(state: s.state, partial: bits, remaining: s.remaining - 1))
+        return viablePartial(GrammarState(state: s.state, partial: bits, remaining: s.remaining - 1, length: s.length))
     }
+
+    /// The smallest code point a sequence with 1, 2, 3 continuation bytes may encode.
+    static let smallest: [UInt32] = [0, 0x80, 0x800, 0x10000]
 
     /// `s` when some code point starting with its partial bytes is allowed.
     private func viablePartial(_ s: GrammarState) -> GrammarState? {
         let shift = UInt32(6 * Int(s.remaining))
-        let lo = s.partial << shift
-        let hi = lo | ((1 << shift) - 1)
-        return automaton.acceptsSome(s.state, lo, min(hi, 0x10FFFF)) ? s : nil
+        let lo = max(s.partial << shift, Self.smallest[Int(s.length)])
+        let hi = min((s.partial << shift) | ((1 << shift) - 1), 0x10FFFF)
+        return lo <= hi && automaton.acceptsSome(s.state, lo, hi) ? s : nil
     }
 
     /// Whether the text so far is a complete match (a stop token may end the output here).

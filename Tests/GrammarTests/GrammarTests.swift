@@ -143,6 +143,17 @@ func isPrefix(_ g: TokenGrammar, _ text: String) -> Bool {
         #expect(!g.allows(g.initialState, token: Int32(0xC3 + 1)))
     }
 
+    /// A lead byte whose payload bits are small must not pass for ASCII (overlong encodings).
+    @Test func overlongSequencesAreRejected() throws {
+        let g = try toy.grammar(#"root ::= "\"" [a-z]*"#)
+        for lead in [0xC0, 0xC1, 0xE0, 0xF0] { #expect(!g.allows(g.initialState, token: Int32(lead)), "lead \(lead)") }
+        var s = g.initialState
+        s = try #require(g.advance(s, token: Int32(UInt8(ascii: "\""))))
+        #expect(!g.allows(s, token: Int32(0xE0)))
+        let mask = g.mask(g.initialState)
+        for t in 0x80..<0x100 { #expect(mask[t / 64] & (1 << UInt64(t % 64)) == 0, "byte token \(t)") }
+    }
+
     @Test func forcedTokensAreLongestMatchesOfForcedText() throws {
         let g = try toy.grammar(#"root ::= "{\"ab\": " ("true" | "false") "\"}""#)
         let forced = g.forcedTokens(g.initialState, limit: 16)
