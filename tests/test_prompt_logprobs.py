@@ -129,7 +129,10 @@ class LMEvalTests(unittest.TestCase):
         self.assertEqual(len(samples), 8)
         checked = 0
         for s in samples:
-            for (context, continuation), resp in zip(s["arguments"], s["resps"]):
+            arguments = s["arguments"]
+            if isinstance(arguments, dict):  # {"gen_args_0": {"arg_0": context, "arg_1": continuation}, ...}
+                arguments = [(a["arg_0"], a["arg_1"]) for _, a in sorted(arguments.items(), key=lambda kv: int(kv[0].rsplit("_", 1)[1]))]
+            for (context, continuation), resp in zip(arguments, s["resps"]):
                 loglik = float(resp[0][0])
                 self.assertLess(loglik, 0)
                 # lm-eval's split: trailing spaces of the context move to the continuation.

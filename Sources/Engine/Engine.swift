@@ -621,8 +621,9 @@ public final class Engine: @unchecked Sendable {
                     }
                     continue
                 }
-                // One token per kept row whose logits exist: the accepted tokens, then the bonus.
-                for row in keep where logitIndex[row] >= 0 {
+                // One token per kept row whose logits exist: the accepted tokens, then the bonus. Of
+                // a prefill chunk only the last row counts (a scored prompt has logits for all).
+                for row in keep where logitIndex[row] >= 0 && row >= o.firstRow + o.count - 1 {
                     emitToken(s, logits: model.logits + logitIndex[row] * vocab)
                     produced += 1
                     if running[s.slot] !== s || s.slot < 0 { break }

@@ -107,7 +107,7 @@ extension OpenAIService {
         var stream: HTTPStream?
         if r.stream {
             stream = responder.startEventStream()
-            for i in choices.indices { try? stream?.sendEvent(run.openingChunk(i)) }
+            for i in choices.indices { if let opening = run.openingChunk(i) { try? stream?.sendEvent(opening) } }
         }
         let clock = ContinuousClock()
         var firstToken = true
@@ -202,14 +202,14 @@ struct CompletionRun {
 
     // MARK: - Streaming
 
-    /// The first chunk of choice `i`: the role (chat), or the echoed prompt (completions).
-    func openingChunk(_ i: Int) -> String {
+    /// The first chunk of choice `i` (chat: the role); completions send their echo at `started`.
+    func openingChunk(_ i: Int) -> String? {
         if chat {
             let delta = ChatDelta(role: "assistant", content: request.usesTools ? nil : "")
             return text(ChatCompletionChunk(id: id, created: created, model: model,
                                             choices: [ChatChunkChoice(index: i, delta: delta, logprobs: nil, finishReason: nil)]))
         }
-        return ""
+        return nil
     }
 
     /// The chunks an engine event of choice `i` produces (`piece`: its new text).
@@ -222,7 +222,7 @@ struct CompletionRun {
             out.append(text(Completion(id: id, created: created, model: model,
                                        choices: [CompletionChoice(index: i, text: prefix, logprobs: lp, finishReason: nil)])))
         }
-        if case .token(let t) = event, !backend.formatter.stopTokens.contains(t.id) || !piece.isEmpty {
+        if case .token(let t) = event, !backend.formatter.stopTokens.contains(t.id) || !piece.isEmpty || (!chat && request.logprobs) {
             let generated = !backend.formatter.stopTokens.contains(t.id)
             if chat {
                 var delta = ChatDelta()
@@ -240,9 +240,9 @@ struct CompletionRun {
                     out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                         choices: [ChatChunkChoice(index: i, delta: delta, logprobs: logprobs, finishReason: nil)])))
                 }
-            } else if !piece.isEmpty || (request.logprobs && generated) {
+            } else if !piece.isEmpty || request.logprobs {
                 var lp: CompletionLogprobs?
-                if request.logprobs && generated {
+                if request.logprobs {
                     var l = CompletionLogprobs()
                     appendTokens(&l, [t], offset: 0)
                     lp = l
@@ -318,7 +318,9 @@ struct CompletionRun {
             var lp: CompletionLogprobs?
             if request.logprobs {
                 var l = request.echo ? promptLogprobs(c, choice: i) : CompletionLogprobs()
-                appendTokens(&l, c.tokens.filter { !stopTokens.contains($0.id) }, offset: prefix.unicodeScalars.count)
+                // A stop token the model generated is listed too (its text is not): scorers such as
+                // lm-eval expect one entry per prompt token plus one per generated token.
+                appendTokens(&l, c.tokens, offset: prefix.unicodeScalars.count)
                 lp = l
             }
             return CompletionChoice(index: i, text: prefix + c.text, logprobs: lp, finishReason: (c.finish ?? .length).apiValue)
