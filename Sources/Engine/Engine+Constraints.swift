@@ -73,7 +73,7 @@ extension Engine {
             guard let g = s.request.grammar, let state = s.grammarState, s.tokens.count - cache.lengths[s.slot] == 1 else { continue }
             let room = min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
             guard room > 0 else { continue }
-            let tokens = g.forcedTokens(state, limit: room)
+            let tokens = g.forcedTokens(state, limit: room, previous: s.tokens.last)
             guard !tokens.isEmpty else { continue }
             var tree = DraftTree()
             for t in tokens { tree.add(token: t, parent: tree.count - 1, confidence: 1, source: DraftTree.grammarSource) }

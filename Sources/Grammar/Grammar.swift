@@ -188,6 +188,10 @@ struct GBNFParser {
     var index: [String: Int] = [:]
     /// Helper rules made so far per parent rule, for their names.
     var helperCount: [String: Int] = [:]
+    /// Items made so far (repetitions multiply them) and the nesting depth of groups: both are
+    /// bounded so a hostile grammar cannot exhaust memory or the stack while being parsed.
+    var itemCount = 0
+    var depth = 0
 
     init(text: String) {
         self.text = Array(text.unicodeScalars)
@@ -309,6 +313,9 @@ struct GBNFParser {
                 group = [.chars([0...0x10FFFF])]
             } else if c == "(" {
                 i += 1
+                depth += 1
+                defer { depth -= 1 }
+                guard depth <= 128 else { throw GrammarError.tooLarge("groups nested more than 128 deep") }
                 skipSpace(newlines: true)
                 let body = try parseAlternatives(rule: rule, nested: true)
                 skipSpace(newlines: true)
@@ -332,7 +339,11 @@ struct GBNFParser {
             if let op = current, op == "*" || op == "+" || op == "?" || op == "{" {
                 let (low, high) = try parseRepetition()
                 let unit: Grammar.Item = group.count == 1 ? group[0] : .rule(newHelper(rule, [group]))
-                group = repeatItem(unit, low: low, high: high, rule: rule)
+                group = try repeatItem(unit, low: low, high: high, rule: rule)
+            }
+            itemCount += group.count
+            guard itemCount <= Grammar.maxElements else {
+                throw GrammarError.tooLarge("more than \(Grammar.maxElements) elements after expanding repetitions")
             }
             items += group
         }
@@ -377,7 +388,11 @@ struct GBNFParser {
     }
 
     /// `unit{low,high}` as items: `low` copies, then `high - low` nested optionals (or a loop).
-    mutating func repeatItem(_ unit: Grammar.Item, low: Int, high: Int?, rule: String) -> [Grammar.Item] {
+    mutating func repeatItem(_ unit: Grammar.Item, low: Int, high: Int?, rule: String) throws -> [Grammar.Item] {
+        itemCount += 2 * max(low, high ?? 0)
+        guard itemCount <= Grammar.maxElements else {
+            throw GrammarError.tooLarge("more than \(Grammar.maxElements) elements after expanding repetitions")
+        }
         var items = [Grammar.Item](repeating: unit, count: low)
         if let high {
             guard high > low else { return items }

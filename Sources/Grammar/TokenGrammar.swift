@@ -186,8 +186,17 @@ public final class TokenGrammar: @unchecked Sendable {
     /// (a property name, `": `, a constant), tokenized by longest match. The last of them is left
     /// out unless the output is complete after it: the model may join it with what follows into
     /// one longer token. At most `limit` tokens.
-    public func forcedTokens(_ s: GrammarState, limit: Int) -> [Int32] {
+    ///
+    /// A forced text that continues a word the output has started (`previous` token ends with a
+    /// letter or digit, and so does the text's start) is not drafted: having chosen a short,
+    /// uncommon piece (`a` of `admin`), a model rarely follows with the longest-match tokens.
+    public func forcedTokens(_ s: GrammarState, limit: Int, previous: Int32? = nil) -> [Int32] {
         guard s.remaining == 0, limit > 0 else { return [] }
+        func isWordByte(_ b: UInt8) -> Bool { (b >= 0x30 && b <= 0x39) || (b | 0x20 >= 0x61 && b | 0x20 <= 0x7A) || b >= 0x80 }
+        let endsWord: Bool = {
+            guard let previous, previous >= 0, Int(previous) < vocabulary.count else { return false }
+            return vocabulary.withBytes(previous) { $0.last.map(isWordByte) ?? false }
+        }()
         var bytes: [UInt8] = []
         var state = s.state
         while bytes.count < 256, let c = automaton.forcedCodePoint(state) {
@@ -196,7 +205,7 @@ public final class TokenGrammar: @unchecked Sendable {
             bytes += Array(String(Character(scalar)).utf8)
             state = n
         }
-        guard !bytes.isEmpty else { return [] }
+        guard !bytes.isEmpty, !(endsWord && isWordByte(bytes[0])) else { return [] }
         var out: [Int32] = []
         var at = 0
         while at < bytes.count, let (token, length) = vocabulary.longestToken(in: bytes, from: at) {
