@@ -154,6 +154,30 @@ class LMEvalTests(unittest.TestCase):
         print(f"\n    lm-eval castserve_mc: acc {acc:.3f} over 8 questions (chance {chance:.3f}); 24 loglikelihoods equal", end=" ")
 
 
+    def test_generate_until_task(self):
+        out = tempfile.mkdtemp(prefix="castserve-lmeval-gen-")
+        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+                   HF_DATASETS_CACHE=os.path.join(out, "cache"), OPENAI_API_KEY="unused")
+        args = [sys.executable, "-m", "lm_eval", "--model", "local-completions",
+                "--model_args", f"model={MODEL_ID},base_url={server.base_url}/v1/completions,tokenizer_backend=remote,"
+                                "tokenized_requests=True,num_concurrent=1,max_retries=1,max_length=1024",
+                "--tasks", "castserve_gen", "--include_path", "tests/lm_eval", "--output_path", out, "--log_samples"]
+        run = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        self.assertEqual(run.returncode, 0, run.stderr[-4000:])
+        samples = [json.loads(line) for f in glob.glob(os.path.join(out, "**", "samples_castserve_gen_*.jsonl"), recursive=True)
+                   for line in open(f)]
+        self.assertEqual(len(samples), 8)
+        for s in samples:
+            arguments = s["arguments"]
+            context = arguments["gen_args_0"]["arg_0"] if isinstance(arguments, dict) else arguments[0][0]
+            generated = s["resps"][0][0]
+            # The same greedy request, sent directly: the same text.
+            direct = client.completions.create(model=MODEL_ID, prompt=[tokenize(context)], max_tokens=12, temperature=0,
+                                               stop=["\n", "."]).choices[0].text
+            self.assertEqual(generated, direct, context)
+        print(f"\n    lm-eval castserve_gen: 8 greedy generations equal direct requests", end=" ")
+
+
 class EmbeddingTests(unittest.TestCase):
     def test_embeddings_create(self):
         texts = ["The cat sat on the mat.", "Quantum chromodynamics describes the strong force.", "A kitten rested on a rug."]
