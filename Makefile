@@ -10,7 +10,7 @@ MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
-APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx
+APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx gcc-aarch64-linux-gnu qemu-user
 # Clients the end-to-end tests drive the server with (pinned: a new client release must not break CI unasked).
 # lm-eval[api] runs a local task offline (tests/lm_eval/); langchain-openai and jsonschema check tools and schemas.
 PY_TEST_PACKAGES := openai==3.57.0 prometheus-client==0.26.0 langchain-openai==1.8.1 langchain-core==1.8.3 \
@@ -22,7 +22,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model build run generate test clean bench lint-deploy host-build fuzz soak
+.PHONY: all deps model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels
 
 all: build
 
@@ -61,12 +61,24 @@ generate: build model
 ## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
 ## then the end-to-end tests against the real binaries.
 test: deps model
+	$(MAKE) --no-print-directory test-kernels
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
 	$(MAKE) --no-print-directory lint-deploy host-build
 	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
 	$(MAKE) fuzz
+
+## Every kernel set against the scalar reference, kernel by kernel (Tests/CKernelsDriver): natively
+## (the x86 sets this CPU runs) and the neon set cross-compiled for aarch64, run under qemu-aarch64.
+CKERNELS_SOURCES := $(filter-out Sources/CKernels/blas.c,$(wildcard Sources/CKernels/*.c))
+CKERNELS_FLAGS := -O2 -ffp-contract=off -fno-strict-aliasing -Wall -Wextra -Wno-unused-parameter -ISources/CKernels/include
+test-kernels: deps
+	@mkdir -p .build-kernels
+	clang $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-native
+	.build-kernels/kernel-sets-native
+	aarch64-linux-gnu-gcc -static $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-aarch64
+	qemu-aarch64 .build-kernels/kernel-sets-aarch64
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.
@@ -96,4 +108,4 @@ bench: build model
 	$(RELEASE_BIN)/cast-bench run --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
 
 clean:
-	rm -rf .build .build-image
+	rm -rf .build .build-image .build-kernels

@@ -64,6 +64,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Heap allocation counting for the steady-state decode test (tests/test_allocations.py).
+        .target(name: "AllocationCounter"),
+        .executableTarget(name: "alloc-probe", dependencies: ["AllocationCounter", "Engine", "Model", "Kernels", "GGUF"]),
         // Fuzz targets (fuzz/README.md): ordinary builds make corpus replayers; fuzz/run.sh builds them
         // with --sanitize=fuzzer -Xswiftc -parse-as-library -Xswiftc -DFUZZING.
         .target(name: "FuzzSupport", exclude: ["README.md"]),
@@ -73,7 +76,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Grammar"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
         .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF"]),
     ],

@@ -193,53 +193,52 @@ void ck_rope(const ck_kernels *k, float *x, int64_t heads, int64_t head_dim, con
     k->rope(x, heads, head_dim, cs, sn, neox);
 }
 
-int64_t ck_kv_row_bytes(int type, int64_t n) {
+int64_t ck_kv_row_bytes(int type, int64_t head_dim) {
     switch (type) {
-    case CK_KV_F16: return 2 * n;
-    case CK_KV_Q8_0: return n + n / CK_QK * 2;
-    default: return 4 * n;
+    case CK_KV_F16: return 2 * head_dim;
+    case CK_KV_Q8_0: return head_dim + head_dim / CK_QK * 2;
+    default: return 4 * head_dim;
     }
 }
 
-void ck_kv_store(const ck_kernels *k, int type, const float *x, int64_t n, void *dst) {
-    switch (type) {
-    case CK_KV_F16:
-        k->f32_to_f16(x, (uint16_t *)dst, n);
-        break;
-    case CK_KV_Q8_0: {
-        // The activation quantizer's blocks (bit-identical in every set), with d kept as f16.
-        int8_t *q = (int8_t *)dst;
-        uint8_t *scales = (uint8_t *)dst + n;
-        for (int64_t b = 0; b < n / CK_QK; b++) {
-            float d, s;
-            int32_t c;
-            k->quantize_row(x + b * CK_QK, CK_QK, q + b * CK_QK, &d, &s, &c);
-            const uint16_t h = ck_f32_to_f16(d);
-            memcpy(scales + 2 * b, &h, 2);
+void ck_kv_store(const ck_kernels *k, int type, const float *x, int64_t n, int64_t head_dim, void *dst) {
+    const int64_t rb = ck_kv_row_bytes(type, head_dim);
+    for (int64_t h = 0; h < n / head_dim; h++) {
+        const float *xh = x + h * head_dim;
+        uint8_t *row = (uint8_t *)dst + h * rb;
+        switch (type) {
+        case CK_KV_F16:
+            k->f32_to_f16(xh, (uint16_t *)row, head_dim);
+            break;
+        case CK_KV_Q8_0:
+            // The activation quantizer's blocks (bit-identical in every set), with d kept as f16.
+            for (int64_t b = 0; b < head_dim / CK_QK; b++) {
+                float d, s;
+                int32_t c;
+                k->quantize_row(xh + b * CK_QK, CK_QK, (int8_t *)row + b * CK_QK, &d, &s, &c);
+                const uint16_t half = ck_f32_to_f16(d);
+                memcpy(row + head_dim + 2 * b, &half, 2);
+            }
+            break;
+        default:
+            memcpy(row, xh, (size_t)head_dim * 4);
         }
-        break;
-    }
-    default:
-        memcpy(dst, x, (size_t)n * 4);
     }
 }
 
-void ck_kv_load(int type, const void *row, int64_t row_values, int64_t first, int64_t n, float *y) {
+void ck_kv_load(int type, const void *row, int64_t head_dim, float *y) {
     switch (type) {
     case CK_KV_F16:
-        for (int64_t i = 0; i < n; i++) y[i] = ck_f16_to_f32(((const uint16_t *)row)[first + i]);
+        for (int64_t i = 0; i < head_dim; i++) y[i] = ck_f16_to_f32(((const uint16_t *)row)[i]);
         break;
     case CK_KV_Q8_0: {
         const int8_t *q = (const int8_t *)row;
-        const uint8_t *scales = (const uint8_t *)row + row_values;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t v = first + i;
-            y[i] = (float)q[v] * ck_f16_to_f32(ck_rd16(scales + 2 * (v / CK_QK)));
-        }
+        const uint8_t *scales = (const uint8_t *)row + head_dim;
+        for (int64_t i = 0; i < head_dim; i++) y[i] = (float)q[i] * ck_f16_to_f32(ck_rd16(scales + 2 * (i / CK_QK)));
         break;
     }
     default:
-        memcpy(y, (const float *)row + first, (size_t)n * 4);
+        memcpy(y, row, (size_t)head_dim * 4);
     }
 }
 
@@ -307,4 +306,16 @@ void ck_prepare_acts(ck_pool *pool, const ck_kernels *k, const float *x, int64_t
         return;
     }
     ck_pool_run(pool, quantize_item, &j, items);
+}
+
+uint64_t ck_read_sum(const void *p, int64_t bytes) {
+    const uint64_t *w = (const uint64_t *)p;
+    uint64_t a = 0, b = 0, c = 0, d = 0;
+    for (int64_t i = 0; i + 4 <= bytes / 8; i += 4) {
+        a += w[i];
+        b += w[i + 1];
+        c += w[i + 2];
+        d += w[i + 3];
+    }
+    return a + b + c + d;
 }

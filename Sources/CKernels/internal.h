@@ -98,17 +98,69 @@ static inline void ck_topk_insert(float v, int32_t id, int k, int *filled, int32
     if (*filled < k) (*filled)++;
 }
 
-/// Start of row j of a key/value view (cached or chain), keys or values.
+/// Start of the head row of position j of a key/value view (cached or chain), keys or values.
+/// block_size is a power of two (a shift and a mask, not a division, per position).
 static inline const uint8_t *ck_kv_row(const ck_kv_view *v, int64_t j, int values) {
-    if (j < v->n_cached)
-        return (values ? v->v_base : v->k_base) + (int64_t)v->table[j / v->block_size] * v->block_stride +
-               v->layer_offset + (j % v->block_size) * v->row_bytes;
-    return (values ? v->v_chain : v->k_chain)[j - v->n_cached];
+    if (j < v->n_cached) {
+        const int shift = __builtin_ctzll((unsigned long long)v->block_size);
+        return (values ? v->v_base : v->k_base) + (int64_t)v->table[j >> shift] * v->block_stride + v->layer_offset +
+               (j & (v->block_size - 1)) * v->row_bytes;
+    }
+    return (values ? v->v_chain : v->k_chain)[j - v->n_cached] + v->chain_offset;
 }
 
-/// Q8_0 key/value rows: the f16 scale of the 32-value block holding value i.
-static inline const uint16_t *ck_kv_q8_scales(const uint8_t *row, int64_t row_values) {
-    return (const uint16_t *)(row + row_values);
+/// The run of contiguous head rows starting at position j: sets *first to its first row (the
+/// next ones follow every row_bytes) and returns its length: up to the end of j's cache block for
+/// cached positions, 1 for a chain row.
+static inline int64_t ck_kv_run(const ck_kv_view *v, int64_t j, int values, const uint8_t **first) {
+    if (j < v->n_cached) {
+        const int shift = __builtin_ctzll((unsigned long long)v->block_size);
+        const int64_t in_block = j & (v->block_size - 1);
+        *first = (values ? v->v_base : v->k_base) + (int64_t)v->table[j >> shift] * v->block_stride + v->layer_offset +
+                 in_block * v->row_bytes;
+        const int64_t left = v->block_size - in_block;
+        return left < v->n_cached - j ? left : v->n_cached - j;
+    }
+    *first = (values ? v->v_chain : v->k_chain)[j - v->n_cached] + v->chain_offset;
+    return 1;
+}
+
+/// Walks a view's head rows in position order, a run (cache block) at a time; on entering a run it
+/// prefetches the next one (runs are blocks scattered in memory, each too short for the hardware
+/// prefetcher to pick up).
+typedef struct {
+    const ck_kv_view *view;
+    int values;
+    int64_t next;  ///< position of the next run
+    int64_t left;  ///< rows left in the current run
+    const uint8_t *row;
+} ck_kv_cursor;
+
+static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values) {
+    ck_kv_cursor c = {v, values, 0, 0, NULL};
+    return c;
+}
+
+/// The head row of the next position (the caller stops after n_cached + n_chain of them).
+static inline const uint8_t *ck_kv_cursor_next(ck_kv_cursor *c) {
+    if (c->left == 0) {
+        c->left = ck_kv_run(c->view, c->next, c->values, &c->row);
+        c->next += c->left;
+        if (c->next < c->view->n_cached) {
+            const uint8_t *ahead;
+            const int64_t count = ck_kv_run(c->view, c->next, c->values, &ahead);
+            for (int64_t b = 0; b < count * c->view->row_bytes; b += 64) __builtin_prefetch(ahead + b, 0, 3);
+        }
+    }
+    const uint8_t *r = c->row;
+    c->row += c->view->row_bytes;
+    c->left--;
+    return r;
+}
+
+/// Q8_0 head rows: the f16 scales follow the head_dim int8 values.
+static inline const uint16_t *ck_kv_q8_scales(const uint8_t *row, int64_t head_dim) {
+    return (const uint16_t *)(row + head_dim);
 }
 
 #endif

@@ -431,34 +431,86 @@ CK_AVX2 void ck_f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n) {
 
 // ------------------------------------------------------------------ attention
 
-/// Eight stored values [v, v + 8) of a key/value row as f32 (`type` is a constant after inlining).
-CK_AVX2 static inline __attribute__((always_inline)) __m256 kv_load8(int type, const uint8_t *row, int64_t row_values,
-                                                                      int64_t v) {
+/// Eight values [v, v + 8) of a head row as f32 (`type` is a constant after inlining; `d` is the
+/// row's Q8_0 scale of the 32-block holding v).
+CK_AVX2 static inline __attribute__((always_inline)) __m256 kv_load8(int type, const uint8_t *row, int64_t v, __m256 d) {
     if (type == CK_KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * v)));
-    if (type == CK_KV_Q8_0) {
-        const __m256 q = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + v))));
-        return _mm256_mul_ps(q, _mm256_set1_ps(ck_f16_to_f32(ck_kv_q8_scales(row, row_values)[v / CK_QK])));
-    }
+    if (type == CK_KV_Q8_0)
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(row + v)))), d);
     return _mm256_loadu_ps((const float *)row + v);
 }
 
-/// Up to 4 query heads at a time; head_dim a multiple of 32. Scores: per position, 8 lanes
-/// accumulate the dot product in value order, then hsum8. Softmax: exp8, lane sums. Values: for
-/// each 32-value tile, 4 accumulators per head add p * v position by position, in order.
+CK_AVX2 static inline __attribute__((always_inline)) __m256 kv_scale(int type, const uint8_t *row, int64_t hd, int64_t v) {
+    if (type != CK_KV_Q8_0) return _mm256_setzero_ps();
+    return _mm256_set1_ps(_cvtsh_ss(ck_kv_q8_scales(row, hd)[v / CK_QK]));
+}
+
+/// The four sums of a, b, c, d, each ((x0 + x1) + (x2 + x3)) + ((x4 + x5) + (x6 + x7)).
+CK_AVX2 static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
+    const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+/// Scores of 4 positions (rows r[0..3]) for 3 query heads: 12 accumulators of 8 lanes over the head
+/// row in order, then hsum4x8. A position's score depends only on its own q and k.
+CK_AVX2 static inline __attribute__((always_inline)) void score_quad(const float *q0, const float *q1, const float *q2,
+                                                                      const uint8_t *const r[4], int64_t hd, __m128 scale,
+                                                                      __m128 out[3], const int type) {
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero}, a2[4] = {zero, zero, zero, zero};
+    for (int64_t v = 0; v < hd; v += 8) {
+        const __m256 x0 = _mm256_loadu_ps(q0 + v), x1 = _mm256_loadu_ps(q1 + v), x2 = _mm256_loadu_ps(q2 + v);
+        for (int p = 0; p < 4; p++) {
+            const __m256 k8 = kv_load8(type, r[p], v, kv_scale(type, r[p], hd, v));
+            a0[p] = _mm256_fmadd_ps(x0, k8, a0[p]);
+            a1[p] = _mm256_fmadd_ps(x1, k8, a1[p]);
+            a2[p] = _mm256_fmadd_ps(x2, k8, a2[p]);
+        }
+    }
+    out[0] = _mm_mul_ps(hsum4x8(a0[0], a0[1], a0[2], a0[3]), scale);
+    out[1] = _mm_mul_ps(hsum4x8(a1[0], a1[1], a1[2], a1[3]), scale);
+    out[2] = _mm_mul_ps(hsum4x8(a2[0], a2[1], a2[2], a2[3]), scale);
+}
+
+/// Query heads in chunks of 3 (a chunk short of 3 repeats its last head and drops the result);
+/// head_dim a multiple of 32. Rows come from a cursor (cache blocks, then this step's rows).
+///   scores: four positions at a time (the last quad repeats the last row): score_quad.
+///   softmax: exp8 lane sums (exp_shift_sum).
+///   values: 32-value tiles, 3 heads x 4 accumulators, position by position in order.
 CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
                                                                        float scale, const ck_kv_view *kv,
                                                                        float *scores, float *out, const int type) {
-    const int64_t n = kv->n_cached + kv->n_chain, first = kv->head_first, rv = kv->row_values;
-    for (int64_t g0 = 0; g0 < group; g0 += 4) {
-        const int64_t gn = group - g0 < 4 ? group - g0 : 4;
-        for (int64_t j = 0; j < n; j++) {
-            const uint8_t *row = ck_kv_row(kv, j, 0);
-            __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-            for (int64_t v = 0; v < hd; v += 8) {
-                const __m256 k8 = kv_load8(type, row, rv, first + v);
-                for (int64_t g = 0; g < gn; g++) acc[g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (g0 + g) * hd + v), k8, acc[g]);
+    const int64_t n = kv->n_cached + kv->n_chain;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m128 vscale = _mm_set1_ps(scale);
+    for (int64_t g0 = 0; g0 < group; g0 += 3) {
+        const int64_t gn = group - g0 < 3 ? group - g0 : 3;
+        const float *q0 = q + g0 * hd, *q1 = q + (g0 + (gn > 1 ? 1 : 0)) * hd, *q2 = q + (g0 + gn - 1) * hd;
+        float *s0 = scores + g0 * n, *s1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *s2 = scores + (g0 + gn - 1) * n;
+        ck_kv_cursor keys = ck_kv_cursor_at(kv, 0);
+        for (int64_t j = 0; j < n; j += 4) {
+            const int64_t m = n - j < 4 ? n - j : 4;
+            const uint8_t *r[4];
+            for (int64_t t = 0; t < m; t++) r[t] = ck_kv_cursor_next(&keys);
+            for (int64_t t = m; t < 4; t++) r[t] = r[m - 1];
+            __m128 sq[3];
+            score_quad(q0, q1, q2, r, hd, vscale, sq, type);
+            // Heads repeated to fill the chunk write the same values again: harmless.
+            if (m == 4) {
+                _mm_storeu_ps(s2 + j, sq[2]);
+                _mm_storeu_ps(s1 + j, sq[1]);
+                _mm_storeu_ps(s0 + j, sq[0]);
+            } else {
+                float t[3][4];
+                _mm_storeu_ps(t[0], sq[0]);
+                _mm_storeu_ps(t[1], sq[1]);
+                _mm_storeu_ps(t[2], sq[2]);
+                for (int64_t i = 0; i < m; i++) {
+                    s2[j + i] = t[2][i];
+                    s1[j + i] = t[1][i];
+                    s0[j + i] = t[0][i];
+                }
             }
-            for (int64_t g = 0; g < gn; g++) scores[(g0 + g) * n + j] = hsum8(acc[g]) * scale;
         }
     }
     float inv[64];
@@ -468,25 +520,25 @@ CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const floa
     }
     for (int64_t g0 = 0; g0 < group; g0 += 3) {
         const int64_t gn = group - g0 < 3 ? group - g0 : 3;
+        const float *p0 = scores + g0 * n, *p1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *p2 = scores + (g0 + gn - 1) * n;
         for (int64_t t = 0; t < hd; t += 32) {
-            __m256 acc[3][4];
-            for (int g = 0; g < 3; g++)
-                for (int c = 0; c < 4; c++) acc[g][c] = _mm256_setzero_ps();
+            __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero}, a2[4] = {zero, zero, zero, zero};
+            ck_kv_cursor values = ck_kv_cursor_at(kv, 1);
             for (int64_t j = 0; j < n; j++) {
-                const uint8_t *row = ck_kv_row(kv, j, 1);
-                const __m256 v0 = kv_load8(type, row, rv, first + t), v1 = kv_load8(type, row, rv, first + t + 8);
-                const __m256 v2 = kv_load8(type, row, rv, first + t + 16), v3 = kv_load8(type, row, rv, first + t + 24);
-                for (int64_t g = 0; g < gn; g++) {
-                    const __m256 p = _mm256_set1_ps(scores[(g0 + g) * n + j]);
-                    acc[g][0] = _mm256_fmadd_ps(p, v0, acc[g][0]);
-                    acc[g][1] = _mm256_fmadd_ps(p, v1, acc[g][1]);
-                    acc[g][2] = _mm256_fmadd_ps(p, v2, acc[g][2]);
-                    acc[g][3] = _mm256_fmadd_ps(p, v3, acc[g][3]);
+                const uint8_t *row = ck_kv_cursor_next(&values);
+                const __m256 d = kv_scale(type, row, hd, t);
+                const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]), w2 = _mm256_set1_ps(p2[j]);
+                for (int c = 0; c < 4; c++) {
+                    const __m256 v8 = kv_load8(type, row, t + 8 * c, d);
+                    a0[c] = _mm256_fmadd_ps(w0, v8, a0[c]);
+                    a1[c] = _mm256_fmadd_ps(w1, v8, a1[c]);
+                    a2[c] = _mm256_fmadd_ps(w2, v8, a2[c]);
                 }
             }
+            const __m256 *acc[3] = {a0, a1, a2};
             for (int64_t g = 0; g < gn; g++) {
-                const __m256 s = _mm256_set1_ps(inv[g0 + g]);
-                for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (g0 + g) * hd + t + 8 * c, _mm256_mul_ps(acc[g][c], s));
+                const __m256 sc = _mm256_set1_ps(inv[g0 + g]);
+                for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (g0 + g) * hd + t + 8 * c, _mm256_mul_ps(acc[g][c], sc));
             }
         }
     }

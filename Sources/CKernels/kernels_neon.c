@@ -359,34 +359,45 @@ CK_NEON static void f32_to_f16_neon(const float *x, uint16_t *y, int64_t n) {
 
 // ------------------------------------------------------------------ attention
 
-/// Four stored values [v, v + 4) of a key/value row as f32 (`type` is a constant after inlining).
-CK_NEON static inline __attribute__((always_inline)) float32x4_t kv_load4(int type, const uint8_t *row, int64_t row_values,
-                                                                           int64_t v) {
-    if (type == CK_KV_F16) return half4((const uint16_t *)row + v);
-    if (type == CK_KV_Q8_0) {
-        int8_t t[8] = {0};
-        memcpy(t, row + v, 4);
-        const int32x4_t q = vmovl_s16(vget_low_s16(vmovl_s8(vld1_s8(t))));
-        return vmulq_n_f32(vcvtq_f32_s32(q), ck_f16_to_f32(ck_kv_q8_scales(row, row_values)[v / CK_QK]));
+/// Eight values [v, v + 8) of a head row as f32, in two halves (`type` is a constant after
+/// inlining; `d` is the row's Q8_0 scale of the 32-block holding v).
+CK_NEON static inline __attribute__((always_inline)) float32x4x2_t kv_load8(int type, const uint8_t *row, int64_t v, float d) {
+    float32x4x2_t r;
+    if (type == CK_KV_F16) {
+        const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16((const uint16_t *)row + v));
+        r.val[0] = vcvt_f32_f16(vget_low_f16(h));
+        r.val[1] = vcvt_high_f32_f16(h);
+    } else if (type == CK_KV_Q8_0) {
+        const int16x8_t w = vmovl_s8(vld1_s8((const int8_t *)row + v));
+        r.val[0] = vmulq_n_f32(vcvtq_f32_s32(vmovl_s16(vget_low_s16(w))), d);
+        r.val[1] = vmulq_n_f32(vcvtq_f32_s32(vmovl_high_s16(w)), d);
+    } else {
+        r.val[0] = vld1q_f32((const float *)row + v);
+        r.val[1] = vld1q_f32((const float *)row + v + 4);
     }
-    return vld1q_f32((const float *)row + v);
+    return r;
 }
 
-/// As the avx2 body with 4 lanes: up to 4 query heads per pass, value tiles of 16.
+CK_NEON static inline __attribute__((always_inline)) float kv_scale(int type, const uint8_t *row, int64_t hd, int64_t v) {
+    return type == CK_KV_Q8_0 ? ck_f16_to_f32(ck_kv_q8_scales(row, hd)[v / CK_QK]) : 0.0f;
+}
+
+/// As the avx2 body with 4-lane registers: per position and query head, two accumulators (lanes
+/// 0-3 and 4-7 of each 8 values) added, then the pairwise lane sum; values in 16-value tiles.
 CK_NEON static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
                                                                        float scale, const ck_kv_view *kv,
                                                                        float *scores, float *out, const int type) {
-    const int64_t n = kv->n_cached + kv->n_chain, first = kv->head_first, rv = kv->row_values;
-    for (int64_t g0 = 0; g0 < group; g0 += 4) {
-        const int64_t gn = group - g0 < 4 ? group - g0 : 4;
-        for (int64_t j = 0; j < n; j++) {
-            const uint8_t *row = ck_kv_row(kv, j, 0);
-            float32x4_t acc[4] = {vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0), vdupq_n_f32(0)};
-            for (int64_t v = 0; v < hd; v += 4) {
-                const float32x4_t k4 = kv_load4(type, row, rv, first + v);
-                for (int64_t g = 0; g < gn; g++) acc[g] = vfmaq_f32(acc[g], vld1q_f32(q + (g0 + g) * hd + v), k4);
+    const int64_t n = kv->n_cached + kv->n_chain;
+    for (int64_t j = 0; j < n; j++) {
+        const uint8_t *row = ck_kv_row(kv, j, 0);
+        for (int64_t g = 0; g < group; g++) {
+            float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
+            for (int64_t v = 0; v < hd; v += 8) {
+                const float32x4x2_t k8 = kv_load8(type, row, v, kv_scale(type, row, hd, v));
+                lo = vfmaq_f32(lo, vld1q_f32(q + g * hd + v), k8.val[0]);
+                hi = vfmaq_f32(hi, vld1q_f32(q + g * hd + v + 4), k8.val[1]);
             }
-            for (int64_t g = 0; g < gn; g++) scores[(g0 + g) * n + j] = vaddvq_f32(acc[g]) * scale;
+            scores[g * n + j] = vaddvq_f32(vaddq_f32(lo, hi)) * scale;
         }
     }
     float inv[64];
@@ -402,14 +413,14 @@ CK_NEON static inline __attribute__((always_inline)) void attend_body(const floa
                 for (int c = 0; c < 4; c++) acc[g][c] = vdupq_n_f32(0);
             for (int64_t j = 0; j < n; j++) {
                 const uint8_t *row = ck_kv_row(kv, j, 1);
-                const float32x4_t v0 = kv_load4(type, row, rv, first + t), v1 = kv_load4(type, row, rv, first + t + 4);
-                const float32x4_t v2 = kv_load4(type, row, rv, first + t + 8), v3 = kv_load4(type, row, rv, first + t + 12);
+                const float d = kv_scale(type, row, hd, t);
+                const float32x4x2_t v0 = kv_load8(type, row, t, d), v1 = kv_load8(type, row, t + 8, d);
                 for (int64_t g = 0; g < gn; g++) {
                     const float p = scores[(g0 + g) * n + j];
-                    acc[g][0] = vfmaq_n_f32(acc[g][0], v0, p);
-                    acc[g][1] = vfmaq_n_f32(acc[g][1], v1, p);
-                    acc[g][2] = vfmaq_n_f32(acc[g][2], v2, p);
-                    acc[g][3] = vfmaq_n_f32(acc[g][3], v3, p);
+                    acc[g][0] = vfmaq_n_f32(acc[g][0], v0.val[0], p);
+                    acc[g][1] = vfmaq_n_f32(acc[g][1], v0.val[1], p);
+                    acc[g][2] = vfmaq_n_f32(acc[g][2], v1.val[0], p);
+                    acc[g][3] = vfmaq_n_f32(acc[g][3], v1.val[1], p);
                 }
             }
             for (int64_t g = 0; g < gn; g++)

@@ -193,7 +193,7 @@ void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, co
     const int64_t n = kv->n_cached + kv->n_chain;
     float row[1024];  // hd <= 1024 (checked by the Swift wrapper)
     for (int64_t j = 0; j < n; j++) {
-        ck_kv_load(kv->type, ck_kv_row(kv, j, 0), kv->row_values, kv->head_first, hd, row);
+        ck_kv_load(kv->type, ck_kv_row(kv, j, 0), hd, row);
         for (int64_t g = 0; g < group; g++) {
             float acc = 0;
             for (int64_t i = 0; i < hd; i++) acc = fmaf(q[g * hd + i], row[i], acc);
@@ -214,7 +214,7 @@ void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, co
     }
     for (int64_t i = 0; i < group * hd; i++) out[i] = 0;
     for (int64_t j = 0; j < n; j++) {
-        ck_kv_load(kv->type, ck_kv_row(kv, j, 1), kv->row_values, kv->head_first, hd, row);
+        ck_kv_load(kv->type, ck_kv_row(kv, j, 1), hd, row);
         for (int64_t g = 0; g < group; g++) {
             const float p = scores[g * n + j];
             for (int64_t i = 0; i < hd; i++) out[g * hd + i] = fmaf(p, row[i], out[g * hd + i]);

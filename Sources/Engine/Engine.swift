@@ -454,6 +454,11 @@ public final class Engine: @unchecked Sendable {
         rows.reserveCapacity(model.maxStepRows)
         var owners: [Owner] = []
         var logitIndex: [Int] = []
+        // The rows a sequence commits this step (reused: steady-state decode allocates nothing here).
+        recent.reserveCapacity(4096)
+        var keep: [Int] = [], keepTokens: [Int32] = []
+        keep.reserveCapacity(model.maxStepRows)
+        keepTokens.reserveCapacity(model.maxStepRows)
         while true {
             lock.lock()
             while incoming.isEmpty && waiting.isEmpty && running.allSatisfy({ $0 == nil }) && !stopping {
@@ -496,6 +501,8 @@ public final class Engine: @unchecked Sendable {
                     break
                 }
                 waiting.removeFirst()
+                // Room for every token the slot can hold: decoding never grows the array.
+                s.tokens.reserveCapacity(cache.capacity)
                 s.slot = free
                 running[free] = s
                 order.append(s)
@@ -565,14 +572,15 @@ public final class Engine: @unchecked Sendable {
                 guard s.slot >= 0 && running[s.slot] === s else { continue }
                 // Greedy verification: follow the tree while each node's token is the target's
                 // argmax at its parent; the committed rows are the root and the accepted nodes.
-                var keep = Array(o.firstRow..<(o.firstRow + o.count))
+                keep.removeAll(keepingCapacity: true)
+                keep.append(contentsOf: o.firstRow..<(o.firstRow + o.count))
                 if o.count == 1 && o.wantsLogits { decodeRoots += 1 }
                 // Tokens decided by sampled verification (nil: sample each kept row as usual).
                 var decided: [Int32]?
                 if o.count == 1 && o.wantsLogits { s.usage.decodeSteps += 1 }
                 if let tree = o.tree {
                     let path = verify(tree, owner: o, sequence: s, rows: rows, logitIndex: logitIndex, decided: &decided)
-                    keep += path.map { o.treeRow + $0 }
+                    for node in path { keep.append(o.treeRow + node) }
                     if o.forced {
                         forcedDrafted += tree.count
                         forcedAccepted += path.count
@@ -593,7 +601,9 @@ public final class Engine: @unchecked Sendable {
                                     logits: model.logits + logitIndex[row] * vocab, vocabularySize: vocab)
                 }
                 do {
-                    try cache.commit(slot: s.slot, rows: keep, tokens: keep.map { rows[$0].token })
+                    keepTokens.removeAll(keepingCapacity: true)
+                    for row in keep { keepTokens.append(rows[row].token) }
+                    try cache.commit(slot: s.slot, rows: keep, tokens: keepTokens)
                 } catch {
                     fail(s, .modelFailure("\(error)"))
                     continue

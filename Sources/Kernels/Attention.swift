@@ -12,8 +12,9 @@ public enum KVCacheType: String, CaseIterable, Sendable, Codable {
         self = t
     }
 
-    /// Bytes of one stored row of `values` values.
-    public func rowBytes(values: Int) -> Int { Int(ck_kv_row_bytes(ck, Int64(values))) }
+    /// Bytes of one stored head row of `headDimension` values (a full row of several heads is their
+    /// head rows one after another).
+    public func rowBytes(values headDimension: Int) -> Int { Int(ck_kv_row_bytes(ck, Int64(headDimension))) }
 
     /// Checks that rows made of heads of `headDimension` values can use this type.
     public func validate(headDimension: Int) throws {
@@ -31,45 +32,39 @@ public enum KVCacheType: String, CaseIterable, Sendable, Codable {
     }
 }
 
-/// Where one layer's keys and values of one sequence live, for one key/value head: cached row j
-/// (j < cachedCount) starts at `base + table[j / blockSize] * blockStride + layerOffset +
-/// (j % blockSize) * rowBytes` (keys from `keys`, values from `values`), step row c at
-/// `chainKeys[c]` / `chainValues[c]` (ancestors root first, the row itself last). Rows hold
-/// `rowValues` values of `type`; this head's values start at value `headFirst`. Byte offsets.
+/// Where one layer's keys and values of one sequence live, for one key/value head: cached position
+/// j (j < cachedCount; blockSize a power of two) has its head row at `base + table[j / blockSize] *
+/// blockStride + layerOffset + (j % blockSize) * rowBytes` (keys from `keys`, values from `values`),
+/// step row c at `chainKeys[c] + chainOffset` / `chainValues[c] + chainOffset` (ancestors root first,
+/// the row itself last). Head rows hold `headDimension` values of `type`. Byte offsets.
 public struct KVView {
     var raw: ck_kv_view
 
-    public init(type: KVCacheType, rowValues: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer,
+    public init(type: KVCacheType, headDimension: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer,
                 table: UnsafePointer<Int32>, blockSize: Int, blockStride: Int, layerOffset: Int, cachedCount: Int,
                 chainKeys: UnsafePointer<UnsafePointer<UInt8>?>, chainValues: UnsafePointer<UnsafePointer<UInt8>?>,
-                chainCount: Int, headFirst: Int) {
-        raw = ck_kv_view(type: type.ck, row_values: Int64(rowValues), row_bytes: Int64(type.rowBytes(values: rowValues)),
+                chainOffset: Int, chainCount: Int) {
+        precondition(blockSize > 0 && blockSize & (blockSize - 1) == 0, "KVView: blockSize must be a power of two")
+        raw = ck_kv_view(type: type.ck, row_bytes: Int64(type.rowBytes(values: headDimension)),
                          k_base: keys.assumingMemoryBound(to: UInt8.self), v_base: values.assumingMemoryBound(to: UInt8.self),
                          table: table, block_size: Int64(blockSize), block_stride: Int64(blockStride),
                          layer_offset: Int64(layerOffset), n_cached: Int64(cachedCount), k_chain: chainKeys,
-                         v_chain: chainValues, n_chain: Int64(chainCount), head_first: Int64(headFirst))
-    }
-
-    /// The same view for another head.
-    public func head(startingAt first: Int) -> KVView {
-        var v = self
-        v.raw.head_first = Int64(first)
-        return v
+                         v_chain: chainValues, chain_offset: Int64(chainOffset), n_chain: Int64(chainCount))
     }
 }
 
 extension Ops {
-    /// Stores `count` f32 values as one key/value row of `type` at `row` (`type.rowBytes` bytes).
-    /// Bit-identical in every kernel set.
-    public static func storeKV(_ x: UnsafePointer<Float>, count: Int, as type: KVCacheType, into row: UnsafeMutableRawPointer,
-                               kernels: KernelSet = .current) {
-        ck_kv_store(kernels.table, type.ck, x, Int64(count), row)
+    /// Stores `count` f32 values (`count / headDimension` heads) as consecutive head rows of `type` at
+    /// `row` (`type.rowBytes(values: headDimension)` bytes each). Bit-identical in every kernel set.
+    public static func storeKV(_ x: UnsafePointer<Float>, count: Int, headDimension: Int, as type: KVCacheType,
+                               into row: UnsafeMutableRawPointer, kernels: KernelSet = .current) {
+        precondition(headDimension > 0 && count % headDimension == 0)
+        ck_kv_store(kernels.table, type.ck, x, Int64(count), Int64(headDimension), row)
     }
 
-    /// Reads values `first..<first + count` of a stored row back as f32.
-    public static func loadKV(_ row: UnsafeRawPointer, rowValues: Int, as type: KVCacheType, first: Int, count: Int,
-                              into y: UnsafeMutablePointer<Float>) {
-        ck_kv_load(type.ck, row, Int64(rowValues), Int64(first), Int64(count), y)
+    /// Reads one stored head row back as `headDimension` f32 values.
+    public static func loadKV(_ row: UnsafeRawPointer, headDimension: Int, as type: KVCacheType, into y: UnsafeMutablePointer<Float>) {
+        ck_kv_load(type.ck, row, Int64(headDimension), y)
     }
 
     /// Attention of `group` query heads sharing one key/value head (grouped-query attention).

@@ -145,4 +145,10 @@ public enum Ops {
                                    kernels: KernelSet = .current) {
         ck_f32_to_f16_row(kernels.table, x, y, Int64(count))
     }
+
+    /// Reads `count` floats as fast as memory allows (for bandwidth measurements); the result only
+    /// serves to keep the reads from being optimized away.
+    public static func readSum(_ x: UnsafePointer<Float>, count: Int) -> Float {
+        Float(ck_read_sum(x, Int64(count / 8 * 8 * MemoryLayout<Float>.size)) & 0xFF)
+    }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 
 /// Why a generation ended.
 public enum FinishReason: String, Sendable {
@@ -30,9 +31,9 @@ public final class Generator {
     public let model: Transformer
     public let cache: KVCache
 
-    public init(model: Transformer, contextLength: Int) {
+    public init(model: Transformer, contextLength: Int, cacheType: KVCacheType = .f16) {
         self.model = model
-        cache = model.makeCache(slots: 1, capacity: contextLength)
+        cache = model.makeCache(slots: 1, capacity: contextLength, type: cacheType)
     }
 
     /// Context positions available to one sequence.

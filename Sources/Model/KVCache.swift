@@ -2,13 +2,15 @@ import Kernels
 
 /// Key/value storage in fixed-size blocks shared by `slotCount` sequences, with prefix reuse.
 ///
-/// Layout: a pool of `blockCount` blocks, each `[layer][blockSize]` rows of keys (and the same of
-/// values); a row is `kvDimension` values stored as `type` (`rowBytes` bytes: f16 by default). A
-/// slot owns a block table; position p of a slot lives in block `table[p / blockSize]` at row
-/// `p % blockSize`. A step's new rows first write their keys and values to the step area
-/// (`[layer][row]`, the same row format, so a row attends to an ancestor in the step exactly as it
-/// will once that ancestor is cached); after the step the caller commits the rows it keeps (a
-/// prefill chain, or a verified draft path), which copies their bytes to the slot.
+/// Layout: keys and values are stored per head row (the `headDimension` values of one key/value
+/// head at one position, as `type`: f16 by default; `headRowBytes` bytes). A pool of `blockCount`
+/// blocks, each `[layer][kvHead][blockSize]` head rows of keys (and the same of values), so the rows
+/// one attention head reads are contiguous within a block. A slot owns a block table; position p of
+/// a slot lives in block `table[p / blockSize]` at row `p % blockSize`. A step's new rows first write
+/// their keys and values to the step area (`[layer][row]`, each row its heads' head rows in order:
+/// the same bytes, so a row attends to an ancestor in the step exactly as it will once that ancestor
+/// is cached); after the step the caller commits the rows it keeps (a prefill chain, or a verified
+/// draft path), which copies their bytes to the slot.
 ///
 /// Prefix reuse: full blocks are registered under a hash of all tokens up to their end, so a
 /// later sequence whose prompt starts with the same tokens attaches those blocks instead of
@@ -23,12 +25,16 @@ public final class KVCache {
     public let capacity: Int
     public let layerCount: Int
     public let kvDimension: Int
+    /// Values per key/value head (kvDimension = heads x headDimension).
+    public let headDimension: Int
     public let maxStepRows: Int
     public let blockSize: Int
     public let blockCount: Int
     /// How keys and values are stored.
     public let type: KVCacheType
-    /// Bytes of one stored row (one layer's keys, or values, of one position).
+    /// Bytes of one stored head row (one head's keys, or values, at one position).
+    public let headRowBytes: Int
+    /// Bytes of one step row (every head of one layer's keys, or values, at one position).
     public let rowBytes: Int
     /// Cached positions per slot.
     public private(set) var lengths: [Int]
@@ -41,6 +47,8 @@ public final class KVCache {
     let blockStride: Int
     /// Bytes per layer inside a block.
     let layerStride: Int
+    /// Bytes per key/value head inside a layer of a block.
+    let headStride: Int
     /// `[slot][maxBlocksPerSlot]` block ids.
     let tables: UnsafeMutablePointer<Int32>
     let maxBlocksPerSlot: Int
@@ -61,21 +69,26 @@ public final class KVCache {
     public private(set) var prefixLookupTokens = 0
 
     /// - Parameter blockCount: blocks in the pool; default: enough for every slot to be full.
-    public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, maxStepRows: Int,
+    /// - Parameter blockSize: positions per block, a power of two.
+    public init(slotCount: Int, capacity: Int, layerCount: Int, kvDimension: Int, headDimension: Int, maxStepRows: Int,
                 blockSize: Int = 16, blockCount: Int? = nil, type: KVCacheType = .f16) {
-        precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0 && blockSize > 0)
+        precondition(slotCount > 0 && capacity > 0 && maxStepRows > 0 && blockSize > 0 && blockSize & (blockSize - 1) == 0)
+        precondition(headDimension > 0 && kvDimension % headDimension == 0)
         self.slotCount = slotCount
         self.capacity = capacity
         self.layerCount = layerCount
         self.kvDimension = kvDimension
+        self.headDimension = headDimension
         self.maxStepRows = maxStepRows
         self.blockSize = blockSize
         self.type = type
-        rowBytes = type.rowBytes(values: kvDimension)
+        headRowBytes = type.rowBytes(values: headDimension)
+        rowBytes = kvDimension / headDimension * headRowBytes
         maxBlocksPerSlot = (capacity + blockSize - 1) / blockSize
         let blocks = blockCount ?? slotCount * maxBlocksPerSlot
         self.blockCount = blocks
         lengths = Array(repeating: 0, count: slotCount)
+        headStride = blockSize * headRowBytes
         layerStride = blockSize * rowBytes
         blockStride = layerCount * layerStride
         // Left uninitialized on purpose: attention reads only positions below a slot's length,
@@ -92,7 +105,12 @@ public final class KVCache {
         references = Array(repeating: 0, count: blocks)
         freeBlocks = (0..<Int32(blocks)).reversed()
         blockHash = Array(repeating: nil, count: blocks)
-        slotTokens = Array(repeating: [], count: slotCount)
+        // Room for every position up front: committing a token never reallocates.
+        slotTokens = (0..<slotCount).map { _ in
+            var tokens: [Int32] = []
+            tokens.reserveCapacity(capacity)
+            return tokens
+        }
     }
 
     deinit {
@@ -125,13 +143,14 @@ public final class KVCache {
         Int(tables[slot * maxBlocksPerSlot + position / blockSize])
     }
 
-    @inline(__always) func cachedKey(slot: Int, layer: Int, position: Int) -> UnsafeMutableRawPointer {
-        keys + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * rowBytes
+    /// The head row of `head` at `position` of `slot` in `layer`, keys (values: `values`).
+    @inline(__always) func cachedRow(slot: Int, layer: Int, head: Int, position: Int, values: Bool) -> UnsafeMutableRawPointer {
+        (values ? self.values : keys) + block(slot: slot, position: position) * blockStride + layer * layerStride
+            + head * headStride + (position % blockSize) * headRowBytes
     }
 
-    @inline(__always) func cachedValue(slot: Int, layer: Int, position: Int) -> UnsafeMutableRawPointer {
-        values + block(slot: slot, position: position) * blockStride + layer * layerStride + (position % blockSize) * rowBytes
-    }
+    /// Byte offset of `layer`'s rows of `head` inside a block (for attention views).
+    @inline(__always) func headOffset(layer: Int, head: Int) -> Int { layer * layerStride + head * headStride }
 
     @inline(__always) func stepKey(layer: Int, row: Int) -> UnsafeMutableRawPointer {
         stepKeys + (layer * maxStepRows + row) * rowBytes
@@ -145,8 +164,12 @@ public final class KVCache {
     public func cachedRow(slot: Int, layer: Int, position: Int, values: Bool = false) -> [Float] {
         precondition(position < lengths[slot])
         var out = [Float](repeating: 0, count: kvDimension)
-        let row = values ? cachedValue(slot: slot, layer: layer, position: position) : cachedKey(slot: slot, layer: layer, position: position)
-        Ops.loadKV(row, rowValues: kvDimension, as: type, first: 0, count: kvDimension, into: &out)
+        for h in 0..<(kvDimension / headDimension) {
+            out.withUnsafeMutableBufferPointer {
+                Ops.loadKV(cachedRow(slot: slot, layer: layer, head: h, position: position, values: values),
+                           headDimension: headDimension, as: type, into: $0.baseAddress! + h * headDimension)
+            }
+        }
         return out
     }
 
@@ -201,7 +224,33 @@ public final class KVCache {
 
     /// Appends the keys and values of step rows `rows` (in order) to `slot`'s positions, with
     /// their token ids (for prefix registration). `rows` must be a root-first path (or chain).
+    /// Allocates nothing.
     public func commit(slot: Int, rows: some Collection<Int>, tokens: some Collection<Int32>) throws {
+        try append(slot: slot, rows: rows)
+        // Contiguous collections (arrays) through their buffer: iterating an unspecialized generic
+        // Array allocates a coroutine frame per element.
+        let appended: Bool? = tokens.withContiguousStorageIfAvailable { buffer in
+            for t in buffer { slotTokens[slot].append(t) }
+            return true
+        }
+        if appended == nil {
+            for t in tokens { slotTokens[slot].append(t) }
+        }
+    }
+
+    /// Commit without token ids (no prefix registration possible for these positions' blocks).
+    public func commit(slot: Int, rows: some Collection<Int>) throws {
+        try append(slot: slot, rows: rows)
+        for _ in 0..<rows.count { slotTokens[slot].append(-1) }
+    }
+
+    /// Copies step rows `rows` to `slot`'s next positions (the keys and values of `commit`).
+    private func append(slot: Int, rows: some Collection<Int>) throws {
+        if let done = try rows.withContiguousStorageIfAvailable({ try copy(slot: slot, rows: $0) }) { return done }
+        try copy(slot: slot, rows: rows)
+    }
+
+    private func copy(slot: Int, rows: some Collection<Int>) throws {
         guard slot >= 0 && slot < slotCount else { throw ModelError.invalidSlot(slot, slotCount: slotCount) }
         guard lengths[slot] + rows.count <= capacity else {
             throw ModelError.contextOverflow(slot: slot, needed: lengths[slot] + rows.count, capacity: capacity)
@@ -213,18 +262,17 @@ public final class KVCache {
         for row in rows {
             precondition(row >= 0 && row < maxStepRows, "step row \(row) out of range")
             for layer in 0..<layerCount {
-                cachedKey(slot: slot, layer: layer, position: position).copyMemory(from: stepKey(layer: layer, row: row), byteCount: rowBytes)
-                cachedValue(slot: slot, layer: layer, position: position).copyMemory(from: stepValue(layer: layer, row: row), byteCount: rowBytes)
+                let k = stepKey(layer: layer, row: row), v = stepValue(layer: layer, row: row)
+                for h in 0..<(kvDimension / headDimension) {
+                    cachedRow(slot: slot, layer: layer, head: h, position: position, values: false)
+                        .copyMemory(from: k + h * headRowBytes, byteCount: headRowBytes)
+                    cachedRow(slot: slot, layer: layer, head: h, position: position, values: true)
+                        .copyMemory(from: v + h * headRowBytes, byteCount: headRowBytes)
+                }
             }
             position += 1
         }
-        slotTokens[slot] += tokens
         lengths[slot] = position
-    }
-
-    /// Commit without token ids (no prefix registration possible for these positions' blocks).
-    public func commit(slot: Int, rows: some Collection<Int>) throws {
-        try commit(slot: slot, rows: rows, tokens: [Int32](repeating: -1, count: rows.count))
     }
 
     /// Drops positions of `slot` from `length` on (e.g. to rewind), releasing whole blocks.
@@ -293,7 +341,8 @@ public final class KVCache {
             blocks += 1
         }
         lengths[slot] = blocks * blockSize
-        slotTokens[slot] = Array(tokens.prefix(lengths[slot]))
+        slotTokens[slot].removeAll(keepingCapacity: true)
+        slotTokens[slot].append(contentsOf: tokens.prefix(lengths[slot]))
         prefixHitTokens += lengths[slot]
         return lengths[slot]
     }

@@ -186,8 +186,8 @@ public final class Transformer {
         precondition((try? type.validate(headDimension: config.headDimension)) != nil,
                      "KV cache type \(type) does not fit head dimension \(config.headDimension)")
         return KVCache(slotCount: slots, capacity: min(capacity, maxContext), layerCount: config.layerCount,
-                       kvDimension: config.kvDimension, maxStepRows: maxStepRows, blockSize: blockSize, blockCount: blockCount,
-                       type: type)
+                       kvDimension: config.kvDimension, headDimension: config.headDimension, maxStepRows: maxStepRows,
+                       blockSize: blockSize, blockCount: blockCount, type: type)
     }
 
     // MARK: - Forward
@@ -288,9 +288,10 @@ public final class Transformer {
                 let cs = ropeCos + i * halfHead, sn = ropeSin + i * halfHead
                 Ops.rope(q, heads: config.headCount, headDim: config.headDimension, cos: cs, sin: sn, kernels: kernels)
                 Ops.rope(q + e, heads: config.kvHeadCount, headDim: config.headDimension, cos: cs, sin: sn, kernels: kernels)
-                Ops.storeKV(q + e, count: kv, as: cache.type, into: cache.stepKey(layer: layerIndex, row: first + i), kernels: kernels)
-                Ops.storeKV(q + e + kv, count: kv, as: cache.type, into: cache.stepValue(layer: layerIndex, row: first + i),
-                            kernels: kernels)
+                Ops.storeKV(q + e, count: kv, headDimension: config.headDimension, as: cache.type,
+                            into: cache.stepKey(layer: layerIndex, row: first + i), kernels: kernels)
+                Ops.storeKV(q + e + kv, count: kv, headDimension: config.headDimension, as: cache.type,
+                            into: cache.stepValue(layer: layerIndex, row: first + i), kernels: kernels)
             }
             attend(rows, from: first, layer: layerIndex, cache: cache)
             activations.quantize(attention, rows: n, inFeatures: e, pool: pool, kernels: kernels)
@@ -424,10 +425,11 @@ private struct AttentionTask: ThreadPoolTask {
                 }
                 lastRow = r
             }
-            let view = KVView(type: cache.type, rowValues: kv, keys: cache.keys, values: cache.values, table: cache.table(slot: row.slot),
-                              blockSize: cache.blockSize, blockStride: cache.blockStride, layerOffset: layer * cache.layerStride,
-                              cachedCount: cache.lengths[row.slot], chainKeys: chainKeys, chainValues: chainValues,
-                              chainCount: chainLength, headFirst: h * headDim)
+            let view = KVView(type: cache.type, headDimension: headDim, keys: cache.keys, values: cache.values,
+                              table: cache.table(slot: row.slot), blockSize: cache.blockSize, blockStride: cache.blockStride,
+                              layerOffset: cache.headOffset(layer: layer, head: h), cachedCount: cache.lengths[row.slot],
+                              chainKeys: chainKeys, chainValues: chainValues, chainOffset: h * cache.headRowBytes,
+                              chainCount: chainLength)
             Ops.attend(q: model.qkvOut + local * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
                        view: view, scores: scores, out: model.attention + local * e + h * group * headDim, kernels: model.kernels)
             w += items

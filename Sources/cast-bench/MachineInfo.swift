@@ -16,18 +16,22 @@ struct MachineInfo: Codable {
         }
         let flags = Set(field("flags").split(separator: " ").map(String.init))
         let simd = ["avx512_vnni", "avx512bw", "avx512f", "avx2"].filter(flags.contains).joined(separator: " ")
-        let git = Process()
-        git.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        git.arguments = ["git", "rev-parse", "--short", "HEAD"]
-        let pipe = Pipe()
-        git.standardOutput = pipe
-        git.standardError = FileHandle.nullDevice
-        var commit = "unknown"
-        if (try? git.run()) != nil {
-            git.waitUntilExit()
+        func git(_ arguments: [String]) -> String? {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            process.arguments = ["git"] + arguments
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = FileHandle.nullDevice
+            guard (try? process.run()) != nil else { return nil }
             let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                .trimmingCharacters(in: .whitespacesAndNewlines)
-            if git.terminationStatus == 0 && !out.isEmpty { commit = out }
+            process.waitUntilExit()
+            return process.terminationStatus == 0 ? out.trimmingCharacters(in: .whitespacesAndNewlines) : nil
+        }
+        var commit = git(["rev-parse", "--short", "HEAD"]).flatMap { $0.isEmpty ? nil : $0 } ?? "unknown"
+        // Figures from a build with uncommitted changes say so.
+        if commit != "unknown", let status = git(["status", "--porcelain", "--untracked-files=no"]), !status.isEmpty {
+            commit += "-dirty"
         }
         return MachineInfo(cpu: field("model name"), cores: ProcessInfo.processInfo.activeProcessorCount,
                            simd: simd.isEmpty ? "none detected" : simd, commit: commit,

@@ -4,13 +4,19 @@ import Foundation
 enum MarkdownReport {
     static func render(_ r: SingleStreamReport) -> String {
         var out: [String] = []
-        out.append("CastServe single stream — \(r.model), \(r.threads) threads, \(r.machine.cpu) (\(r.machine.simd)), commit \(r.machine.commit)")
+        out.append("CastServe single stream — \(r.model), \(r.threads) threads, \(r.kernels) kernels, KV cache \(r.kvCacheType) "
+                   + "(\(r.kvBytesPerPosition) bytes per position), \(r.machine.cpu) (\(r.machine.simd)), commit \(r.machine.commit)")
         out.append("")
         out.append("| test | tokens/s |")
         out.append("|---|---:|")
         for t in r.synthetic { out.append(String(format: "| %@ | %.1f ± %.1f |", t.test, t.tokensPerSecond, t.stddev)) }
-        out.append(String(format: "| decode bandwidth | %.1f GB/s (%.1f MB of weights per step) |",
-                          r.decodeBandwidthGBs, Double(r.weightBytesPerStep) / 1e6))
+        out.append(String(format: "| decode bandwidth | %.1f GB/s (%.1f MB of weights per step), %.0f%% of the host's %.1f GB/s read bandwidth |",
+                          r.decodeBandwidthGBs, Double(r.weightBytesPerStep) / 1e6, 100 * r.decodeBandwidthGBs / r.readBandwidthGBs,
+                          r.readBandwidthGBs))
+        if let n = r.neighbour {
+            out.append(String(format: "| tg128 with a busy-loop neighbour | %.1f (%.2fx alone) |", n.withNeighbourTokS,
+                              n.withNeighbourTokS / n.aloneTokS))
+        }
         if !r.categories.isEmpty {
             out.append("")
             out.append("| category | prompts | prompt tok | completion tok | prefill tok/s | decode tok/s | e2e tok/s |")

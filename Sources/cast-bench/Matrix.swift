@@ -38,6 +38,7 @@ struct MatrixReport: Codable {
     var machine: MachineInfo
     var model: String
     var threads: Int
+    var kernels: String
     var prompts: Int
     var cells: [MatrixCell]
 }
@@ -82,8 +83,13 @@ extension CastBench {
             guard let drafterKind = DrafterKind(rawValue: drafter) else {
                 throw ValidationError("unknown drafter '\(drafter)'; choose from \(DrafterKind.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            let kernels = try common.selectKernels()
+            let cacheType = try common.cacheType()
             let file = try GGUFFile(path: common.model)
-            let model = try Transformer(file: file, threads: common.threads, maxStepRows: 512, maxLogitRows: 256, maxContext: 2048)
+            let model = try Transformer(file: file, threads: common.threads, maxStepRows: 512, maxLogitRows: 256, maxContext: 2048,
+                                        kernels: kernels)
+            try cacheType.validate(headDimension: model.config.headDimension)
+            log("\(kernels) kernels, \(cacheType.rawValue) KV cache")
             let formatter = try PromptFormatter(file: file)
             var prompts = try BenchPrompt.load(path: common.prompts)
             if let perCategory {
@@ -102,6 +108,7 @@ extension CastBench {
                         slots: max(batch, 1), contextLength: 2048, maxWaiting: prompts.count, prefillChunk: 256,
                         speculation: name != "plain", strategy: strategy)
                     config.drafter = drafterKind
+                    config.kvCacheType = cacheType
                     config.costModel = cost
                     let engine = Engine(model: model, configuration: config)
                     if cost == nil, let measured = engine.snapshot.costModel {
@@ -123,7 +130,7 @@ extension CastBench {
             if rounds > 1 { log("round \(round) of \(rounds) done") }
             }
             let report = MatrixReport(machine: .current(), model: (common.model as NSString).lastPathComponent,
-                                      threads: common.threads, prompts: prompts.count, cells: cells)
+                                      threads: common.threads, kernels: kernels.description, prompts: prompts.count, cells: cells)
             if let svg { try MatrixChart.svg(report).write(toFile: svg, atomically: true, encoding: .utf8) }
             if common.json {
                 let encoder = JSONEncoder()

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Model
 
 /// One point of the step-cost curve: the median wall time of a forward step of `rows` new rows
@@ -55,12 +56,22 @@ struct SingleStreamReport: Codable {
     var decodeTokS: Double
     var e2eTokS: Double
     var decodeBandwidthGBs: Double
+    /// A STREAM-like read of a buffer far larger than the caches, with the same threads.
+    var readBandwidthGBs: Double
+    /// The kernel set the model ran on, and how keys and values were stored.
+    var kernels: String
+    var kvCacheType: String
+    var kvBytesPerPosition: Int
     var categories: [CategoryFigures]
     var synthetic: [Throughput]
     var costCurve: [CostPoint]
+    var neighbour: NeighbourFigures?
 
     enum CodingKeys: String, CodingKey {
-        case machine, model, threads, synthetic, categories
+        case machine, model, threads, synthetic, categories, kernels, neighbour
+        case readBandwidthGBs = "read_bandwidth_gb_s"
+        case kvCacheType = "kv_cache_type"
+        case kvBytesPerPosition = "kv_bytes_per_position"
         case modelBytes = "model_bytes"
         case weightBytesPerStep = "weight_bytes_per_step"
         case prefillTokS = "prefill_tok_s"
@@ -71,11 +82,23 @@ struct SingleStreamReport: Codable {
     }
 }
 
+/// Decode with and without a busy-loop neighbour thread competing for the cores.
+struct NeighbourFigures: Codable {
+    var aloneTokS: Double
+    var withNeighbourTokS: Double
+
+    enum CodingKeys: String, CodingKey {
+        case aloneTokS = "alone_tok_s"
+        case withNeighbourTokS = "with_neighbour_tok_s"
+    }
+}
+
 /// Measures single-stream generation and the step-cost curve of a loaded model.
 struct SingleStreamBench {
     let model: Transformer
     let prompts: [BenchPrompt]
     let formatter: PromptFormatter
+    let cacheType: KVCacheType
     let log: (String) -> Void
 
     /// Greedy single-stream generation of every bench prompt (each up to its max_tokens; an
@@ -114,7 +137,7 @@ struct SingleStreamBench {
     /// llama-bench's pp512 (one 512-token prefill) and tg128 (128 decode steps from an empty
     /// context), `repetitions` times each after a warm-up.
     func runSynthetic(repetitions: Int) throws -> [Throughput] {
-        let generator = Generator(model: model, contextLength: 1024)
+        let generator = Generator(model: model, contextLength: 1024, cacheType: cacheType)
         let cache = generator.cache
         let prompt = (0..<512).map { Int32(100 + ($0 * 7919) % 40000) }
         let clock = ContinuousClock()
@@ -139,6 +162,34 @@ struct SingleStreamBench {
         return [try measure("pp512", repetitions, pp), try measure("tg128", repetitions, tg)]
     }
 
+    /// tg128 after `depth` cached positions (llama-bench's `-n 128 -d depth`): 128 decode steps
+    /// timed, `repetitions` times after a warm-up; the prefill of the depth is not timed.
+    func runDecode(depth: Int, repetitions: Int, name: String? = nil) throws -> Throughput {
+        let cache = model.makeCache(slots: 1, capacity: depth + 130, type: cacheType)
+        let context = (0..<depth).map { Int32(100 + ($0 * 7919) % 40000) }
+        var start = 0
+        while start < depth {
+            let end = min(start + model.maxStepRows, depth)
+            try model.forward(BatchRow.chain(slot: 0, tokens: context[start..<end], startPosition: start), cache: cache)
+            try cache.commit(slot: 0, rows: 0..<(end - start))
+            start = end
+        }
+        let clock = ContinuousClock()
+        func tg() throws -> Double {
+            cache.truncate(slot: 0, to: depth)
+            var row = [BatchRow(slot: 0, token: 1, position: depth)]
+            let t = clock.now
+            for _ in 0..<128 {
+                try model.forward(row, cache: cache)
+                try cache.commit(slot: 0, rows: CollectionOfOne(0))
+                row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
+            }
+            return 128 / (clock.now - t).seconds
+        }
+        _ = try tg()
+        return try measure(name ?? "tg128@d\(depth)", repetitions, tg)
+    }
+
     private func measure(_ name: String, _ n: Int, _ body: () throws -> Double) throws -> Throughput {
         let xs = try (0..<n).map { _ in try body() }
         let mean = xs.reduce(0, +) / Double(n)
@@ -151,7 +202,7 @@ struct SingleStreamBench {
     /// spread over up to `maxSequences` sequences, at each context size.
     func runCostCurve(maxRows: Int, contexts: [Int], maxSequences: Int) throws -> [CostPoint] {
         var points: [CostPoint] = []
-        let cache = model.makeCache(slots: maxSequences, capacity: (contexts.max() ?? 0) + maxRows + 1)
+        let cache = model.makeCache(slots: maxSequences, capacity: (contexts.max() ?? 0) + maxRows + 1, type: cacheType)
         let clock = ContinuousClock()
         for context in contexts {
             // Fill every slot with `context` positions once; steps below never commit.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GGUF
+import Kernels
 import Model
 
 /// cast-bench: CastServe's benchmark. Figures come from one run against a baseline in the same run.
@@ -25,6 +26,19 @@ struct CommonOptions: ParsableArguments {
 
     @Flag(help: "Print one JSON object instead of Markdown tables.")
     var json = false
+
+    @Option(help: "Kernel set: auto, avx512, avx2, neon or scalar (auto: the fastest this CPU runs).")
+    var kernels = "auto"
+
+    @Option(help: "Key/value cache storage: f16, q8_0 or f32.")
+    var kvCacheType = "f16"
+
+    /// Makes the chosen kernel set the process-wide one (an error names what this CPU lacks).
+    func selectKernels() throws -> KernelSet {
+        try KernelSet.select(KernelChoice(parsing: kernels))
+    }
+
+    func cacheType() throws -> KVCacheType { try KVCacheType(parsing: kvCacheType) }
 }
 
 extension CastBench {
@@ -50,6 +64,12 @@ extension CastBench {
         @Flag(help: "Skip the bench prompts (only pp/tg and the cost curve).")
         var skipPrompts = false
 
+        @Option(help: "Context depths for extra decode figures (tg128 after a prefill of D tokens), comma-separated.")
+        var depths = "128,2048"
+
+        @Flag(help: "Also measure tg128 while a busy-loop thread competes for the cores (the pool must share them fairly).")
+        var neighbour = false
+
         func run() throws {
             let log: (String) -> Void = { FileHandle.standardError.write(Data(("cast-bench: " + $0 + "\n").utf8)) }
             let contextSizes = try contexts.split(separator: ",").map {
@@ -58,16 +78,36 @@ extension CastBench {
                 }
                 return c
             }
+            let depthList = try depths.split(separator: ",").map {
+                guard let d = Int($0.trimmingCharacters(in: .whitespaces)), d >= 0 && d <= 3900 else {
+                    throw ValidationError("--depths takes comma-separated integers in 0...3900, e.g. 128,2048")
+                }
+                return d
+            }
+            let kernels = try common.selectKernels()
+            let cacheType = try common.cacheType()
             let file = try GGUFFile(path: common.model)
-            log("loading \(common.model) with \(common.threads) threads")
+            log("loading \(common.model) with \(common.threads) threads, \(kernels) kernels, \(cacheType.rawValue) KV cache")
             let model = try Transformer(file: file, threads: common.threads, maxStepRows: max(512, maxRows),
-                                        maxLogitRows: max(256, maxRows), maxContext: 4096)
+                                        maxLogitRows: max(256, maxRows), maxContext: 4096, kernels: kernels)
+            try cacheType.validate(headDimension: model.config.headDimension)
+            let readBandwidth = MemoryBandwidth.measure(pool: model.pool)
+            log(String(format: "host read bandwidth: %.1f GB/s with %d threads", readBandwidth, common.threads))
             let formatter = try PromptFormatter(file: file)
             var prompts = try BenchPrompt.load(path: common.prompts)
             if let limit { prompts = Array(prompts.prefix(limit)) }
-            let bench = SingleStreamBench(model: model, prompts: prompts, formatter: formatter, log: log)
+            let bench = SingleStreamBench(model: model, prompts: prompts, formatter: formatter, cacheType: cacheType, log: log)
 
-            let synthetic = try bench.runSynthetic(repetitions: repetitions)
+            var synthetic = try bench.runSynthetic(repetitions: repetitions)
+            for d in depthList { synthetic.append(try bench.runDecode(depth: d, repetitions: repetitions)) }
+            var neighbourFigures: NeighbourFigures?
+            if neighbour {
+                let alone = synthetic[1].tokensPerSecond
+                let contended = try BusyNeighbour.whileRunning { try bench.runDecode(depth: 0, repetitions: repetitions, name: "tg128 with a busy neighbour") }
+                neighbourFigures = NeighbourFigures(aloneTokS: alone, withNeighbourTokS: contended.tokensPerSecond)
+                log(String(format: "tg128 alone %.1f tok/s, with one busy-loop neighbour %.1f tok/s (%.2fx)", alone,
+                           contended.tokensPerSecond, contended.tokensPerSecond / alone))
+            }
             var total = CategoryFigures(category: "total", prompts: 0, promptTokens: 0, completionTokens: 0,
                                         prefillTokS: 0, decodeTokS: 0, e2eTokS: 0)
             var categories: [CategoryFigures] = []
@@ -80,7 +120,9 @@ extension CastBench {
                 weightBytesPerStep: model.weightBytes, threads: common.threads,
                 prefillTokS: skipPrompts ? synthetic[0].tokensPerSecond : total.prefillTokS, decodeTokS: decodeRate,
                 e2eTokS: total.e2eTokS, decodeBandwidthGBs: Double(model.weightBytes) * decodeRate / 1e9,
-                categories: categories, synthetic: synthetic, costCurve: curve)
+                readBandwidthGBs: readBandwidth, kernels: kernels.description, kvCacheType: cacheType.rawValue,
+                kvBytesPerPosition: model.makeCache(slots: 1, capacity: 16, type: cacheType).bytesPerPosition,
+                categories: categories, synthetic: synthetic, costCurve: curve, neighbour: neighbourFigures)
             if common.json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

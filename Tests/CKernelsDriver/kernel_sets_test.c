@@ -298,33 +298,38 @@ static void test_attention(const ck_kernels *k, const ck_kernels *ref) {
                 for (int ci = 0; ci < 4; ci++) {
                     const int type = types[ti];
                     const int64_t hd = hds[hi], group = groups[gi], n_cached = cached[ci], n_chain = 1 + ci % 3;
-                    const int64_t heads = 2, rv = heads * hd, rb = ck_kv_row_bytes(type, rv);
-                    const int64_t bs = 16, nblocks = (n_cached + bs - 1) / bs + 1, layer_off = 2 * bs * rb;
-                    const int64_t block_stride = layer_off + bs * rb;  // a preceding "layer", then ours
+                    // Two heads (ours is head 1) and two layers (ours is layer 1), as the cache lays
+                    // them out: block = [layer][head][block_size head rows].
+                    const int64_t heads = 2, head = 1, rb = ck_kv_row_bytes(type, hd), bs = 16;
+                    const int64_t nblocks = (n_cached + bs - 1) / bs + 1, layer_stride = heads * bs * rb;
+                    const int64_t block_stride = 2 * layer_stride, layer_off = layer_stride + head * bs * rb;
                     uint8_t *kb = malloc((size_t)(nblocks * block_stride)), *vb = malloc((size_t)(nblocks * block_stride));
                     int32_t table[64];
                     for (int64_t i = 0; i < nblocks; i++) table[i] = (int32_t)(nblocks - 1 - i);  // out of order
                     float row[512];
+                    uint8_t full[2048];
                     for (int64_t j = 0; j < n_cached; j++) {
                         const int64_t at = table[j / bs] * block_stride + layer_off + (j % bs) * rb;
-                        for (int64_t i = 0; i < rv; i++) row[i] = rndf(1.0f);
-                        ck_kv_store(ref, type, row, rv, kb + at);
-                        for (int64_t i = 0; i < rv; i++) row[i] = rndf(1.0f);
-                        ck_kv_store(ref, type, row, rv, vb + at);
+                        for (int64_t i = 0; i < heads * hd; i++) row[i] = rndf(1.0f);
+                        ck_kv_store(ref, type, row, heads * hd, hd, full);
+                        memcpy(kb + at, full + head * rb, (size_t)rb);
+                        for (int64_t i = 0; i < heads * hd; i++) row[i] = rndf(1.0f);
+                        ck_kv_store(ref, type, row, heads * hd, hd, full);
+                        memcpy(vb + at, full + head * rb, (size_t)rb);
                     }
                     uint8_t *kc[3], *vc[3];
                     for (int64_t c = 0; c < n_chain; c++) {
-                        kc[c] = malloc((size_t)rb);
-                        vc[c] = malloc((size_t)rb);
-                        for (int64_t i = 0; i < rv; i++) row[i] = rndf(1.0f);
-                        ck_kv_store(ref, type, row, rv, kc[c]);
-                        for (int64_t i = 0; i < rv; i++) row[i] = rndf(1.0f);
-                        ck_kv_store(ref, type, row, rv, vc[c]);
+                        kc[c] = malloc((size_t)(heads * rb));
+                        vc[c] = malloc((size_t)(heads * rb));
+                        for (int64_t i = 0; i < heads * hd; i++) row[i] = rndf(1.0f);
+                        ck_kv_store(ref, type, row, heads * hd, hd, kc[c]);
+                        for (int64_t i = 0; i < heads * hd; i++) row[i] = rndf(1.0f);
+                        ck_kv_store(ref, type, row, heads * hd, hd, vc[c]);
                     }
                     float *q = malloc((size_t)(group * hd) * 4);
                     for (int64_t i = 0; i < group * hd; i++) q[i] = rndf(1.5f);
-                    const ck_kv_view view = {type, rv, rb, kb, vb, table, bs, block_stride, layer_off, n_cached,
-                                             (const uint8_t *const *)kc, (const uint8_t *const *)vc, n_chain, hd};
+                    const ck_kv_view view = {type, rb, kb, vb, table, bs, block_stride, layer_off, n_cached,
+                                             (const uint8_t *const *)kc, (const uint8_t *const *)vc, head * rb, n_chain};
                     float *s1 = malloc((size_t)(group * (n_cached + n_chain)) * 4), *s2 = malloc((size_t)(group * (n_cached + n_chain)) * 4);
                     float *o1 = malloc((size_t)(group * hd) * 4), *o2 = malloc((size_t)(group * hd) * 4);
                     ck_attend(k, q, group, hd, 0.125f, &view, s1, o1);
@@ -344,11 +349,11 @@ static void test_attention(const ck_kernels *k, const ck_kernels *ref) {
     for (int ti = 1; ti < 3; ti++) {
         const int64_t n = 192;
         float x[192];
-        uint8_t r1[512], r2[512];
+        uint8_t r1[1024], r2[1024];
         for (int i = 0; i < n; i++) x[i] = rndf(2.0f);
-        ck_kv_store(k, types[ti], x, n, r1);
-        ck_kv_store(ref, types[ti], x, n, r2);
-        CHECK(memcmp(r1, r2, (size_t)ck_kv_row_bytes(types[ti], n)) == 0, "kv store %s differs", tnames[ti]);
+        ck_kv_store(k, types[ti], x, n, 64, r1);
+        ck_kv_store(ref, types[ti], x, n, 64, r2);
+        CHECK(memcmp(r1, r2, (size_t)(3 * ck_kv_row_bytes(types[ti], 64))) == 0, "kv store %s differs", tnames[ti]);
     }
 }
 

@@ -3,6 +3,7 @@ import Testing
 import GGUF
 import Model
 import Engine
+import Speculation
 
 /// The engine against its own single-stream reference: batching never changes greedy output.
 @Suite(.serialized) struct EngineTests {
@@ -190,7 +191,11 @@ extension EngineTests {
 }
 
 /// Speculative decoding never changes greedy output: speculation on (alone and 8 at a time)
-/// gives token for token what speculation off gives, on the bench prompts.
+/// gives token for token what speculation off gives, on the bench prompts. The identity tests force
+/// drafting with the fixed chain strategy (every candidate path drafted and verified, whatever a
+/// step costs on this host), so they verify drafts on every CPU (trees are rows whose logits equal
+/// their paths', TransformerInvarianceTests); whether CAST drafts at all is the planner's business,
+/// tested with given cost models below.
 extension EngineTests {
     static func benchPrompts(limit: Int) throws -> [[Int32]] {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -212,13 +217,23 @@ extension EngineTests {
         return out
     }
 
+    /// A cost model under which extra rows are free (so a planner that trusts it drafts wherever a
+    /// candidate has any chance), or cost a full step each (so drafting never pays).
+    static func givenCostModel(rowsAreFree: Bool) -> CostModel {
+        // Steep enough that the online correction of the one point plain decoding uses (T(1)) can
+        // never make a larger row count look cheaper on any host.
+        rowsAreFree ? CostModel(points: [(1, 10), (256, 10)])
+                    : CostModel(points: [1, 2, 4, 8, 16, 32, 64, 128, 256].map { ($0, 1000.0 * Double($0)) })
+    }
+
     @Test(arguments: DrafterKind.allCases)
     func speculationNeverChangesGreedyOutput(drafter: DrafterKind) throws {
         let model = try Self.model.get()
         let prompts = try Self.benchPrompts(limit: 2)
         #expect(prompts.count == 14)
         func outputs(speculation: Bool, together: Bool) throws -> ([[Int32]], EngineSnapshot) {
-            var config = EngineConfiguration(slots: 8, contextLength: 512, maxWaiting: 16, speculation: speculation)
+            var config = EngineConfiguration(slots: 8, contextLength: 512, maxWaiting: 16, speculation: speculation, strategy: .chain4)
+            config.costModel = Self.givenCostModel(rowsAreFree: true)
             config.drafter = drafter
             let engine = Engine(model: model, configuration: config)
             defer { engine.shutdown() }
@@ -243,11 +258,44 @@ extension EngineTests {
             #expect(alone[i] == plain[i], "prompt \(i): speculation alone changed the output")
             #expect(batched[i] == plain[i], "prompt \(i): speculation 8 at a time changed the output")
         }
-        // Not vacuous: drafts were verified and some accepted.
+        // Not vacuous: drafts were verified and some accepted, alone and batched.
         #expect(aloneStats.draftedTokens > 0 && aloneStats.acceptedTokens > 0)
-        #expect(batchedStats.draftedTokens > 0)
-        #expect(aloneStats.costModel != nil && aloneStats.costMeasured)
+        #expect(batchedStats.draftedTokens > 0 && batchedStats.acceptedTokens > 0)
         print("speculation (\(drafter)): alone \(aloneStats.acceptedTokens)/\(aloneStats.draftedTokens) drafted tokens accepted over \(aloneStats.speculativeSteps) steps; 8 at a time \(batchedStats.acceptedTokens)/\(batchedStats.draftedTokens)")
+    }
+}
+
+/// CAST drafts by the cost model it is given: with rows free it drafts and output stays the same;
+/// with every row costing a full step it drafts nothing (plain decoding, same output). Requests run
+/// one after another, so every step is one sequence's prefill or decode (the online correction of
+/// mixed prefill-and-decode steps is the cost model's own test).
+extension EngineTests {
+    @Test(arguments: [true, false])
+    func castDraftsOnlyWhenTheCostModelSaysItPays(rowsAreFree: Bool) throws {
+        let model = try Self.model.get()
+        let prompts = Array(try Self.benchPrompts(limit: 1).prefix(4))
+        func outputs(speculation: Bool) throws -> ([[Int32]], EngineSnapshot) {
+            var config = EngineConfiguration(slots: 4, contextLength: 512, maxWaiting: 16, speculation: speculation, strategy: .cast)
+            config.costModel = Self.givenCostModel(rowsAreFree: rowsAreFree)
+            config.drafter = .recycle
+            let engine = Engine(model: model, configuration: config)
+            defer { engine.shutdown() }
+            var results: [[Int32]] = []
+            for p in prompts {
+                let c = try runGreedy(engine, p, maxTokens: 32)
+                #expect(c.wait())
+                results.append(c.tokens)
+            }
+            return (results, engine.snapshot)
+        }
+        let (plain, _) = try outputs(speculation: false)
+        let (cast, stats) = try outputs(speculation: true)
+        #expect(cast == plain, "speculation changed greedy output")
+        if rowsAreFree {
+            #expect(stats.draftedTokens > 0 && stats.acceptedTokens > 0, "free rows: \(stats.draftedTokens) drafted")
+        } else {
+            #expect(stats.draftedTokens == 0, "rows costing a full step each: \(stats.draftedTokens) drafted")
+        }
     }
 }
 
@@ -256,7 +304,9 @@ extension EngineTests {
 extension EngineTests {
     @Test func sampledRequestsSpeculateAndReportTheirOwnUsage() throws {
         let model = try Self.model.get()
-        var config = EngineConfiguration(slots: 2, contextLength: 512, speculation: true)
+        // The fixed chain strategy drafts on every step whatever a step costs on this host.
+        var config = EngineConfiguration(slots: 2, contextLength: 512, speculation: true, strategy: .chain4)
+        config.costModel = Self.givenCostModel(rowsAreFree: true)
         config.drafter = .recycle
         let engine = Engine(model: model, configuration: config)
         defer { engine.shutdown() }

@@ -19,33 +19,35 @@ import Kernels
         let scalar = try KernelSet.named(.scalar)
         for (group, cached, chain, hd) in Self.shapes {
             var rng = SeededRandom(seed: UInt64(group * 1000 + cached * 10 + chain + hd))
-            let kvHeads = 2, rowValues = kvHeads * hd, rowBytes = type.rowBytes(values: rowValues)
-            let head = 1, first = head * hd
-            // Cached rows in blocks of 4 rows, blocks in reverse order, each block holding two
-            // layers (ours is the second).
+            let kvHeads = 2, head = 1, rowBytes = type.rowBytes(values: hd), fullRowBytes = kvHeads * rowBytes
+            // Cached rows as the cache lays them out: blocks of 4 positions, in reverse order, each
+            // [layer][head][4 head rows] with 2 layers (ours is the second) and 2 heads (ours is head 1).
             let blockSize = 4, blocks = max(1, (cached + blockSize - 1) / blockSize)
-            let layerOffset = blockSize * rowBytes, blockStride = 2 * layerOffset
+            let layerStride = kvHeads * blockSize * rowBytes, blockStride = 2 * layerStride
+            let layerOffset = layerStride + head * blockSize * rowBytes
             let table = (0..<blocks).map { Int32(blocks - 1 - $0) }
             var keyStore = [UInt8](repeating: 0, count: blocks * blockStride), valueStore = keyStore
-            var keys: [[Float]] = [], values: [[Float]] = []  // as stored, read back
+            var keys: [[Float]] = [], values: [[Float]] = []  // our head's values as stored, read back
             func stored(_ x: [Float]) -> ([UInt8], [Float]) {
-                var row = [UInt8](repeating: 0, count: rowBytes)
-                var back = [Float](repeating: 0, count: rowValues)
-                x.withUnsafeBufferPointer { xp in row.withUnsafeMutableBytes { Ops.storeKV(xp.baseAddress!, count: rowValues, as: type, into: $0.baseAddress!, kernels: scalar) } }
-                row.withUnsafeBytes { Ops.loadKV($0.baseAddress!, rowValues: rowValues, as: type, first: 0, count: rowValues, into: &back) }
+                var row = [UInt8](repeating: 0, count: fullRowBytes)
+                var back = [Float](repeating: 0, count: hd)
+                x.withUnsafeBufferPointer { xp in row.withUnsafeMutableBytes {
+                    Ops.storeKV(xp.baseAddress!, count: kvHeads * hd, headDimension: hd, as: type, into: $0.baseAddress!, kernels: scalar)
+                } }
+                row.withUnsafeBytes { Ops.loadKV($0.baseAddress! + head * rowBytes, headDimension: hd, as: type, into: &back) }
                 return (row, back)
             }
             for j in 0..<cached {
                 let at = Int(table[j / blockSize]) * blockStride + layerOffset + (j % blockSize) * rowBytes
-                let (k, kBack) = stored(rng.floats(rowValues)), (v, vBack) = stored(rng.floats(rowValues))
-                keyStore.replaceSubrange(at..<(at + rowBytes), with: k)
-                valueStore.replaceSubrange(at..<(at + rowBytes), with: v)
+                let (k, kBack) = stored(rng.floats(kvHeads * hd)), (v, vBack) = stored(rng.floats(kvHeads * hd))
+                keyStore.replaceSubrange(at..<(at + rowBytes), with: k[(head * rowBytes)..<((head + 1) * rowBytes)])
+                valueStore.replaceSubrange(at..<(at + rowBytes), with: v[(head * rowBytes)..<((head + 1) * rowBytes)])
                 keys.append(kBack)
                 values.append(vBack)
             }
             var chainKeyRows: [[UInt8]] = [], chainValueRows: [[UInt8]] = []
             for _ in 0..<chain {
-                let (k, kBack) = stored(rng.floats(rowValues)), (v, vBack) = stored(rng.floats(rowValues))
+                let (k, kBack) = stored(rng.floats(kvHeads * hd)), (v, vBack) = stored(rng.floats(kvHeads * hd))
                 chainKeyRows.append(k)
                 chainValueRows.append(v)
                 keys.append(kBack)
@@ -58,13 +60,13 @@ import Kernels
                 var out = [Float](repeating: .nan, count: group * hd)
                 var scores = [Float](repeating: 0, count: group * n)
                 let chainKeys = chainKeyRows.map { row -> UnsafeMutablePointer<UInt8> in
-                    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: rowBytes)
-                    p.initialize(from: row, count: rowBytes)
+                    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: fullRowBytes)
+                    p.initialize(from: row, count: fullRowBytes)
                     return p
                 }
                 let chainValues = chainValueRows.map { row -> UnsafeMutablePointer<UInt8> in
-                    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: rowBytes)
-                    p.initialize(from: row, count: rowBytes)
+                    let p = UnsafeMutablePointer<UInt8>.allocate(capacity: fullRowBytes)
+                    p.initialize(from: row, count: fullRowBytes)
                     return p
                 }
                 defer { (chainKeys + chainValues).forEach { $0.deallocate() } }
@@ -72,10 +74,10 @@ import Kernels
                 let vp: [UnsafePointer<UInt8>?] = chainValues.map { UnsafePointer($0) } + [nil]
                 keyStore.withUnsafeBytes { ks in valueStore.withUnsafeBytes { vs in table.withUnsafeBufferPointer { t in
                 kp.withUnsafeBufferPointer { kc in vp.withUnsafeBufferPointer { vc in
-                    let view = KVView(type: type, rowValues: rowValues, keys: ks.baseAddress!, values: vs.baseAddress!,
+                    let view = KVView(type: type, headDimension: hd, keys: ks.baseAddress!, values: vs.baseAddress!,
                                       table: t.baseAddress!, blockSize: blockSize, blockStride: blockStride, layerOffset: layerOffset,
                                       cachedCount: cached, chainKeys: kc.baseAddress!, chainValues: vc.baseAddress!,
-                                      chainCount: chain, headFirst: first)
+                                      chainOffset: head * rowBytes, chainCount: chain)
                     Ops.attend(q: q, group: group, headDim: hd, scale: 0.125, view: view, scores: &scores, out: &out, kernels: set)
                 } }
                 } } }
@@ -85,13 +87,13 @@ import Kernels
             let label = "\(kernels) \(type) group \(group) cached \(cached) chain \(chain) hd \(hd)"
             for g in 0..<group {
                 let s: [Double] = (0..<n).map { j in
-                    (0..<hd).reduce(0.0) { $0 + Double(q[g * hd + $1]) * Double(keys[j][first + $1]) } * 0.125
+                    (0..<hd).reduce(0.0) { $0 + Double(q[g * hd + $1]) * Double(keys[j][$1]) } * 0.125
                 }
                 let m = s.max()!
                 let p = s.map { exp($0 - m) }
                 let z = p.reduce(0, +)
                 for i in 0..<hd {
-                    let o = (0..<n).reduce(0.0) { $0 + p[$1] / z * Double(values[$1][first + i]) }
+                    let o = (0..<n).reduce(0.0) { $0 + p[$1] / z * Double(values[$1][i]) }
                     #expect(abs(Float(o) - got[g * hd + i]) <= Self.toleranceAgainstDouble, "\(label): g \(g) i \(i) vs Double")
                     #expect(abs(got[g * hd + i] - reference[g * hd + i]) <= Self.toleranceAgainstScalar * max(1, abs(reference[g * hd + i])),
                             "\(label): g \(g) i \(i): \(got[g * hd + i]) vs scalar \(reference[g * hd + i])")
@@ -105,17 +107,23 @@ import Kernels
     @Test(arguments: KVCacheType.allCases)
     func storedRowsReadBack(type: KVCacheType) throws {
         var rng = SeededRandom(seed: 31)
-        let n = 192
+        let n = 192, hd = 64
         let x = rng.floats(n, scale: 3)
         var rows: [[UInt8]] = []
         for set in runnableSets {
-            var row = [UInt8](repeating: 0, count: type.rowBytes(values: n))
-            row.withUnsafeMutableBytes { Ops.storeKV(x, count: n, as: type, into: $0.baseAddress!, kernels: set) }
+            var row = [UInt8](repeating: 0, count: 3 * type.rowBytes(values: hd))
+            row.withUnsafeMutableBytes { Ops.storeKV(x, count: n, headDimension: hd, as: type, into: $0.baseAddress!, kernels: set) }
             rows.append(row)
         }
         #expect(Set(rows).count == 1, "\(type): kernel sets store different bytes")
         var back = [Float](repeating: 0, count: n)
-        rows[0].withUnsafeBytes { Ops.loadKV($0.baseAddress!, rowValues: n, as: type, first: 0, count: n, into: &back) }
+        rows[0].withUnsafeBytes { raw in
+            back.withUnsafeMutableBufferPointer { out in
+                for h in 0..<3 {
+                    Ops.loadKV(raw.baseAddress! + h * type.rowBytes(values: hd), headDimension: hd, as: type, into: out.baseAddress! + h * hd)
+                }
+            }
+        }
         for b in 0..<(n / 32) {
             let amax = x[(b * 32)..<(b * 32 + 32)].map(abs).max()!
             for i in (b * 32)..<(b * 32 + 32) {
@@ -126,7 +134,7 @@ import Kernels
                 }
             }
         }
-        #expect(KVCacheType.f16.rowBytes(values: 192) == 384 && KVCacheType.q8_0.rowBytes(values: 192) == 204
-                && KVCacheType.f32.rowBytes(values: 192) == 768)
+        #expect(KVCacheType.f16.rowBytes(values: 64) == 128 && KVCacheType.q8_0.rowBytes(values: 64) == 68
+                && KVCacheType.f32.rowBytes(values: 64) == 256)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import Kernels
 import Model
 
 struct GreedyFixture: Decodable {
@@ -29,12 +30,15 @@ struct GreedyFixture: Decodable {
         zip(a, b).prefix { $0 == $1 }.count
     }
 
-    @Test func greedyMatchesFloat64ReferenceUpToNearTies() throws {
+    /// On every SIMD kernel set this CPU runs (the scalar reference gives the same matmul bits and
+    /// is too slow to decode 1,738 tokens in a test).
+    @Test(arguments: TestSupport.simdSets)
+    func greedyMatchesFloat64ReferenceUpToNearTies(kernels: KernelSet) throws {
         let reference = try JSONDecoder().decode(GreedyFixture.self, from: TestSupport.fixture("greedy_reference.json"))
         let llama = try JSONDecoder().decode(GreedyFixture.self, from: TestSupport.fixture("greedy_llamacpp.json"))
         #expect(reference.prompts.count == 56)
         var exact = 0, agreeRef = 0, agreeLlama = 0, total = 0, llamaFull = 0
-        try TestSupport.withModel { model in
+        try TestSupport.withModel(kernels: kernels) { model in
             let generator = Generator(model: model, contextLength: 1024)
             for (r, l) in zip(reference.prompts, llama.prompts) {
                 #expect(r.prompt_ids == l.prompt_ids, "\(r.id): the two fixtures tokenized the prompt differently")
@@ -43,7 +47,7 @@ struct GreedyFixture: Decodable {
                 // activations may legitimately flip; after it the continuations are unrelated.
                 let checked = r.margins.firstIndex { $0 < greedyNearTieMargin } ?? r.tokens.count
                 let same = Self.agreement(ours, r.tokens)
-                #expect(same >= checked, "\(r.id): ours \(ours.prefix(checked)) vs reference \(r.tokens.prefix(checked)), near-tie at \(checked)")
+                #expect(same >= checked, "\(kernels): \(r.id): ours \(ours.prefix(checked)) vs reference \(r.tokens.prefix(checked)), near-tie at \(checked)")
                 exact += ours == r.tokens ? 1 : 0
                 agreeRef += same
                 agreeLlama += Self.agreement(ours, l.tokens)
@@ -51,7 +55,7 @@ struct GreedyFixture: Decodable {
                 total += r.tokens.count
             }
         }
-        print("greedy vs float64 reference: \(exact)/56 prompts identical, \(agreeRef)/\(total) tokens before first difference")
-        print("greedy vs llama.cpp: \(llamaFull)/56 prompts identical, \(agreeLlama)/\(total) tokens before first difference")
+        print("greedy (kernels \(kernels)) vs float64 reference: \(exact)/56 prompts identical, \(agreeRef)/\(total) tokens before first difference")
+        print("greedy (kernels \(kernels)) vs llama.cpp: \(llamaFull)/56 prompts identical, \(agreeLlama)/\(total) tokens before first difference")
     }
 }

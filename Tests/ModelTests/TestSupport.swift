@@ -1,5 +1,6 @@
 import Foundation
 import GGUF
+import Kernels
 import Model
 
 /// Paths and shared objects for the model tests.
@@ -19,19 +20,27 @@ enum TestSupport {
         return try GGUFFile(path: modelPath)
     }
 
-    /// The default model, loaded once for all tests (2 threads, room for trees and chunks).
-    static let model: Result<Transformer, Error> = Result {
-        try Transformer(file: file.get(), threads: 2, maxStepRows: 160, maxLogitRows: 160, maxContext: 1024)
-    }
+    /// The default model on each kernel set, loaded once per set for all tests (2 threads, room
+    /// for trees and chunks). Guarded by `lock`.
+    nonisolated(unsafe) private static var models: [KernelSet: Transformer] = [:]
 
-    /// Serialises tests that run the shared model (it is not thread-safe).
+    /// Serialises tests that run a shared model (it is not thread-safe).
     static let lock = NSLock()
 
-    static func withModel<T>(_ body: (Transformer) throws -> T) throws -> T {
+    /// Runs `body` with the default model on `kernels` (loaded on first use), one test at a time.
+    static func withModel<T>(kernels: KernelSet = .current, _ body: (Transformer) throws -> T) throws -> T {
         lock.lock()
         defer { lock.unlock() }
-        return try body(model.get())
+        if models[kernels] == nil {
+            models[kernels] = try Transformer(file: file.get(), threads: 2, maxStepRows: 160, maxLogitRows: 160, maxContext: 1024,
+                                              kernels: kernels)
+        }
+        return try body(models[kernels]!)
     }
+
+    /// Every kernel set this CPU runs, and the SIMD ones among them.
+    static let runnableSets = KernelSet.runnable
+    static let simdSets = KernelSet.runnable.filter { $0.name != .scalar }
 
     static func fixture(_ name: String) throws -> Data {
         try Data(contentsOf: fixtures.appendingPathComponent(name))

@@ -1,8 +1,10 @@
 import Testing
+import Kernels
 import Model
 
 /// Rows are computed independently of their batch: trees equal chains, chunks equal whole
-/// prefills, and sequences batched together equal sequences run alone — bit for bit.
+/// prefills, and sequences batched together equal sequences run alone — bit for bit, on every
+/// kernel set and key/value storage type.
 @Suite(.serialized) struct TransformerInvarianceTests {
     /// Tokens of "The capital of France is" and some filler, as a fixed prefix.
     static let prefix: [Int32] = [504, 3575, 282, 4649, 314, 7042, 30, 198, 504, 2988, 314, 42]
@@ -20,9 +22,12 @@ import Model
         mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
     }
 
-    @Test(arguments: [UInt64(1), 2, 3])
-    func treeRowsEqualTheirPathsAsChains(seed: UInt64) throws {
-        try TestSupport.withModel { model in
+    static let kvTypes = KVCacheType.allCases
+
+    @Test(arguments: TestSupport.simdSets, kvTypes)
+    func treeRowsEqualTheirPathsAsChains(kernels: KernelSet, kvCacheType: KVCacheType) throws {
+        let seed = UInt64(1 + KVCacheType.allCases.firstIndex(of: kvCacheType)!)
+        try TestSupport.withModel(kernels: kernels) { model in
             var rng = SplitMix(state: seed)
             // A random tree of 24 nodes below the cached prefix: node 0 is the root.
             let n = 24
@@ -35,7 +40,7 @@ import Model
                 depth.append(depth[p] + 1)
                 tokens.append(Int32(200 + rng.below(3000)))
             }
-            let cache = model.makeCache(slots: 1, capacity: 256)
+            let cache = model.makeCache(slots: 1, capacity: 256, type: kvCacheType)
             try model.forward(BatchRow.chain(slot: 0, tokens: Self.prefix, startPosition: 0), cache: cache)
             try cache.commit(slot: 0, rows: 0..<Self.prefix.count)
             let base = Self.prefix.count
@@ -48,25 +53,26 @@ import Model
                 while parents[path[0]] >= 0 { path.insert(parents[path[0]], at: 0) }
                 cache.truncate(slot: 0, to: base)
                 try model.forward(BatchRow.chain(slot: 0, tokens: path.map { tokens[$0] }, startPosition: base), cache: cache)
-                #expect(model.logitRow(0) == treeLogits[node], "seed \(seed): node \(node) (path \(path)) differs from its chain")
+                #expect(model.logitRow(0) == treeLogits[node], "\(kernels) \(kvCacheType) seed \(seed): node \(node) (path \(path)) differs from its chain")
             }
         }
     }
 
-    @Test func chunkedPrefillEqualsWholePrefill() throws {
-        try TestSupport.withModel { model in
+    @Test(arguments: TestSupport.simdSets, kvTypes)
+    func chunkedPrefillEqualsWholePrefill(kernels: KernelSet, kvCacheType: KVCacheType) throws {
+        try TestSupport.withModel(kernels: kernels) { model in
             let tokens = Self.prefix + Self.prefix.reversed() + Self.prefix
-            let whole = model.makeCache(slots: 1, capacity: 256)
+            let whole = model.makeCache(slots: 1, capacity: 256, type: kvCacheType)
             try model.forward(BatchRow.chain(slot: 0, tokens: tokens, startPosition: 0, allLogits: true), cache: whole)
             let wholeLogits = (0..<tokens.count).map { model.logitRow($0) }
             for chunk in [1, 5, 16] {
-                let cache = model.makeCache(slots: 1, capacity: 256)
+                let cache = model.makeCache(slots: 1, capacity: 256, type: kvCacheType)
                 var start = 0
                 while start < tokens.count {
                     let piece = tokens[start..<min(start + chunk, tokens.count)]
                     try model.forward(BatchRow.chain(slot: 0, tokens: piece, startPosition: start, allLogits: true), cache: cache)
                     for i in 0..<piece.count {
-                        #expect(model.logitRow(i) == wholeLogits[start + i], "chunk \(chunk): position \(start + i)")
+                        #expect(model.logitRow(i) == wholeLogits[start + i], "\(kernels) \(kvCacheType) chunk \(chunk): position \(start + i)")
                     }
                     try cache.commit(slot: 0, rows: 0..<piece.count)
                     start += piece.count
@@ -75,20 +81,21 @@ import Model
         }
     }
 
-    @Test func batchedSequencesEqualSequencesAlone() throws {
-        try TestSupport.withModel { model in
+    @Test(arguments: TestSupport.runnableSets, kvTypes)
+    func batchedSequencesEqualSequencesAlone(kernels: KernelSet, kvCacheType: KVCacheType) throws {
+        try TestSupport.withModel(kernels: kernels) { model in
             let prompts: [[Int32]] = [Self.prefix, Array(Self.prefix.prefix(3)), [1, 2, 3, 4, 5, 6, 7], [9000]]
             // Alone: each prompt in its own cache, then one decode step.
             var alone: [[Float]] = []
             for p in prompts {
-                let cache = model.makeCache(slots: 1, capacity: 64)
+                let cache = model.makeCache(slots: 1, capacity: 64, type: kvCacheType)
                 try model.forward(BatchRow.chain(slot: 0, tokens: p, startPosition: 0), cache: cache)
                 try cache.commit(slot: 0, rows: 0..<p.count)
                 try model.forward([BatchRow(slot: 0, token: 17, position: p.count)], cache: cache)
                 alone.append(model.logitRow(0))
             }
             // Together: all prompts prefilled in one step, then one decode row each in one step.
-            let cache = model.makeCache(slots: prompts.count, capacity: 64)
+            let cache = model.makeCache(slots: prompts.count, capacity: 64, type: kvCacheType)
             var rows: [BatchRow] = []
             for (s, p) in prompts.enumerated() { rows += BatchRow.chain(slot: s, tokens: p, startPosition: 0, firstRow: rows.count) }
             try model.forward(rows, cache: cache)
@@ -99,7 +106,7 @@ import Model
             }
             try model.forward(prompts.indices.reversed().map { BatchRow(slot: $0, token: 17, position: prompts[$0].count) }, cache: cache)
             for (i, s) in prompts.indices.reversed().enumerated() {
-                #expect(model.logitRow(i) == alone[s], "slot \(s) differs when batched")
+                #expect(model.logitRow(i) == alone[s], "\(kernels) \(kvCacheType): slot \(s) differs when batched")
             }
         }
     }

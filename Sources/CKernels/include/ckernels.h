@@ -157,6 +157,10 @@ void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float
 /// pairs x[i] with x[i + head_dim/2] (GPT-NeoX style); otherwise x[2i] with x[2i+1] (llama).
 void ck_rope(const ck_kernels *k, float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
 
+/// Reads `bytes` bytes (a multiple of 32) as fast as the memory system allows and returns a value
+/// that depends on all of them (a wrapping sum of 64-bit words): the benchmark's bandwidth probe.
+uint64_t ck_read_sum(const void *p, int64_t bytes);
+
 // ---------------------------------------------------------------------------------------------
 // Thread pool: persistent workers that claim work items; see pool.c.
 
@@ -177,22 +181,28 @@ void ck_blas_set_threads(int n);
 
 // ---------------------------------------------------------------------------------------------
 // Keys and values
+//
+// The unit of storage is a head row: the `head_dim` values of one key/value head at one position.
+// CK_KV_F32 and CK_KV_F16 store the values; CK_KV_Q8_0 stores head_dim int8 values followed by one
+// f16 scale per 32 (value = q * d). A full row (every head of a position, as the forward pass
+// writes it) is its head rows one after another.
 
-/// Bytes of one cached row of `n` values in storage type `type` (n % 32 == 0 for CK_KV_Q8_0).
-int64_t ck_kv_row_bytes(int type, int64_t n);
-/// Stores n f32 values as one row of `type` at dst (ck_kv_row_bytes bytes). Q8_0 blocks use
-/// d = amax / 127 (kept as f16) and q = round-to-nearest-even(x / d).
-void ck_kv_store(const ck_kernels *k, int type, const float *x, int64_t n, void *dst);
-/// Reads values [first, first + n) of a stored row back as f32 (n and first multiples of 32 for Q8_0).
-void ck_kv_load(int type, const void *row, int64_t row_values, int64_t first, int64_t n, float *y);
+/// Bytes of one head row of `head_dim` values (head_dim % 32 == 0 for CK_KV_Q8_0).
+int64_t ck_kv_row_bytes(int type, int64_t head_dim);
+/// Stores n f32 values (n / head_dim heads) as consecutive head rows at dst. Q8_0 blocks use
+/// d = amax / 127 (kept as f16) and q = round-to-nearest-even(x / d). Bit-identical in every set.
+void ck_kv_store(const ck_kernels *k, int type, const float *x, int64_t n, int64_t head_dim, void *dst);
+/// Reads one head row back as head_dim f32 values.
+void ck_kv_load(int type, const void *row, int64_t head_dim, float *y);
 
-/// Where one layer's keys and values of one sequence live, for one key/value head. Cached row j
-/// (j < n_cached) starts at base + table[j / block_size] * block_stride + layer_offset
-/// + (j % block_size) * row_bytes; step row c at k_chain[c] / v_chain[c]. Rows hold row_values
-/// values of `type`; this head's values start at value `head_first`.
+/// One layer's keys and values of one sequence, for one key/value head. Cached position j
+/// (j < n_cached; block_size a power of two) has its head row at
+/// base + table[j / block_size] * block_stride + layer_offset
+/// + (j % block_size) * row_bytes (keys from k_base, values from v_base: the cache keeps each head's
+/// rows of a block together); step row c at k_chain[c] + chain_offset (v_chain likewise). Head rows
+/// are `row_bytes` bytes of `type`.
 typedef struct {
     int type;
-    int64_t row_values;
     int64_t row_bytes;
     const uint8_t *k_base;
     const uint8_t *v_base;
@@ -203,14 +213,14 @@ typedef struct {
     int64_t n_cached;
     const uint8_t *const *k_chain;
     const uint8_t *const *v_chain;
+    int64_t chain_offset;
     int64_t n_chain;
-    int64_t head_first;
 } ck_kv_view;
 
 /// Attention of `group` query heads (q: [group][hd], contiguous) that share one key/value head,
 /// over the view's cached rows followed by its chain rows. scores: scratch of
 /// group * (n_cached + n_chain) floats. out: [group][hd]. Positions are reduced in order, so a row's
-/// result never depends on the rest of the batch. group <= 64.
+/// result never depends on the rest of the batch. group <= 64, hd <= 1024.
 void ck_attend(const ck_kernels *k, const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
                float *scores, float *out);
 

@@ -1,0 +1,120 @@
+"""Kernel sets and key/value cache types as a user chooses them: `--kernels`, the config key
+`kernels` and CASTSERVE_KERNELS; `--kv-cache-type` / `kv_cache_type`. The choice shows in GET /health,
+GET /v1/models, /metrics (castserve_build_info) and the start-up log; forcing a set this CPU cannot
+run stops the start with an error naming the missing CPU features.
+"""
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import unittest
+
+from castserve_harness import MODEL, ROOT, Server, binary_path, metric_value, require_model
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags") or line.startswith("Features"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+FLAGS = cpu_flags()
+X86 = platform.machine() in ("x86_64", "AMD64")
+AVX512 = X86 and {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni", "avx2", "fma", "f16c"} <= FLAGS
+AVX2 = X86 and {"avx2", "fma", "f16c"} <= FLAGS
+NEON = platform.machine() in ("aarch64", "arm64") and "asimddp" in FLAGS
+BEST = "avx512" if AVX512 else "neon" if NEON else "avx2" if AVX2 else "scalar"
+# A set this CPU cannot run, and the features the server must name for it.
+UNSUPPORTED = ("neon", "x86-64") if X86 else ("avx2", "arm64")
+if X86 and not AVX512:
+    UNSUPPORTED = ("avx512", "avx512f")
+
+
+class KernelChoiceTests(unittest.TestCase):
+    def serve(self, args=(), env=None):
+        server = Server(slots=2, args=args, env=env).start()
+        self.addCleanup(server.stop)
+        return server
+
+    def chat(self, server):
+        status, body = server.json("POST", "/v1/chat/completions", {
+            "model": "default", "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 12, "temperature": 0})
+        self.assertEqual(status, 200, body)
+        self.assertTrue(body["choices"][0]["message"]["content"].strip())
+        return body["choices"][0]["message"]["content"]
+
+    def test_auto_picks_the_best_set_and_reports_it_everywhere(self):
+        server = self.serve()
+        status, health = server.json("GET", "/health")
+        self.assertEqual((status, health["kernels"]), (200, BEST))
+        _, models = server.json("GET", "/v1/models")
+        self.assertEqual(models["data"][0]["kernels"], BEST)
+        self.assertEqual(models["data"][0]["kv_cache_type"], "f16")
+        families = server.metrics()
+        self.assertEqual(metric_value(families, "castserve_build_info", kernels=BEST, kv_cache_type="f16"), 1.0)
+        log = server.log_text(tail=20000)
+        self.assertIn(f"kernels: {BEST} (auto", log)
+        # 30 layers x keys and values x 3 heads x 64 values x 2 bytes.
+        self.assertIn("KV cache f16 with 23040 bytes per position", log)
+        self.chat(server)
+
+    def test_flag_forces_the_scalar_reference(self):
+        server = self.serve(args=["--kernels", "scalar"])
+        self.assertEqual(server.json("GET", "/health")[1]["kernels"], "scalar")
+        self.assertIn("forced by configuration", server.log_text(tail=20000))
+        self.chat(server)
+
+    @unittest.skipUnless(AVX2, "this CPU has no AVX2")
+    def test_environment_variable_forces_avx2(self):
+        server = self.serve(env={"CASTSERVE_KERNELS": "avx2"})
+        self.assertEqual(server.json("GET", "/health")[1]["kernels"], "avx2")
+
+    def test_q8_0_cache_serves_and_is_reported(self):
+        server = self.serve(args=["--kv-cache-type", "q8_0"])
+        _, models = server.json("GET", "/v1/models")
+        self.assertEqual(models["data"][0]["kv_cache_type"], "q8_0")
+        self.assertIn("KV cache q8_0 with 12240 bytes per position", server.log_text(tail=20000))
+        self.chat(server)
+
+    def run_failing(self, args, config=None):
+        """Starts cast-serve expecting it to stop before serving; returns its output."""
+        require_model()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CASTSERVE_")}
+        cmd = [binary_path(), "serve", "--port", "0", "--model", MODEL]
+        if config is not None:
+            f = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+            json.dump(config, f)
+            f.close()
+            self.addCleanup(os.unlink, f.name)
+            cmd += ["--config", f.name]
+        proc = subprocess.run(cmd + list(args), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertNotIn("listening on", proc.stdout)
+        return proc.stderr
+
+    def test_a_set_this_cpu_cannot_run_stops_the_start_naming_the_missing_features(self):
+        name, feature = UNSUPPORTED
+        err = self.run_failing(["--kernels", name])
+        self.assertIn(f"kernel set '{name}' cannot run on this CPU", err)
+        self.assertIn(feature, err)
+        self.assertIn(BEST, err)  # what would run instead
+
+    def test_bad_names_are_configuration_errors(self):
+        err = self.run_failing([], config={"kernels": "sse9"})
+        self.assertIn("configuration key 'kernels'", err)
+        self.assertIn("auto, avx512, avx2, neon or scalar", err)
+        err = self.run_failing(["--kv-cache-type", "q4_0"])
+        self.assertIn("kv_cache_type", err)
+        self.assertIn("f16, q8_0 or f32", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
