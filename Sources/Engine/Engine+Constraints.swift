@@ -64,8 +64,9 @@ extension Engine {
     // MARK: - Grammar drafts
 
     /// For every decoding sequence whose grammar forces the next tokens, a chain of them with
-    /// path score 1: no drafter guessed them, and the target accepts each unless it prefers a
-    /// different split of the same text into tokens.
+    /// raw confidence 1: no drafter guessed their text, but the target may prefer a different
+    /// split of it into tokens, so their scores are calibrated like any drafter's (source
+    /// `DraftTree.grammarSource`).
     func forcedRuns(_ owners: [Owner]) -> [(owner: Int, tree: DraftTree)] {
         var out: [(owner: Int, tree: DraftTree)] = []
         for (i, o) in owners.enumerated() where o.count == 1 && o.wantsLogits && o.sequence.started && canSpeculate(o.sequence) {

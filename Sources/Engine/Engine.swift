@@ -586,9 +586,8 @@ public final class Engine: @unchecked Sendable {
                         forcedAccepted += path.count
                         s.usage.forcedDraftedTokens += tree.count
                         s.usage.forcedAcceptedTokens += path.count
-                    } else {
-                        calibration.record(tree: tree, acceptedNodes: path)
                     }
+                    calibration.record(tree: tree, acceptedNodes: path)
                     drafted += tree.count
                     accepted += path.count
                     s.usage.draftedTokens += tree.count
@@ -672,7 +671,7 @@ public final class Engine: @unchecked Sendable {
         var wantsLogits: Bool
         var tree: DraftTree?
         var treeRow = 0
-        /// The tree is a run of tokens a grammar forces (not calibrated: it is not a drafter's guess).
+        /// The tree is a run of tokens a grammar forces (drafted without the drafter).
         var forced = false
     }
 
@@ -806,7 +805,8 @@ public final class Engine: @unchecked Sendable {
             }
             trees.append((inputOwners[k], tree))
         }
-        for (owner, tree) in forced {
+        for (owner, raw) in forced {
+            let tree = calibration.calibrated(raw)
             let cached = cache.lengths[owners[owner].sequence.slot]
             for n in 0..<tree.count {
                 candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n],

@@ -12,10 +12,11 @@ public struct DraftTree: Sendable, Equatable {
     public var depths: [Int] = []
     public var confidences: [Float] = []
     /// Which of the drafter's sources proposed each node (0: its own; 1: prompt lookup; 2: its own
-    /// with more context; `grammarSource`: forced by the request's grammar, never calibrated), so
-    /// each source's confidences are calibrated separately.
+    /// with more context; `grammarSource`: forced by the request's grammar), so each source's
+    /// confidences are calibrated separately.
     public var sources: [UInt8] = []
-    /// The source of nodes a grammar forces (the engine drafts them itself, with score 1).
+    /// The source of nodes a grammar forces (the engine drafts them itself, raw confidence 1:
+    /// their text is certain, their split into tokens is not, so their acceptance is learned).
     public static let grammarSource: UInt8 = 3
     public var scores: [Float] = []
 

@@ -10,8 +10,8 @@ public struct ScoreCalibration: Sendable {
     public static let buckets = 10
     public let maxDepth: Int
     public let priorWeight: Float
-    /// Node sources told apart (`DraftTree.sources`).
-    public static let sources = 3
+    /// Node sources told apart (`DraftTree.sources`; the last is `DraftTree.grammarSource`).
+    public static let sources = 4
     /// `[source * (maxDepth + 1) + depth][bucket]` nodes observed and accepted (depth index
     /// 1...maxDepth; deeper nodes share the last).
     public private(set) var observed: [[Int]]
