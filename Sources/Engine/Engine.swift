@@ -1,4 +1,5 @@
 import Foundation
+import Grammar
 import Kernels
 import Model
 import Speculation
@@ -16,9 +17,24 @@ public struct GenerationRequest: Sendable {
     public var topLogprobs: Int
     /// Per-request opt-out of speculative decoding (the API's `"speculation": false`).
     public var speculation: Bool
+    /// Constrained decoding: every generated token keeps the output a prefix of a match of this
+    /// grammar, and the generation ends (finish reason `stop`) once the match is complete.
+    public var grammar: TokenGrammar?
+    /// Added to these tokens' logits before sampling (OpenAI `logit_bias`; -100 bans a token).
+    public var logitBias: [Int32: Float]
+    /// Log-probabilities of the prompt's own tokens (OpenAI `echo` with `logprobs`): nil for
+    /// none, else how many most likely alternatives to report per position. Delivered once, as
+    /// `TokenEvent.promptLogprobs`, before `started`; the prompt's keys and values are computed,
+    /// not reused from the prefix cache.
+    public var promptLogprobs: Int?
+    /// An embedding request: the prompt is run, `TokenEvent.embedding` reports the mean of its
+    /// rows' final hidden states (after the output norm), L2-normalised, and nothing is generated.
+    public var embedding: Bool
 
+    /// `maxTokens` may be 0 (the prompt is scored or embedded, nothing generated).
     public init(promptTokens: [Int32], maxTokens: Int, sampling: SamplingParameters, stopTokens: Set<Int32>,
-                logprobs: Bool = false, topLogprobs: Int = 0, speculation: Bool = true) {
+                logprobs: Bool = false, topLogprobs: Int = 0, speculation: Bool = true, grammar: TokenGrammar? = nil,
+                logitBias: [Int32: Float] = [:], promptLogprobs: Int? = nil, embedding: Bool = false) {
         self.promptTokens = promptTokens
         self.maxTokens = maxTokens
         self.sampling = sampling
@@ -26,7 +42,14 @@ public struct GenerationRequest: Sendable {
         self.logprobs = logprobs
         self.topLogprobs = topLogprobs
         self.speculation = speculation
+        self.grammar = grammar
+        self.logitBias = logitBias
+        self.promptLogprobs = promptLogprobs
+        self.embedding = embedding
     }
+
+    /// Whether every prompt row must be computed (no prefix reuse): prompt scores or an embedding.
+    var needsPromptRows: Bool { promptLogprobs != nil || embedding }
 }
 
 /// One generated token with its optional log-probabilities.
@@ -42,6 +65,11 @@ public struct GeneratedToken: Sendable {
 public enum TokenEvent: Sendable {
     /// Prefill finished; generation starts.
     case started(promptTokens: Int)
+    /// The prompt's tokens with their log-probabilities under the model (the first has none),
+    /// when the request asked (`promptLogprobs`); sent just before `started`.
+    case promptLogprobs([GeneratedToken])
+    /// The pooled, normalised hidden state of an embedding request's prompt; `finished` follows.
+    case embedding([Float])
     case token(GeneratedToken)
     case finished(FinishReason, promptTokens: Int, completionTokens: Int, speculation: SpeculationUsage)
     case failed(EngineError)
@@ -55,12 +83,18 @@ public struct SpeculationUsage: Sendable, Equatable {
     /// Decode steps of the request, and those that verified a draft tree.
     public var decodeSteps = 0
     public var speculativeSteps = 0
+    /// Of the drafted and accepted tokens, those a grammar forced (drafted without a drafter).
+    public var forcedDraftedTokens = 0
+    public var forcedAcceptedTokens = 0
 
-    public init(draftedTokens: Int = 0, acceptedTokens: Int = 0, decodeSteps: Int = 0, speculativeSteps: Int = 0) {
+    public init(draftedTokens: Int = 0, acceptedTokens: Int = 0, decodeSteps: Int = 0, speculativeSteps: Int = 0,
+                forcedDraftedTokens: Int = 0, forcedAcceptedTokens: Int = 0) {
         self.draftedTokens = draftedTokens
         self.acceptedTokens = acceptedTokens
         self.decodeSteps = decodeSteps
         self.speculativeSteps = speculativeSteps
+        self.forcedDraftedTokens = forcedDraftedTokens
+        self.forcedAcceptedTokens = forcedAcceptedTokens
     }
 }
 
@@ -117,6 +151,9 @@ public struct EngineSnapshot: Sendable {
     public var draftedTokens = 0
     public var acceptedTokens = 0
     public var speculativeSteps = 0
+    /// Draft tokens forced by grammars (drafted for free) and those accepted.
+    public var forcedDraftedTokens = 0
+    public var forcedAcceptedTokens = 0
     /// Decode steps summed over sequences (each running sequence's root row counts once).
     public var decodeRoots = 0
     /// The step-cost model the planner uses, after online refresh (nil: speculation off).
@@ -257,6 +294,8 @@ public final class Engine: @unchecked Sendable {
     private var drafted = 0
     private var accepted = 0
     private var speculativeSteps = 0
+    var forcedDrafted = 0
+    var forcedAccepted = 0
     private var decodeRoots = 0
     /// The planner's prediction for the step being run (goodput and plain goodput, tokens/s).
     private var lastPlan: (goodput: Double, plain: Double)?
@@ -272,7 +311,9 @@ public final class Engine: @unchecked Sendable {
     private var draftSeconds = 0.0
     private var realizedOverPlain = 1.0
     private var recent: [(time: Double, tokens: Int)] = []
-    private let rawLogits: UnsafeMutablePointer<Float>
+    let rawLogits: UnsafeMutablePointer<Float>
+    /// A logits row to constrain without touching the step's own (draft verification).
+    let scratchLogits: UnsafeMutablePointer<Float>
 
     final class Sequence {
         let request: GenerationRequest
@@ -287,6 +328,12 @@ public final class Engine: @unchecked Sendable {
         var sampler: Sampler
         var history: TokenCounts
         var usage = SpeculationUsage()
+        /// Where the output is in the request's grammar (nil: unconstrained).
+        var grammarState: GrammarState?
+        /// Prompt log-probabilities gathered so far (`request.promptLogprobs`).
+        var promptScores: [GeneratedToken] = []
+        /// Sum of the prompt rows' normalised hidden states so far (embedding requests).
+        var pooled: [Float] = []
 
         init(request: GenerationRequest, handle: RequestHandle, vocabularySize: Int, onEvent: @escaping @Sendable (TokenEvent) -> Void) {
             self.request = request
@@ -295,6 +342,7 @@ public final class Engine: @unchecked Sendable {
             tokens = request.promptTokens
             sampler = Sampler(parameters: request.sampling, vocabularySize: vocabularySize)
             history = TokenCounts(vocabularySize: vocabularySize)
+            grammarState = request.grammar?.initialState
         }
     }
 
@@ -308,6 +356,7 @@ public final class Engine: @unchecked Sendable {
                                 type: config.kvCacheType)
         running = Array(repeating: nil, count: config.slots)
         rawLogits = .allocate(capacity: model.config.vocabularySize)
+        scratchLogits = .allocate(capacity: model.config.vocabularySize)
         switch config.drafter {
         case .ngram: drafter = NGramDrafter()
         case .recycle: drafter = RecycleDrafter(vocabularySize: model.config.vocabularySize)
@@ -340,6 +389,7 @@ public final class Engine: @unchecked Sendable {
 
     deinit {
         rawLogits.deallocate()
+        scratchLogits.deallocate()
     }
 
     /// Queues a request. Throws `queueFull`, `promptTooLong`, `emptyPrompt` or `shuttingDown`.
@@ -444,7 +494,7 @@ public final class Engine: @unchecked Sendable {
             while !stop, let s = waiting.first, let free = running.firstIndex(where: { $0 == nil }) {
                 // Reuse cached blocks of a shared prefix, then make sure the rest of the prompt fits.
                 cache.reset(slot: free)
-                _ = cache.attachPrefix(slot: free, tokens: s.tokens)
+                if !(s.request.needsPromptRows && !s.started) { _ = cache.attachPrefix(slot: free, tokens: s.tokens) }
                 guard cache.reserve(slot: free, positions: s.tokens.count + 1) else {
                     cache.reset(slot: free)
                     if order.isEmpty { fail(waiting.removeFirst(), .modelFailure("the KV cache cannot hold this prompt")) }
@@ -478,16 +528,22 @@ public final class Engine: @unchecked Sendable {
                 index += 1
             }
             var budget = configuration.prefillChunk
+            var logitRows = rows.count
             for s in order where budget > 0 {
                 let cached = cache.lengths[s.slot]
                 let pending = s.tokens.count - cached
                 guard pending > 1 else { continue }
-                let count = min(pending, budget)
-                guard cache.reserve(slot: s.slot, positions: cached + count) else { continue }
+                // Prompt scores need logits for every row: a chunk fits the step's logit rows.
+                let scoring = s.request.promptLogprobs != nil && !s.started
+                let count = min(pending, budget, scoring ? model.maxLogitRows - logitRows : pending)
+                guard count > 0, cache.reserve(slot: s.slot, positions: cached + count) else { continue }
                 let last = count == pending
-                owners.append(Owner(sequence: s, firstRow: rows.count, count: count, wantsLogits: last))
-                rows += BatchRow.chain(slot: s.slot, tokens: s.tokens[cached..<(cached + count)], startPosition: cached, firstRow: rows.count)
-                if !last { rows[rows.count - 1].wantsLogits = false }
+                let embedding = s.request.embedding && !s.started
+                owners.append(Owner(sequence: s, firstRow: rows.count, count: count, wantsLogits: last && !embedding))
+                rows += BatchRow.chain(slot: s.slot, tokens: s.tokens[cached..<(cached + count)], startPosition: cached, firstRow: rows.count,
+                                       allLogits: scoring)
+                if !last && !scoring || embedding { rows[rows.count - 1].wantsLogits = false }
+                logitRows += rows[(rows.count - count)...].reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
                 budget -= count
             }
             if rows.isEmpty { continue }
@@ -525,6 +581,12 @@ public final class Engine: @unchecked Sendable {
                 if let tree = o.tree {
                     let path = verify(tree, owner: o, sequence: s, rows: rows, logitIndex: logitIndex, decided: &decided)
                     for node in path { keep.append(o.treeRow + node) }
+                    if o.forced {
+                        forcedDrafted += tree.count
+                        forcedAccepted += path.count
+                        s.usage.forcedDraftedTokens += tree.count
+                        s.usage.forcedAcceptedTokens += path.count
+                    }
                     calibration.record(tree: tree, acceptedNodes: path)
                     drafted += tree.count
                     accepted += path.count
@@ -545,10 +607,19 @@ public final class Engine: @unchecked Sendable {
                     fail(s, .modelFailure("\(error)"))
                     continue
                 }
+                if !s.started && s.request.needsPromptRows {
+                    gatherPromptRows(o, sequence: s, rows: rows, logitIndex: logitIndex)
+                }
                 if !s.started && cache.lengths[s.slot] >= s.request.promptTokens.count {
                     s.started = true
                     promptTokens += s.request.promptTokens.count
+                    if s.request.promptLogprobs != nil { s.onEvent(.promptLogprobs(s.promptScores)) }
+                    if s.request.embedding { s.onEvent(.embedding(pooledEmbedding(s))) }
                     s.onEvent(.started(promptTokens: s.request.promptTokens.count))
+                    if s.request.embedding || s.request.maxTokens == 0 {
+                        finish(s, s.request.embedding ? .stop : .length)
+                        continue
+                    }
                 }
                 guard o.wantsLogits else { continue }
                 if let decided {
@@ -559,8 +630,9 @@ public final class Engine: @unchecked Sendable {
                     }
                     continue
                 }
-                // One token per kept row whose logits exist: the accepted tokens, then the bonus.
-                for row in keep where logitIndex[row] >= 0 {
+                // One token per kept row whose logits exist: the accepted tokens, then the bonus. Of
+                // a prefill chunk only the last row counts (a scored prompt has logits for all).
+                for row in keep where logitIndex[row] >= 0 && row >= o.firstRow + o.count - 1 {
                     emitToken(s, logits: model.logits + logitIndex[row] * vocab)
                     produced += 1
                     if running[s.slot] !== s || s.slot < 0 { break }
@@ -599,6 +671,8 @@ public final class Engine: @unchecked Sendable {
         var wantsLogits: Bool
         var tree: DraftTree?
         var treeRow = 0
+        /// The tree is a run of tokens a grammar forces (drafted without the drafter).
+        var forced = false
     }
 
     /// Positions a step's rows attend to in all (each row: its position + 1).
@@ -664,7 +738,7 @@ public final class Engine: @unchecked Sendable {
 
     /// Whether `s` may draft: no penalties (they depend on the path), no log-probabilities, not
     /// seeded sampling, not opted out.
-    private func canSpeculate(_ s: Sequence) -> Bool {
+    func canSpeculate(_ s: Sequence) -> Bool {
         let p = s.request.sampling
         // A seeded sampled request wants a reproducible output: its random draws would depend
         // on the drafts (which depend on what the drafter has learned), so it does not draft.
@@ -684,12 +758,17 @@ public final class Engine: @unchecked Sendable {
         // A drafter that runs the model costs far more per probe: it probes 8 times less often.
         let losing = realizedOverPlain < 0.95
         let probeEvery = drafter.usesModel && losing ? 32 : 4
-        if configuration.strategy == .cast && (plainPlansInARow >= 8 || losing) && plannedSteps % probeEvery != 0 { return }
+        // Runs a grammar forces cost no drafting: they are drafted every step.
+        let forced = forcedRuns(owners)
+        let forcedOwners = Set(forced.map(\.owner))
+        let skipDrafter = configuration.strategy == .cast && (plainPlansInARow >= 8 || losing) && plannedSteps % probeEvery != 0
+        if skipDrafter && forced.isEmpty { return }
         var trees: [(owner: Int, tree: DraftTree)] = []
         var candidates: [CASTPlanner.Candidate] = []
         var inputs: [DraftInput] = []
         var inputOwners: [Int] = []
-        for (i, o) in owners.enumerated() where o.count == 1 && o.wantsLogits && canSpeculate(o.sequence) {
+        for (i, o) in owners.enumerated() where !skipDrafter && o.count == 1 && o.wantsLogits && canSpeculate(o.sequence)
+            && !forcedOwners.contains(i) {
             let s = o.sequence
             let cached = cache.lengths[s.slot]
             guard s.tokens.count - cached == 1 else { continue }
@@ -707,13 +786,16 @@ public final class Engine: @unchecked Sendable {
                                      maxDepth: min(room, depthCap)))
             inputOwners.append(i)
         }
-        guard !inputs.isEmpty else { return }
-        let draftStart = ContinuousClock.now
-        guard let proposals = try? drafter.propose(inputs) else { return }
-        draftMilliseconds = (ContinuousClock.now - draftStart).seconds * 1000
-        draftSeconds += draftMilliseconds / 1000
+        guard !inputs.isEmpty || !forced.isEmpty else { return }
+        var proposals: [DraftTree] = []
+        if !inputs.isEmpty {
+            let draftStart = ContinuousClock.now
+            proposals = (try? drafter.propose(inputs)) ?? []
+            draftMilliseconds = (ContinuousClock.now - draftStart).seconds * 1000
+            draftSeconds += draftMilliseconds / 1000
+        }
         for (k, proposal) in proposals.enumerated() {
-            var tree = calibration.calibrated(proposal)
+            var tree = grammarFiltered(calibration.calibrated(proposal), sequence: owners[inputOwners[k]].sequence)
             if configuration.strategy == .chain4 { tree = tree.bestPath(maxDepth: 4) }
             guard !tree.isEmpty else { continue }
             let cached = cache.lengths[owners[inputOwners[k]].sequence.slot]
@@ -722,6 +804,15 @@ public final class Engine: @unchecked Sendable {
                                                         positions: cached + tree.depths[n] + 1))
             }
             trees.append((inputOwners[k], tree))
+        }
+        for (owner, raw) in forced {
+            let tree = calibration.calibrated(raw)
+            let cached = cache.lengths[owners[owner].sequence.slot]
+            for n in 0..<tree.count {
+                candidates.append(CASTPlanner.Candidate(sequence: trees.count, node: n, score: tree.scores[n], depth: tree.depths[n],
+                                                        positions: cached + tree.depths[n] + 1))
+            }
+            trees.append((owner, tree))
         }
         guard !trees.isEmpty else { return }
         let decodeRows = owners.reduce(0) { $0 + ($1.count == 1 && $1.wantsLogits ? 1 : 0) }
@@ -765,6 +856,7 @@ public final class Engine: @unchecked Sendable {
             guard cache.reserve(slot: s.slot, positions: cached + 1 + (tree.depths.max() ?? 0)) else { continue }
             owners[entry.owner].tree = tree
             owners[entry.owner].treeRow = rows.count
+            owners[entry.owner].forced = forcedOwners.contains(entry.owner)
             for n in 0..<tree.count {
                 let parent = tree.parents[n] < 0 ? root : owners[entry.owner].treeRow + tree.parents[n]
                 rows.append(BatchRow(slot: s.slot, token: tree.tokens[n], position: cached + tree.depths[n], parent: parent))
@@ -797,17 +889,19 @@ public final class Engine: @unchecked Sendable {
         var row = o.firstRow
         var path: [Int] = []
         var tokens: [Int32] = []
+        var state = s.grammarState
         while true {
             let logitsRow = model.logits + logitIndex[row] * vocab
             drafter.observe(previous: previousToken(row, rows: rows, sequence: s), token: rows[row].token, logits: logitsRow, vocabularySize: vocab)
             let children = tree.children(of: node)
             if greedy {
-                let next = argmax(logitsRow, count: vocab)
+                let next = isConstrained(s) ? constrainedArgmax(s, logits: logitsRow, state: state) : argmax(logitsRow, count: vocab)
                 guard let child = children.first(where: { tree.tokens[$0] == next }) else { break }
                 node = child
             } else {
                 let ordered = children.sorted { tree.scores[$0] > tree.scores[$1] }
-                let (ids, probabilities) = s.sampler.distribution(logits: logitsRow, count: vocab, history: s.history)
+                let rowLogits = isConstrained(s) ? constrainedCopy(s, logits: logitsRow, state: state) : logitsRow
+                let (ids, probabilities) = s.sampler.distribution(logits: rowLogits, count: vocab, history: s.history)
                 var residual = Array(probabilities)
                 let outcome = TreeVerifier.verify(ids: Array(ids), probabilities: &residual, children: ordered.map { tree.tokens[$0] },
                                                   uniform: { s.sampler.nextUnit() })
@@ -820,6 +914,7 @@ public final class Engine: @unchecked Sendable {
             }
             path.append(node)
             row = o.treeRow + node
+            if let g = s.request.grammar, let st = state { state = g.advance(st, token: tree.tokens[node]) }
         }
         if !greedy { decided = tokens }
         return path
@@ -843,7 +938,7 @@ public final class Engine: @unchecked Sendable {
             // The sampler transforms logits in place; log-probabilities use the model's own.
             rawLogits.update(from: logits, count: vocab)
         }
-        let token = s.sampler.sample(logits: logits, count: vocab, history: s.history)
+        let token = isConstrained(s) ? sampleConstrained(s, logits: logits) : s.sampler.sample(logits: logits, count: vocab, history: s.history)
         if wantsLogprobs {
             let (lse, best) = Self.logprobs(rawLogits, count: vocab, top: s.request.topLogprobs)
             logprob = rawLogits[Int(token)] - lse
@@ -857,9 +952,12 @@ public final class Engine: @unchecked Sendable {
         s.generated += 1
         s.history.add(token)
         s.tokens.append(token)
+        if let g = s.request.grammar, let state = s.grammarState { s.grammarState = g.advance(state, token: token) }
         s.onEvent(.token(GeneratedToken(id: token, logprob: s.request.logprobs ? logprob : nil, topLogprobs: top)))
         if s.request.stopTokens.contains(token) {
             finish(s, .stop)
+        } else if let g = s.request.grammar, let state = s.grammarState, g.isComplete(state) {
+            finish(s, .stop)  // the output matches the grammar and nothing may follow
         } else if s.generated >= s.request.maxTokens || s.tokens.count >= cache.capacity {
             finish(s, .length)
         }
@@ -939,6 +1037,8 @@ public final class Engine: @unchecked Sendable {
         snapshotValue.draftedTokens = drafted
         snapshotValue.acceptedTokens = accepted
         snapshotValue.speculativeSteps = speculativeSteps
+        snapshotValue.forcedDraftedTokens = forcedDrafted
+        snapshotValue.forcedAcceptedTokens = forcedAccepted
         snapshotValue.decodeRoots = decodeRoots
         if let cost { snapshotValue.costModel = cost }
         if let plan = lastPlan {

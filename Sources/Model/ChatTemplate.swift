@@ -2,14 +2,59 @@ import GGUF
 
 // MARK: - Chat template
 
-/// One chat message as the template sees it (`message.role`, `message.content`).
+/// One chat message as the template sees it (`message.role`, `message.content`, and any extra
+/// keys such as `tool_calls`, `tool_call_id` and `name`).
 public struct ChatMessage: Sendable, Equatable {
     public var role: String
     public var content: String
+    /// More keys of the message object, in order (e.g. an assistant turn's `tool_calls`).
+    public var extra: [(String, TemplateValue)]
 
-    public init(role: String, content: String) {
+    public init(role: String, content: String, extra: [(String, TemplateValue)] = []) {
         self.role = role
         self.content = content
+        self.extra = extra
+    }
+
+    public static func == (a: ChatMessage, b: ChatMessage) -> Bool {
+        a.role == b.role && a.content == b.content && a.extra.count == b.extra.count
+            && zip(a.extra, b.extra).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+    }
+}
+
+/// A JSON-like value handed to a chat template (tool definitions, tool calls).
+public indirect enum TemplateValue: Sendable, Equatable {
+    case null
+    case bool(Bool)
+    case integer(Int)
+    case double(Double)
+    case string(String)
+    case list([TemplateValue])
+    case object([(String, TemplateValue)])
+
+    public static func == (a: TemplateValue, b: TemplateValue) -> Bool {
+        switch (a, b) {
+        case (.null, .null): return true
+        case (.bool(let x), .bool(let y)): return x == y
+        case (.integer(let x), .integer(let y)): return x == y
+        case (.double(let x), .double(let y)): return x == y
+        case (.string(let x), .string(let y)): return x == y
+        case (.list(let x), .list(let y)): return x == y
+        case (.object(let x), .object(let y)): return x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: return false
+        }
+    }
+
+    var jinja: JinjaValue {
+        switch self {
+        case .null: return .none
+        case .bool(let b): return .bool(b)
+        case .integer(let i): return .integer(i)
+        case .double(let d): return .float(d)
+        case .string(let s): return .string(s)
+        case .list(let items): return .list(items.map(\.jinja))
+        case .object(let members): return .dictionary(JinjaDictionary(members.map { ($0.0, $0.1.jinja) }))
+        }
     }
 }
 
@@ -28,6 +73,8 @@ public struct ChatMessage: Sendable, Equatable {
 public struct ChatTemplate: Sendable {
     /// The Jinja source.
     public let source: String
+    /// Whether the template renders tool definitions itself (it reads the `tools` variable).
+    public var supportsTools: Bool { source.contains("tools") }
     private let nodes: [JinjaNode]
 
     /// Parses a template.
@@ -50,21 +97,22 @@ public struct ChatTemplate: Sendable {
     ///   - messages: the conversation, oldest first.
     ///   - addGenerationPrompt: append the header that starts the assistant's reply.
     ///   - bosToken, eosToken: texts of the model's BOS/EOS tokens (templates often print `bos_token`).
-    ///   - variables: extra string variables (e.g. `date_string`); `tools` is always defined as none.
+    ///   - variables: extra string variables (e.g. `date_string`).
+    ///   - tools: the `tools` variable (tool definitions), none when nil.
     /// - Returns: the prompt text, to be encoded with `parseSpecial: true`.
     /// - Throws: `ChatTemplateError`, e.g. `.raised` when the template rejects the conversation.
     public func render(
         messages: [ChatMessage], addGenerationPrompt: Bool, bosToken: String = "", eosToken: String = "",
-        variables: [String: String] = [:]
+        variables: [String: String] = [:], tools: [TemplateValue]? = nil
     ) throws(ChatTemplateError) -> String {
         var globals: [String: JinjaValue] = [
             "messages": .list(messages.map {
-                .dictionary(JinjaDictionary([("role", .string($0.role)), ("content", .string($0.content))]))
+                .dictionary(JinjaDictionary([("role", .string($0.role)), ("content", .string($0.content))] + $0.extra.map { ($0.0, $0.1.jinja) }))
             }),
             "add_generation_prompt": .bool(addGenerationPrompt),
             "bos_token": .string(bosToken),
             "eos_token": .string(eosToken),
-            "tools": .none,
+            "tools": tools.map { .list($0.map(\.jinja)) } ?? .none,
         ]
         for (name, value) in variables { globals[name] = .string(value) }
         var interpreter = JinjaInterpreter(globals: globals)

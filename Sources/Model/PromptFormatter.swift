@@ -27,14 +27,15 @@ public final class PromptFormatter: @unchecked Sendable {
     }
 
     /// The rendered prompt text of a conversation, ending with the assistant's turn opener.
-    public func chatText(_ messages: [ChatMessage]) throws -> String {
+    /// `tools`: tool definitions for templates that render them (`ChatTemplate.supportsTools`).
+    public func chatText(_ messages: [ChatMessage], tools: [TemplateValue]? = nil) throws -> String {
         guard let template else { throw PromptError.noChatTemplate }
-        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: bosText, eosToken: eosText)
+        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: bosText, eosToken: eosText, tools: tools)
     }
 
     /// Prompt tokens of a conversation (special tokens in the rendered template are parsed).
-    public func chatTokens(_ messages: [ChatMessage]) throws -> [Int32] {
-        var text = try chatText(messages)
+    public func chatTokens(_ messages: [ChatMessage], tools: [TemplateValue]? = nil) throws -> [Int32] {
+        var text = try chatText(messages, tools: tools)
         var ids: [Int32] = []
         // Templates that print the BOS text themselves must not get a second BOS.
         if tokenizer.addsBOS, let bos = tokenizer.bosID {

@@ -1,10 +1,61 @@
 import Foundation
+import Grammar
 import Model
 
 /// A chat message as the API receives it (content parts flattened to text).
 public struct APIMessage: Equatable, Sendable {
     public var role: String
     public var content: String
+    /// An assistant turn's tool calls (history).
+    public var toolCalls: [APIToolCall] = []
+    /// A `tool` message's `tool_call_id` and a message's optional `name`.
+    public var toolCallID: String?
+    public var name: String?
+}
+
+/// A tool call in the conversation history: id, function name and arguments (JSON text).
+public struct APIToolCall: Equatable, Sendable {
+    public var id: String
+    public var name: String
+    public var arguments: String
+}
+
+/// A function the model may call (`tools[i].function`).
+public struct ToolDefinition: Sendable {
+    public var name: String
+    public var description: String?
+    /// The JSON schema of the arguments (an object schema), in document order.
+    public var parameters: JSONValue
+}
+
+/// `tool_choice`.
+public enum ToolChoice: Equatable, Sendable {
+    case none, auto, required
+    case function(String)
+}
+
+/// Sampling parameters for fields a request leaves out (config.json `sampling_defaults`).
+public struct SamplingDefaults: Sendable, Equatable {
+    public var temperature: Float
+    public var topP: Float
+    public var topK: Int
+    public var minP: Float
+    public var presencePenalty: Float
+    public var frequencyPenalty: Float
+
+    public init(temperature: Float, topP: Float, topK: Int, minP: Float, presencePenalty: Float = 0, frequencyPenalty: Float = 0) {
+        self.temperature = temperature
+        self.topP = topP
+        self.topK = topK
+        self.minP = minP
+        self.presencePenalty = presencePenalty
+        self.frequencyPenalty = frequencyPenalty
+    }
+
+    /// OpenAI's own defaults (temperature 1, no truncation).
+    public static let openAI = SamplingDefaults(temperature: 1, topP: 1, topK: 0, minP: 0)
+    /// llama.cpp's server defaults, what a small model needs to stay coherent.
+    public static let llamaCpp = SamplingDefaults(temperature: 0.8, topP: 0.95, topK: 40, minP: 0.05)
 }
 
 /// The prompt of a request: chat messages, or completion text / token ids.
@@ -37,14 +88,28 @@ public struct CompletionRequest: Sendable {
     public var echo = false
     /// CastServe extension: false turns speculative decoding off for this request.
     public var speculation = true
+    /// Added to token logits (`logit_bias`: token id -> -100...100).
+    public var logitBias: [Int32: Float] = [:]
+    /// The grammar the output must match, as GBNF (from `response_format`, llama.cpp's `grammar`
+    /// or `json_schema`, or the tool-call format), and the field it came from (for errors).
+    public var outputGrammar: String?
+    public var outputGrammarParam: String?
+    /// Functions the model may call, and how (`tools`, `tool_choice`, `parallel_tool_calls`).
+    public var tools: [ToolDefinition] = []
+    public var toolChoice = ToolChoice.auto
+    public var parallelToolCalls = true
+    /// Whether tool definitions go to the prompt and the output may be tool calls.
+    public var usesTools: Bool { !tools.isEmpty && toolChoice != .none }
 
     static let chatKeys: Set<String> = ["model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k",
                                         "min_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
                                         "top_logprobs", "stream", "stream_options", "user", "speculation", "response_format",
-                                        "tools", "tool_choice", "parallel_tool_calls", "logit_bias", "store", "metadata"]
+                                        "tools", "tool_choice", "parallel_tool_calls", "logit_bias", "store", "metadata",
+                                        "grammar", "json_schema"]
 
-    /// Parses and validates a request body. `chat` selects the chat or the completions schema.
-    public static func parse(_ body: Data, chat: Bool) throws -> CompletionRequest {
+    /// Parses and validates a request body. `chat` selects the chat or the completions schema;
+    /// `defaults` fill the sampling fields it leaves out.
+    public static func parse(_ body: Data, chat: Bool, defaults: SamplingDefaults = .openAI) throws -> CompletionRequest {
         guard !body.isEmpty else { throw OpenAIError.invalid("body", "The request body is empty; send a JSON object", code: "invalid_json") }
         let object: Any
         do {
@@ -71,15 +136,17 @@ public struct CompletionRequest: Sendable {
             r.prompts = try prompts(raw)
         }
 
-        let maxTokens = try int(json, "max_completion_tokens", 1...1_048_576) ?? int(json, "max_tokens", 1...1_048_576)
+        // max_tokens 0 scores an echoed prompt without generating (completions only).
+        let least = chat ? 1 : 0
+        let maxTokens = try int(json, "max_completion_tokens", least...1_048_576) ?? int(json, "max_tokens", least...1_048_576)
         r.maxTokens = maxTokens
-        r.temperature = try number(json, "temperature", 0...2) ?? 1
-        r.topP = try number(json, "top_p", 0...1) ?? 1
+        r.temperature = try number(json, "temperature", 0...2) ?? defaults.temperature
+        r.topP = try number(json, "top_p", 0...1) ?? defaults.topP
         guard r.topP > 0 else { throw OpenAIError.invalid("top_p", "'top_p' must be greater than 0 and at most 1") }
-        r.topK = try int(json, "top_k", 0...1_000_000) ?? 0
-        r.minP = try number(json, "min_p", 0...1) ?? 0
-        r.presencePenalty = try number(json, "presence_penalty", -2...2) ?? 0
-        r.frequencyPenalty = try number(json, "frequency_penalty", -2...2) ?? 0
+        r.topK = try int(json, "top_k", 0...1_000_000) ?? defaults.topK
+        r.minP = try number(json, "min_p", 0...1) ?? defaults.minP
+        r.presencePenalty = try number(json, "presence_penalty", -2...2) ?? defaults.presencePenalty
+        r.frequencyPenalty = try number(json, "frequency_penalty", -2...2) ?? defaults.frequencyPenalty
         r.n = try int(json, "n", 1...16) ?? 1
         if let seed = json["seed"], !(seed is NSNull) {
             guard let n = seed as? NSNumber, !isJSONBool(seed), let v = Int64(exactly: n.doubleValue) else {
@@ -110,7 +177,12 @@ public struct CompletionRequest: Sendable {
                 r.topLogprobs = lp
             }
             r.echo = try bool(json, "echo") ?? false
+            if maxTokens == 0 && !r.echo {
+                throw OpenAIError.invalid("max_tokens", "'max_tokens' is 0: nothing would be generated; send 'echo': true with 'logprobs' to score the prompt, or a positive 'max_tokens'")
+            }
         }
+        r.logitBias = try logitBias(json)
+        try parseStructuredOutput(json, body: body, chat: chat, into: &r)
         r.stream = try bool(json, "stream") ?? false
         r.speculation = try bool(json, "speculation") ?? true
         if let options = json["stream_options"], !(options is NSNull) {
@@ -174,6 +246,10 @@ public struct CompletionRequest: Sendable {
             guard let role = m["role"] as? String, ["system", "user", "assistant", "developer", "tool"].contains(role) else {
                 throw OpenAIError.invalid("messages[\(i)].role", "'messages[\(i)].role' must be one of system, user, assistant, developer, tool")
             }
+            var calls: [APIToolCall] = []
+            if role == "assistant", let raw = m["tool_calls"], !(raw is NSNull) {
+                calls = try toolCalls(raw, param: "messages[\(i)].tool_calls")
+            }
             let content: String
             switch m["content"] {
             case let s as String:
@@ -193,7 +269,37 @@ public struct CompletionRequest: Sendable {
             default:
                 throw OpenAIError.invalid("messages[\(i)].content", "'messages[\(i)].content' must be a string or a list of text parts")
             }
-            return APIMessage(role: role == "developer" ? "system" : role, content: content)
+            var message = APIMessage(role: role == "developer" ? "system" : role, content: content, toolCalls: calls)
+            if role == "tool" {
+                guard let id = m["tool_call_id"] as? String else {
+                    throw OpenAIError.invalid("messages[\(i)].tool_call_id", "a 'tool' message needs 'tool_call_id': the id of the call it answers")
+                }
+                message.toolCallID = id
+            }
+            if let name = m["name"], !(name is NSNull) {
+                guard let n = name as? String else { throw OpenAIError.invalid("messages[\(i)].name", "'messages[\(i)].name' must be a string") }
+                message.name = n
+            }
+            return message
+        }
+    }
+
+    /// An assistant message's `tool_calls` history.
+    static func toolCalls(_ raw: Any, param: String) throws -> [APIToolCall] {
+        guard let list = raw as? [Any] else { throw OpenAIError.invalid(param, "'\(param)' must be a list of tool calls") }
+        return try list.enumerated().map { k, item in
+            guard let call = item as? [String: Any], let function = call["function"] as? [String: Any],
+                  let name = function["name"] as? String else {
+                throw OpenAIError.invalid("\(param)[\(k)]", "'\(param)[\(k)]' must be {\"id\", \"type\": \"function\", \"function\": {\"name\", \"arguments\"}}")
+            }
+            let arguments: String
+            switch function["arguments"] {
+            case let s as String: arguments = s
+            case nil, is NSNull: arguments = "{}"
+            case let other?:
+                arguments = String(decoding: (try? JSONSerialization.data(withJSONObject: other, options: [.sortedKeys])) ?? Data("{}".utf8), as: UTF8.self)
+            }
+            return APIToolCall(id: call["id"] as? String ?? "call_\(k)", name: name, arguments: arguments)
         }
     }
 

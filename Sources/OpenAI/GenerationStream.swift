@@ -40,6 +40,11 @@ struct ChoiceState {
     var failed: EngineError?
     var handle: RequestHandle?
     var speculation = SpeculationUsage()
+    /// The prompt's tokens with log-probabilities (echo with logprobs), and an embedding.
+    var promptScores: [GeneratedToken] = []
+    var embedding: [Float] = []
+    /// Raw generated text (before stop strings), for reading tool calls.
+    var raw = ""
 
     init(tokenizer: Tokenizer, stops: [String]) {
         decoder = Tokenizer.StreamingDecoder(tokenizer: tokenizer, skipSpecial: true)
@@ -54,12 +59,20 @@ struct ChoiceState {
         case .started(let n):
             promptTokens = n
             return ""
+        case .promptLogprobs(let scores):
+            promptScores = scores
+            return ""
+        case .embedding(let v):
+            embedding = v
+            return ""
         case .token(let t):
             guard finish == nil else { return "" }
             completionTokens += 1
             tokens.append(t)
             if stopTokens.contains(t.id) { return "" }
-            let (piece, stopped) = stop.append(decoder.append(t.id))
+            let decoded = decoder.append(t.id)
+            raw += decoded
+            let (piece, stopped) = stop.append(decoded)
             text += piece
             if stopped { finish = .stop }
             return piece
@@ -69,7 +82,9 @@ struct ChoiceState {
             guard finish == nil else { return "" }  // already ended by a stop string
             finish = reason
             completionTokens = completion
-            let rest = stop.append(decoder.finish())
+            let flushed = decoder.finish()
+            raw += flushed
+            let rest = stop.append(flushed)
             var tail = rest.text
             if rest.stopped { finish = .stop } else { tail += stop.finish() }
             text += tail

@@ -73,12 +73,16 @@ public struct OpenAIError: Error, CustomStringConvertible, Equatable {
         }
     }
 
-    /// The JSON body.
+    /// The JSON body (`param` and `code` are null when absent, as OpenAI sends them).
     public var body: Data {
-        var error: [String: Any] = ["message": message, "type": type]
-        error["param"] = param ?? NSNull()
-        error["code"] = code ?? NSNull()
-        return (try? JSONSerialization.data(withJSONObject: ["error": error], options: [.sortedKeys])) ?? Data()
+        struct Inner: Encodable {
+            var message: String
+            var type: String
+            @Nullable var param: String?
+            @Nullable var code: String?
+        }
+        struct Envelope: Encodable { var error: Inner }
+        return encodeJSON(Envelope(error: Inner(message: message, type: type, param: param, code: code)))
     }
 
     public var response: HTTPResponse {

@@ -24,11 +24,14 @@ public struct ServiceSettings: Sendable {
     public var modelAliases: [String]
     public var apiKeys: [String]
     public var defaultMaxTokens: Int
+    /// Sampling parameters for the fields a request leaves out (`sampling_defaults`).
+    public var samplingDefaults: SamplingDefaults
 
-    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int) {
+    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI) {
         self.modelAliases = modelAliases
         self.apiKeys = apiKeys
         self.defaultMaxTokens = defaultMaxTokens
+        self.samplingDefaults = samplingDefaults
     }
 }
 
@@ -48,6 +51,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private let lock = NSLock()
     private var state = State.loading
     private let created = Int(Date().timeIntervalSince1970)
+    /// Output grammars of recent requests, bound to the model's vocabulary.
+    let grammarCache = GrammarCache()
 
     public init(settings: ServiceSettings, logger: Logger) {
         self.settings = settings
@@ -122,7 +127,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     static let routes: [String: [String]] = [
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],
         "/tokenize": ["POST"], "/detokenize": ["POST"], "/health": ["GET", "HEAD"], "/metrics": ["GET", "HEAD"],
-        "/v1/cast/cost": ["GET"],
+        "/v1/cast/cost": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
     ]
 
     private func route(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
@@ -164,6 +169,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         case "/detokenize": try detokenize(request, responder, &log)
         case "/v1/chat/completions": try complete(request, chat: true, responder, &log, start: start)
         case "/v1/completions": try complete(request, chat: false, responder, &log, start: start)
+        case "/v1/embeddings": try embeddings(request, responder, &log)
+        case "/tokenizer_info": try tokenizerInfo(responder)
         default: throw OpenAIError.notFound(path)
         }
     }
@@ -188,7 +195,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         return diff == 0
     }
 
-    private func ready() throws -> Backend {
+    func ready() throws -> Backend {
         switch current {
         case .loading: throw OpenAIError.loading
         case .draining: throw OpenAIError.draining
@@ -242,10 +249,15 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private func tokenize(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
         let b = try ready()
         let d = try body(request)
-        guard let content = d["content"] as? String else { throw OpenAIError.invalid("content", "'content' is required: the text to tokenize") }
+        // llama.cpp's field names, or vLLM's (`prompt`, `add_special_tokens`; lm-eval's remote tokenizer).
+        guard let content = (d["content"] ?? d["prompt"]) as? String else {
+            throw OpenAIError.invalid("content", "'content' (or 'prompt') is required: the text to tokenize")
+        }
         let special = (d["parse_special"] as? Bool) ?? true
         var ids = b.formatter.tokenizer.encode(content, parseSpecial: special)
-        if (d["add_special"] as? Bool) == true, b.formatter.tokenizer.addsBOS, let bos = b.formatter.tokenizer.bosID { ids.insert(bos, at: 0) }
+        if ((d["add_special"] ?? d["add_special_tokens"]) as? Bool) == true, b.formatter.tokenizer.addsBOS, let bos = b.formatter.tokenizer.bosID {
+            ids.insert(bos, at: 0)
+        }
         if (d["with_pieces"] as? Bool) == true {
             responder.send(json(["tokens": ids.map { ["id": Int($0), "piece": b.formatter.tokenizer.decode([$0])] }]))
         } else {
@@ -264,223 +276,15 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
             }
             return i
         }
-        responder.send(json(["content": b.formatter.tokenizer.decode(ids)]))
+        let text = b.formatter.tokenizer.decode(ids)
+        responder.send(json(["content": text, "prompt": text]))
     }
 
-    // MARK: - Completions
-
-    private func complete(_ request: HTTPRequest, chat: Bool, _ responder: HTTPResponder, _ log: inout RequestLog,
-                          start: ContinuousClock.Instant) throws {
-        let b = try ready()
-        let r = try CompletionRequest.parse(request.body, chat: chat)
-        guard r.model == b.modelID || settings.modelAliases.contains(r.model) else {
-            throw OpenAIError.modelNotFound(r.model, available: [b.modelID] + settings.modelAliases)
-        }
-        let tokenizer = b.formatter.tokenizer
-        // Prompts as tokens; each prompt gets n choices.
-        var promptTokens: [[Int32]] = []
-        for p in r.prompts {
-            switch p {
-            case .chat(let messages):
-                do {
-                    promptTokens.append(try b.formatter.chatTokens(messages.map { ChatMessage(role: $0.role, content: $0.content) }))
-                } catch {
-                    throw OpenAIError.invalid("messages", "The chat template could not render these messages: \(error)")
-                }
-            case .text(let t): promptTokens.append(b.formatter.completionTokens(t))
-            case .tokens(let ids):
-                if let bad = ids.first(where: { Int($0) >= tokenizer.vocabularySize }) {
-                    throw OpenAIError.invalid("prompt", "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))")
-                }
-                promptTokens.append(ids)
-            }
-        }
-        for ids in promptTokens {
-            guard !ids.isEmpty else { throw OpenAIError.invalid(chat ? "messages" : "prompt", "The prompt is empty after tokenization") }
-            guard ids.count < b.contextLength else {
-                throw OpenAIError(status: .badRequest,
-                                  message: "This model's context length is \(b.contextLength) tokens, but the prompt has \(ids.count) tokens; shorten the prompt (at least one token must remain for the completion)",
-                                  type: "invalid_request_error", param: chat ? "messages" : "prompt", code: "context_length_exceeded")
-            }
-        }
-        let maxTokens = r.maxTokens ?? settings.defaultMaxTokens
-        let queue = EventQueue()
-        var choices: [ChoiceState] = []
-        let stopTokens = b.formatter.stopTokens
-        let id = (chat ? "chatcmpl-" : "cmpl-") + responder.requestID
-        for (p, ids) in promptTokens.enumerated() {
-            for k in 0..<r.n {
-                let index = p * r.n + k
-                let sampling = SamplingParameters(temperature: r.temperature, topK: r.topK, topP: r.topP, minP: r.minP,
-                                                  presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty,
-                                                  seed: r.seed.map { $0 &+ UInt64(index) })
-                let budget = min(maxTokens, b.contextLength - ids.count)
-                let g = GenerationRequest(promptTokens: ids, maxTokens: budget, sampling: sampling, stopTokens: stopTokens,
-                                          logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation)
-                var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
-                do {
-                    state.handle = try b.engine.submit(g) { queue.push(index, $0) }
-                } catch let e as EngineError {
-                    for c in choices { if let h = c.handle { b.engine.cancel(h) } }
-                    throw OpenAIError.from(e)
-                }
-                choices.append(state)
-            }
-        }
-        let cancelAll = { for c in choices { if let h = c.handle { b.engine.cancel(h) } } }
-        responder.onDisconnect { cancelAll() }
-        let created = Int(Date().timeIntervalSince1970)
-        let clock = ContinuousClock()
-        var firstToken = true
-        var stream: HTTPStream?
-        if r.stream {
-            stream = responder.startEventStream()
-            if chat {
-                for i in choices.indices {
-                    try? stream?.sendEvent(jsonText(chunk(id, created, b.modelID, chat: true, index: i, delta: ["role": "assistant", "content": ""], finish: nil)))
-                }
-            }
-        }
-        var lastGoneCheck = clock.now
-        while choices.contains(where: { !$0.isDone }) {
-            let next = queue.pop(timeout: 1)
-            // Poll the socket now and then even while tokens flow: a non-streaming response writes
-            // nothing until the end, so nothing else would notice a client that went away.
-            if next == nil || clock.now - lastGoneCheck > .milliseconds(200) {
-                lastGoneCheck = clock.now
-                if responder.isClientGone { cancelAll(); log.status = 499; log.error = "client disconnected"; return }
-            }
-            guard let (index, event) = next else { continue }
-            if case .token = event, firstToken {
-                firstToken = false
-                metrics.timeToFirstToken.record(clock.now - start)
-                log.ttft = clock.now - start
-            }
-            let wasDone = choices[index].finish != nil
-            let piece = choices[index].take(event, stopTokens: stopTokens)
-            if !wasDone, choices[index].finish == .stop, case .token = event, let h = choices[index].handle {
-                b.engine.cancel(h)  // a stop string ended this choice
-            }
-            guard let stream else { continue }
-            var lp: Any?
-            if r.logprobs, case .token(let t) = event, !stopTokens.contains(t.id) {
-                lp = chat ? ["content": [chatLogprob(t, tokenizer)]] : completionLogprobs([t], tokenizer, offset: 0)
-            }
-            if !piece.isEmpty || lp != nil {
-                let delta: [String: Any] = chat ? ["content": piece] : [:]
-                do {
-                    try stream.sendEvent(jsonText(chunk(id, created, b.modelID, chat: chat, index: index, delta: delta, text: piece, logprobs: lp, finish: nil)))
-                } catch {
-                    cancelAll()
-                    log.status = 499
-                    log.error = "client disconnected"
-                    return
-                }
-            }
-            if !wasDone, let reason = choices[index].finish {
-                try? stream.sendEvent(jsonText(chunk(id, created, b.modelID, chat: chat, index: index, delta: [:], text: "", finish: reason.apiValue)))
-            }
-        }
-        if let failure = choices.compactMap(\.failed).first {
-            if let stream {
-                try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
-                stream.finish()
-                log.status = 200
-                return
-            }
-            throw OpenAIError.from(failure)
-        }
-        let promptTotal = promptTokens.reduce(0) { $0 + $1.count } * r.n
-        let completionTotal = choices.reduce(0) { $0 + $1.completionTokens }
-        metrics.promptTokens.increment(by: Int64(promptTotal))
-        metrics.completionTokens.increment(by: Int64(completionTotal))
-        log.promptTokens = promptTotal
-        log.completionTokens = completionTotal
-        log.status = 200
-        var usage: [String: Any] = ["prompt_tokens": promptTotal, "completion_tokens": completionTotal, "total_tokens": promptTotal + completionTotal]
-        if b.engine.configuration.speculation {
-            // An extension: clients that do not know the field ignore it.
-            let drafted = choices.reduce(0) { $0 + $1.speculation.draftedTokens }
-            let accepted = choices.reduce(0) { $0 + $1.speculation.acceptedTokens }
-            usage["speculation"] = [
-                "drafted_tokens": drafted, "accepted_tokens": accepted,
-                "decode_steps": choices.reduce(0) { $0 + $1.speculation.decodeSteps },
-                "speculative_steps": choices.reduce(0) { $0 + $1.speculation.speculativeSteps },
-                "acceptance_rate": drafted > 0 ? Double(accepted) / Double(drafted) : 0,
-            ]
-        }
-        if let stream {
-            if r.includeUsage {
-                try? stream.sendEvent(jsonText(["id": id, "object": chat ? "chat.completion.chunk" : "text_completion", "created": created,
-                                                "model": b.modelID, "choices": [], "usage": usage]))
-            }
-            try? stream.sendEvent("[DONE]")
-            stream.finish()
-            return
-        }
-        let body: [String: Any] = [
-            "id": id, "object": chat ? "chat.completion" : "text_completion", "created": created, "model": b.modelID,
-            "choices": choices.enumerated().map { i, c -> [String: Any] in
-                var choice: [String: Any] = ["index": i, "finish_reason": (c.finish ?? .length).apiValue]
-                let generated = c.tokens.filter { !stopTokens.contains($0.id) }
-                if chat {
-                    choice["message"] = ["role": "assistant", "content": c.text]
-                    choice["logprobs"] = r.logprobs ? ["content": generated.map { chatLogprob($0, tokenizer) }] : NSNull()
-                } else {
-                    let prefix: String = {
-                        guard r.echo else { return "" }
-                        if case .text(let t) = r.prompts[i / r.n] { return t }
-                        return tokenizer.decode(promptTokens[i / r.n])
-                    }()
-                    choice["text"] = prefix + c.text
-                    choice["logprobs"] = r.logprobs ? completionLogprobs(generated, tokenizer, offset: prefix.utf8.count) : NSNull()
-                }
-                return choice
-            },
-            "usage": usage,
-        ]
-        responder.send(json(body))
-    }
-
-    // MARK: - JSON shapes
-
-    private func chunk(_ id: String, _ created: Int, _ model: String, chat: Bool, index: Int, delta: [String: Any], text: String = "",
-                       logprobs: Any? = nil, finish: String?) -> [String: Any] {
-        var choice: [String: Any] = ["index": index, "finish_reason": finish ?? NSNull(), "logprobs": logprobs ?? NSNull()]
-        if chat { choice["delta"] = delta } else { choice["text"] = text }
-        return ["id": id, "object": chat ? "chat.completion.chunk" : "text_completion", "created": created, "model": model, "choices": [choice]]
-    }
-
-    private func chatLogprob(_ t: GeneratedToken, _ tokenizer: Tokenizer) -> [String: Any] {
-        func entry(_ id: Int32, _ lp: Float) -> [String: Any] {
-            let text = tokenizer.decode([id])
-            return ["token": text, "logprob": Double(lp), "bytes": Array(text.utf8).map(Int.init)]
-        }
-        var e = entry(t.id, t.logprob ?? 0)
-        e["top_logprobs"] = t.topLogprobs.map { entry($0.id, $0.logprob) }
-        return e
-    }
-
-    private func completionLogprobs(_ tokens: [GeneratedToken], _ tokenizer: Tokenizer, offset: Int) -> [String: Any] {
-        var offsets: [Int] = []
-        var position = offset
-        for t in tokens {
-            offsets.append(position)
-            position += tokenizer.decode([t.id]).utf8.count
-        }
-        return [
-            "tokens": tokens.map { tokenizer.decode([$0.id]) },
-            "token_logprobs": tokens.map { Double($0.logprob ?? 0) },
-            "top_logprobs": tokens.map { t in Dictionary(t.topLogprobs.map { (tokenizer.decode([$0.id]), Double($0.logprob)) }, uniquingKeysWith: max) },
-            "text_offset": offsets,
-        ]
-    }
-
-    private func jsonText(_ object: [String: Any]) -> String {
+    func jsonText(_ object: [String: Any]) -> String {
         String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self)
     }
 
-    private func json(_ object: [String: Any], status: HTTPStatus = .ok) -> HTTPResponse {
+    func json(_ object: [String: Any], status: HTTPStatus = .ok) -> HTTPResponse {
         HTTPResponse(status: status, contentType: "application/json", body: jsonText(object))
     }
 }

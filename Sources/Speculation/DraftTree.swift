@@ -11,9 +11,12 @@ public struct DraftTree: Sendable, Equatable {
     public var parents: [Int] = []
     public var depths: [Int] = []
     public var confidences: [Float] = []
-    /// Which of the drafter's sources proposed each node (0: its own; 1: prompt lookup; 2: its own
-    /// with more context), so each source's confidences are calibrated separately.
+    /// Which source proposed each node (`DraftSource`), so each source's confidences are
+    /// calibrated separately.
     public var sources: [UInt8] = []
+    /// The source of nodes a grammar forces (the engine drafts them itself, raw confidence 1:
+    /// their text is certain, their split into tokens is not, so their acceptance is learned).
+    public static let grammarSource: UInt8 = DraftSource.forced
     public var scores: [Float] = []
 
     public init() {}

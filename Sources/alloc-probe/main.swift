@@ -56,7 +56,7 @@ try engine.submit(GenerationRequest(promptTokens: [1, 9690, 198, 2683, 359, 253,
         if counts.tokens == 300 { counts.last = allocation_count() }
     case .finished, .failed:
         counts.done.signal()
-    case .started:
+    case .started, .promptLogprobs, .embedding:
         break
     }
 }

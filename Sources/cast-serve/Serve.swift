@@ -101,7 +101,8 @@ extension CastServe {
             }
             let logger = Logger(label: "castserve")
             let service = OpenAIService(
-                settings: ServiceSettings(modelAliases: settings.modelAliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens),
+                settings: ServiceSettings(modelAliases: settings.modelAliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens,
+                                          samplingDefaults: settings.samplingDefaults),
                 logger: logger)
             let httpConfig = HTTPServerConfiguration(
                 host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,

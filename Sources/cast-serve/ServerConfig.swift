@@ -35,6 +35,8 @@ struct ServerConfig: Equatable {
     var tlsKey: String?
     var tlsHandshakeTimeoutSeconds = 10.0
     var gzipMinBytes: Int? = 1024
+    /// Sampling for the fields a request leaves out (llama.cpp's server defaults unless set).
+    var samplingDefaults = SamplingDefaults.llamaCpp
     var kernels = KernelChoice.auto
     var kvCacheType = KVCacheType.f16
 
@@ -89,7 +91,7 @@ struct ServerConfig: Equatable {
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
-                            "gzip_min_bytes", "kernels", "kv_cache_type"]
+                            "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -162,6 +164,7 @@ struct ServerConfig: Equatable {
         case "max_draft_nodes": maxDraftNodes = try int(1...256)
         case "max_draft_depth": maxDraftDepth = try int(1...64)
         case "cost_cache_dir": costCacheDir = try optionalString()
+        case "sampling_defaults": samplingDefaults = try Self.samplingDefaults(value, source: source)
         case "kernels":
             let name = try string()
             guard let choice = try? KernelChoice(parsing: name) else {
@@ -178,6 +181,43 @@ struct ServerConfig: Equatable {
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)
         }
+    }
+}
+
+extension ServerConfig {
+    /// `sampling_defaults`: an object of request sampling fields; the keys it leaves out keep
+    /// llama.cpp's defaults.
+    static func samplingDefaults(_ value: Any, source: String) throws -> SamplingDefaults {
+        guard let d = value as? [String: Any] else {
+            throw ConfigError.wrongType(key: "sampling_defaults", expected: "an object such as {\"temperature\": 0.8, \"top_p\": 0.95}", source: source)
+        }
+        var out = SamplingDefaults.llamaCpp
+        for (k, v) in d.sorted(by: { $0.key < $1.key }) {
+            let key = "sampling_defaults.\(k)"
+            guard let n = v as? NSNumber, !isJSONBool(v), n.doubleValue.isFinite else {
+                throw ConfigError.wrongType(key: key, expected: "a number", source: source)
+            }
+            let x = n.doubleValue
+            func check(_ range: ClosedRange<Double>) throws {
+                guard range.contains(x) else {
+                    throw ConfigError.outOfRange(key: key, value: String(x), allowed: "\(range.lowerBound)...\(range.upperBound)", source: source)
+                }
+            }
+            switch k {
+            case "temperature": try check(0...2); out.temperature = Float(x)
+            case "top_p": try check(0.000001...1); out.topP = Float(x)
+            case "top_k":
+                try check(0...1_000_000)
+                guard x == x.rounded() else { throw ConfigError.wrongType(key: key, expected: "an integer", source: source) }
+                out.topK = Int(x)
+            case "min_p": try check(0...1); out.minP = Float(x)
+            case "presence_penalty": try check(-2...2); out.presencePenalty = Float(x)
+            case "frequency_penalty": try check(-2...2); out.frequencyPenalty = Float(x)
+            default:
+                throw ConfigError.unknownKey(key: key, suggestion: "sampling_defaults.temperature, top_p, top_k, min_p, presence_penalty or frequency_penalty", source: source)
+            }
+        }
+        return out
     }
 }
 

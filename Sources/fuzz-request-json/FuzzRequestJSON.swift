@@ -30,7 +30,9 @@ private func check(_ r: CompletionRequest, chat: Bool) {
             if ids.isEmpty || ids.contains(where: { $0 < 0 }) { fuzzFailure("accepted token ids \(ids)") }
         }
     }
-    if let m = r.maxTokens, !(1...1_048_576).contains(m) { fuzzFailure("accepted max_tokens \(m)") }
+    if let m = r.maxTokens, !((chat || !r.echo ? 1 : 0)...1_048_576).contains(m) { fuzzFailure("accepted max_tokens \(m)") }
+    if let bad = r.logitBias.first(where: { $0.key < 0 || !(-100...100).contains($0.value) }) { fuzzFailure("accepted logit_bias \(bad)") }
+    if r.outputGrammar != nil && r.outputGrammarParam == nil { fuzzFailure("a grammar without the field it came from") }
     if !(0...2).contains(r.temperature) { fuzzFailure("accepted temperature \(r.temperature)") }
     if !(r.topP > 0 && r.topP <= 1) { fuzzFailure("accepted top_p \(r.topP)") }
     if !(0...1_000_000).contains(r.topK) { fuzzFailure("accepted top_k \(r.topK)") }

@@ -29,7 +29,7 @@ import Speculation
             case .token(let t): tokens.append(t.id)
             case .finished(let reason, _, _, _): finish = reason
             case .failed(let e): error = e
-            case .started: break
+            case .started, .promptLogprobs, .embedding: break
             }
             lock.broadcast()
             lock.unlock()

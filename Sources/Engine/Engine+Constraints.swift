@@ -1,0 +1,146 @@
+import Grammar
+import Model
+import Speculation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a request asks of its logits beyond the model's own: a grammar (constrained decoding)
+/// and a logit bias, applied the same way when a token is sampled and when a draft is verified,
+/// so speculation never changes the output; the grammar's forced runs as free draft trees; and
+/// what a prompt row gives besides the next token (prompt log-probabilities, embeddings).
+/// Engine thread only.
+extension Engine {
+    // MARK: - Constraints on logits
+
+    /// Whether `s`'s logits are changed before sampling.
+    func isConstrained(_ s: Sequence) -> Bool {
+        s.request.grammar != nil || !s.request.logitBias.isEmpty
+    }
+
+    /// Adds the logit bias to `logits` in place.
+    private func applyBias(_ s: Sequence, _ logits: UnsafeMutablePointer<Float>) {
+        let vocab = model.config.vocabularySize
+        for (id, bias) in s.request.logitBias where Int(id) < vocab { logits[Int(id)] += bias }
+    }
+
+    /// Samples `s`'s next token from `logits` (changed in place) under its bias and grammar.
+    /// A greedy request whose top token the grammar allows needs no mask (the common case).
+    func sampleConstrained(_ s: Sequence, logits: UnsafeMutablePointer<Float>) -> Int32 {
+        let vocab = model.config.vocabularySize
+        applyBias(s, logits)
+        if let g = s.request.grammar, let state = s.grammarState {
+            let p = s.request.sampling
+            if p.temperature <= 0 && p.presencePenalty == 0 && p.frequencyPenalty == 0 {
+                let top = argmax(logits, count: vocab)
+                if g.allows(state, token: top) { return top }
+            }
+            g.applyMask(state, to: logits, count: vocab)
+        }
+        return s.sampler.sample(logits: logits, count: vocab, history: s.history)
+    }
+
+    /// The greedy choice at a draft node (grammar `state`) without changing the step's logits.
+    func constrainedArgmax(_ s: Sequence, logits: UnsafeMutablePointer<Float>, state: GrammarState?) -> Int32 {
+        let vocab = model.config.vocabularySize
+        if s.request.logitBias.isEmpty, let g = s.request.grammar, let state {
+            let top = argmax(logits, count: vocab)
+            if g.allows(state, token: top) { return top }
+        }
+        return argmax(constrainedCopy(s, logits: logits, state: state), count: vocab)
+    }
+
+    /// A copy of `logits` with the bias and the mask of grammar `state` applied (valid until the
+    /// next call).
+    func constrainedCopy(_ s: Sequence, logits: UnsafeMutablePointer<Float>, state: GrammarState?) -> UnsafeMutablePointer<Float> {
+        let vocab = model.config.vocabularySize
+        scratchLogits.update(from: logits, count: vocab)
+        applyBias(s, scratchLogits)
+        if let g = s.request.grammar, let state { g.applyMask(state, to: scratchLogits, count: vocab) }
+        return scratchLogits
+    }
+
+    // MARK: - Grammar drafts
+
+    /// For every decoding sequence whose grammar forces the next tokens, a chain of them with
+    /// raw confidence 1: no drafter guessed their text, but the target may prefer a different
+    /// split of it into tokens, so their scores are calibrated like any drafter's (source
+    /// `DraftTree.grammarSource`).
+    func forcedRuns(_ owners: [Owner]) -> [(owner: Int, tree: DraftTree)] {
+        var out: [(owner: Int, tree: DraftTree)] = []
+        for (i, o) in owners.enumerated() where o.count == 1 && o.wantsLogits && o.sequence.started && canSpeculate(o.sequence) {
+            let s = o.sequence
+            guard let g = s.request.grammar, let state = s.grammarState, s.tokens.count - cache.lengths[s.slot] == 1 else { continue }
+            let room = min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
+            guard room > 0 else { continue }
+            let tokens = g.forcedTokens(state, limit: room, previous: s.tokens.last)
+            guard !tokens.isEmpty else { continue }
+            var tree = DraftTree()
+            for t in tokens { tree.add(token: t, parent: tree.count - 1, confidence: 1, source: DraftTree.grammarSource) }
+            out.append((i, tree))
+        }
+        return out
+    }
+
+    /// `tree` without the nodes `s`'s grammar rejects (and their subtrees): they cannot be accepted.
+    func grammarFiltered(_ tree: DraftTree, sequence s: Sequence) -> DraftTree {
+        guard let g = s.request.grammar, let root = s.grammarState, !tree.isEmpty else { return tree }
+        var out = DraftTree()
+        var states = [GrammarState?](repeating: nil, count: tree.count)
+        var newIndex = [Int](repeating: -1, count: tree.count)
+        for n in 0..<tree.count {
+            let p = tree.parents[n]
+            let parentState = p < 0 ? root : states[p]
+            guard let parentState, p < 0 || newIndex[p] >= 0, let next = g.advance(parentState, token: tree.tokens[n]) else { continue }
+            states[n] = next
+            newIndex[n] = out.add(token: tree.tokens[n], parent: p < 0 ? -1 : newIndex[p], confidence: tree.confidences[n], source: tree.sources[n])
+            out.scores[newIndex[n]] = tree.scores[n]
+        }
+        return out
+    }
+
+    // MARK: - Prompt rows
+
+    /// Takes what a prefill chunk of `s` gives besides the next token: the log-probability of
+    /// each prompt token from the row before it, or the rows' normalised hidden states.
+    func gatherPromptRows(_ o: Owner, sequence s: Sequence, rows: [BatchRow], logitIndex: [Int]) {
+        let vocab = model.config.vocabularySize
+        let prompt = s.request.promptTokens
+        let first = rows[o.firstRow].position
+        if first == 0 {
+            // A restart after preemption recomputes from the beginning.
+            s.promptScores.removeAll()
+            s.pooled = []
+        }
+        if let top = s.request.promptLogprobs {
+            if first == 0 { s.promptScores.append(GeneratedToken(id: prompt[0], logprob: nil, topLogprobs: [])) }
+            for r in o.firstRow..<(o.firstRow + o.count) {
+                let next = rows[r].position + 1
+                guard next < prompt.count, logitIndex[r] >= 0 else { continue }
+                let logits = model.logits + logitIndex[r] * vocab
+                let (lse, best) = Self.logprobs(logits, count: vocab, top: top)
+                s.promptScores.append(GeneratedToken(id: prompt[next], logprob: logits[Int(prompt[next])] - lse, topLogprobs: best))
+            }
+        }
+        if s.request.embedding {
+            let width = model.config.embeddingLength
+            if s.pooled.isEmpty { s.pooled = [Float](repeating: 0, count: width) }
+            let state = UnsafeMutablePointer<Float>.allocate(capacity: width)
+            defer { state.deallocate() }
+            for r in o.firstRow..<(o.firstRow + o.count) where rows[r].position < prompt.count {
+                model.finalHiddenState(row: r, into: state)
+                for k in 0..<width { s.pooled[k] += state[k] }
+            }
+        }
+    }
+
+    /// The mean of the prompt rows' states, scaled to unit length.
+    func pooledEmbedding(_ s: Sequence) -> [Float] {
+        guard !s.pooled.isEmpty else { return [] }
+        var v = s.pooled.map { $0 / Float(max(s.request.promptTokens.count, 1)) }
+        let norm = sqrtf(v.reduce(0) { $0 + $1 * $1 })
+        if norm > 0 { v = v.map { $0 / norm } }
+        return v
+    }
+}
