@@ -157,10 +157,23 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                 "plain_goodput_tokens_per_second": snapshot.plainGoodput,
             ]
             if let cost = snapshot.costModel {
-                // T(rows, positions) = step_cost[rows] (interpolated) + ms_per_position * positions.
+                // T = step_cost[rows] + head_cost[rows with logits] (interpolated, after online
+                // correction) + ms_per_position * positions + host (fixed + per logit row + per node).
                 body["step_cost"] = cost.corrected.map { ["rows": $0.rows, "ms": $0.ms] }
+                body["head_cost"] = cost.head.map { ["rows": $0.rows, "ms": $0.ms] }
                 body["ms_per_position"] = cost.msPerPosition
+                body["host_ms"] = ["fixed": cost.host.coefficients[0], "per_logit_row": cost.host.coefficients[1],
+                                   "per_draft_node": cost.host.coefficients[2]]
                 body["source"] = snapshot.costMeasured ? "measured" : "cache"
+                var accuracy: [String: Any] = ["steps": snapshot.costErrorSteps]
+                if let m = snapshot.costErrorMedian, let p = snapshot.costErrorP90 {
+                    accuracy["median_abs_relative_error"] = m
+                    accuracy["p90_abs_relative_error"] = p
+                }
+                if let predicted = snapshot.lastPredictedMilliseconds, let observed = snapshot.lastObservedMilliseconds {
+                    accuracy["last_step"] = ["predicted_ms": predicted, "observed_ms": observed]
+                }
+                body["accuracy"] = accuracy
             } else {
                 body["step_cost"] = [Any]()
             }

@@ -33,6 +33,7 @@ public final class ServerMetrics: @unchecked Sendable {
     let speculativeSteps: Gauge
     let acceptedPerStep: ValueHistogram
     let treeRows: ValueHistogram
+    let costError: ValueHistogram
     let plannedGoodput: Gauge
     let plainGoodput: Gauge
 
@@ -72,6 +73,9 @@ public final class ServerMetrics: @unchecked Sendable {
         treeRows = registry.makeValueHistogram(
             name: "castserve_speculation_tree_rows_per_step", buckets: [0, 1, 2, 4, 8, 16, 32, 64, 128],
             help: "Draft-tree rows added to one engine step (all sequences).")
+        costError = registry.makeValueHistogram(
+            name: "castserve_cost_model_relative_error", buckets: [-0.5, -0.25, -0.1, -0.05, 0, 0.05, 0.1, 0.25, 0.5, 1],
+            help: "Per step, (observed - predicted) / predicted step time of the CAST cost model (forward and host).")
         plannedGoodput = registry.makeGauge(name: "castserve_planner_goodput_tokens_per_second",
                                             help: "The CAST planner's predicted committed tokens per second for the last planned step.")
         plainGoodput = registry.makeGauge(name: "castserve_planner_plain_goodput_tokens_per_second",
@@ -83,6 +87,9 @@ public final class ServerMetrics: @unchecked Sendable {
         stepDuration.record(step.duration)
         if step.treeRows > 0 || !step.acceptedPerSequence.isEmpty { treeRows.record(Double(step.treeRows)) }
         for a in step.acceptedPerSequence { acceptedPerStep.record(Double(a)) }
+        if let predicted = step.predictedMilliseconds, let observed = step.observedMilliseconds, predicted > 0 {
+            costError.record((observed - predicted) / predicted)
+        }
         if let g = step.plannedGoodput, let p = step.plainGoodput {
             plannedGoodput.set(g)
             plainGoodput.set(p)

@@ -93,6 +93,61 @@ public final class RecycleDrafter: Drafter {
         }
     }
 
+    // MARK: - Persistence
+
+    /// File header: magic, format version, vocabulary size, k, pair slots.
+    private static let magic: UInt32 = 0x5452_5343  // "CSRT"
+    private static let version: UInt32 = 1
+
+    /// Writes the tables to `path` (atomically: a temporary file, then a rename), so a restart keeps
+    /// what verification taught them. About 7 MiB for a 49,152-token vocabulary.
+    public func save(to path: String) throws {
+        var data = Data()
+        func put<T>(_ values: [T]) { values.withUnsafeBytes { data.append(contentsOf: $0) } }
+        put([Self.magic, Self.version, UInt32(vocabularySize), UInt32(k), UInt32(pairSlots)])
+        put(next)
+        put(probability)
+        put(known.map { $0 ? UInt8(1) : 0 })
+        put(pairNext)
+        put(pairProbability)
+        put(pairKey)
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        let temporary = path + ".tmp-\(getpid())"
+        try data.write(to: URL(fileURLWithPath: temporary))
+        guard rename(temporary, path) == 0 else {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw CocoaError(.fileWriteUnknown)
+        }
+    }
+
+    /// Replaces the tables with those saved at `path`; false (changing nothing) when the file is
+    /// missing, damaged, or was saved for another vocabulary size, k or pair-slot count.
+    @discardableResult
+    public func load(from path: String) -> Bool {
+        guard let data = FileManager.default.contents(atPath: path) else { return false }
+        let header = 5 * 4
+        let sizes = [next.count * 4, probability.count * 4, known.count, pairNext.count * 4, pairProbability.count * 4, pairKey.count * 8]
+        guard data.count == header + sizes.reduce(0, +) else { return false }
+        return data.withUnsafeBytes { raw -> Bool in
+            let h = (0..<5).map { raw.loadUnaligned(fromByteOffset: $0 * 4, as: UInt32.self) }
+            guard h == [Self.magic, Self.version, UInt32(vocabularySize), UInt32(k), UInt32(pairSlots)] else { return false }
+            var offset = header
+            func take<T>(_ count: Int, _ type: T.Type) -> [T] {
+                let values = (0..<count).map { raw.loadUnaligned(fromByteOffset: offset + $0 * MemoryLayout<T>.size, as: T.self) }
+                offset += count * MemoryLayout<T>.size
+                return values
+            }
+            next = take(next.count, Int32.self)
+            probability = take(probability.count, Float.self)
+            known = take(known.count, UInt8.self).map { $0 != 0 }
+            pairNext = take(pairNext.count, Int32.self)
+            pairProbability = take(pairProbability.count, Float.self)
+            pairKey = take(pairKey.count, Int64.self)
+            return true
+        }
+    }
+
     public func propose(_ inputs: [DraftInput]) -> [DraftTree] {
         inputs.map(propose)
     }

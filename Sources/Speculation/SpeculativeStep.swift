@@ -1,0 +1,109 @@
+/// The roles of one speculative step, as small values passed in order:
+/// proposals (a calibrated candidate tree per sequence) -> planned trees (the planner's cut across
+/// the batch, placed as rows of the step) -> one forward over the packed rows -> a verification per
+/// planned tree naming its accepted tokens and the token after them (recovered or bonus).
+
+/// A sequence's candidate tree for this step, before planning.
+public struct Proposal: Sendable {
+    /// The sequence's part in the step (the engine's index for it).
+    public var owner: Int
+    /// Calibrated candidate tree below the sequence's decode row.
+    public var tree: DraftTree
+    /// The position of the sequence's decode row (nodes sit at position + depth).
+    public var rootPosition: Int
+    /// A run of tokens the request's grammar forces (drafted without the drafter).
+    public var forced: Bool
+
+    public init(owner: Int, tree: DraftTree, rootPosition: Int, forced: Bool = false) {
+        self.owner = owner
+        self.tree = tree
+        self.rootPosition = rootPosition
+        self.forced = forced
+    }
+}
+
+/// The nodes of a proposal the step verifies, placed as rows: node i is step row `firstRow + i`,
+/// its parent the decode row `rootRow` or an earlier node's row.
+public struct PlannedTree: Sendable {
+    public var owner: Int
+    public var tree: DraftTree
+    public var rootRow: Int
+    public var firstRow: Int
+    public var forced: Bool
+
+    public init(owner: Int, tree: DraftTree, rootRow: Int, firstRow: Int, forced: Bool = false) {
+        self.owner = owner
+        self.tree = tree
+        self.rootRow = rootRow
+        self.firstRow = firstRow
+        self.forced = forced
+    }
+
+    /// The step row of node `n` (-1: the root).
+    public func row(of n: Int) -> Int { n < 0 ? rootRow : firstRow + n }
+}
+
+/// What the target decided about one planned tree.
+public struct Verification: Sendable, Equatable {
+    /// The accepted path: node indices (root excluded) and their tokens, root first.
+    public var acceptedNodes: [Int] = []
+    public var acceptedTokens: [Int32] = []
+    /// Sampling: the token drawn where the path ended, from the residual after a rejected child
+    /// (`recovered`) or from the target's distribution at a leaf (`bonus`); exactly one of them.
+    /// Greedy: both nil; the bonus token is the target's choice at `lastRow`.
+    public var recovered: Int32?
+    public var bonus: Int32?
+    /// The step row whose logits follow the accepted path (the last accepted node's, else the root's).
+    public var lastRow: Int
+
+    /// Every token the sequence emits for this tree under sampling (accepted, then recovered or
+    /// bonus); greedy callers add the target's choice at `lastRow` themselves.
+    public var sampledTokens: [Int32] { acceptedTokens + [recovered ?? bonus].compactMap { $0 } }
+}
+
+/// Verification walks: from the root down the drafted tree, one verified row at a time.
+public enum TreeWalk {
+    /// Greedy: at each row the target's choice `choose(row, node)` (node: the accepted node whose
+    /// row it is, -1 for the root) is compared with the children; the path continues into the child
+    /// carrying it and ends where none does. The output equals plain greedy decoding's.
+    public static func greedy(_ planned: PlannedTree, choose: (_ row: Int, _ node: Int) -> Int32) -> Verification {
+        let tree = planned.tree
+        var v = Verification(lastRow: planned.rootRow)
+        var node = -1
+        while true {
+            let next = choose(planned.row(of: node), node)
+            guard let child = tree.children(of: node).first(where: { tree.tokens[$0] == next }) else { break }
+            node = child
+            v.acceptedNodes.append(node)
+            v.acceptedTokens.append(tree.tokens[node])
+            v.lastRow = planned.row(of: node)
+        }
+        return v
+    }
+
+    /// Sampling: lossless recursive rejection (`TreeVerifier`) at each row over its children (most
+    /// likely first) with the target's distribution `distribution(row, node)` and the request's
+    /// uniform draws: every emitted token is distributed exactly as the target's.
+    public static func sampled(_ planned: PlannedTree, distribution: (_ row: Int, _ node: Int) -> (ids: [Int32], probabilities: [Float]),
+                               uniform: () -> Double) -> Verification {
+        let tree = planned.tree
+        var v = Verification(lastRow: planned.rootRow)
+        var node = -1
+        while true {
+            let children = tree.children(of: node).sorted { tree.scores[$0] > tree.scores[$1] }
+            var (ids, residual) = distribution(planned.row(of: node), node)
+            let outcome = TreeVerifier.verify(ids: ids, probabilities: &residual, children: children.map { tree.tokens[$0] },
+                                              uniform: uniform)
+            switch outcome {
+            case .accepted(let c):
+                node = children[c]
+                v.acceptedNodes.append(node)
+                v.acceptedTokens.append(tree.tokens[node])
+                v.lastRow = planned.row(of: node)
+            case .rejected(let token):
+                if children.isEmpty { v.bonus = token } else { v.recovered = token }
+                return v
+            }
+        }
+    }
+}

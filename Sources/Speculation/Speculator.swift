@@ -1,0 +1,162 @@
+import Foundation
+
+/// How draft trees are sized.
+public enum DraftStrategy: String, Sendable, CaseIterable {
+    /// Every candidate drafted, as a single chain of at most 4 tokens (no planning).
+    case chain4
+    /// A fixed tree: up to 24 candidate nodes, all verified (no planning).
+    case tree
+    /// CAST planning per sequence, as if each were alone in the step (budget from T at B = 1).
+    case castB1 = "cast_b1"
+    /// CAST planning across the live batch: one goodput objective for the whole step.
+    case cast
+}
+
+/// CAST's side of the engine's step, between packing the rows and running them: asks the drafter
+/// for candidate trees, calibrates them, lets the planner cut them across the batch with the
+/// step-cost model, and afterwards learns from what the step did (acceptance per source, bucket
+/// and depth; forward and host time; realized goodput). The engine keeps the sequences and rows;
+/// this keeps everything speculation learns.
+///
+/// Guards, because the objective does not see everything: after 8 steps in a row where the plan
+/// was plain decoding, or while drafting steps realize less than 95% of plain decoding's predicted
+/// goodput (drafting time included), the drafter runs only every 4th step (every 32nd for a drafter
+/// that runs the model), to notice when trees pay again. Runs a grammar forces cost no drafting.
+///
+/// Thread-safety: engine thread only.
+public final class Speculator {
+    public let drafter: any Drafter
+    public let strategy: DraftStrategy
+    public private(set) var calibration = ScoreCalibration()
+    public private(set) var cost: CostModel
+    public private(set) var accuracy = CostAccuracy()
+
+    /// Steps that reached the planner, and consecutive plans that chose no draft node.
+    private var plannedSteps = 0
+    private var plainPlansInARow = 0
+    /// Moving average over drafting steps of realized goodput over plain decoding's predicted one.
+    public private(set) var realizedOverPlain = 1.0
+    /// Drafting time of the step being planned (ms), and in all (s).
+    public private(set) var draftMilliseconds = 0.0
+    public private(set) var draftSecondsTotal = 0.0
+    /// The last plan's predicted goodput and plain decoding's (tokens/s), and the last step's
+    /// predicted and observed milliseconds.
+    public private(set) var lastPlan: (goodput: Double, plain: Double)?
+    public private(set) var lastStep: (predictedMs: Double, observedMs: Double)?
+
+    public init(drafter: any Drafter, cost: CostModel, strategy: DraftStrategy = .cast) {
+        self.drafter = drafter
+        self.cost = cost
+        self.strategy = strategy
+    }
+
+    // MARK: - Proposals
+
+    /// Whether the drafter runs this step (counts the step; see the guards above).
+    public func shouldDraft() -> Bool {
+        plannedSteps += 1
+        guard strategy == .cast else { return true }
+        let losing = realizedOverPlain < 0.95
+        let probeEvery = drafter.usesModel && losing ? 32 : 4
+        return !((plainPlansInARow >= 8 || losing) && plannedSteps % probeEvery != 0)
+    }
+
+    /// Node and depth caps for one sequence with `room` tokens left to draft.
+    public func caps(room: Int, maxNodes: Int) -> (nodes: Int, depth: Int) {
+        let nodes: Int
+        switch strategy {
+        case .chain4: nodes = 4
+        case .tree: nodes = 24
+        case .castB1, .cast: nodes = maxNodes
+        }
+        // A model drafter pays a forward per level: shallow, narrow trees.
+        let depth = strategy == .chain4 || drafter.usesModel ? min(room, 4) : room
+        return (drafter.usesModel ? min(nodes, 8) : nodes, depth)
+    }
+
+    /// The drafter's raw trees for `inputs` (timed: drafting is part of the step's cost).
+    public func draft(_ inputs: [DraftInput]) -> [DraftTree] {
+        guard !inputs.isEmpty else { return [] }
+        let start = ContinuousClock.now
+        let trees = (try? drafter.propose(inputs)) ?? []
+        draftMilliseconds = (ContinuousClock.now - start).seconds * 1000
+        draftSecondsTotal += draftMilliseconds / 1000
+        return trees
+    }
+
+    /// A raw tree with calibrated scores (and, for the chain strategy, its best path).
+    public func calibrated(_ tree: DraftTree) -> DraftTree {
+        let t = calibration.calibrated(tree)
+        return strategy == .chain4 ? t.bestPath(maxDepth: 4) : t
+    }
+
+    // MARK: - Planning
+
+    /// The nodes each proposal keeps: the cast planner's goodput-optimal cut across the batch, each
+    /// sequence planned alone (cast_b1), or every node that fits (chain4, tree).
+    /// - Parameters:
+    ///   - base: the step without drafts; `baseTokens`: tokens it commits anyway (decode roots).
+    ///   - maxRows: the step's row limit (rows and logit rows).
+    public func plan(_ proposals: [Proposal], base: StepShape, baseTokens: Int, maxRows: Int) -> [Int] {
+        lastPlan = nil
+        func candidates(_ k: Int, as sequence: Int) -> [CASTPlanner.Candidate] {
+            let tree = proposals[k].tree
+            return (0..<tree.count).map {
+                CASTPlanner.Candidate(sequence: sequence, node: $0, score: tree.scores[$0], depth: tree.depths[$0],
+                                      positions: proposals[k].rootPosition + tree.depths[$0] + 1)
+            }
+        }
+        /// Unplanned sizes take the step's free rows first come, first served.
+        func fitToRoom(_ sizes: [Int]) -> [Int] {
+            var room = maxRows - base.rows
+            return sizes.map { size in
+                let kept = min(size, max(room, 0))
+                room -= kept
+                return kept
+            }
+        }
+        switch strategy {
+        case .chain4, .tree:
+            return fitToRoom(proposals.map { $0.tree.count })
+        case .castB1:
+            return fitToRoom(proposals.indices.map { k in
+                let root = StepShape(rows: 1, logitRows: 1, positions: proposals[k].rootPosition + 1)
+                return CASTPlanner.plan(candidates: candidates(k, as: 0), sequences: 1, base: root, baseTokens: 1,
+                                        maxRows: maxRows, cost: cost).perSequence[0]
+            })
+        case .cast:
+            let plan = CASTPlanner.plan(candidates: proposals.indices.flatMap { candidates($0, as: $0) }, sequences: proposals.count,
+                                        base: base, baseTokens: baseTokens, maxRows: maxRows, cost: cost)
+            lastPlan = (plan.goodput, plan.plainGoodput)
+            plainPlansInARow = plan.perSequence.allSatisfy { $0 == 0 } ? plainPlansInARow + 1 : 0
+            return plan.perSequence
+        }
+    }
+
+    // MARK: - Learning from the step
+
+    /// Records one verified tree (acceptance per source, bucket and depth).
+    public func record(_ tree: DraftTree, acceptedNodes: [Int]) {
+        calibration.record(tree: tree, acceptedNodes: acceptedNodes)
+    }
+
+    /// Records one step: its shape, forward and host time, and for a step that verified trees the
+    /// plain step it replaced (`base`, `baseTokens`) and the tokens it committed. Returns the
+    /// step's relative prediction error (observed - predicted) / predicted.
+    @discardableResult
+    public func observe(_ shape: StepShape, forwardMs: Double, hostMs: Double, base: StepShape? = nil, baseTokens: Int = 0,
+                        committed: Int = 0) -> Double {
+        let predicted = cost.milliseconds(shape)
+        let observed = forwardMs + hostMs
+        let error = accuracy.record(predictedMs: predicted, observedMs: observed)
+        lastStep = (predicted, observed)
+        if let base, shape.nodes > 0 {
+            let plain = Double(max(baseTokens, 1)) / cost.milliseconds(base)
+            let realized = Double(committed) / (observed + draftMilliseconds)
+            realizedOverPlain = 0.9 * realizedOverPlain + 0.1 * realized / plain
+        }
+        draftMilliseconds = 0
+        cost.observe(shape, forwardMs: forwardMs, hostMs: hostMs)
+        return error
+    }
+}
