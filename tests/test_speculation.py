@@ -118,7 +118,7 @@ class DrafterConfigTest(unittest.TestCase):
         out = self.run_serve("--drafter", "eagle")
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("drafter", out.stderr)
-        self.assertIn("ngram, recycle or skip", out.stderr)
+        self.assertIn("recycle, suffix, ngram or skip", out.stderr)
         out = self.run_serve(env={"CASTSERVE_DRAFTER": "eagle"})
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("CASTSERVE_DRAFTER", out.stderr)
@@ -126,3 +126,43 @@ class DrafterConfigTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class SpeculationByDefaultTest(unittest.TestCase):
+    """With nothing configured, the server speculates: /v1/cast/cost says so, responses carry
+    usage.speculation, and the recycle table survives a restart (saved beside the cost cache)."""
+
+    def test_on_by_default_and_the_recycle_table_is_kept_across_restarts(self):
+        cache = tempfile.mkdtemp(prefix="castserve-default-")
+        env = {"CASTSERVE_COST_CACHE_DIR": cache}
+        server = Server(slots=2, env=env)  # no --speculation flag: config.json's default
+        server.start()
+        try:
+            status, cost = server.json("GET", "/v1/cast/cost")
+            self.assertEqual(status, 200, cost)
+            self.assertTrue(cost["speculation"])
+            self.assertEqual(cost["drafter_state"], "new")
+            status, body = server.json("POST", "/v1/chat/completions", BODY)
+            self.assertEqual(status, 200, body)
+            usage = body["usage"]["speculation"]
+            self.assertGreater(usage["decode_steps"], 0)
+            self.assertIn("drafted_tokens", usage)
+        finally:
+            self.assertEqual(server.stop(), 0)
+        tables = [f for f in os.listdir(cache) if f.startswith("recycle-") and f.endswith(".bin")]
+        self.assertEqual(len(tables), 1, os.listdir(cache))
+        self.assertGreater(os.path.getsize(os.path.join(cache, tables[0])), 1 << 20)
+        again = Server(slots=2, env=env)
+        again.start()
+        try:
+            self.assertEqual(again.json("GET", "/v1/cast/cost")[1]["drafter_state"], "loaded")
+        finally:
+            again.stop()
+
+    def test_off_by_flag(self):
+        server = Server(slots=2, args=("--speculation", "off"))
+        server.start()
+        try:
+            self.assertFalse(server.json("GET", "/v1/cast/cost")[1]["speculation"])
+        finally:
+            server.stop()

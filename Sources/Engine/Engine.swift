@@ -44,6 +44,8 @@ public final class Engine: @unchecked Sendable {
     var decodeRoots = 0
     var forwardSeconds = 0.0
     var recent: [(time: Double, tokens: Int)] = []
+    /// Signalled once when the loop ends.
+    private let stopped = DispatchSemaphore(value: 0)
     let rawLogits: UnsafeMutablePointer<Float>
     /// A logits row to constrain without touching the step's own (draft verification).
     let scratchLogits: UnsafeMutablePointer<Float>
@@ -149,7 +151,9 @@ public final class Engine: @unchecked Sendable {
                 if let cost { config.onCalibrated?(cost) }
             }
             if let cost {
-                speculator = Speculator(drafter: Self.makeDrafter(config, model: model, cache: cache), cost: cost, strategy: config.strategy)
+                let (drafter, loaded) = Self.makeDrafter(config, model: model, cache: cache)
+                speculator = Speculator(drafter: drafter, cost: cost, strategy: config.strategy)
+                snapshotValue.drafterStateLoaded = loaded
             }
             snapshotValue.costModel = cost
             snapshotValue.costMeasured = config.costModel == nil
@@ -168,19 +172,20 @@ public final class Engine: @unchecked Sendable {
         scratchLogits.deallocate()
     }
 
-    /// The configured drafter; the recycle table is loaded from `drafterStatePath` when present.
-    static func makeDrafter(_ config: EngineConfiguration, model: Transformer, cache: KVCache) -> any Drafter {
+    /// The configured drafter, and whether it started from saved state (the recycle table is
+    /// loaded from `drafterStatePath` when a matching file is there).
+    static func makeDrafter(_ config: EngineConfiguration, model: Transformer, cache: KVCache) -> (any Drafter, Bool) {
         let vocab = model.config.vocabularySize
         switch config.drafter {
-        case .ngram: return NGramDrafter()
-        case .suffix: return MergedDrafter([NGramDrafter(), SuffixDrafter()])
+        case .ngram: return (NGramDrafter(), false)
+        case .suffix: return (MergedDrafter([NGramDrafter(), SuffixDrafter()]), false)
         case .recycle:
             let recycle = RecycleDrafter(vocabularySize: vocab)
-            if let path = config.drafterStatePath { _ = recycle.load(from: path) }
-            return MergedDrafter([recycle, SuffixDrafter()])
+            let loaded = config.drafterStatePath.map { recycle.load(from: $0) } ?? false
+            return (MergedDrafter([recycle, SuffixDrafter()]), loaded)
         case .skip:
             // The measured default layer set and head shortlist are valid for every model.
-            return (try? SkipDrafter(model: model, cache: cache)) ?? RecycleDrafter(vocabularySize: vocab)
+            return ((try? SkipDrafter(model: model, cache: cache)) ?? RecycleDrafter(vocabularySize: vocab), false)
         }
     }
 
@@ -237,6 +242,13 @@ public final class Engine: @unchecked Sendable {
         lock.unlock()
     }
 
+    /// Waits until the loop has ended after `shutdown` (what the drafter learned is saved by then);
+    /// false when `timeout` passed first.
+    @discardableResult
+    public func waitUntilStopped(timeout: Duration) -> Bool {
+        stopped.wait(timeout: .now() + .milliseconds(Int(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000))) == .success
+    }
+
     // MARK: - Step loop
 
     /// Admit, pack, plan, forward, verify, commit, emit, learn: one step per turn.
@@ -251,6 +263,7 @@ public final class Engine: @unchecked Sendable {
                 refuseWaiting()
                 saveDrafterState()
                 publish(now: (clock.now - start).seconds, tokens: 0, promptTokens: 0, step: nil)
+                stopped.signal()
                 return
             }
             let t0 = clock.now

@@ -160,6 +160,8 @@ public struct EngineSnapshot: Sendable {
     public var costModel: CostModel?
     /// Whether the cost model was measured at start-up (false: loaded from the on-disk cache).
     public var costMeasured = false
+    /// Whether the drafter started from state saved by an earlier run (`drafterStatePath`).
+    public var drafterStateLoaded = false
     /// Predicted goodput (tokens/s) of the last planned step and of plain decoding for it.
     public var plannedGoodput = 0.0
     public var plainGoodput = 0.0

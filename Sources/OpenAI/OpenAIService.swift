@@ -151,6 +151,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                 "object": "cast.cost_model",
                 "speculation": engine.configuration.speculation,
                 "drafter": engine.configuration.drafter.rawValue,
+                "drafter_state": snapshot.drafterStateLoaded ? "loaded" : "new",
                 "drafted_tokens": snapshot.draftedTokens, "accepted_tokens": snapshot.acceptedTokens,
                 "speculative_steps": snapshot.speculativeSteps,
                 "planned_goodput_tokens_per_second": snapshot.plannedGoodput,

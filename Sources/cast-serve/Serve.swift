@@ -37,10 +37,10 @@ extension CastServe {
         @Option(help: "Positions per sequence (overrides \"context_length\").")
         var contextLength: Int?
 
-        @Option(help: "Speculative decoding with CAST-planned draft trees: on or off (overrides \"speculation\").")
+        @Option(help: "Speculative decoding with CAST-planned draft trees: on (the default) or off (overrides \"speculation\").")
         var speculation: String?
 
-        @Option(help: "Draft source for speculation: ngram, recycle or skip (overrides \"drafter\").")
+        @Option(help: "Draft source for speculation: recycle, suffix, ngram or skip (overrides \"drafter\").")
         var drafter: String?
 
         @Flag(help: "Measure the step-cost model again instead of reusing the cached one.")
@@ -183,6 +183,7 @@ extension CastServe {
             service.setDraining()
             server.shutdown(drainDeadline: .milliseconds(Int(settings.drainTimeoutSeconds * 1000)))
             engine?.shutdown()
+            engine?.waitUntilStopped(timeout: .seconds(10))
             note("stopped")
             _ = signalSources
         }
@@ -203,6 +204,8 @@ extension CastServe.Serve {
                 variant: "slots=\(config.slots) rows=\(settings.maxStepRows) context=\(config.contextLength) kernels=\(kernels) kv=\(config.kvCacheType.rawValue)")
         }
         let cache = CostModelCache(directory: directory)
+        // The recycle drafter's table lives beside the cost models, one per model file.
+        if let key { config.drafterStatePath = directory + "/recycle-" + key.modelHash + ".bin" }
         if let key, !recalibrate, let known = cache.load(key) {
             config.costModel = known
             note("step-cost model from \(directory)/\(key.fileName) (--recalibrate measures a new one)")
@@ -211,8 +214,10 @@ extension CastServe.Serve {
         note("measuring the step-cost model (a few seconds)")
         config.calibrationProgress = { done, total in note("  step-cost model: \(done)/\(total) row counts measured") }
         config.onCalibrated = { model in
-            let summary = model.corrected.map { String(format: "T(%d)=%.2f", $0.rows, $0.ms) }.joined(separator: " ")
-            note(String(format: "step-cost model: %@ ms + %.5f ms per attended position", summary, model.msPerPosition))
+            let body = model.corrected.map { String(format: "%d:%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+            let head = model.head.map { String(format: "%d:%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+            note(String(format: "step-cost model (ms): body by rows %@; head by logit rows %@; %.5f per attended position", body, head,
+                        model.msPerPosition))
             guard let key else { return }
             do {
                 let path = try cache.save(model, for: key)

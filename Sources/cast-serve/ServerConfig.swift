@@ -25,7 +25,7 @@ struct ServerConfig: Equatable {
     var defaultMaxTokens = 256
     var slots = 8
     var kvCacheTokens = 0
-    var speculation = false
+    var speculation = true
     var drafter = "recycle"
     var maxDraftNodes = 16
     var maxDraftDepth = 8
@@ -157,8 +157,8 @@ struct ServerConfig: Equatable {
             }
         case "drafter":
             let name = try string()
-            guard ["ngram", "recycle", "skip"].contains(name) else {
-                throw ConfigError.outOfRange(key: key, value: name, allowed: "ngram, recycle or skip", source: source)
+            guard ["ngram", "suffix", "recycle", "skip"].contains(name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: "recycle, suffix, ngram or skip", source: source)
             }
             drafter = name
         case "max_draft_nodes": maxDraftNodes = try int(1...256)
