@@ -5,12 +5,14 @@ import Speculation
 /// /health. Engine thread only (the snapshot is published under the lock).
 extension Engine {
     /// Hands the step's figures to `onStep`.
-    func report(_ step: Step, outcome: StepOutcome, duration: Duration, prediction: (predicted: Double, observed: Double)?) {
+    func report(_ step: Step, outcome: StepOutcome, duration: Duration, timing: StepTiming?) {
         guard let onStep else { return }
         let treeRows = step.owners.reduce(0) { $0 + ($1.plan?.tree.count ?? 0) }
         let plan = speculator?.lastPlan
-        onStep(StepReport(duration: duration, predictedMilliseconds: prediction?.predicted, observedMilliseconds: prediction?.observed,
-                          rows: step.rows.count, treeRows: treeRows, acceptedPerSequence: outcome.acceptedPerSequence,
+        onStep(StepReport(duration: duration, predictedMilliseconds: timing?.predictedMs,
+                          observedMilliseconds: timing.map { $0.forwardMs + $0.hostMs }, shape: timing?.shape,
+                          forwardMilliseconds: timing?.forwardMs, hostMilliseconds: timing?.hostMs, rows: step.rows.count,
+                          treeRows: treeRows, acceptedPerSequence: outcome.acceptedPerSequence,
                           plannedGoodput: plan?.goodput, plainGoodput: plan?.plain))
     }
 

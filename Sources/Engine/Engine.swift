@@ -288,9 +288,9 @@ public final class Engine: @unchecked Sendable {
 
             let outcome = verifyCommitAndEmit(&step)
             let stepTime = clock.now - t0
-            let prediction = learn(from: step, base: base, baseTokens: baseTokens, outcome: outcome, forwardMs: forwardMs,
-                                   stepMs: stepTime.seconds * 1000)
-            report(step, outcome: outcome, duration: stepTime, prediction: prediction)
+            let timing = learn(from: step, base: base, baseTokens: baseTokens, outcome: outcome, forwardMs: forwardMs,
+                               stepMs: stepTime.seconds * 1000)
+            report(step, outcome: outcome, duration: stepTime, timing: timing)
             publish(now: (clock.now - start).seconds, tokens: outcome.produced, promptTokens: outcome.promptTokens,
                     step: (step.rows.count, stepTime.seconds))
         }
@@ -318,16 +318,24 @@ public final class Engine: @unchecked Sendable {
         var acceptedPerSequence: [Int] = []
     }
 
+    /// A step's timing as the cost model saw it.
+    struct StepTiming {
+        var shape: StepShape
+        var predictedMs: Double
+        var forwardMs: Double
+        var hostMs: Double
+    }
+
     /// Feeds the step to CAST's cost model and guards (forward and host time apart; drafting
-    /// time is the speculator's own). Returns the step's predicted and observed milliseconds.
+    /// time is the speculator's own). Returns what the model predicted and what the step took.
     private func learn(from step: Step, base: StepShape, baseTokens: Int, outcome: StepOutcome, forwardMs: Double,
-                       stepMs: Double) -> (predicted: Double, observed: Double)? {
+                       stepMs: Double) -> StepTiming? {
         guard let speculator else { return nil }
         let shape = step.shape
         let hostMs = max(0, stepMs - forwardMs - speculator.draftMilliseconds)
         let committed = baseTokens + outcome.acceptedPerSequence.reduce(0, +)
         speculator.observe(shape, forwardMs: forwardMs, hostMs: hostMs, base: shape.nodes > 0 ? base : nil, baseTokens: baseTokens,
                            committed: committed)
-        return speculator.lastStep.map { ($0.predictedMs, $0.observedMs) }
+        return StepTiming(shape: shape, predictedMs: speculator.lastStep?.predictedMs ?? 0, forwardMs: forwardMs, hostMs: hostMs)
     }
 }

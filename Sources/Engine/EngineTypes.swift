@@ -178,9 +178,13 @@ public struct EngineSnapshot: Sendable {
 public struct StepReport: Sendable {
     /// Wall time of the step (forward call and host work).
     public var duration: Duration
-    /// With speculation on: the cost model's prediction for the step and what it took (ms).
+    /// With speculation on: the cost model's prediction for the step and what it took (ms: forward
+    /// and host, drafting excluded), the step's shape, and the two parts of the observed time.
     public var predictedMilliseconds: Double?
     public var observedMilliseconds: Double?
+    public var shape: StepShape?
+    public var forwardMilliseconds: Double?
+    public var hostMilliseconds: Double?
     /// Rows of the step, and how many of them were draft-tree nodes.
     public var rows: Int
     public var treeRows: Int

@@ -5,11 +5,33 @@ import GGUF
 import Model
 import Speculation
 
-/// One cell of the speculation matrix: a strategy at a concurrency.
+/// Spread of a set of figures: median and the 10th and 90th percentiles.
+struct Spread: Codable {
+    var median: Double
+    var p10: Double
+    var p90: Double
+    var count: Int
+
+    init?(_ values: [Double]) {
+        guard !values.isEmpty else { return nil }
+        let v = values.sorted()
+        func at(_ q: Double) -> Double { v[min(v.count - 1, Int((Double(v.count - 1) * q).rounded()))] }
+        median = at(0.5)
+        p10 = at(0.1)
+        p90 = at(0.9)
+        count = v.count
+    }
+}
+
+/// One cell of the speculation matrix: a strategy at a concurrency, over every round.
 struct MatrixCell: Codable {
     var strategy: String
     var batch: Int
+    /// Committed tokens per second: the median over rounds of each round's total tokens / total time.
     var tokS: Double
+    /// Per unit (a group of `batch` prompts run together), this strategy's tok/s over plain
+    /// decoding's for the same unit in the same round (absent for plain).
+    var pairedRatio: Spread?
     var acceptedPerStep: Double
     var treeRows: Double
     var stepMs: Double
@@ -17,13 +39,19 @@ struct MatrixCell: Codable {
     var forwardMs: Double
     var draftMs: Double
     var completionTokens: Int
+    /// The cost model's |observed - predicted| / predicted over the cell's steps (speculating strategies).
+    var costError: Spread?
     var categories: [String: Double]
     /// Tokens committed per decode step of a request, per category.
     var categoryTokensPerStep: [String: Double]
+    /// Per category, the paired ratio to plain decoding (median over units and rounds).
+    var categoryRatio: [String: Double]
 
     enum CodingKeys: String, CodingKey {
         case strategy, batch, categories
+        case pairedRatio = "paired_ratio_to_plain"
         case categoryTokensPerStep = "category_tokens_per_step"
+        case categoryRatio = "category_paired_ratio"
         case tokS = "tok_s"
         case acceptedPerStep = "accepted_per_step"
         case treeRows = "tree_rows"
@@ -31,6 +59,7 @@ struct MatrixCell: Codable {
         case forwardMs = "forward_ms"
         case draftMs = "draft_ms"
         case completionTokens = "completion_tokens"
+        case costError = "cost_model_abs_error"
     }
 }
 
@@ -40,15 +69,51 @@ struct MatrixReport: Codable {
     var threads: Int
     var kernels: String
     var prompts: Int
+    var rounds: Int
+    var drafter: String
     var cells: [MatrixCell]
+}
+
+/// One recorded engine step (cast-bench matrix --record-steps): the cost model's inputs and what
+/// the step took, for replaying the model offline.
+struct RecordedStep: Codable {
+    var rows: Int
+    var logitRows: Int
+    var positions: Int
+    var nodes: Int
+    var forwardMs: Double
+    var hostMs: Double
+    var predictedMs: Double
+
+    enum CodingKeys: String, CodingKey {
+        case rows, positions, nodes
+        case logitRows = "logit_rows"
+        case forwardMs = "forward_ms"
+        case hostMs = "host_ms"
+        case predictedMs = "predicted_ms"
+    }
+}
+
+struct RecordedSteps: Codable {
+    var machine: MachineInfo
+    var kernels: String
+    var costModel: CostModel
+    var steps: [RecordedStep]
+
+    enum CodingKeys: String, CodingKey {
+        case machine, kernels, steps
+        case costModel = "cost_model"
+    }
 }
 
 extension CastBench {
     /// Speculation strategies against plain decoding at each concurrency, through the engine
-    /// (no HTTP): committed tokens/s, tokens committed per sequence-step, draft rows per
-    /// sequence-step, step time, and tokens/s per category.
+    /// (no HTTP), in paired runs: the prompts are split into units of `batch` prompts run together,
+    /// and each unit runs under every strategy back to back (order rotating per unit and round),
+    /// so the machine's noise hits every strategy alike. Each round uses fresh engines (what the
+    /// drafters learn stays within a round; the corpus drafter never sees a prompt's own earlier run).
     struct Matrix: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Plain vs chain4 vs tree vs cast_b1 vs cast at each concurrency.")
+        static let configuration = CommandConfiguration(abstract: "Plain vs chain4 vs tree vs cast_b1 vs cast at each concurrency, paired.")
 
         @OptionGroup var common: CommonOptions
 
@@ -58,10 +123,10 @@ extension CastBench {
         @Option(help: "Strategies, comma-separated (plain, chain4, tree, cast_b1, cast).")
         var strategies = "plain,chain4,tree,cast_b1,cast"
 
-        @Option(help: "Rounds over the whole matrix (cells interleaved); each cell reports its best round.")
-        var rounds = 1
+        @Option(help: "Rounds over the whole matrix, each with fresh engines.")
+        var rounds = 2
 
-        @Option(help: "Draft source: ngram, recycle or skip.")
+        @Option(help: "Draft source: recycle, suffix, ngram or skip.")
         var drafter = "recycle"
 
         @Option(help: "Use at most N prompts per category.")
@@ -69,6 +134,9 @@ extension CastBench {
 
         @Option(help: "Write an SVG chart (tokens/s vs concurrency, one line per strategy) to this path.")
         var svg: String?
+
+        @Option(help: "Write every step of the cast strategy (shape, forward and host ms, prediction) as JSON to this path.")
+        var recordSteps: String?
 
         func run() throws {
             let log: (String) -> Void = { FileHandle.standardError.write(Data(("cast-bench: " + $0 + "\n").utf8)) }
@@ -83,13 +151,14 @@ extension CastBench {
             guard let drafterKind = DrafterKind(rawValue: drafter) else {
                 throw ValidationError("unknown drafter '\(drafter)'; choose from \(DrafterKind.allCases.map(\.rawValue).joined(separator: ", "))")
             }
+            guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
             let kernels = try common.selectKernels()
             let cacheType = try common.cacheType()
             let file = try GGUFFile(path: common.model)
             let model = try Transformer(file: file, threads: common.threads, maxStepRows: 512, maxLogitRows: 256, maxContext: 2048,
                                         kernels: kernels)
             try cacheType.validate(headDimension: model.config.headDimension)
-            log("\(kernels) kernels, \(cacheType.rawValue) KV cache")
+            log("\(kernels) kernels, \(cacheType.rawValue) KV cache, drafter \(drafter), \(rounds) rounds")
             let formatter = try PromptFormatter(file: file)
             var prompts = try BenchPrompt.load(path: common.prompts)
             if let perCategory {
@@ -97,41 +166,73 @@ extension CastBench {
                 prompts = prompts.filter { seen[$0.category, default: 0] += 1; return seen[$0.category]! <= perCategory }
             }
             let tokens = try prompts.map { try formatter.tokens(for: $0) }
-            var cells: [MatrixCell] = []
-            // One step-cost model for every cell (measured by the first speculative engine).
-            var cost: CostModel?
-            for round in 1...max(rounds, 1) {
-            for batch in levels {
-                for name in names {
-                    let strategy = DraftStrategy(rawValue: name) ?? .cast
-                    var config = EngineConfiguration(
-                        slots: max(batch, 1), contextLength: 2048, maxWaiting: prompts.count, prefillChunk: 256,
-                        speculation: name != "plain", strategy: strategy)
-                    config.drafter = drafterKind
-                    config.kvCacheType = cacheType
-                    config.costModel = cost
-                    let engine = Engine(model: model, configuration: config)
-                    if cost == nil, let measured = engine.snapshot.costModel {
-                        cost = measured
-                        log("step-cost model: " + measured.corrected.map { String(format: "T(%d)=%.2f", $0.rows, $0.ms) }.joined(separator: " ")
-                            + String(format: " ms + %.5f ms/position", measured.msPerPosition))
+
+            // One step-cost model for every engine, measured once.
+            var calibration = EngineConfiguration(slots: 1, contextLength: 2048, speculation: true)
+            calibration.kvCacheType = cacheType
+            calibration.drafter = drafterKind
+            calibration.calibrationProgress = { done, total in if done == total { log("step-cost model measured") } }
+            let calibrating = Engine(model: model, configuration: calibration)
+            guard let cost = calibrating.snapshot.costModel else { throw ValidationError("the step-cost model could not be measured") }
+            calibrating.shutdown()
+            calibrating.waitUntilStopped(timeout: .seconds(10))
+            log("step-cost model: body " + cost.corrected.map { String(format: "%d:%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+                + " head " + cost.head.map { String(format: "%d:%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+                + String(format: " ms, %.5f ms/position", cost.msPerPosition))
+
+            let recorder = StepRecorder()
+            var runs: [String: [Int: [UnitRun]]] = [:]  // strategy -> batch -> units (all rounds)
+            var stats: [String: [Int: EngineStats]] = [:]
+            for round in 1...rounds {
+                for batch in levels {
+                    var engines: [String: Engine] = [:]
+                    for name in names {
+                        var config = EngineConfiguration(slots: batch, contextLength: 2048, maxWaiting: prompts.count, prefillChunk: 256,
+                                                         speculation: name != "plain", strategy: DraftStrategy(rawValue: name) ?? .cast)
+                        config.drafter = drafterKind
+                        config.kvCacheType = cacheType
+                        config.costModel = cost
+                        let engine = Engine(model: model, configuration: config)
+                        if name == "cast" && recordSteps != nil { engine.onStep = { recorder.add($0) } }
+                        engines[name] = engine
                     }
-                    let cell = try measure(engine, name: name, batch: batch, prompts: prompts, tokens: tokens, stopTokens: formatter.stopTokens)
-                    engine.shutdown()
-                    log(String(format: "%-8@ B=%2d  %7.1f tok/s  %.2f tokens/step  %.2f draft rows/step  %.2f ms/step (forward %.2f, drafting %.2f)",
-                               name as NSString, batch, cell.tokS, cell.acceptedPerStep, cell.treeRows, cell.stepMs, cell.forwardMs, cell.draftMs))
-                    if let i = cells.firstIndex(where: { $0.strategy == name && $0.batch == batch }) {
-                        if cell.tokS > cells[i].tokS { cells[i] = cell }
-                    } else {
-                        cells.append(cell)
+                    let units = stride(from: 0, to: prompts.count, by: batch).map { Array($0..<min($0 + batch, prompts.count)) }
+                    for (u, unit) in units.enumerated() {
+                        let shift = (u + round) % names.count
+                        for name in names[shift...] + names[..<shift] {
+                            let r = try runUnit(engines[name]!, unit: unit, round: round, prompts: prompts, tokens: tokens,
+                                                stopTokens: formatter.stopTokens)
+                            runs[name, default: [:]][batch, default: []].append(r)
+                        }
+                    }
+                    for name in names {
+                        let engine = engines[name]!
+                        stats[name, default: [:]][batch, default: EngineStats()].add(engine.snapshot)
+                        engine.shutdown()
+                        engine.waitUntilStopped(timeout: .seconds(10))
+                        let mine = runs[name]![batch]!.filter { $0.round == round }
+                        let t = Double(mine.reduce(0) { $0 + $1.tokens }) / mine.reduce(0) { $0 + $1.seconds }
+                        log(String(format: "round %d  %-8@ B=%2d  %7.1f tok/s", round, name as NSString, batch, t))
                     }
                 }
             }
-            if rounds > 1 { log("round \(round) of \(rounds) done") }
+            var cells: [MatrixCell] = []
+            for batch in levels {
+                for name in names {
+                    cells.append(cell(name, batch: batch, runs: runs[name]![batch]!, plain: runs["plain"]?[batch], stats: stats[name]![batch]!))
+                }
             }
             let report = MatrixReport(machine: .current(), model: (common.model as NSString).lastPathComponent,
-                                      threads: common.threads, kernels: kernels.description, prompts: prompts.count, cells: cells)
+                                      threads: common.threads, kernels: kernels.description, prompts: prompts.count, rounds: rounds,
+                                      drafter: drafter, cells: cells)
             if let svg { try MatrixChart.svg(report).write(toFile: svg, atomically: true, encoding: .utf8) }
+            if let path = recordSteps {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                try encoder.encode(RecordedSteps(machine: .current(), kernels: kernels.description, costModel: cost, steps: recorder.steps))
+                    .write(to: URL(fileURLWithPath: path))
+                log("\(recorder.steps.count) cast steps recorded in \(path)")
+            }
             if common.json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -141,84 +242,146 @@ extension CastBench {
             }
         }
 
-        /// Runs every prompt once with `batch` requests in flight; greedy, each prompt's max_tokens.
-        func measure(_ engine: Engine, name: String, batch: Int, prompts: [BenchPrompt], tokens: [[Int32]],
-                     stopTokens: Set<Int32>) throws -> MatrixCell {
+        /// One unit's result under one strategy.
+        struct UnitRun {
+            var round: Int
+            var unit: [Int]
+            var tokens: Int
+            var seconds: Double
+            /// Per category: completion tokens, request seconds, decode steps.
+            var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)]
+        }
+
+        /// Engine counters summed over rounds.
+        struct EngineStats {
+            var roots = 0, steps = 0, drafted = 0
+            var stepSeconds = 0.0, forwardSeconds = 0.0, draftSeconds = 0.0
+            var errors: [Double] = []
+            mutating func add(_ s: EngineSnapshot) {
+                roots += s.decodeRoots
+                steps += s.stepsTotal
+                drafted += s.draftedTokens
+                stepSeconds += s.stepSecondsTotal
+                forwardSeconds += s.forwardSecondsTotal
+                draftSeconds += s.draftSecondsTotal
+                if let m = s.costErrorMedian { errors.append(m) }
+            }
+        }
+
+        /// Runs the unit's prompts together (greedy, each prompt's max_tokens) and waits for all.
+        func runUnit(_ engine: Engine, unit: [Int], round: Int, prompts: [BenchPrompt], tokens: [[Int32]],
+                     stopTokens: Set<Int32>) throws -> UnitRun {
             let done = DispatchSemaphore(value: 0)
-            let slots = DispatchSemaphore(value: batch)
             final class Tally: @unchecked Sendable {
                 let lock = NSLock()
                 var completion = 0
-                var byCategory: [String: (tokens: Int, seconds: Double)] = [:]
-                var stepsByCategory: [String: Int] = [:]
+                var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)] = [:]
             }
             let tally = Tally()
-            let before = engine.snapshot
             let clock = ContinuousClock()
             let start = clock.now
-            for (i, p) in prompts.enumerated() {
-                slots.wait()
-                let submitted = clock.now
-                let category = p.category
-                try engine.submit(GenerationRequest(promptTokens: tokens[i], maxTokens: p.maxTokens, sampling: .greedy, stopTokens: stopTokens)) { event in
+            for i in unit {
+                let category = prompts[i].category
+                try engine.submit(GenerationRequest(promptTokens: tokens[i], maxTokens: prompts[i].maxTokens, sampling: .greedy,
+                                                    stopTokens: stopTokens)) { event in
                     switch event {
                     case .finished(_, _, let completion, let usage):
-                        let seconds = (clock.now - submitted).seconds
+                        let seconds = (clock.now - start).seconds
                         tally.lock.lock()
                         tally.completion += completion
-                        tally.stepsByCategory[category, default: 0] += usage.decodeSteps + 1
-                        let old = tally.byCategory[category] ?? (0, 0)
-                        tally.byCategory[category] = (old.tokens + completion, old.seconds + seconds)
+                        let old = tally.byCategory[category] ?? (0, 0, 0)
+                        tally.byCategory[category] = (old.tokens + completion, old.seconds + seconds, old.steps + usage.decodeSteps + 1)
                         tally.lock.unlock()
-                        slots.signal()
                         done.signal()
                     case .failed:
-                        slots.signal()
                         done.signal()
                     default:
                         break
                     }
                 }
             }
-            for _ in prompts { done.wait() }
-            let wall = (clock.now - start).seconds
-            let after = engine.snapshot
-            let roots = max(after.decodeRoots - before.decodeRoots, 1)
-            let steps = max(after.stepsTotal - before.stepsTotal, 1)
-            return MatrixCell(
-                strategy: name, batch: batch, tokS: Double(tally.completion) / wall,
-                acceptedPerStep: Double(tally.completion) / Double(roots),
-                treeRows: Double(after.draftedTokens - before.draftedTokens) / Double(roots),
-                stepMs: (after.stepSecondsTotal - before.stepSecondsTotal) * 1000 / Double(steps),
-                forwardMs: (after.forwardSecondsTotal - before.forwardSecondsTotal) * 1000 / Double(steps),
-                draftMs: (after.draftSecondsTotal - before.draftSecondsTotal) * 1000 / Double(steps),
-                completionTokens: tally.completion,
-                categories: tally.byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
-                categoryTokensPerStep: tally.byCategory.reduce(into: [:]) { out, entry in
-                    out[entry.key] = Double(entry.value.tokens) / Double(max(tally.stepsByCategory[entry.key] ?? 1, 1))
-                })
+            for _ in unit { done.wait() }
+            return UnitRun(round: round, unit: unit, tokens: tally.completion, seconds: (clock.now - start).seconds,
+                           byCategory: tally.byCategory)
         }
+
+        func cell(_ name: String, batch: Int, runs: [UnitRun], plain: [UnitRun]?, stats: EngineStats) -> MatrixCell {
+            let roundsSeen = Set(runs.map(\.round)).sorted()
+            let perRound = roundsSeen.map { r -> Double in
+                let mine = runs.filter { $0.round == r }
+                return Double(mine.reduce(0) { $0 + $1.tokens }) / max(mine.reduce(0) { $0 + $1.seconds }, 1e-9)
+            }
+            var ratios: [Double] = []
+            var categoryRatios: [String: [Double]] = [:]
+            if name != "plain", let plain {
+                for r in runs {
+                    guard let p = plain.first(where: { $0.round == r.round && $0.unit == r.unit }), p.tokens > 0, r.seconds > 0 else { continue }
+                    ratios.append((Double(r.tokens) / r.seconds) / (Double(p.tokens) / p.seconds))
+                    for (c, v) in r.byCategory {
+                        guard let q = p.byCategory[c], q.tokens > 0, v.seconds > 0, q.seconds > 0 else { continue }
+                        categoryRatios[c, default: []].append((Double(v.tokens) / v.seconds) / (Double(q.tokens) / q.seconds))
+                    }
+                }
+            }
+            var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)] = [:]
+            for r in runs {
+                for (c, v) in r.byCategory {
+                    let old = byCategory[c] ?? (0, 0, 0)
+                    byCategory[c] = (old.tokens + v.tokens, old.seconds + v.seconds, old.steps + v.steps)
+                }
+            }
+            let completion = runs.reduce(0) { $0 + $1.tokens }
+            let steps = max(stats.steps, 1), roots = max(stats.roots, 1)
+            return MatrixCell(
+                strategy: name, batch: batch, tokS: Spread(perRound)?.median ?? 0, pairedRatio: Spread(ratios),
+                acceptedPerStep: Double(completion) / Double(roots), treeRows: Double(stats.drafted) / Double(roots),
+                stepMs: stats.stepSeconds * 1000 / Double(steps), forwardMs: stats.forwardSeconds * 1000 / Double(steps),
+                draftMs: stats.draftSeconds * 1000 / Double(steps), completionTokens: completion, costError: Spread(stats.errors),
+                categories: byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
+                categoryTokensPerStep: byCategory.mapValues { Double($0.tokens) / Double(max($0.steps, 1)) },
+                categoryRatio: categoryRatios.compactMapValues { Spread($0)?.median })
+        }
+    }
+}
+
+/// Collects the cast engines' steps (thread-safe: steps arrive on engine threads).
+final class StepRecorder: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var steps: [RecordedStep] = []
+
+    func add(_ r: StepReport) {
+        guard let shape = r.shape, let forward = r.forwardMilliseconds, let host = r.hostMilliseconds else { return }
+        lock.lock()
+        steps.append(RecordedStep(rows: shape.rows, logitRows: shape.logitRows, positions: shape.positions, nodes: shape.nodes,
+                                  forwardMs: forward, hostMs: host, predictedMs: r.predictedMilliseconds ?? 0))
+        lock.unlock()
     }
 }
 
 /// Markdown and SVG renderings of the matrix.
 enum MatrixChart {
     static func markdown(_ r: MatrixReport) -> String {
-        var out = ["CastServe speculation matrix — \(r.model), \(r.threads) threads, \(r.prompts) prompts, commit \(r.machine.commit)", "",
-                   "| strategy | B | tok/s | tokens/step | draft rows/step | step ms |", "|---|---:|---:|---:|---:|---:|"]
+        func spread(_ s: Spread?) -> String {
+            guard let s else { return "" }
+            return String(format: "%.2f (%.2f-%.2f)", s.median, s.p10, s.p90)
+        }
+        var out = ["CastServe speculation matrix — \(r.model), \(r.threads) threads, \(r.kernels) kernels, drafter \(r.drafter), "
+                   + "\(r.prompts) prompts, \(r.rounds) paired rounds, commit \(r.machine.commit)", "",
+                   "| strategy | B | tok/s | x plain, paired (p10-p90) | tokens/step | draft rows/step | step ms | cost model abs error |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for c in r.cells {
-            out.append(String(format: "| %@ | %d | %.1f | %.2f | %.2f | %.2f |", c.strategy, c.batch, c.tokS, c.acceptedPerStep, c.treeRows, c.stepMs))
+            out.append(String(format: "| %@ | %d | %.1f | %@ | %.2f | %.2f | %.2f | %@ |", c.strategy, c.batch, c.tokS,
+                              spread(c.pairedRatio), c.acceptedPerStep, c.treeRows, c.stepMs,
+                              c.costError.map { String(format: "%.3f", $0.median) } ?? ""))
         }
         let categories = Array(Set(r.cells.flatMap { $0.categories.keys })).sorted()
-        out += ["", "Per category (tokens/s per request, B = 1):", "", "| strategy | " + categories.joined(separator: " | ") + " |",
+        out += ["", "Per category at B = 1: paired ratio to plain (tokens committed per decode step):", "",
+                "| strategy | " + categories.joined(separator: " | ") + " |",
                 "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
         for c in r.cells where c.batch == 1 {
-            out.append("| \(c.strategy) | " + categories.map { String(format: "%.1f", c.categories[$0] ?? 0) }.joined(separator: " | ") + " |")
-        }
-        out += ["", "Per category (tokens committed per decode step, B = 1):", "", "| strategy | " + categories.joined(separator: " | ") + " |",
-                "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
-        for c in r.cells where c.batch == 1 {
-            out.append("| \(c.strategy) | " + categories.map { String(format: "%.2f", c.categoryTokensPerStep[$0] ?? 0) }.joined(separator: " | ") + " |")
+            out.append("| \(c.strategy) | " + categories.map {
+                String(format: "%.2f (%.2f)", c.categoryRatio[$0] ?? 1, c.categoryTokensPerStep[$0] ?? 0)
+            }.joined(separator: " | ") + " |")
         }
         return out.joined(separator: "\n")
     }
