@@ -31,7 +31,14 @@ extension CompletionRequest {
         var orderedBody: JSONValue?
         func ordered() throws -> JSONValue {
             if let orderedBody { return orderedBody }
-            let v = try JSONValue.parse(String(decoding: body, as: UTF8.self))
+            // Stricter than JSONSerialization (which lets, say, a trailing comma pass): what it
+            // refuses is a malformed body, answered as such.
+            let v: JSONValue
+            do {
+                v = try JSONValue.parse(String(decoding: body, as: UTF8.self))
+            } catch let e as GrammarError {
+                throw OpenAIError.invalid("body", "The request body is not valid JSON: \(e)", code: "invalid_json")
+            }
             orderedBody = v
             return v
         }
