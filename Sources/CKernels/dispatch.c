@@ -244,7 +244,34 @@ void ck_kv_load(int type, const void *row, int64_t head_dim, float *y) {
 
 void ck_attend(const ck_kernels *k, const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
                float *scores, float *out) {
-    k->attend(q, group, hd, scale, kv, scores, out);
+    float max_sum[128];
+    k->attend(q, group, hd, scale, kv, 0, kv->n_cached + kv->n_chain, scores, out, max_sum);
+    for (int64_t g = 0; g < group; g++) {
+        const float inv = 1.0f / max_sum[2 * g + 1];
+        for (int64_t i = 0; i < hd; i++) out[g * hd + i] *= inv;
+    }
+}
+
+void ck_attend_range(const ck_kernels *k, const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
+                     int64_t begin, int64_t end, float *scores, float *acc, float *max_sum) {
+    k->attend(q, group, hd, scale, kv, begin, end, scores, acc, max_sum);
+}
+
+void ck_attend_merge(int64_t group, int64_t hd, int64_t parts, const float *acc, const float *max_sum, float *out) {
+    for (int64_t g = 0; g < group; g++) {
+        float m = -INFINITY;
+        for (int64_t p = 0; p < parts; p++) m = fmaxf(m, max_sum[(p * group + g) * 2]);
+        float l = 0.0f;
+        for (int64_t i = 0; i < hd; i++) out[g * hd + i] = 0.0f;
+        for (int64_t p = 0; p < parts; p++) {
+            const float w = expf(max_sum[(p * group + g) * 2] - m);
+            l = fmaf(w, max_sum[(p * group + g) * 2 + 1], l);
+            const float *a = acc + (p * group + g) * hd;
+            for (int64_t i = 0; i < hd; i++) out[g * hd + i] = fmaf(w, a[i], out[g * hd + i]);
+        }
+        const float inv = 1.0f / l;
+        for (int64_t i = 0; i < hd; i++) out[g * hd + i] *= inv;
+    }
 }
 
 // ------------------------------------------------------------------ pool-parallel entry points

@@ -29,14 +29,15 @@ struct ck_kernels {
     void (*rope)(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
     void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
     void (*f32_to_f16)(const float *x, uint16_t *y, int64_t n);
-    void (*attend)(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, float *scores,
-                   float *out);
+    /// ck_attend_range's body.
+    void (*attend)(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin, int64_t end,
+                   float *scores, float *acc, float *max_sum);
 };
 
 extern const ck_kernels ck_kernels_scalar;
 /// The scalar attention body (SIMD sets fall back to it for head dimensions not a multiple of 32).
-void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, float *scores,
-                      float *out);
+void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
+                      int64_t end, float *scores, float *acc, float *max_sum);
 #if defined(__x86_64__)
 extern const ck_kernels ck_kernels_avx2;
 extern const ck_kernels ck_kernels_avx512;
@@ -44,8 +45,8 @@ extern const ck_kernels ck_kernels_avx512;
 void ck_rope_avx2(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
 void ck_f16_to_f32_avx2(const uint16_t *x, float *y, int64_t n);
 void ck_f32_to_f16_avx2(const float *x, uint16_t *y, int64_t n);
-void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, float *scores,
-                    float *out);
+void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
+                    int64_t end, float *scores, float *acc, float *max_sum);
 #endif
 #if defined(__aarch64__)
 extern const ck_kernels ck_kernels_neon;
@@ -140,8 +141,9 @@ typedef struct {
     const uint8_t *row;
 } ck_kv_cursor;
 
-static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values) {
-    ck_kv_cursor c = {v, values, 0, 0, NULL};
+/// A cursor whose first row is position `begin`.
+static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values, int64_t begin) {
+    ck_kv_cursor c = {v, values, begin, 0, NULL};
     return c;
 }
 

@@ -492,16 +492,17 @@ CK_AVX2 static inline __attribute__((always_inline)) void score_quad(const float
 ///   softmax: exp8 lane sums (exp_shift_sum).
 ///   values: 32-value tiles, 3 heads x 4 accumulators, position by position in order.
 CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
-                                                                       float scale, const ck_kv_view *kv,
-                                                                       float *scores, float *out, const int type) {
-    const int64_t n = kv->n_cached + kv->n_chain;
+                                                                       float scale, const ck_kv_view *kv, int64_t begin,
+                                                                       int64_t end, float *scores, float *out, float *max_sum,
+                                                                       const int type) {
+    const int64_t n = end - begin;
     const __m256 zero = _mm256_setzero_ps();
     const __m128 vscale = _mm_set1_ps(scale);
     for (int64_t g0 = 0; g0 < group; g0 += 3) {
         const int64_t gn = group - g0 < 3 ? group - g0 : 3;
         const float *q0 = q + g0 * hd, *q1 = q + (g0 + (gn > 1 ? 1 : 0)) * hd, *q2 = q + (g0 + gn - 1) * hd;
         float *s0 = scores + g0 * n, *s1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *s2 = scores + (g0 + gn - 1) * n;
-        ck_kv_cursor keys = ck_kv_cursor_at(kv, 0);
+        ck_kv_cursor keys = ck_kv_cursor_at(kv, 0, begin);
         for (int64_t j = 0; j < n; j += 4) {
             const int64_t m = n - j < 4 ? n - j : 4;
             const uint8_t *r[4];
@@ -527,17 +528,18 @@ CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const floa
             }
         }
     }
-    float inv[64];
     for (int64_t g = 0; g < group; g++) {
         float *s = scores + g * n;
-        inv[g] = 1.0f / exp_shift_sum(s, n, max_avx2(s, n));
+        const float m = max_avx2(s, n);
+        max_sum[2 * g] = m;
+        max_sum[2 * g + 1] = exp_shift_sum(s, n, m);
     }
     for (int64_t g0 = 0; g0 < group; g0 += 3) {
         const int64_t gn = group - g0 < 3 ? group - g0 : 3;
         const float *p0 = scores + g0 * n, *p1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *p2 = scores + (g0 + gn - 1) * n;
         for (int64_t t = 0; t < hd; t += 32) {
             __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero}, a2[4] = {zero, zero, zero, zero};
-            ck_kv_cursor values = ck_kv_cursor_at(kv, 1);
+            ck_kv_cursor values = ck_kv_cursor_at(kv, 1, begin);
             for (int64_t j = 0; j < n; j++) {
                 const uint8_t *row = ck_kv_cursor_next(&values);
                 const __m256 d = kv_scale(type, row, hd, t);
@@ -550,24 +552,22 @@ CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const floa
                 }
             }
             const __m256 *acc[3] = {a0, a1, a2};
-            for (int64_t g = 0; g < gn; g++) {
-                const __m256 sc = _mm256_set1_ps(inv[g0 + g]);
-                for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (g0 + g) * hd + t + 8 * c, _mm256_mul_ps(acc[g][c], sc));
-            }
+            for (int64_t g = 0; g < gn; g++)
+                for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (g0 + g) * hd + t + 8 * c, acc[g][c]);
         }
     }
 }
 
-CK_AVX2 void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
-                            float *scores, float *out) {
+CK_AVX2 void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
+                            int64_t end, float *scores, float *acc, float *max_sum) {
     if (hd % 32 != 0) {
-        ck_attend_scalar(q, group, hd, scale, kv, scores, out);
+        ck_attend_scalar(q, group, hd, scale, kv, begin, end, scores, acc, max_sum);
         return;
     }
     switch (kv->type) {
-    case CK_KV_F16: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F16); break;
-    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_Q8_0); break;
-    default: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F32); break;
+    case CK_KV_F16: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F16); break;
+    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_Q8_0); break;
+    default: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F32); break;
     }
 }
 

@@ -385,11 +385,12 @@ CK_NEON static inline __attribute__((always_inline)) float kv_scale(int type, co
 /// As the avx2 body with 4-lane registers: per position and query head, two accumulators (lanes
 /// 0-3 and 4-7 of each 8 values) added, then the pairwise lane sum; values in 16-value tiles.
 CK_NEON static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
-                                                                       float scale, const ck_kv_view *kv,
-                                                                       float *scores, float *out, const int type) {
-    const int64_t n = kv->n_cached + kv->n_chain;
+                                                                       float scale, const ck_kv_view *kv, int64_t begin,
+                                                                       int64_t end, float *scores, float *out, float *max_sum,
+                                                                       const int type) {
+    const int64_t n = end - begin;
     for (int64_t j = 0; j < n; j++) {
-        const uint8_t *row = ck_kv_row(kv, j, 0);
+        const uint8_t *row = ck_kv_row(kv, begin + j, 0);
         for (int64_t g = 0; g < group; g++) {
             float32x4_t lo = vdupq_n_f32(0), hi = vdupq_n_f32(0);
             for (int64_t v = 0; v < hd; v += 8) {
@@ -400,10 +401,11 @@ CK_NEON static inline __attribute__((always_inline)) void attend_body(const floa
             scores[g * n + j] = vaddvq_f32(vaddq_f32(lo, hi)) * scale;
         }
     }
-    float inv[64];
     for (int64_t g = 0; g < group; g++) {
         float *s = scores + g * n;
-        inv[g] = 1.0f / exp_shift_sum(s, n, max_neon(s, n));
+        const float m = max_neon(s, n);
+        max_sum[2 * g] = m;
+        max_sum[2 * g + 1] = exp_shift_sum(s, n, m);
     }
     for (int64_t g0 = 0; g0 < group; g0 += 4) {
         const int64_t gn = group - g0 < 4 ? group - g0 : 4;
@@ -412,7 +414,7 @@ CK_NEON static inline __attribute__((always_inline)) void attend_body(const floa
             for (int g = 0; g < 4; g++)
                 for (int c = 0; c < 4; c++) acc[g][c] = vdupq_n_f32(0);
             for (int64_t j = 0; j < n; j++) {
-                const uint8_t *row = ck_kv_row(kv, j, 1);
+                const uint8_t *row = ck_kv_row(kv, begin + j, 1);
                 const float d = kv_scale(type, row, hd, t);
                 const float32x4x2_t v0 = kv_load8(type, row, t, d), v1 = kv_load8(type, row, t + 8, d);
                 for (int64_t g = 0; g < gn; g++) {
@@ -424,21 +426,21 @@ CK_NEON static inline __attribute__((always_inline)) void attend_body(const floa
                 }
             }
             for (int64_t g = 0; g < gn; g++)
-                for (int c = 0; c < 4; c++) vst1q_f32(out + (g0 + g) * hd + t + 4 * c, vmulq_n_f32(acc[g][c], inv[g0 + g]));
+                for (int c = 0; c < 4; c++) vst1q_f32(out + (g0 + g) * hd + t + 4 * c, acc[g][c]);
         }
     }
 }
 
-CK_NEON static void attend_neon(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
-                                float *scores, float *out) {
+CK_NEON static void attend_neon(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
+                                int64_t end, float *scores, float *acc, float *max_sum) {
     if (hd % 32 != 0) {
-        ck_attend_scalar(q, group, hd, scale, kv, scores, out);
+        ck_attend_scalar(q, group, hd, scale, kv, begin, end, scores, acc, max_sum);
         return;
     }
     switch (kv->type) {
-    case CK_KV_F16: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F16); break;
-    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_Q8_0); break;
-    default: attend_body(q, group, hd, scale, kv, scores, out, CK_KV_F32); break;
+    case CK_KV_F16: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F16); break;
+    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_Q8_0); break;
+    default: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F32); break;
     }
 }
 

@@ -188,19 +188,18 @@ static void f32_to_f16_scalar(const float *x, uint16_t *y, int64_t n) {
 
 // ------------------------------------------------------------------ attention
 
-void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
-                          float *scores, float *out) {
-    const int64_t n = kv->n_cached + kv->n_chain;
+void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
+                      int64_t end, float *scores, float *acc, float *max_sum) {
+    const int64_t n = end - begin;
     float row[1024];  // hd <= 1024 (checked by the Swift wrapper)
     for (int64_t j = 0; j < n; j++) {
-        ck_kv_load(kv->type, ck_kv_row(kv, j, 0), hd, row);
+        ck_kv_load(kv->type, ck_kv_row(kv, begin + j, 0), hd, row);
         for (int64_t g = 0; g < group; g++) {
-            float acc = 0;
-            for (int64_t i = 0; i < hd; i++) acc = fmaf(q[g * hd + i], row[i], acc);
-            scores[g * n + j] = acc * scale;
+            float a = 0;
+            for (int64_t i = 0; i < hd; i++) a = fmaf(q[g * hd + i], row[i], a);
+            scores[g * n + j] = a * scale;
         }
     }
-    float inv[64];
     for (int64_t g = 0; g < group; g++) {
         float *s = scores + g * n;
         float m = -INFINITY;
@@ -210,18 +209,17 @@ void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, co
             s[j] = expf(s[j] - m);
             sum += s[j];
         }
-        inv[g] = 1.0f / sum;
+        max_sum[2 * g] = m;
+        max_sum[2 * g + 1] = sum;
     }
-    for (int64_t i = 0; i < group * hd; i++) out[i] = 0;
+    for (int64_t i = 0; i < group * hd; i++) acc[i] = 0;
     for (int64_t j = 0; j < n; j++) {
-        ck_kv_load(kv->type, ck_kv_row(kv, j, 1), hd, row);
+        ck_kv_load(kv->type, ck_kv_row(kv, begin + j, 1), hd, row);
         for (int64_t g = 0; g < group; g++) {
             const float p = scores[g * n + j];
-            for (int64_t i = 0; i < hd; i++) out[g * hd + i] = fmaf(p, row[i], out[g * hd + i]);
+            for (int64_t i = 0; i < hd; i++) acc[g * hd + i] = fmaf(p, row[i], acc[g * hd + i]);
         }
     }
-    for (int64_t g = 0; g < group; g++)
-        for (int64_t i = 0; i < hd; i++) out[g * hd + i] *= inv[g];
 }
 
 const ck_kernels ck_kernels_scalar = {

@@ -67,6 +67,26 @@ extension Ops {
         ck_kv_load(type.ck, row, Int64(headDimension), y)
     }
 
+    /// The part of `attend` over positions `begin..<end`, unnormalised: `acc` `[group][headDim]`
+    /// receives the sum of exp(score - m) * value and `maxSum` `[group][2]` the pair (m, sum of
+    /// exp(score - m)) per query head. `scores`: scratch of `group * (end - begin)` floats.
+    public static func attendRange(q: UnsafePointer<Float>, group: Int, headDim: Int, scale: Float, view: KVView, begin: Int, end: Int,
+                                   scores: UnsafeMutablePointer<Float>, acc: UnsafeMutablePointer<Float>,
+                                   maxSum: UnsafeMutablePointer<Float>, kernels: KernelSet = .current) {
+        precondition(group >= 1 && group <= 64 && headDim <= 1024 && begin >= 0 && begin < end
+                     && end <= Int(view.raw.n_cached + view.raw.n_chain))
+        withUnsafePointer(to: view.raw) { v in
+            ck_attend_range(kernels.table, q, Int64(group), Int64(headDim), scale, v, Int64(begin), Int64(end), scores, acc, maxSum)
+        }
+    }
+
+    /// Combines `parts` results of `attendRange` over consecutive ranges, in order, into
+    /// normalised attention `out` `[group][headDim]` (the same arithmetic on every kernel set).
+    public static func attendMerge(group: Int, headDim: Int, parts: Int, acc: UnsafePointer<Float>, maxSum: UnsafePointer<Float>,
+                                   out: UnsafeMutablePointer<Float>) {
+        ck_attend_merge(Int64(group), Int64(headDim), Int64(parts), acc, maxSum, out)
+    }
+
     /// Attention of `group` query heads sharing one key/value head (grouped-query attention).
     ///
     /// - Parameters:

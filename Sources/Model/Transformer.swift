@@ -55,6 +55,11 @@ public final class Transformer {
     let ropeSin: UnsafeMutablePointer<Float>      // [maxStepRows x headDim/2]
     /// Attention work items per layer: a few per thread, for balance when rows differ in length.
     let attentionItems: Int
+    /// A layer's attention units (see `attend`): [maxStepRows x kvHeads x ranges per row].
+    let attentionUnits: UnsafeMutablePointer<AttentionUnit>
+    /// Unnormalised results of the ranges of long rows: [unit][group][headDim] and [unit][group][2].
+    let partialAcc: UnsafeMutablePointer<Float>
+    let partialMaxSum: UnsafeMutablePointer<Float>
     let logitHidden: UnsafeMutablePointer<Float>  // [maxLogitRows x E]
     /// Logits of the rows that asked for them, in row order: `[logitRowCount x vocabularySize]`.
     /// Valid until the next forward call.
@@ -161,6 +166,10 @@ public final class Transformer {
         scores = buffer(attentionItems * config.groupSize * scoreStride)
         chainKeys = .allocate(capacity: attentionItems * maxStepRows)
         chainValues = .allocate(capacity: attentionItems * maxStepRows)
+        let maxUnits = maxStepRows * config.kvHeadCount * ((maxContext + maxStepRows) / Self.attentionChunk + 1)
+        attentionUnits = .allocate(capacity: maxUnits)
+        partialAcc = buffer(maxUnits * config.groupSize * config.headDimension)
+        partialMaxSum = buffer(maxUnits * config.groupSize * 2)
         ropeCos = buffer(r * config.headDimension / 2 + 1)
         ropeSin = buffer(r * config.headDimension / 2 + 1)
         logitHidden = buffer(self.maxLogitRows * e)
@@ -174,6 +183,9 @@ public final class Transformer {
         }
         chainKeys.deallocate()
         chainValues.deallocate()
+        attentionUnits.deallocate()
+        partialAcc.deallocate()
+        partialMaxSum.deallocate()
     }
 
     /// A KV cache shaped for this model, storing keys and values as `type` (check the type against
@@ -353,37 +365,80 @@ public final class Transformer {
 
     // MARK: - Attention
 
+    /// Positions one attention work unit covers: a row attending to more is split into ranges of
+    /// this many (by absolute position, so the split depends on the row alone), computed apart and
+    /// merged in order: long rows spread over the threads, and a row's result never depends on
+    /// its batch or the thread count.
+    static let attentionChunk = 512
+
     /// Causal attention of every row from `first` on over its slot's cached positions and its
-    /// ancestors, one work item per (row, key/value head) pair with all its query heads. Each pair
-    /// is computed by one thread, reducing over positions in increasing order, so a row's result
-    /// does not depend on the batch.
+    /// ancestors. Work units are (row, key/value head, position range) with all the head's query
+    /// heads; a pair with one range writes its output directly, longer ones are merged after.
     private func attend(_ rows: [BatchRow], from first: Int, layer: Int, cache: KVCache) {
+        let n = rows.count - first
+        // The units, row-major; a unit of a long row records where its partial result goes.
+        var count = 0, partials = 0
+        for i in 0..<n {
+            let chunks = (rows[first + i].position + Self.attentionChunk) / Self.attentionChunk
+            for h in 0..<config.kvHeadCount {
+                for c in 0..<chunks {
+                    attentionUnits[count] = AttentionUnit(row: Int32(i), head: Int32(h), chunk: Int32(c), chunks: Int32(chunks),
+                                                          partial: chunks > 1 ? Int32(partials + c) : -1)
+                    count += 1
+                }
+                if chunks > 1 { partials += chunks }
+            }
+        }
         rows.withUnsafeBufferPointer { rowsBuffer in
-            let work = (rows.count - first) * config.kvHeadCount
-            let task = AttentionTask(model: self, rows: rowsBuffer.baseAddress!, first: first, work: work, layer: layer, cache: cache)
-            pool.run(items: min(attentionItems, work), task: task)
+            let task = AttentionTask(model: self, rows: rowsBuffer.baseAddress!, first: first, units: count, layer: layer, cache: cache)
+            pool.run(items: min(attentionItems, count), task: task)
+        }
+        guard partials > 0 else { return }
+        // Merge the ranges of long (row, head) pairs, in position order.
+        let group = config.groupSize, headDim = config.headDimension, e = config.embeddingLength
+        var u = 0
+        while u < count {
+            let unit = attentionUnits[u]
+            if unit.chunks > 1 {
+                let p = Int(unit.partial)
+                Ops.attendMerge(group: group, headDim: headDim, parts: Int(unit.chunks), acc: partialAcc + p * group * headDim,
+                                maxSum: partialMaxSum + p * group * 2,
+                                out: attention + Int(unit.row) * e + Int(unit.head) * group * headDim)
+            }
+            u += Int(unit.chunks)
         }
     }
 }
 
-/// One layer's attention as pool work: item i takes pairs i, i + items, i + 2 items, ...
-/// and uses scratch slice i (items never exceed `attentionItems`). Pair w is row
-/// `first + w / kvHeads`, whose query and output sit at scratch row `w / kvHeads`.
+/// One unit of a layer's attention: positions `chunk * attentionChunk ..< min(n, (chunk + 1) *
+/// attentionChunk)` of step row `first + row` for key/value head `head`; `partial` >= 0 is the
+/// slot of its unnormalised result when the pair has several ranges (-1: one range, written
+/// directly).
+struct AttentionUnit {
+    var row: Int32
+    var head: Int32
+    var chunk: Int32
+    var chunks: Int32
+    var partial: Int32
+}
+
+/// One layer's attention as pool work: item i takes units i, i + items, i + 2 items, ... and uses
+/// scratch slice i (items never exceed `attentionItems`).
 private struct AttentionTask: ThreadPoolTask {
     // unowned(unsafe): the task lives only inside `attend`, while both are alive (plain unowned
     // references cost an atomic retain and release per access).
     unowned(unsafe) let model: Transformer
     let rows: UnsafePointer<BatchRow>
     let first: Int
-    let work: Int
+    let units: Int
     let layer: Int
     unowned(unsafe) let cache: KVCache
 
     func run(item: Int, items: Int) {
         let config = model.config
-        let headDim = config.headDimension, e = config.embeddingLength, kv = config.kvDimension
-        let qkvWidth = e + 2 * kv
-        let group = config.groupSize, kvHeads = config.kvHeadCount
+        let headDim = config.headDimension, e = config.embeddingLength
+        let qkvWidth = e + 2 * config.kvDimension
+        let group = config.groupSize
         let scale = 1 / Float(headDim).squareRoot()
         let scores = model.scores + item * model.scoreStride * group
         let chainKeys = model.chainKeys + item * model.maxStepRows
@@ -391,8 +446,9 @@ private struct AttentionTask: ThreadPoolTask {
         var lastRow = -1
         var chainLength = 0
         var w = item
-        while w < work {
-            let local = w / kvHeads, h = w % kvHeads
+        while w < units {
+            let unit = model.attentionUnits[w]
+            let local = Int(unit.row), h = Int(unit.head)
             let r = first + local
             let row = rows[r]
             if r != lastRow {
@@ -415,8 +471,19 @@ private struct AttentionTask: ThreadPoolTask {
                               layerOffset: cache.headOffset(layer: layer, head: h), cachedCount: cache.lengths[row.slot],
                               chainKeys: chainKeys, chainValues: chainValues, chainOffset: h * cache.headRowBytes,
                               chainCount: chainLength)
-            Ops.attend(q: model.qkvOut + local * qkvWidth + h * group * headDim, group: group, headDim: headDim, scale: scale,
-                       view: view, scores: scores, out: model.attention + local * e + h * group * headDim, kernels: model.kernels)
+            let q = model.qkvOut + local * qkvWidth + h * group * headDim
+            if unit.chunks == 1 {
+                Ops.attend(q: q, group: group, headDim: headDim, scale: scale, view: view, scores: scores,
+                           out: model.attention + local * e + h * group * headDim, kernels: model.kernels)
+            } else {
+                let n = row.position + 1
+                let begin = Int(unit.chunk) * Transformer.attentionChunk
+                let p = Int(unit.partial)
+                Ops.attendRange(q: q, group: group, headDim: headDim, scale: scale, view: view, begin: begin,
+                                end: min(n, begin + Transformer.attentionChunk), scores: scores,
+                                acc: model.partialAcc + p * group * headDim, maxSum: model.partialMaxSum + p * group * 2,
+                                kernels: model.kernels)
+            }
             w += items
         }
     }

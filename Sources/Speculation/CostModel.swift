@@ -128,9 +128,9 @@ public struct CostModel: Sendable, Codable, Equatable {
         milliseconds(StepShape(rows: rows, logitRows: rows, positions: positions))
     }
 
-    /// Linear interpolation in a table over rows; below the first point its value; beyond the
+    /// Linear interpolation in a table over rows (0 rows: 0); below the first point its value; beyond the
     /// last at least the last point's average cost per row.
-    static func interpolate(_ table: [Point], _ rows: Int) -> Double {
+    public static func interpolate(_ table: [Point], _ rows: Int) -> Double {
         guard let first = table.first, let last = table.last else { return 0 }
         let r = max(rows, 0)
         if r == 0 { return 0 }

@@ -341,6 +341,23 @@ static void test_attention(const ck_kernels *k, const ck_kernels *ref) {
                     CHECK(bad == 0, "attention %s hd %lld group %lld cached %lld chain %lld: %d of %lld differ",
                           tnames[ti], (long long)hd, (long long)group, (long long)n_cached, (long long)n_chain, bad,
                           (long long)(group * hd));
+                    // Split into position ranges (uneven, across the cached/chain boundary) and merged: the same.
+                    const int64_t n = n_cached + n_chain;
+                    if (n >= 3) {
+                        const int64_t cut[4] = {0, n / 3, n - 1, n};
+                        float *acc = malloc((size_t)(3 * group * hd) * 4), ms[3 * 2 * 8];
+                        for (int part = 0; part < 3; part++)
+                            ck_attend_range(k, q, group, hd, 0.125f, &view, cut[part], cut[part + 1], s1, acc + part * group * hd,
+                                            ms + part * group * 2);
+                        float *merged = malloc((size_t)(group * hd) * 4);
+                        ck_attend_merge(group, hd, 3, acc, ms, merged);
+                        int badm = 0;
+                        for (int64_t i = 0; i < group * hd; i++) badm += fabsf(merged[i] - o2[i]) > ATTEND_TOL * mag;
+                        CHECK(badm == 0, "attention %s hd %lld group %lld n %lld in 3 merged ranges: %d differ", tnames[ti],
+                              (long long)hd, (long long)group, (long long)n, badm);
+                        free(acc);
+                        free(merged);
+                    }
                     for (int64_t c = 0; c < n_chain; c++) { free(kc[c]); free(vc[c]); }
                     free(kb); free(vb); free(q); free(s1); free(s2); free(o1); free(o2);
                 }

@@ -111,6 +111,42 @@ import Model
         }
     }
 
+    /// Rows attending to more than `Transformer.attentionChunk` positions are split into position
+    /// ranges computed apart and merged: still bit for bit the same as a tree, a chain, chunked or
+    /// batched.
+    @Test(arguments: TestSupport.simdSets)
+    func longRowsSplitIntoRangesStayInvariant(kernels: KernelSet) throws {
+        try TestSupport.withModel(kernels: kernels) { model in
+            let long = (0..<700).map { Int32(300 + ($0 * 37) % 5000) }
+            let tree: [(token: Int32, parent: Int)] = [(11, -1), (12, 0), (13, 0), (14, 1), (15, 3)]
+            func depth(_ n: Int) -> Int { tree[n].parent < 0 ? 1 : depth(tree[n].parent) + 1 }
+            // The prefix in chunks of 128 (the last rows of the prefill itself span two ranges).
+            let cache = model.makeCache(slots: 2, capacity: 800)
+            var start = 0
+            while start < long.count {
+                let piece = long[start..<min(start + 128, long.count)]
+                try model.forward(BatchRow.chain(slot: 0, tokens: piece, startPosition: start), cache: cache)
+                try cache.commit(slot: 0, rows: 0..<piece.count)
+                start += piece.count
+            }
+            let base = long.count
+            let rows = tree.enumerated().map { BatchRow(slot: 0, token: $1.token, position: base + depth($0) - 1, parent: $1.parent) }
+            try model.forward(rows, cache: cache)
+            let treeLogits = (0..<tree.count).map { model.logitRow($0) }
+            for node in tree.indices {
+                var path = [node]
+                while tree[path[0]].parent >= 0 { path.insert(tree[path[0]].parent, at: 0) }
+                try model.forward(BatchRow.chain(slot: 0, tokens: path.map { tree[$0].token }, startPosition: base), cache: cache)
+                #expect(model.logitRow(0) == treeLogits[node], "\(kernels): node \(node) differs from its chain past 512 positions")
+            }
+            // Batched with a short sequence in slot 1: the long row's logits do not change.
+            try model.forward(BatchRow.chain(slot: 1, tokens: long.prefix(5), startPosition: 0), cache: cache)
+            try cache.commit(slot: 1, rows: 0..<5)
+            try model.forward([BatchRow(slot: 1, token: 7, position: 5), rows[0]], cache: cache)
+            #expect(model.logitRow(1) == treeLogits[0], "\(kernels): a long row changed when batched")
+        }
+    }
+
     @Test func invalidRowsAreTypedErrors() throws {
         try TestSupport.withModel { model in
             let cache = model.makeCache(slots: 1, capacity: 8)

@@ -283,3 +283,61 @@ import Speculation
         #expect(merged.name == "ngram+suffix")
     }
 }
+
+/// The cost model against steps the engine really ran: Tests/Fixtures/cost_steps.json holds the
+/// start-up cost model and every step of the cast strategy from `cast-bench matrix
+/// --record-steps` (prefill chunks, decode roots and draft trees of 1 to 16 sequences mixed, with
+/// their forward and host times), thinned to a few hundred steps; see tools/reference/README.md.
+@Suite struct CostModelReplayTests {
+    struct Recorded: Decodable {
+        struct Step: Decodable {
+            var rows: Int, logit_rows: Int, positions: Int, nodes: Int
+            var forward_ms: Double, host_ms: Double
+        }
+        var cost_model: CostModel
+        var steps: [Step]
+    }
+
+    /// What the model claims (the goals, met on the recorded steps): median and 90th
+    /// percentile of |observed - predicted| / predicted over the replayed steps.
+    static let claimedMedianError = 0.10
+    static let claimedP90Error = 0.25
+
+    static func percentiles(_ e: [Double]) -> (median: Double, p90: Double) {
+        let s = e.sorted()
+        return (s[s.count / 2], s[min(s.count - 1, Int(Double(s.count) * 0.9))])
+    }
+
+    @Test func predictsRecordedMixedStepsWithinItsClaimedError() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/cost_steps.json")
+        let recorded = try JSONDecoder().decode(Recorded.self, from: Data(contentsOf: url))
+        #expect(recorded.steps.count >= 200)
+        // Replayed in order, with the online refresh the engine applies after every step.
+        var model = recorded.cost_model
+        var accuracy = CostAccuracy(capacity: recorded.steps.count)
+        // The chain model of before: one table of steps with logits for every row (body + head
+        // at equal counts), no host time, corrected online from whole steps.
+        let chainPoints = recorded.cost_model.body.map { p in
+            (p.rows, p.ms + CostModel.interpolate(recorded.cost_model.head, p.rows))
+        }
+        var chain = CostModel(points: chainPoints, msPerPosition: recorded.cost_model.msPerPosition)
+        var chainErrors: [Double] = []
+        for s in recorded.steps {
+            let shape = StepShape(rows: s.rows, logitRows: s.logit_rows, positions: s.positions, nodes: s.nodes)
+            let observed = s.forward_ms + s.host_ms
+            accuracy.record(predictedMs: model.milliseconds(shape), observedMs: observed)
+            model.observe(shape, forwardMs: s.forward_ms, hostMs: s.host_ms)
+            let c = chain.milliseconds(rows: s.rows, positions: s.positions)
+            chainErrors.append(abs(observed - c) / c)
+            chain.observe(rows: s.rows, positions: s.positions, ms: observed)
+        }
+        let (median, p90) = try #require(accuracy.summary)
+        let before = Self.percentiles(chainErrors)
+        print(String(format: "cost model on %d recorded steps: median |error| %.3f, p90 %.3f (chain model of before: %.3f, %.3f)",
+                     recorded.steps.count, median, p90, before.median, before.p90))
+        #expect(median <= Self.claimedMedianError)
+        #expect(p90 <= Self.claimedP90Error)
+        #expect(median < before.median, "the shape model should beat the chain model it replaced")
+    }
+}

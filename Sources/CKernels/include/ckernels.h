@@ -223,6 +223,15 @@ typedef struct {
 /// result never depends on the rest of the batch. group <= 64, hd <= 1024.
 void ck_attend(const ck_kernels *k, const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
                float *scores, float *out);
+/// The part of ck_attend over positions [begin, end) only, unnormalised: per query head g,
+/// max_sum[2g] = m (the largest score), max_sum[2g + 1] = l (the sum of exp(score - m)) and
+/// acc[g][*] = the sum of exp(score - m) * value. scores: scratch of group * (end - begin) floats.
+/// ck_attend is one part [0, n) divided by l.
+void ck_attend_range(const ck_kernels *k, const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv,
+                     int64_t begin, int64_t end, float *scores, float *acc, float *max_sum);
+/// Combines `parts` results of ck_attend_range over consecutive position ranges, in order:
+/// acc: [parts][group][hd], max_sum: [parts][group][2]; out: [group][hd]. The same on every set.
+void ck_attend_merge(int64_t group, int64_t hd, int64_t parts, const float *acc, const float *max_sum, float *out);
 
 #ifdef __cplusplus
 }
