@@ -60,6 +60,7 @@ extension Engine {
             snapshotValue.lastPredictedMilliseconds = speculator.lastStep?.predictedMs
             snapshotValue.lastObservedMilliseconds = speculator.lastStep?.observedMs
             snapshotValue.draftSecondsTotal = speculator.draftSecondsTotal
+            snapshotValue.measuredGoodput = speculator.measured
         }
         if let step {
             snapshotValue.stepsTotal += 1

@@ -31,7 +31,7 @@ extension Engine {
         guard let speculator else { return }
         let forced = forcedRuns(step.owners)
         let forcedOwners = Set(forced.map(\.owner))
-        let drafting = speculator.shouldDraft()
+        let drafting = speculator.shouldDraft(decodeRoots: step.decodeRoots)
         if !drafting && forced.isEmpty { return }
         var inputs: [DraftInput] = []
         var inputOwners: [Int] = []
@@ -90,7 +90,13 @@ extension Engine {
     func verifyCommitAndEmit(_ step: inout Step) -> StepOutcome {
         var outcome = StepOutcome()
         let vocab = model.config.vocabularySize
-        for o in step.owners {
+        // The drafter learns from the logits of about `observedRootsPerStep` sequences a step
+        // (a top-k with log-sum-exp over the vocabulary each), rotating over the batch: its tables
+        // are shared by every sequence, and at large batches the host time would cost more than the
+        // freshness is worth. Rows of verified trees are always shown.
+        let observeEvery = max(1, (step.decodeRoots + Self.observedRootsPerStep - 1) / Self.observedRootsPerStep)
+        observeRotation &+= 1
+        for (k, o) in step.owners.enumerated() {
             let s = o.sequence
             guard s.slot >= 0 && running[s.slot] === s else { continue }
             step.keep.removeAll(keepingCapacity: true)
@@ -106,7 +112,8 @@ extension Engine {
                 for node in v.acceptedNodes { step.keep.append(plan.row(of: node)) }
                 record(plan, v, sequence: s)
                 outcome.acceptedPerSequence.append(v.acceptedNodes.count)
-            } else if o.wantsLogits && canSpeculate(s), let drafter = speculator?.drafter {
+            } else if o.wantsLogits && canSpeculate(s), (k + observeRotation) % observeEvery == 0,
+                      let drafter = speculator?.drafter {
                 let row = o.firstRow + o.count - 1
                 drafter.observe(previous: previousToken(row, rows: step.rows, sequence: s), token: step.rows[row].token,
                                 logits: model.logits + step.logitIndex[row] * vocab, vocabularySize: vocab)

@@ -42,6 +42,9 @@ public final class Engine: @unchecked Sendable {
     var forcedDrafted = 0
     var forcedAccepted = 0
     var decodeRoots = 0
+    /// Rotates which sequences' logits the drafter learns from (see `verifyCommitAndEmit`).
+    var observeRotation = 0
+    static let observedRootsPerStep = 4
     var forwardSeconds = 0.0
     var recent: [(time: Double, tokens: Int)] = []
     /// Signalled once when the loop ends.
@@ -334,7 +337,7 @@ public final class Engine: @unchecked Sendable {
         let shape = step.shape
         let hostMs = max(0, stepMs - forwardMs - speculator.draftMilliseconds)
         let committed = baseTokens + outcome.acceptedPerSequence.reduce(0, +)
-        speculator.observe(shape, forwardMs: forwardMs, hostMs: hostMs, base: shape.nodes > 0 ? base : nil, baseTokens: baseTokens,
+        speculator.observe(shape, forwardMs: forwardMs, hostMs: hostMs, base: base, baseTokens: baseTokens,
                            committed: committed)
         return StepTiming(shape: shape, predictedMs: speculator.lastStep?.predictedMs ?? 0, forwardMs: forwardMs, hostMs: hostMs)
     }

@@ -170,6 +170,8 @@ public struct EngineSnapshot: Sendable {
     public var costErrorMedian: Double?
     public var costErrorP90: Double?
     public var costErrorSteps = 0
+    /// The speculator's measured A/B test per batch bucket (decode rows 1, 2-3, 4-7, ...).
+    public var measuredGoodput: [BucketGoodput] = []
     public var lastPredictedMilliseconds: Double?
     public var lastObservedMilliseconds: Double?
 }

@@ -175,6 +175,14 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                     accuracy["last_step"] = ["predicted_ms": predicted, "observed_ms": observed]
                 }
                 body["accuracy"] = accuracy
+                // The guard's measured A/B test: pure decode steps with and without draft trees.
+                body["measured_goodput"] = snapshot.measuredGoodput.enumerated().compactMap { b, g -> [String: Any]? in
+                    guard g.plainSteps + g.draftingSteps > 0 else { return nil }
+                    return ["decode_rows": b == 0 ? "1" : "\(1 << b)-\((2 << b) - 1)",
+                            "plain_tokens_per_second": g.plain * 1000, "plain_steps": g.plainSteps,
+                            "drafting_tokens_per_second": g.drafting * 1000, "drafting_steps": g.draftingSteps,
+                            "verdict": "\(g.verdict)"]
+                }
             } else {
                 body["step_cost"] = [Any]()
             }

@@ -169,19 +169,21 @@ public struct CostModel: Sendable, Codable, Equatable {
     // MARK: - Online refresh
 
     /// Folds in one observed step: the forward time moves the correction of the nearest body
-    /// point (EMA, weight `alpha`), the host time refines the host fit.
-    public mutating func observe(_ s: StepShape, forwardMs: Double, hostMs: Double, alpha: Double = 0.05) {
+    /// point (an EMA of the log ratio, weight `alpha`: a geometric mean, so the rare slow step
+    /// a preempted thread makes does not drag the typical prediction up), the host time refines
+    /// the host fit.
+    public mutating func observe(_ s: StepShape, forwardMs: Double, hostMs: Double, alpha: Double = 0.1) {
         let predicted = forwardMilliseconds(s) / scale(rows: s.rows)
         if predicted > 0 && forwardMs > 0 {
             let (a, b, t) = segment(s.rows)
             let i = t < 0.5 ? a : b
-            scales[i] = (1 - alpha) * scales[i] + alpha * (forwardMs / predicted)
+            scales[i] = Foundation.exp((1 - alpha) * Foundation.log(scales[i]) + alpha * Foundation.log(forwardMs / predicted))
         }
         if hostMs >= 0 { host.observe(s, ms: hostMs) }
     }
 
     /// Folds in one observed step of a chain of `rows` rows, all with logits (forward time only).
-    public mutating func observe(rows: Int, positions: Int = 0, ms: Double, alpha: Double = 0.05) {
+    public mutating func observe(rows: Int, positions: Int = 0, ms: Double, alpha: Double = 0.1) {
         observe(StepShape(rows: rows, logitRows: rows, positions: positions), forwardMs: ms, hostMs: -1, alpha: alpha)
     }
 
@@ -216,15 +218,17 @@ public struct HostCost: Sendable, Codable, Equatable {
         return max(0, zip(coefficients, x).reduce(0) { $0 + $1.0 * $1.1 })
     }
 
-    /// One recursive least-squares update toward `ms` for shape `s`.
-    public mutating func observe(_ s: StepShape, ms: Double) {
+    /// One recursive least-squares update toward `ms` for shape `s`. The error is clipped to
+    /// `outlierMs` (a Huber-like fit): host time is skewed (a page fault, a descheduled thread),
+    /// and a fit to the mean would overpredict the typical step.
+    public mutating func observe(_ s: StepShape, ms: Double, outlierMs: Double = 1.0) {
         let x = Self.features(s)
         var px = [Double](repeating: 0, count: 3)
         for i in 0..<3 { for j in 0..<3 { px[i] += p[i * 3 + j] * x[j] } }
         let denominator = lambda + zip(x, px).reduce(0) { $0 + $1.0 * $1.1 }
         guard denominator > 1e-12 else { return }
         let gain = px.map { $0 / denominator }
-        let error = ms - zip(coefficients, x).reduce(0) { $0 + $1.0 * $1.1 }
+        let error = min(max(ms - zip(coefficients, x).reduce(0) { $0 + $1.0 * $1.1 }, -outlierMs), outlierMs)
         for i in 0..<3 { coefficients[i] += gain[i] * error }
         var next = p
         for i in 0..<3 { for j in 0..<3 { next[i * 3 + j] = (p[i * 3 + j] - gain[i] * px[j]) / lambda } }

@@ -18,10 +18,15 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
 /// and depth; forward and host time; realized goodput). The engine keeps the sequences and rows;
 /// this keeps everything speculation learns.
 ///
-/// Guards, because the objective does not see everything: after 8 steps in a row where the plan
-/// was plain decoding, or while drafting steps realize less than 95% of plain decoding's predicted
-/// goodput (drafting time included), the drafter runs only every 4th step (every 32nd for a drafter
-/// that runs the model), to notice when trees pay again. Runs a grammar forces cost no drafting.
+/// Guards, because the objective does not see everything (a cost model is a model; drafting and
+/// verification take host time of their own):
+/// - after 8 steps in a row where the plan was plain decoding, the drafter runs only every 4th
+///   step (every 32nd for a drafter that runs the model), to notice when trees pay again;
+/// - a measured A/B test per batch size (decode rows 1, 2-3, 4-7, 8-15, ...): the goodput of
+///   pure decode steps (tokens per millisecond) with draft trees, drafting time included, against
+///   that of steps without. While drafting realizes less than 97% of plain decoding's measured
+///   goodput at this batch size, only every 8th step drafts (a probe); while it pays, every 16th
+///   step is plain (so the plain figure stays current). Runs a grammar forces cost no drafting.
 ///
 /// Thread-safety: engine thread only.
 public final class Speculator {
@@ -36,6 +41,11 @@ public final class Speculator {
     private var plainPlansInARow = 0
     /// Moving average over drafting steps of realized goodput over plain decoding's predicted one.
     public private(set) var realizedOverPlain = 1.0
+    /// The measured A/B test by batch bucket: goodput (tokens per ms) of pure decode steps with and
+    /// without draft trees (moving averages), and how many of each were seen.
+    public private(set) var measured = [BucketGoodput](repeating: BucketGoodput(), count: 8)
+    /// Decode rows of the step being planned.
+    private var plannedRoots = 1
     /// Drafting time of the step being planned (ms), and in all (s).
     public private(set) var draftMilliseconds = 0.0
     public private(set) var draftSecondsTotal = 0.0
@@ -52,14 +62,22 @@ public final class Speculator {
 
     // MARK: - Proposals
 
-    /// Whether the drafter runs this step (counts the step; see the guards above).
-    public func shouldDraft() -> Bool {
+    /// Whether the drafter runs this step of `decodeRoots` decoding sequences (counts the step;
+    /// see the guards above).
+    public func shouldDraft(decodeRoots: Int = 1) -> Bool {
         plannedSteps += 1
+        plannedRoots = decodeRoots
         guard strategy == .cast else { return true }
-        let losing = realizedOverPlain < 0.95
-        let probeEvery = drafter.usesModel && losing ? 32 : 4
-        return !((plainPlansInARow >= 8 || losing) && plannedSteps % probeEvery != 0)
+        let bucket = measured[BucketGoodput.bucket(decodeRoots)]
+        switch bucket.verdict {
+        case .losing: return plannedSteps % 8 == 0
+        case .paying where plannedSteps % 16 == 0: return false
+        default: break
+        }
+        let probeEvery = drafter.usesModel ? 32 : 4
+        return !(plainPlansInARow >= 8 && plannedSteps % probeEvery != 0)
     }
+
 
     /// Node and depth caps for one sequence with `room` tokens left to draft.
     public func caps(room: Int, maxNodes: Int) -> (nodes: Int, depth: Int) {
@@ -155,8 +173,51 @@ public final class Speculator {
             let realized = Double(committed) / (observed + draftMilliseconds)
             realizedOverPlain = 0.9 * realizedOverPlain + 0.1 * realized / plain
         }
+        // The A/B test: pure decode steps only (no prefill rows), a drafting step with its
+        // drafting time, a plain one without (a plan that chose nothing did not need it).
+        if let base, base.rows == baseTokens, baseTokens > 0 {
+            let b = BucketGoodput.bucket(baseTokens)
+            if shape.nodes > 0 {
+                measured[b].addDrafting(Double(committed) / (observed + draftMilliseconds))
+            } else {
+                measured[b].addPlain(Double(max(committed, baseTokens)) / observed)
+            }
+        }
         draftMilliseconds = 0
         cost.observe(shape, forwardMs: forwardMs, hostMs: hostMs)
         return error
+    }
+}
+
+/// One batch bucket of the speculator's measured A/B test: moving averages of the goodput of pure
+/// decode steps with and without draft trees.
+public struct BucketGoodput: Sendable, Equatable {
+    public enum Verdict: Sendable { case unknown, paying, losing }
+    public private(set) var plain = 0.0, drafting = 0.0
+    public private(set) var plainSteps = 0, draftingSteps = 0
+    /// Samples of each kind before a verdict; weight of a new sample; drafting must realize this
+    /// share of plain decoding's goodput to be paying.
+    public static let minimumSteps = 8, alpha = 0.1, margin = 0.97
+
+    public init() {}
+
+    /// The bucket of a step with `decodeRoots` decoding sequences: 1, 2-3, 4-7, 8-15, ... (0-7).
+    public static func bucket(_ decodeRoots: Int) -> Int {
+        min(7, Int.bitWidth - 1 - max(decodeRoots, 1).leadingZeroBitCount)
+    }
+
+    mutating func addPlain(_ tokensPerMs: Double) {
+        plain = plainSteps == 0 ? tokensPerMs : (1 - Self.alpha) * plain + Self.alpha * tokensPerMs
+        plainSteps += 1
+    }
+
+    mutating func addDrafting(_ tokensPerMs: Double) {
+        drafting = draftingSteps == 0 ? tokensPerMs : (1 - Self.alpha) * drafting + Self.alpha * tokensPerMs
+        draftingSteps += 1
+    }
+
+    public var verdict: Verdict {
+        guard plainSteps >= Self.minimumSteps, draftingSteps >= Self.minimumSteps else { return .unknown }
+        return drafting >= Self.margin * plain ? .paying : .losing
     }
 }

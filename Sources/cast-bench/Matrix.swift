@@ -77,6 +77,8 @@ struct MatrixReport: Codable {
 /// One recorded engine step (cast-bench matrix --record-steps): the cost model's inputs and what
 /// the step took, for replaying the model offline.
 struct RecordedStep: Codable {
+    var batch: Int
+    var round: Int
     var rows: Int
     var logitRows: Int
     var positions: Int
@@ -84,13 +86,29 @@ struct RecordedStep: Codable {
     var forwardMs: Double
     var hostMs: Double
     var predictedMs: Double
+    /// Wall time of the whole step, drafting included.
+    var stepMs: Double
 
     enum CodingKeys: String, CodingKey {
-        case rows, positions, nodes
+        case batch, round, rows, positions, nodes
         case logitRows = "logit_rows"
         case forwardMs = "forward_ms"
         case hostMs = "host_ms"
         case predictedMs = "predicted_ms"
+        case stepMs = "step_ms"
+    }
+}
+
+/// One recorded step of plain decoding (no cost model runs there): its rows and wall time.
+struct RecordedPlainStep: Codable {
+    var batch: Int
+    var round: Int
+    var rows: Int
+    var stepMs: Double
+
+    enum CodingKeys: String, CodingKey {
+        case batch, round, rows
+        case stepMs = "step_ms"
     }
 }
 
@@ -99,10 +117,12 @@ struct RecordedSteps: Codable {
     var kernels: String
     var costModel: CostModel
     var steps: [RecordedStep]
+    var plainSteps: [RecordedPlainStep]
 
     enum CodingKeys: String, CodingKey {
         case machine, kernels, steps
         case costModel = "cost_model"
+        case plainSteps = "plain_steps"
     }
 }
 
@@ -193,7 +213,9 @@ extension CastBench {
                         config.kvCacheType = cacheType
                         config.costModel = cost
                         let engine = Engine(model: model, configuration: config)
-                        if name == "cast" && recordSteps != nil { engine.onStep = { recorder.add($0) } }
+                        if (name == "cast" || name == "plain") && recordSteps != nil {
+                            engine.onStep = { recorder.add($0, batch: batch, round: round) }
+                        }
                         engines[name] = engine
                     }
                     let units = stride(from: 0, to: prompts.count, by: batch).map { Array($0..<min($0 + batch, prompts.count)) }
@@ -229,9 +251,10 @@ extension CastBench {
             if let path = recordSteps {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.sortedKeys]
-                try encoder.encode(RecordedSteps(machine: .current(), kernels: kernels.description, costModel: cost, steps: recorder.steps))
+                try encoder.encode(RecordedSteps(machine: .current(), kernels: kernels.description, costModel: cost, steps: recorder.steps,
+                                                         plainSteps: recorder.plainSteps))
                     .write(to: URL(fileURLWithPath: path))
-                log("\(recorder.steps.count) cast steps recorded in \(path)")
+                log("\(recorder.steps.count) cast steps and \(recorder.plainSteps.count) plain steps recorded in \(path)")
             }
             if common.json {
                 let encoder = JSONEncoder()
@@ -348,13 +371,20 @@ extension CastBench {
 final class StepRecorder: @unchecked Sendable {
     private let lock = NSLock()
     private(set) var steps: [RecordedStep] = []
+    private(set) var plainSteps: [RecordedPlainStep] = []
 
-    func add(_ r: StepReport) {
-        guard let shape = r.shape, let forward = r.forwardMilliseconds, let host = r.hostMilliseconds else { return }
+    /// A cast step (one the cost model predicted) or a plain one (no shape).
+    func add(_ r: StepReport, batch: Int, round: Int) {
+        let stepMs = r.duration.seconds * 1000
         lock.lock()
-        steps.append(RecordedStep(rows: shape.rows, logitRows: shape.logitRows, positions: shape.positions, nodes: shape.nodes,
-                                  forwardMs: forward, hostMs: host, predictedMs: r.predictedMilliseconds ?? 0))
-        lock.unlock()
+        defer { lock.unlock() }
+        guard let shape = r.shape, let forward = r.forwardMilliseconds, let host = r.hostMilliseconds else {
+            plainSteps.append(RecordedPlainStep(batch: batch, round: round, rows: r.rows, stepMs: stepMs))
+            return
+        }
+        steps.append(RecordedStep(batch: batch, round: round, rows: shape.rows, logitRows: shape.logitRows, positions: shape.positions,
+                                  nodes: shape.nodes, forwardMs: forward, hostMs: host, predictedMs: r.predictedMilliseconds ?? 0,
+                                  stepMs: stepMs))
     }
 }
 

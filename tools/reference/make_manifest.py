@@ -19,12 +19,13 @@ import common
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
-           "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py"]
+           "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py", "thin_cost_steps.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
     "logits_reference.json": "gen_float_reference.py (numpy float64 reference)",
     "greedy_reference.json": "gen_float_reference.py (numpy float64 reference)",
+    "cost_steps.json": "thin_cost_steps.py (steps recorded by cast-bench matrix --record-steps)",
 }
 
 
