@@ -44,7 +44,7 @@ public final class Engine: @unchecked Sendable {
     var decodeRoots = 0
     /// Rotates which sequences' logits the drafter learns from (see `verifyCommitAndEmit`).
     var observeRotation = 0
-    static let observedRootsPerStep = 4
+    static let observedRootsPerStep = 2
     var forwardSeconds = 0.0
     var recent: [(time: Double, tokens: Int)] = []
     /// Signalled once when the loop ends.
