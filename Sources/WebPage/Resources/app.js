@@ -189,6 +189,7 @@ async function send(event) {
           tLast = now;
           content += piece;
           textEl.textContent = content;
+          reply.dataset.chunks = String(Number(reply.dataset.chunks || 0) + 1); // streamed pieces shown
         }
         if (choice.finish_reason) finish = choice.finish_reason;
       }
@@ -320,7 +321,7 @@ function update(e) {
 
   const recent = engine.steps.slice(-32);
   const rowsPerStep = recent.length ? recent.reduce((a, s) => a + s.rows, 0) / recent.length : null;
-  const accepted = recent.flatMap((s) => s.accepted_per_sequence);
+  const accepted = engine.steps.flatMap((s) => s.accepted_per_sequence); // over the kept steps
   $("stat-running").textContent = e.running + " / " + e.slots;
   $("stat-waiting").textContent = e.waiting;
   $("stat-tps").textContent = fmt(e.tokens_per_second, 1);
@@ -410,7 +411,7 @@ function draw(e) {
   const last = engine.lastTrees;
   const sizes = (last && last.tree_rows_per_sequence) || [];
   c = frame("chart-trees", Math.max(sizes.length, 1), niceMax(sizes, 2), sizes.length ? "step " + last.n + ", by sequence" : "no trees yet");
-  const tw = (W - PAD.l - PAD.r) / Math.max(sizes.length, 1);
+  const tw = Math.min((W - PAD.l - PAD.r) / Math.max(sizes.length, 1), 40);
   sizes.forEach((v, i) => {
     el("rect", { class: "f0", x: c.x(i) + 2, y: c.y(v), width: Math.max(tw - 4, 1), height: c.y(0) - c.y(v) }, c.svg);
     const a = (last.accepted_per_sequence || [])[i] || 0;
@@ -419,8 +420,13 @@ function draw(e) {
   legend(c, [["nodes", "f0"], ["accepted", "f2"]]);
 
   // The planner's T(rows) and the observed steps (forward + host) at their row counts.
-  const curve = e.cost_curve || [];
+  // The x range ends at the first curve point past the steps seen (at least 8 rows), so the
+  // small steps of a light load are not squashed against the axis by the curve's far end.
   const observed = engine.steps.filter((p) => p.observed_ms !== undefined);
+  const seenRows = Math.max(8, ...observed.map((p) => p.rows));
+  const fullCurve = e.cost_curve || [];
+  const end = fullCurve.findIndex((p) => p.rows >= seenRows);
+  const curve = end < 0 ? fullCurve : fullCurve.slice(0, end + 1);
   const maxRows = Math.max(1, ...curve.map((p) => p.rows), ...observed.map((p) => p.rows));
   const maxMs = niceMax(curve.map((p) => p.ms).concat(observed.map((p) => p.observed_ms)), 1);
   c = frame("chart-cost", maxRows, maxMs, curve.length ? "rows (max " + maxRows + ")" : "speculation off: no cost model");
