@@ -2,7 +2,7 @@
 
 Plain HTTP: GET / and its files (content types, ETag and 304, Cache-Control, gzip, public even with
 an API key), GET /v1/cast/events (one JSON object with ?once=1, Server-Sent Events otherwise, the
-key required when configured, the stream ended at once by a drain).
+key required when configured, the stream ended at once by a drain), both under the CORS setting.
 
 In headless Chromium (Debian `chromium` and `chromium-driver`, PyPI `selenium`; skipped when they
 are missing): a message sent with Enter streams a reply that fills in its figures; the engine view
@@ -39,7 +39,8 @@ def setUpModule():
     global server, keyed
     # Both load at once; each start is waited for with the harness's bounded wait.
     server = Server(slots=4).start(wait_ready=False)
-    keyed = Server(slots=1, args=["--api-key", "secret"]).start(wait_ready=False)
+    keyed = Server(slots=1, args=["--api-key", "secret"],
+                   env={"CASTSERVE_CORS_ALLOWED_ORIGIN": "https://app.example"}).start(wait_ready=False)
     server.wait_ready()
     keyed.wait_ready()
 
@@ -215,6 +216,19 @@ class KeyHTTPTest(unittest.TestCase):
         self.assertEqual(status, 401)
         status, _, _ = self.server.request("GET", "/v1/cast/events?once=1", headers={"Authorization": "Bearer secret"})
         self.assertEqual(status, 200)
+
+    def test_cors_settings_apply_to_the_page_and_the_events(self):
+        # A preflight for the events with the key's header is answered without the key.
+        status, h, _ = self.server.request("OPTIONS", "/v1/cast/events", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization"})
+        self.assertLess(status, 300)
+        self.assertEqual(h.get("access-control-allow-origin"), "https://app.example")
+        self.assertIn("authorization", h.get("access-control-allow-headers", "").lower())
+        for path, headers in [("/", {}), ("/v1/cast/events?once=1", {"Authorization": "Bearer secret"})]:
+            status, h, _ = self.server.request("GET", path, headers=dict(headers, Origin="https://app.example"))
+            self.assertEqual(status, 200, path)
+            self.assertEqual(h.get("access-control-allow-origin"), "https://app.example", path)
 
 
 # MARK: - Browser
