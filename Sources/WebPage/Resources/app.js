@@ -146,7 +146,9 @@ async function send(event) {
   if (state.needsKey && !state.key) { showKeyForm("Enter the API key first."); return; }
   $("prompt").value = "";
   addMessage("user", text);
-  state.messages.push({ role: "user", content: text });
+  // This reply belongs to this conversation: a New conversation meanwhile starts a new list.
+  const history = state.messages;
+  history.push({ role: "user", content: text });
   const reply = addMessage("assistant", "");
   reply.setAttribute("aria-busy", "true");
   const textEl = reply.querySelector(".text");
@@ -155,7 +157,7 @@ async function send(event) {
   const messages = [];
   const system = $("system").value.trim();
   if (system) messages.push({ role: "system", content: system });
-  messages.push(...state.messages);
+  messages.push(...history);
   const body = {
     model: state.model, messages, stream: true, stream_options: { include_usage: true },
     temperature: Number($("temperature").value), max_tokens: Math.max(1, parseInt($("max-tokens").value, 10) || 256),
@@ -206,8 +208,8 @@ async function send(event) {
     setBusy(false);
     reply.removeAttribute("aria-busy");
   }
-  if (content) state.messages.push({ role: "assistant", content });
-  else if (!reply.classList.contains("error")) state.messages.pop(); // nothing to keep: let the user retry
+  if (content) history.push({ role: "assistant", content });
+  else if (!reply.classList.contains("error")) history.pop(); // nothing to keep: let the user retry
   if (stopped) figure(figures, "stopped", "stopped");
   showFigures(figures, { t0, tFirst, tLast, usage, finish });
   reply.scrollIntoView({ block: "end" });
@@ -293,14 +295,17 @@ async function startEvents() {
     const r = await fetch("/v1/cast/events", { headers: headers(), signal: controller.signal });
     if (!r.ok) {
       const message = await errorMessage(r);
-      if (r.status === 401) { state.needsKey = true; showKeyForm(message); }
+      if (r.status === 401) { state.needsKey = true; state.events = null; showKeyForm(message); } // no retry
       throw new Error(message);
     }
     await readEvents(r, ({ event, data }) => { if (event === "engine") update(JSON.parse(data)); });
-    if (state.events === controller) $("engine-status").textContent = "The server ended the stream (shutting down?).";
+    if (state.events === controller) $("engine-status").textContent = "The server ended the stream (restarting?); reconnecting…";
   } catch (e) {
-    if (e.name !== "AbortError") $("engine-status").textContent = "Engine view: " + e.message;
+    if (e.name === "AbortError") return;
+    $("engine-status").textContent = "Engine view: " + e.message;
   }
+  // Still on the engine view and not stopped: try again shortly (a restart, a dropped connection).
+  if (state.events === controller) setTimeout(() => { if (state.events === controller) startEvents(); }, 3000);
 }
 
 function stopEvents() {
