@@ -221,9 +221,11 @@ function showFigures(el, { t0, tFirst, tLast, usage, finish }) {
   if (usage) {
     const n = usage.completion_tokens;
     // Decode rate: tokens after the first over the time since the first (all of them if only one).
-    const seconds = (tLast - tFirst) / 1000;
-    const rate = n > 1 && seconds > 0 ? (n - 1) / seconds : n / Math.max((tLast - t0) / 1000, 1e-3);
-    figure(el, "tps", rate.toFixed(1) + " tokens/s");
+    if (tFirst !== null) {
+      const seconds = (tLast - tFirst) / 1000;
+      const rate = n > 1 && seconds > 0 ? (n - 1) / seconds : n / Math.max((tLast - t0) / 1000, 1e-3);
+      figure(el, "tps", rate.toFixed(1) + " tokens/s");
+    }
     figure(el, "usage", usage.prompt_tokens + " prompt + " + n + " completion tokens");
     const s = usage.speculation;
     if (s) {
