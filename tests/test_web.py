@@ -40,9 +40,13 @@ def setUpModule():
     global server, keyed
     # One after the other, with the same slots: the first measures the step-cost model (once per
     # test run, in the harness's cache directory), the others load it from there.
-    server = Server(slots=SLOTS).start()
-    keyed = Server(slots=SLOTS, args=["--api-key", "secret"],
-                   env={"CASTSERVE_CORS_ALLOWED_ORIGIN": "https://app.example"}).start()
+    try:
+        server = Server(slots=SLOTS).start()
+        keyed = Server(slots=SLOTS, args=["--api-key", "secret"],
+                       env={"CASTSERVE_CORS_ALLOWED_ORIGIN": "https://app.example"}).start()
+    except BaseException:
+        tearDownModule()  # unittest skips it when setUpModule fails: stop what started
+        raise
 
 
 def tearDownModule():
