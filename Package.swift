@@ -40,10 +40,19 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
+        // The page at GET / (chat and the engine view): HTML, CSS and JS embedded in the binary.
+        .target(
+            name: "WebPage",
+            exclude: ["README.md"],
+            resources: [
+                .embedInCode("Resources/index.html"), .embedInCode("Resources/app.js"),
+                .embedInCode("Resources/app.css"), .embedInCode("Resources/favicon.svg"),
+            ]
+        ),
         .target(
             name: "OpenAI",
             dependencies: [
-                "HTTP", "Engine", "Model", "Kernels", "Grammar",
+                "HTTP", "Engine", "Model", "Kernels", "Grammar", "WebPage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],

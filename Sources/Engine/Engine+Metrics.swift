@@ -8,12 +8,14 @@ extension Engine {
     func report(_ step: Step, outcome: StepOutcome, duration: Duration, timing: StepTiming?) {
         guard let onStep else { return }
         let treeRows = step.owners.reduce(0) { $0 + ($1.plan?.tree.count ?? 0) }
+        let perSequence = step.owners.compactMap { $0.plan.map { $0.tree.count } }
         let plan = speculator?.lastPlan
         onStep(StepReport(duration: duration, predictedMilliseconds: timing?.predictedMs,
                           observedMilliseconds: timing.map { $0.forwardMs + $0.hostMs }, shape: timing?.shape,
                           forwardMilliseconds: timing?.forwardMs, hostMilliseconds: timing?.hostMs, rows: step.rows.count,
                           treeRows: treeRows, acceptedPerSequence: outcome.acceptedPerSequence,
-                          plannedGoodput: plan?.goodput, plainGoodput: plan?.plain))
+                          plannedGoodput: plan?.goodput, plainGoodput: plan?.plain,
+                          treeRowsPerSequence: perSequence))
     }
 
     /// Saves what the drafter learned (the recycle table) where the configuration says.

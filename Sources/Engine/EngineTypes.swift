@@ -196,6 +196,11 @@ public struct StepReport: Sendable {
     /// (committed tokens per second); nil when nothing was planned.
     public var plannedGoodput: Double?
     public var plainGoodput: Double?
+    /// Draft-tree nodes of each sequence that verified a tree in this step (same order as
+    /// `acceptedPerSequence`).
+    public var treeRowsPerSequence: [Int] = []
+    /// Attended positions of the step (nil without a planned shape).
+    public var positions: Int? { shape?.positions }
 }
 
 /// Handle of a submitted request: cancel it when the client goes away.

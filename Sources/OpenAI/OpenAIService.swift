@@ -47,9 +47,13 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
 
     public let settings: ServiceSettings
     public let metrics = ServerMetrics()
+    /// The engine's recent steps for the engine view; the executable wires `Engine.onStep` to it.
+    public let stepHistory = StepHistory()
     let logger: Logger
     private let lock = NSLock()
     private var state = State.loading
+    /// Signalled when draining starts, so long-lived event streams end at once.
+    private let drainCondition = NSCondition()
     private let created = Int(Date().timeIntervalSince1970)
     /// Output grammars of recent requests, bound to the model's vocabulary.
     let grammarCache = GrammarCache()
@@ -73,6 +77,23 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         lock.lock()
         if case .ready(let b) = state { state = .draining(b) } else { state = .draining(nil) }
         lock.unlock()
+        drainCondition.lock()
+        drainCondition.broadcast()
+        drainCondition.unlock()
+    }
+
+    /// Whether the server is draining (shutting down).
+    var isDraining: Bool {
+        if case .draining = current { return true }
+        return false
+    }
+
+    /// Waits up to `milliseconds`, returning early when draining starts.
+    func waitForDrain(milliseconds: Int) {
+        let deadline = Date(timeIntervalSinceNow: Double(milliseconds) / 1000)
+        drainCondition.lock()
+        while !isDraining && drainCondition.wait(until: deadline) {}
+        drainCondition.unlock()
     }
 
     private var current: State {
@@ -127,7 +148,9 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     static let routes: [String: [String]] = [
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],
         "/tokenize": ["POST"], "/detokenize": ["POST"], "/health": ["GET", "HEAD"], "/metrics": ["GET", "HEAD"],
-        "/v1/cast/cost": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
+        "/v1/cast/cost": ["GET"], "/v1/cast/events": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
+        "/": ["GET", "HEAD"], "/index.html": ["GET", "HEAD"], "/app.js": ["GET", "HEAD"], "/app.css": ["GET", "HEAD"],
+        "/favicon.svg": ["GET", "HEAD"],
     ]
 
     private func route(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
@@ -139,6 +162,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         guard allowed.contains(request.method) else { throw OpenAIError.methodNotAllowed(request.method, path, allowed: allowed) }
         switch path {
         case "/health": health(responder, &log)
+        case _ where Self.isPagePath(path): pageAsset(request, responder, &log)
+        case "/v1/cast/events": try events(request, responder, &log)
         case "/metrics":
             let backend: Backend? = { if case .ready(let b) = current { return b } else { return nil } }()
             responder.send(HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
@@ -198,7 +223,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     }
 
     private func authorize(_ request: HTTPRequest) throws {
-        guard !settings.apiKeys.isEmpty, request.path != "/health", request.path != "/metrics", request.method != "OPTIONS" else { return }
+        guard !settings.apiKeys.isEmpty, request.path != "/health", request.path != "/metrics", request.method != "OPTIONS",
+              !Self.isPagePath(request.path) else { return }
         let header = request.headers["Authorization"] ?? ""
         let prefix = "Bearer "
         guard header.hasPrefix(prefix) else { throw OpenAIError.unauthorized }

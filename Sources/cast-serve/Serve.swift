@@ -164,7 +164,11 @@ extension CastServe {
                 }
                 let e = Engine(model: transformer, configuration: engineConfig)
                 let metrics = service.metrics
-                e.onStep = { metrics.record(step: $0) }
+                let stepHistory = service.stepHistory
+                e.onStep = { report in
+                    metrics.record(step: report)
+                    stepHistory.record(report)
+                }
                 engine = e
                 let modelID = ((settings.model as NSString).lastPathComponent as NSString).deletingPathExtension
                 service.setReady(Backend(engine: e, formatter: formatter, modelID: modelID, contextLength: contextLength))
