@@ -164,7 +164,7 @@ void ck_quantize_rows(const ck_kernels *k, const float *x, int64_t ldx, int64_t 
 
 void ck_matmul(const ck_kernels *k, int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (fmt == CK_BF16) fmt = CK_F32;  // packed widened to f32
+    fmt = ck_compute_format(fmt);  // BF16 is packed as F32, IQ4_NL as Q8_0
     k->matmul(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
 }
 
@@ -308,7 +308,7 @@ static void matmul_item(void *ctx, int64_t item, int64_t items) {
 void ck_matmul_parallel(ck_pool *pool, int64_t chunks, const ck_kernels *k, int fmt, const void *packed, int64_t out,
                         int64_t in, const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
     if (out_lo >= out_hi || a->rows == 0) return;
-    if (fmt == CK_BF16) fmt = CK_F32;  // packed widened to f32
+    fmt = ck_compute_format(fmt);  // BF16 is packed as F32, IQ4_NL as Q8_0
     matmul_job j = {k, fmt, packed, out, in, out_lo, out_hi, out_lo / CK_GROUP, 0, a, y, ldy};
     j.groups = (out_hi + CK_GROUP - 1) / CK_GROUP - j.first_group;
     if (chunks > j.groups) chunks = j.groups;

@@ -2,6 +2,7 @@
 // dequantization. The packed layout is described in matmul_scalar.c.
 #include "ckernels.h"
 #include "internal.h"
+#include <stdlib.h>
 #include <string.h>
 
 float ck_f16_to_f32(uint16_t h) {
@@ -59,6 +60,7 @@ static int64_t raw_block_bytes(int fmt) {
     case CK_Q4_K: return 144;
     case CK_Q5_K: return 176;
     case CK_Q6_K: return 210;
+    case CK_IQ4_NL: return 18;
     default: return 0;
     }
 }
@@ -74,7 +76,13 @@ size_t ck_raw_size(int fmt, int64_t out, int64_t in) {
     }
 }
 
+int ck_compute_format(int fmt) { return fmt == CK_BF16 ? CK_F32 : fmt == CK_IQ4_NL ? CK_Q8_0 : fmt; }
+
+/// IQ4_NL's table of values (ggml's kvalues_iq4nl).
+static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 size_t ck_packed_size(int fmt, int64_t out, int64_t in) {
+    fmt = fmt == CK_IQ4_NL ? CK_Q8_0 : fmt;
     switch (fmt) {
     case CK_F32: case CK_BF16: return (size_t)(out * in * 4);
     case CK_F16: return (size_t)(out * in * 2);
@@ -87,7 +95,8 @@ size_t ck_packed_size(int fmt, int64_t out, int64_t in) {
 // kq_decode turns one raw ggml block (32 values for Q5_0/Q5_1, 256 for the K-quants) into unsigned
 // values u[i] and one (scale, min) per 16 values, with value[i] = u[i] * scale + min computed in f32
 // exactly as gguf's dequantize computes it (the products are exact in f32 and the one rounding is
-// the same), so dequantization matches gguf bit for bit:
+// the same; where min = -K scale, dequantization computes (u - K) * scale, gguf's own expression,
+// so even the sign of a zero agrees), so dequantization matches gguf bit for bit:
 //   Q5_0: u = 5-bit q,       scale = d,            min = -16 d           (d (q - 16))
 //   Q5_1: u = 5-bit q,       scale = d,            min = m
 //   Q2_K: u = 2-bit q,       scale = d sc,         min = -(dmin m)       (4-bit sc, m per 16)
@@ -251,6 +260,22 @@ void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
         kq_pack(fmt, (const uint8_t *)src, out, in, (uint8_t *)dst);
         return;
     }
+    if (fmt == CK_IQ4_NL) {  // the table's int8 values as Q8_0 blocks (same d), then packed as Q8_0
+        const int64_t blocks = out * (in / CK_QK);
+        uint8_t *q8 = (uint8_t *)malloc((size_t)(blocks * 34));
+        for (int64_t b = 0; b < blocks; b++) {
+            const uint8_t *blk = (const uint8_t *)src + b * 18;
+            uint8_t *o = q8 + b * 34;
+            memcpy(o, blk, 2);
+            for (int i = 0; i < 16; i++) {
+                o[2 + i] = (uint8_t)iq4nl_values[blk[2 + i] & 0xF];
+                o[18 + i] = (uint8_t)iq4nl_values[blk[2 + i] >> 4];
+            }
+        }
+        ck_pack(CK_Q8_0, q8, out, in, dst);
+        free(q8);
+        return;
+    }
     const uint8_t *s = (const uint8_t *)src;
     uint8_t *d = (uint8_t *)dst;
     const int64_t nb = in / CK_QK, rb = raw_block_bytes(fmt), wb = ck_wbytes(fmt);
@@ -283,6 +308,7 @@ void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
 
 void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_t r, float *dst) {
     (void)out;
+    fmt = ck_compute_format(fmt);
     if (fmt == CK_F32 || fmt == CK_BF16) {
         memcpy(dst, (const float *)packed + r * in, (size_t)in * 4);
         return;
@@ -294,7 +320,7 @@ void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_
     }
     if (ck_is_kq(fmt)) {
         const int64_t bb = ck_kq_block_bytes(fmt), wb = ck_kq_wbytes(fmt);
-        const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+        const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt), off = ck_kq_offset(fmt);
         const int l = (int)(r % CK_GROUP);
         const uint8_t *base = (const uint8_t *)packed + (r / CK_GROUP) * ck_group_stride(fmt, in);
         for (int64_t b = 0; b < in / CK_QK; b++) {
@@ -302,8 +328,13 @@ void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_
             const float *sc = (const float *)(w + wb), *mn = sc + (halves ? 32 : 16);
             for (int i = 0; i < 32; i++) {
                 const int h = halves ? (i >> 4) * 16 : 0;
-                const float v = (float)ck_kq_value(w, bits, l, i) * sc[h + l];
-                dst[b * CK_QK + i] = v + mn[h + l];
+                const int u = ck_kq_value(w, bits, l, i);
+                if (off) {
+                    dst[b * CK_QK + i] = (float)(u - off) * sc[h + l];
+                } else {
+                    const float v = (float)u * sc[h + l];
+                    dst[b * CK_QK + i] = v + mn[h + l];
+                }
             }
         }
         return;
@@ -351,6 +382,17 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
         }
         return;
     }
+    if (fmt == CK_IQ4_NL) {
+        for (int64_t b = 0; b < in / CK_QK; b++) {
+            const uint8_t *blk = (const uint8_t *)raw + (r * (in / CK_QK) + b) * 18;
+            const float d = ck_f16_to_f32(ck_rd16(blk));
+            for (int i = 0; i < 16; i++) {
+                dst[b * CK_QK + i] = (float)iq4nl_values[blk[2 + i] & 0xF] * d;
+                dst[b * CK_QK + 16 + i] = (float)iq4nl_values[blk[2 + i] >> 4] * d;
+            }
+        }
+        return;
+    }
     if (ck_is_kq(fmt)) {
         const int64_t rb = raw_block_bytes(fmt), rv = raw_block_values(fmt);
         uint8_t u[256];
@@ -358,8 +400,12 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
         for (int64_t k = 0; k < in / rv; k++) {
             kq_decode(fmt, (const uint8_t *)raw + (r * (in / rv) + k) * rb, u, scale, min);
             for (int64_t i = 0; i < rv; i++) {
-                const float v = (float)u[i] * scale[i / 16];
-                dst[k * rv + i] = v + min[i / 16];
+                if (ck_kq_offset(fmt)) {
+                    dst[k * rv + i] = (float)(u[i] - ck_kq_offset(fmt)) * scale[i / 16];
+                } else {
+                    const float v = (float)u[i] * scale[i / 16];
+                    dst[k * rv + i] = v + min[i / 16];
+                }
             }
         }
         return;

@@ -75,6 +75,9 @@ static inline int ck_kq_bits(int fmt) {
 }
 /// 1 when a block has a scale and a minimum per 16-value half.
 static inline int ck_kq_halves(int fmt) { return fmt == CK_Q2_K || fmt == CK_Q3_K || fmt == CK_Q6_K; }
+/// K when a format's minimum is -K * scale (Q5_0: 16, Q3_K: 4, Q6_K: 32), else 0: dequantization then
+/// computes (u - K) * scale, as gguf does (the same value; and -0.0 where gguf gives -0.0).
+static inline int ck_kq_offset(int fmt) { return fmt == CK_Q5_0 ? 16 : fmt == CK_Q3_K ? 4 : fmt == CK_Q6_K ? 32 : 0; }
 /// Bytes of quant values (nibbles + bit planes) per block of a 16-row group.
 static inline int64_t ck_kq_wbytes(int fmt) { return 256 + 64 * (ck_kq_bits(fmt) - 4); }
 /// Bytes per block of a 16-row group: values, then f32 scales [halves][16], then f32 mins [halves][16].

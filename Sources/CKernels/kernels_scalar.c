@@ -63,6 +63,7 @@ static float kq_ref1(int fmt, const void *packed, int64_t in, const ck_acts *a, 
 float ck_matmul_ref1(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                      int64_t row, int64_t o) {
     (void)out;
+    fmt = ck_compute_format(fmt);
     if (ck_is_kq(fmt)) return kq_ref1(fmt, packed, in, a, row, o);
     const int64_t nb = in / CK_QK, wb = ck_wbytes(fmt);
     const int64_t g = o / CK_GROUP, l = o % CK_GROUP;

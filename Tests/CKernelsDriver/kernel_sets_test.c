@@ -141,7 +141,7 @@ static const raw_geometry geometries[] = {
     {CK_Q4_0, "Q4_0", 32, 18, {0, -1}},   {CK_Q4_1, "Q4_1", 32, 20, {0, 2}},   {CK_Q8_0, "Q8_0", 32, 34, {0, -1}},
     {CK_Q5_0, "Q5_0", 32, 22, {0, -1}},   {CK_Q5_1, "Q5_1", 32, 24, {0, 2}},   {CK_Q2_K, "Q2_K", 256, 84, {80, 82}},
     {CK_Q3_K, "Q3_K", 256, 110, {108, -1}}, {CK_Q4_K, "Q4_K", 256, 144, {0, 2}}, {CK_Q5_K, "Q5_K", 256, 176, {0, 2}},
-    {CK_Q6_K, "Q6_K", 256, 210, {208, -1}},
+    {CK_Q6_K, "Q6_K", 256, 210, {208, -1}}, {CK_IQ4_NL, "IQ4_NL", 32, 18, {0, -1}},
 };
 static const raw_geometry *geometry(int fmt) {
     for (size_t i = 0; i < sizeof geometries / sizeof geometries[0]; i++)
@@ -187,12 +187,12 @@ static uint8_t *random_weights(int fmt, int64_t out, int64_t in) {
 
 static void test_matmul(const ck_kernels *k, const ck_kernels *ref) {
     const int fmts[] = {CK_F32, CK_F16, CK_BF16, CK_Q4_0, CK_Q4_1, CK_Q8_0, CK_Q5_0, CK_Q5_1,
-                        CK_Q2_K, CK_Q3_K, CK_Q4_K, CK_Q5_K, CK_Q6_K};
+                        CK_Q2_K, CK_Q3_K, CK_Q4_K, CK_Q5_K, CK_Q6_K, CK_IQ4_NL};
     const char *names[] = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q8_0", "Q5_0", "Q5_1",
-                           "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"};
+                           "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ4_NL"};
     const int64_t qins[] = {32, 96, 576}, kins[] = {256, 512, 768}, fins[] = {1, 3, 31, 33, 129};
     const int64_t outs[] = {1, 7, 16, 33, 49};
-    for (int fi = 0; fi < 13; fi++) {
+    for (int fi = 0; fi < 14; fi++) {
         const int fmt = fmts[fi];
         const int quant = fmt != CK_F32 && fmt != CK_F16 && fmt != CK_BF16;
         const int kquant = fmt >= CK_Q2_K && fmt <= CK_Q6_K;

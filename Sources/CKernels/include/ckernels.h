@@ -37,7 +37,13 @@ enum {
     CK_Q6_K = 11,
     /// Stored widened to f32 at pack time (exact); computes as CK_F32.
     CK_BF16 = 12,
+    /// IQ4_NL (f16 d + 16 bytes of 4-bit indices into a fixed table of int8 values): stored as Q8_0
+    /// at pack time (the table's values, exact); computes as CK_Q8_0.
+    CK_IQ4_NL = 13,
 };
+
+/// The format whose kernels compute a packed matrix of format `fmt` (BF16 -> F32, IQ4_NL -> Q8_0).
+int ck_compute_format(int fmt);
 
 /// Kernel sets.
 enum {
