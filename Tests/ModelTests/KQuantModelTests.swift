@@ -12,13 +12,22 @@ import Testing
 /// written with the files by tools/reference/gen_kquant_reference.py: llama.cpp's quantizer is not
 /// bit-reproducible across builds, so the reference is made from the files themselves).
 ///
-/// Tolerances: as for the default model (LogitsReferenceTests), the difference is the int8
-/// activations' (the weights enter exactly), so the same bounds apply, per file:
+/// Tolerances: the weights enter exactly (packed dequantization is gguf's, bit for bit), so the
+/// difference is the int8 activations', as for the default model (LogitsReferenceTests): chaotic at
+/// the worst position (a one-ulp change can flip a rounding), steady at the median. Keys and values
+/// are kept as f32 here (the least noise). Measured on this 2-core AVX-512 host, 15 positions per
+/// file, worst / median over the scalar, avx2 and avx512 sets: Q4_K_M 1.33 / 0.54, Q5_K_M 1.56 / 0.70,
+/// Q6_K 1.07 / 0.44, Q2_K 1.63 / 0.53 (with an f16 cache the worst reached 2.27 on Q5_K_M, medians
+/// unchanged). A wrong layout or scale moves every position by many times the median bound.
 enum KQuantLogitTolerance {
-    /// Largest |Δlogit| over every compared logit (the top 20 and 64 probe ids at 15 positions).
-    static let maxAbsolute: [String: Float] = ["Q4_K_M": 1.25, "Q5_K_M": 1.25, "Q6_K": 1.25, "Q2_K": 1.5]
+    /// Largest |Δlogit| over every compared logit (the top 20 and 64 probe ids at 15 positions):
+    /// `maxAbsoluteLogitErrorLossyKV`, the default model's bound for its worst position.
+    static let maxAbsolute: [String: Float] = ["Q4_K_M": 2.0, "Q5_K_M": 2.0, "Q6_K": 2.0, "Q2_K": 2.0]
     /// Median over positions of the position's largest |Δlogit|.
-    static let median: [String: Float] = ["Q4_K_M": 0.75, "Q5_K_M": 0.75, "Q6_K": 0.75, "Q2_K": 0.9]
+    static let median: [String: Float] = ["Q4_K_M": 0.75, "Q5_K_M": 0.85, "Q6_K": 0.75, "Q2_K": 0.75]
+    /// The argmax must agree where the reference's top-2 margin exceeds this (`greedyNearTieMargin`:
+    /// below it 8-bit activations may legitimately pick the other token).
+    static let argmaxMargin: Float = greedyNearTieMargin
 }
 
 struct KQuantFixture: Decodable {
@@ -82,7 +91,7 @@ private func sha256(_ path: String) throws -> String {
             let vocab = model.config.vocabularySize
             var perPosition: [Float] = []
             for prompt in entry.prompts {
-                let cache = model.makeCache(slots: 1, capacity: prompt.ids.count + 1)
+                let cache = model.makeCache(slots: 1, capacity: prompt.ids.count + 1, type: .f32)
                 try model.forward(BatchRow.chain(slot: 0, tokens: prompt.ids, startPosition: 0, allLogits: true), cache: cache)
                 for p in prompt.positions {
                     let ours = model.logitRow(p.pos)
@@ -92,7 +101,7 @@ private func sha256(_ path: String) throws -> String {
                     perPosition.append(err)
                     #expect(err <= KQuantLogitTolerance.maxAbsolute[type]!, "\(type) \(kernels): \(prompt.name) position \(p.pos): max |Δlogit| \(err)")
                     let ourArgmax = ours.withUnsafeBufferPointer { argmax($0.baseAddress!, count: vocab) }
-                    if p.margin > argmaxMarginThreshold {
+                    if p.margin > KQuantLogitTolerance.argmaxMargin {
                         #expect(ourArgmax == p.argmax, "\(type) \(kernels): \(prompt.name) position \(p.pos): argmax \(ourArgmax), reference \(p.argmax) (margin \(p.margin))")
                     }
                 }

@@ -6,11 +6,12 @@ Needs numpy and gguf (PyPI). Per format, a small matrix (2 rows) of:
     sub-block scale and minimum pattern occurs); the K-quants have no quantizer in gguf, and any
     bytes are a valid block;
   - "quantized": for Q5_0, Q5_1 and BF16, random floats put through `gguf.quants.quantize`;
-  - "real" (optional, --real FILE...): the first 2 rows of the first tensor of each format found in
-    the given GGUF files (e.g. the re-quantized SmolLM2 files `make kquant-models` writes).
+  - "real" (optional, --real FILE...): the leading 256 (K-quants) or 128 values of the first 2 rows
+    of the first tensor of each format found in the given GGUF files (the committed fixture used the
+    re-quantized SmolLM2 files of `make kquant-models`: Q4_K, Q5_K, Q6_K, Q3_K, Q5_0, Q5_1 blocks).
 Values are stored as little-endian float32 bytes in base64, raw blocks likewise in base64.
 
-Usage: python3 gen_kquant_fixture.py [--real models/SmolLM2-135M-Instruct.Q4_K_M.gguf ...]
+Usage: python3 gen_kquant_fixture.py [--real models/SmolLM2-135M-Instruct.{Q4_K_M,Q5_K_M,Q6_K,Q2_K}.gguf]
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def quantized_case(name: str, rng: np.random.Generator) -> dict:
 
 
 def real_cases(paths: list[str]) -> list[dict]:
+    """The first 256 (K-quants) or 128 values of each of the first 2 rows of the first tensor of each
+    format, as a 2-row matrix (blocks are independent, so a row's leading blocks are a valid row)."""
     found: dict[str, dict] = {}
     for path in paths:
         reader = gguf.GGUFReader(path)
@@ -87,11 +90,12 @@ def real_cases(paths: list[str]) -> list[dict]:
             name = t.tensor_type.name
             if name not in FORMATS or name in found or FORMATS[name][0] == T.BF16:
                 continue
-            in_features = int(t.shape[0])
-            row_bytes = in_features // gguf.GGML_QUANT_SIZES[t.tensor_type][0] * gguf.GGML_QUANT_SIZES[t.tensor_type][1]
-            raw = np.asarray(t.data).view(np.uint8).reshape(-1)[: ROWS * row_bytes]
-            c = case(name, f"real: {pathlib.Path(path).name} {t.name}", raw, in_features)
-            found[name] = c
+            block_values, block_bytes = gguf.GGML_QUANT_SIZES[t.tensor_type]
+            take = FORMATS[name][1]
+            row_bytes = int(t.shape[0]) // block_values * block_bytes
+            data = np.asarray(t.data).view(np.uint8).reshape(-1)
+            raw = np.concatenate([data[r * row_bytes: r * row_bytes + take // block_values * block_bytes] for r in range(ROWS)])
+            found[name] = case(name, f"real: {pathlib.Path(path).name} {t.name}", raw, take)
     return [found[k] for k in FORMATS if k in found]
 
 

@@ -19,16 +19,10 @@ import ctypes
 import pathlib
 import sys
 
-import llama_cpp
-
 import common
 
-FTYPES = {
-    "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
-    "Q5_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
-    "Q6_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
-    "Q2_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K,
-}
+# The llama.cpp file types (llama_ftype: LLAMA_FTYPE_MOSTLY_<kind>) written.
+FTYPES = ["Q4_K_M", "Q5_K_M", "Q6_K", "Q2_K"]
 
 
 def output_path(out_dir: pathlib.Path, kind: str) -> pathlib.Path:
@@ -40,12 +34,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(common.ROOT / "models"))
     ap.add_argument("types", nargs="*", default=list(FTYPES))
     args = ap.parse_args()
+    import llama_cpp  # only here: gen_kquant_reference.py imports this module without the bindings
+
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     for kind in args.types:
         dst = output_path(out_dir, kind)
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = FTYPES[kind]
+        params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{kind}")
         params.allow_requantize = True
         params.nthread = 2
         tmp = dst.with_suffix(".gguf.part")
