@@ -222,7 +222,7 @@ static void kq_put(int fmt, uint8_t *w, int l, const uint8_t *u, const float *sc
     float *mn = sc + (halves ? 32 : 16);
     for (int h = 0; h < (halves ? 2 : 1); h++) {
         sc[h * 16 + l] = scale[h];
-        mn[h * 16 + l] = min[h];
+        if (!ck_kq_offset(fmt)) mn[h * 16 + l] = min[h];  // else min = -K * scale, computed by the kernels
     }
 }
 

@@ -80,8 +80,12 @@ static inline int ck_kq_halves(int fmt) { return fmt == CK_Q2_K || fmt == CK_Q3_
 static inline int ck_kq_offset(int fmt) { return fmt == CK_Q5_0 ? 16 : fmt == CK_Q3_K ? 4 : fmt == CK_Q6_K ? 32 : 0; }
 /// Bytes of quant values (nibbles + bit planes) per block of a 16-row group.
 static inline int64_t ck_kq_wbytes(int fmt) { return 256 + 64 * (ck_kq_bits(fmt) - 4); }
-/// Bytes per block of a 16-row group: values, then f32 scales [halves][16], then f32 mins [halves][16].
-static inline int64_t ck_kq_block_bytes(int fmt) { return ck_kq_wbytes(fmt) + (ck_kq_halves(fmt) ? 256 : 128); }
+/// Bytes per block of a 16-row group: values, then f32 scales [halves][16], then (unless the
+/// minimum is -K * scale, which the kernels compute: exact, a power-of-two multiple) f32 mins [halves][16].
+static inline int64_t ck_kq_block_bytes(int fmt) {
+    return ck_kq_wbytes(fmt) + (ck_kq_halves(fmt) ? 128 : 64) * (ck_kq_offset(fmt) ? 1 : 2);
+}
+
 static inline int64_t ck_group_stride(int fmt, int64_t in) {
     if (ck_is_kq(fmt)) return (in / 32) * ck_kq_block_bytes(fmt);
     return (in / 32) * (ck_wbytes(fmt) + ck_sbytes(fmt));

@@ -220,11 +220,11 @@ Q8_HALF_BODY(1) Q8_HALF_BODY(2) Q8_HALF_BODY(3) Q8_HALF_BODY(4)
 // block's halves are summed apart (per-16 scales of Q2_K, Q3_K, Q6_K). Specialised per (bits,
 // halves, rows) by inlining.
 CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits, const int halves, const int nr,
-                                                                   const uint8_t *base, int64_t nb, int half, int prefetch,
+                                                                   const int off, const uint8_t *base, int64_t nb, int half, int prefetch,
                                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy,
                                                                    uint32_t lanes, const uint8_t *end) {
     const __m256i lo = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 256 : 128);
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 128 : 64) * (off ? 1 : 2);
     __m256 acc[2];
     for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -252,8 +252,10 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
             }
         }
         const float *sp = (const float *)(w + wb) + 8 * half;
-        const __m256 sc0 = _mm256_loadu_ps(sp), mn0 = _mm256_loadu_ps(sp + (halves ? 32 : 16));
-        const __m256 sc1 = halves ? _mm256_loadu_ps(sp + 16) : sc0, mn1 = halves ? _mm256_loadu_ps(sp + 48) : mn0;
+        // Minimums: stored, or -K * scale (exact) for the formats with an offset K.
+        const __m256 sc0 = _mm256_loadu_ps(sp), sc1 = halves ? _mm256_loadu_ps(sp + 16) : sc0;
+        const __m256 mn0 = off ? _mm256_mul_ps(sc0, _mm256_set1_ps((float)-off)) : _mm256_loadu_ps(sp + (halves ? 32 : 16));
+        const __m256 mn1 = !halves ? mn0 : off ? _mm256_mul_ps(sc1, _mm256_set1_ps((float)-off)) : _mm256_loadu_ps(sp + 48);
         _Pragma("clang loop unroll(full)")
         for (int i = 0; i < nr; i++) {
             const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
@@ -279,12 +281,13 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
     for (int i = 0; i < nr; i++) store_lanes(y + (r0 + i) * ldy, acc[i], lanes);
 }
 
-typedef void (*kq_half_fn)(const uint8_t *, int64_t, int, int, const ck_acts *, int64_t, float *, int64_t, uint32_t,
+typedef void (*kq_half_fn)(int, const uint8_t *, int64_t, int, int, const ck_acts *, int64_t, float *, int64_t, uint32_t,
                            const uint8_t *);
 #define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_AVX2 static void kq_##BITS##_##HALVES##_##NR(const uint8_t *base, int64_t nb, int half, int pf, const ck_acts *a, \
-                                                    int64_t r0, float *y, int64_t ldy, uint32_t lanes, const uint8_t *end) { \
-        kq_half(BITS, HALVES, NR, base, nb, half, pf, a, r0, y, ldy, lanes, end);                  \
+    CK_AVX2 static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, int half, int pf,    \
+                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes, \
+                                                    const uint8_t *end) {                                       \
+        kq_half(BITS, HALVES, NR, off, base, nb, half, pf, a, r0, y, ldy, lanes, end);             \
     }
 #define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2)
 KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
@@ -306,7 +309,7 @@ CK_AVX2 static void matmul_kq_avx2(int fmt, const void *packed, int64_t out, int
             float *yh = y + (g * CK_GROUP + 8 * half - out_lo);
             for (int64_t r0 = 0; r0 < a->rows;) {
                 const int64_t nr = a->rows - r0 < 2 ? a->rows - r0 : 2;
-                f[nr - 1](base, nb, half, half == 0 && r0 == 0, a, r0, yh, ldy, lanes, end);
+                f[nr - 1](ck_kq_offset(fmt), base, nb, half, half == 0 && r0 == 0, a, r0, yh, ldy, lanes, end);
                 r0 += nr;
             }
         }

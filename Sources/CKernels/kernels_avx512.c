@@ -155,11 +155,11 @@ Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 // of the block are summed apart, so per-16 scales (Q2_K, Q3_K, Q6_K) cost two more fmas, not a
 // second pass. Specialised per (bits, halves, rows) by inlining.
 CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int bits, const int halves, const int nr,
-                                                                      const uint8_t *base, int64_t nb, const ck_acts *a,
+                                                                      const int off, const uint8_t *base, int64_t nb, const ck_acts *a,
                                                                       int64_t r0, float *y, int64_t ldy, __mmask16 mask,
                                                                       const uint8_t *end) {
     const __m512i lo = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 256 : 128);
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 128 : 64) * (off ? 1 : 2);
     __m512 acc[4];
     for (int i = 0; i < nr; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -185,8 +185,10 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
             }
         }
         const float *sp = (const float *)(w + wb);
-        const __m512 sc0 = _mm512_loadu_ps(sp), mn0 = _mm512_loadu_ps(sp + (halves ? 32 : 16));
-        const __m512 sc1 = halves ? _mm512_loadu_ps(sp + 16) : sc0, mn1 = halves ? _mm512_loadu_ps(sp + 48) : mn0;
+        // Minimums: stored, or -K * scale (exact) for the formats with an offset K.
+        const __m512 sc0 = _mm512_loadu_ps(sp), sc1 = halves ? _mm512_loadu_ps(sp + 16) : sc0;
+        const __m512 mn0 = off ? _mm512_mul_ps(sc0, _mm512_set1_ps((float)-off)) : _mm512_loadu_ps(sp + (halves ? 32 : 16));
+        const __m512 mn1 = !halves ? mn0 : off ? _mm512_mul_ps(sc1, _mm512_set1_ps((float)-off)) : _mm512_loadu_ps(sp + 48);
         _Pragma("clang loop unroll(full)")
         for (int i = 0; i < nr; i++) {
             const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
@@ -214,12 +216,12 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
     for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);
 }
 
-typedef void (*kq_group_fn)(const uint8_t *, int64_t, const ck_acts *, int64_t, float *, int64_t, __mmask16,
+typedef void (*kq_group_fn)(int, const uint8_t *, int64_t, const ck_acts *, int64_t, float *, int64_t, __mmask16,
                             const uint8_t *);
 #define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_AVX512 static void kq_##BITS##_##HALVES##_##NR(const uint8_t *base, int64_t nb, const ck_acts *a, int64_t r0, \
-                                                      float *y, int64_t ldy, __mmask16 mask, const uint8_t *end) { \
-        kq_group(BITS, HALVES, NR, base, nb, a, r0, y, ldy, mask, end);                           \
+    CK_AVX512 static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, const ck_acts *a, \
+                                                      int64_t r0, float *y, int64_t ldy, __mmask16 mask, const uint8_t *end) { \
+        kq_group(BITS, HALVES, NR, off, base, nb, a, r0, y, ldy, mask, end);                      \
     }
 #define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
 KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
@@ -238,7 +240,7 @@ CK_AVX512 static void matmul_kq_avx512(int fmt, const void *packed, int64_t out,
         float *yg = y + (g * CK_GROUP - out_lo);
         for (int64_t r0 = 0; r0 < a->rows;) {
             const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
-            f[nr - 1](base, nb, a, r0, yg, ldy, mask, end);
+            f[nr - 1](ck_kq_offset(fmt), base, nb, a, r0, yg, ldy, mask, end);
             r0 += nr;
         }
     }

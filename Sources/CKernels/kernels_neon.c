@@ -145,11 +145,11 @@ Q8_QUARTER_BODY(1) Q8_QUARTER_BODY(2) Q8_QUARTER_BODY(3) Q8_QUARTER_BODY(4)
         s1[i] = vdotq_laneq_s32(s1[i], H[J], x1[i], J);                                             \
     }
 CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int bits, const int halves, const int nr,
-                                                                      const uint8_t *base, int64_t nb, int quarter,
+                                                                      const int off, const uint8_t *base, int64_t nb, int quarter,
                                                                       const ck_acts *a, int64_t r0, float *y, int64_t ldy,
                                                                       uint32_t lanes) {
     const uint8x16_t low = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 256 : 128);
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 128 : 64) * (off ? 1 : 2);
     float32x4_t acc[4];
     for (int i = 0; i < nr; i++) acc[i] = vdupq_n_f32(0);
     for (int64_t b = 0; b < nb; b++) {
@@ -183,8 +183,10 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
         }
         KQ_DOT(0) KQ_DOT(1) KQ_DOT(2) KQ_DOT(3)
         const float *sp = (const float *)(w + wb) + 4 * quarter;
-        const float32x4_t sc0 = vld1q_f32(sp), mn0 = vld1q_f32(sp + (halves ? 32 : 16));
-        const float32x4_t sc1 = halves ? vld1q_f32(sp + 16) : sc0, mn1 = halves ? vld1q_f32(sp + 48) : mn0;
+        // Minimums: stored, or -K * scale (exact) for the formats with an offset K.
+        const float32x4_t sc0 = vld1q_f32(sp), sc1 = halves ? vld1q_f32(sp + 16) : sc0;
+        const float32x4_t mn0 = off ? vmulq_n_f32(sc0, (float)-off) : vld1q_f32(sp + (halves ? 32 : 16));
+        const float32x4_t mn1 = !halves ? mn0 : off ? vmulq_n_f32(sc1, (float)-off) : vld1q_f32(sp + 48);
         for (int i = 0; i < nr; i++) {
             const float da = a->d[(r0 + i) * a->ldb + b];
             if (halves) {
@@ -202,11 +204,11 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
     for (int i = 0; i < nr; i++) store_lanes4(y + (r0 + i) * ldy, acc[i], lanes);
 }
 
-typedef void (*kq_quarter_fn)(const uint8_t *, int64_t, int, const ck_acts *, int64_t, float *, int64_t, uint32_t);
+typedef void (*kq_quarter_fn)(int, const uint8_t *, int64_t, int, const ck_acts *, int64_t, float *, int64_t, uint32_t);
 #define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_NEON static void kq_##BITS##_##HALVES##_##NR(const uint8_t *base, int64_t nb, int quarter, const ck_acts *a, \
-                                                    int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
-        kq_quarter(BITS, HALVES, NR, base, nb, quarter, a, r0, y, ldy, lanes);                     \
+    CK_NEON static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, int quarter,        \
+                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
+        kq_quarter(BITS, HALVES, NR, off, base, nb, quarter, a, r0, y, ldy, lanes);                \
     }
 #define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
 KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
@@ -228,7 +230,7 @@ CK_NEON static void matmul_kq_neon(int fmt, const void *packed, int64_t out, int
             float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
             for (int64_t r0 = 0; r0 < a->rows;) {
                 const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
-                f[nr - 1](base, nb, quarter, a, r0, yq, ldy, lanes);
+                f[nr - 1](ck_kq_offset(fmt), base, nb, quarter, a, r0, yq, ldy, lanes);
                 r0 += nr;
             }
         }

@@ -35,14 +35,18 @@
 ///                                  acc = fma(min0, h[2b], acc); acc = fma(min1, h[2b + 1], acc)
 static float kq_ref1(int fmt, const void *packed, int64_t in, const ck_acts *a, int64_t row, int64_t o) {
     const int64_t nb = in / CK_QK, bb = ck_kq_block_bytes(fmt), wb = ck_kq_wbytes(fmt);
-    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt), off = ck_kq_offset(fmt);
     const int l = (int)(o % CK_GROUP);
     const uint8_t *base = (const uint8_t *)packed + (o / CK_GROUP) * ck_group_stride(fmt, in);
     const int8_t *aq = a->q + row * a->ldq;
     float acc = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *w = base + b * bb;
-        const float *sc = (const float *)(w + wb), *mn = sc + (halves ? 32 : 16);
+        const float *sc = (const float *)(w + wb);
+        // The minimums: stored, or -K * scale (exact) for the formats with an offset K.
+        float mn[32];
+        for (int h = 0; h < (halves ? 2 : 1); h++)
+            mn[16 * h + l] = off ? sc[16 * h + l] * (float)-off : sc[(halves ? 32 : 16) + 16 * h + l];
         int32_t isum[2] = {0, 0};
         for (int i = 0; i < 32; i++) isum[i >> 4] += (int32_t)ck_kq_value(w, bits, l, i) * aq[b * CK_QK + i];
         const float da = a->d[row * a->ldb + b];
