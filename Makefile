@@ -67,6 +67,7 @@ generate: build model
 ## then the end-to-end tests against the real binaries.
 test: test-deps model
 	$(MAKE) --no-print-directory test-kernels
+	$(MAKE) --no-print-directory kquant-models
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
@@ -106,7 +107,9 @@ kquant-models: $(KQUANT_ABS)/kquant_logits_reference.json
 
 $(KQUANT_MODELS): $(KQUANT_ABS)/SmolLM2-135M-Instruct.%.gguf: $(MODEL)
 	@mkdir -p $(KQUANT_ABS)
-	@$(PYTHON) -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="-DLLAMA_CURL=OFF" $(PYTHON) -m pip install --quiet $(LLAMA_CPP_PYTHON)
+	@$(PYTHON) -c 'import llama_cpp' 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 \
+	  CMAKE_ARGS="-DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
+	  $(PYTHON) -m pip install --quiet $(LLAMA_CPP_PYTHON)
 	@$(PYTHON) -c 'import gguf, numpy' 2>/dev/null || $(PYTHON) -m pip install --quiet gguf numpy
 	cd tools/reference && $(PYTHON) requantize.py --out $(KQUANT_ABS) $*
 
