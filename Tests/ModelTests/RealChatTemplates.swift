@@ -1,5 +1,6 @@
 import Model
 import Testing
+import ChatTemplate
 
 // MARK: - Real chat templates
 //

@@ -2,6 +2,7 @@ import Foundation
 import GGUF
 import Model
 import Testing
+import Tokenizer
 
 // MARK: - Reference fixture (llama.cpp tokenizations of the default model)
 
