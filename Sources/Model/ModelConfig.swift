@@ -45,6 +45,9 @@ public struct ModelConfig: Sendable, Equatable {
 
     public var architecture: String
     public var options: Architecture
+    /// The file's quantization as llama.cpp names it (`general.file_type`: "Q4_K_M", "Q8_0", ...),
+    /// or "unknown".
+    public var quantization: String
     public var name: String
     public var layerCount: Int
     public var embeddingLength: Int
@@ -76,12 +79,19 @@ public struct ModelConfig: Sendable, Equatable {
     /// Whether any layer attends through a sliding window.
     public var hasSlidingWindow: Bool { layers.contains { $0.window != nil } }
 
+    /// llama.cpp's `llama_ftype` values (`general.file_type`) and their names.
+    static let fileTypeNames: [Int: String] = [
+        0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K", 11: "Q3_K_S", 12: "Q3_K_M",
+        13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S", 17: "Q5_K_M", 18: "Q6_K", 32: "BF16",
+    ]
+
     public init(file: GGUFFile) throws {
         let arch = try file.string("general.architecture")
         let options = try Architecture.named(arch)
         self.options = options
         architecture = arch
         name = file.optionalString("general.name") ?? "model"
+        quantization = file.optionalInt("general.file_type").flatMap { Self.fileTypeNames[$0] } ?? "unknown"
         func int(_ key: String) throws -> Int {
             guard let v = file.metadata["\(arch).\(key)"] else { throw ModelError.missingHyperparameter(key: "\(arch).\(key)") }
             guard let i = v.intValue, i > 0 else {

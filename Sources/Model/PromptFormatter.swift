@@ -18,7 +18,7 @@ public final class PromptFormatter: @unchecked Sendable {
     public init(file: GGUFFile, templateOverride: String? = nil) throws {
         let tokenizer = try Tokenizer(gguf: file)
         self.tokenizer = tokenizer
-        if let source = templateOverride ?? file.optionalString("tokenizer.chat_template") {
+        if let source = templateOverride ?? BuiltInTemplates.source(of: file) {
             template = try ChatTemplate(source: source)
         } else {
             template = nil

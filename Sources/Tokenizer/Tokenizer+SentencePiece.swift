@@ -31,7 +31,7 @@ extension Tokenizer {
         func tryAdd(_ left: Int, _ right: Int) {
             guard left >= 0 && right >= 0 else { return }
             let size = length[left] + length[right]
-            guard let id = pieceIDs[String(decoding: text[start[left]..<(start[left] + size)], as: UTF8.self)],
+            guard let id = pieceIDs[Array(text[start[left]..<(start[left] + size)])],
                   Int(id) < scores.count else { return }
             queue.push(SentencePiece.Bigram(left: left, right: right, score: scores[Int(id)], size: size))
         }
@@ -51,8 +51,7 @@ extension Tokenizer {
         var i = 0
         while i != -1 {
             let piece = text[start[i]..<(start[i] + length[i])]
-            // Symbols are whole UTF-8 characters (fragments come from a String, cut at special tokens).
-            if let id = pieceIDs[String(decoding: piece, as: UTF8.self)] {
+            if let id = pieceIDs[Array(piece)] {
                 output.append(id)
             } else {
                 for byte in piece where byteFallbackIDs[Int(byte)] >= 0 { output.append(byteFallbackIDs[Int(byte)]) }

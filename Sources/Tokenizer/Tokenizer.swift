@@ -74,9 +74,11 @@ public final class Tokenizer: Sendable {
     private let wordTokenIDs: [[UInt8]: Int32]
     /// Special tokens matched in raw text, longest first: (UTF-8 bytes, ID, matched without `parseSpecial`).
     private let specialTokens: [(bytes: [UInt8], id: Int32, alwaysMatched: Bool)]
-    /// SentencePiece: token IDs by stored text (the last ID wins for duplicate texts, as in
-    /// llama.cpp), scores, and the byte-fallback token of each byte (-1: none).
-    let pieceIDs: [String: Int32]
+    /// SentencePiece: token IDs by the UTF-8 bytes of their stored text (bytes, not `String`:
+    /// Swift strings compare canonically equivalent texts equal, and vocabularies hold both "é"
+    /// and "e\u{301}", ";" and U+037E; the last ID wins for identical bytes, as in llama.cpp),
+    /// scores, and the byte-fallback token of each byte (-1: none).
+    let pieceIDs: [[UInt8]: Int32]
     let scores: [Float]
     let byteFallbackIDs: [Int32]
 
@@ -182,12 +184,12 @@ public final class Tokenizer: Sendable {
         self.merges = mergeTable
 
         if model == .sentencePiece {
-            var pieceIDs = [String: Int32](minimumCapacity: tokens.count)
-            for (index, text) in tokens.enumerated() { pieceIDs[text] = Int32(index) }
+            var pieceIDs = [[UInt8]: Int32](minimumCapacity: tokens.count)
+            for (index, text) in tokens.enumerated() { pieceIDs[Array(text.utf8)] = Int32(index) }
             var fallback = [Int32](repeating: -1, count: 256)
             for byte in 0..<256 {
                 let hex = (byte < 16 ? "<0x0" : "<0x") + String(byte, radix: 16, uppercase: true) + ">"
-                fallback[byte] = pieceIDs[hex] ?? pieceIDs[String(UnicodeScalar(UInt8(byte)))] ?? -1
+                fallback[byte] = pieceIDs[Array(hex.utf8)] ?? (byte < 0x80 ? pieceIDs[[UInt8(byte)]] : nil) ?? -1
             }
             self.pieceIDs = pieceIDs
             self.byteFallbackIDs = fallback

@@ -180,8 +180,9 @@ class FloatLlama:
             out[..., 1::2] = x0 * s + x1 * c
         return out
 
-    def forward(self, tokens, cache: Cache) -> np.ndarray:
-        """Appends `tokens` after the cached positions; returns logits (len(tokens), vocab)."""
+    def forward(self, tokens, cache: Cache, logit_rows=None) -> np.ndarray:
+        """Appends `tokens` after the cached positions; returns logits (len(tokens), vocab), or
+        only those of the rows listed in `logit_rows` (in that order)."""
         tokens = np.asarray(tokens, dtype=np.int64)
         n = len(tokens)
         start = cache.n
@@ -240,6 +241,8 @@ class FloatLlama:
             if L.post_ffn_norm is not None:
                 f = self.rmsnorm(f, L.post_ffn_norm)
             x = x + f
+        if logit_rows is not None:
+            x = x[list(logit_rows)]
         x = self.rmsnorm(x, self.output_norm)
         logits = x @ self.output.T
         if self.softcap is not None:
