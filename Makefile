@@ -35,7 +35,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels
+.PHONY: all deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models bench-formats
 
 all: build
 
@@ -104,6 +104,34 @@ test-kernels: deps
 	.build-kernels/kernel-sets-native
 	aarch64-linux-gnu-gcc -static $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-aarch64
 	qemu-aarch64 .build-kernels/kernel-sets-aarch64
+
+## Matmul throughput per weight format and kernel set (one thread; a measurement, checks nothing).
+bench-formats:
+	@mkdir -p .build-kernels
+	clang $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/format_bench.c -lm -lpthread -o .build-kernels/format-bench
+	.build-kernels/format-bench
+
+## The default model re-quantized by llama.cpp (llama-cpp-python's llama_model_quantize) to the K-quant
+## mixes KQuantModelTests checks, plus their float64 reference logits (tools/reference/requantize.py,
+## gen_kquant_reference.py; never committed). Installs llama-cpp-python (a source build, minutes) when
+## it is missing.
+## KQUANT_DIR (absolute, or relative to the repository root) is where they go; the tests read
+## CASTSERVE_KQUANT_DIR, default models/.
+KQUANT_TYPES := Q4_K_M Q5_K_M Q6_K Q2_K
+KQUANT_DIR ?= models
+KQUANT_ABS := $(abspath $(KQUANT_DIR))
+KQUANT_MODELS := $(foreach t,$(KQUANT_TYPES),$(KQUANT_ABS)/SmolLM2-135M-Instruct.$(t).gguf)
+LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
+kquant-models: $(KQUANT_ABS)/kquant_logits_reference.json
+
+$(KQUANT_MODELS): $(KQUANT_ABS)/SmolLM2-135M-Instruct.%.gguf: $(MODEL)
+	@mkdir -p $(KQUANT_ABS)
+	@$(PYTHON) -c 'import llama_cpp' 2>/dev/null || CMAKE_ARGS="-DLLAMA_CURL=OFF" $(PYTHON) -m pip install --quiet $(LLAMA_CPP_PYTHON)
+	@$(PYTHON) -c 'import gguf, numpy' 2>/dev/null || $(PYTHON) -m pip install --quiet gguf numpy
+	cd tools/reference && $(PYTHON) requantize.py --out $(KQUANT_ABS) $*
+
+$(KQUANT_ABS)/kquant_logits_reference.json: $(KQUANT_MODELS)
+	cd tools/reference && OPENBLAS_NUM_THREADS=1 $(PYTHON) gen_kquant_reference.py --dir $(KQUANT_ABS)
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.

@@ -148,12 +148,23 @@ void ck_f32_to_f16_row(const ck_kernels *k, const float *x, uint16_t *y, int64_t
 
 void ck_quantize_rows(const ck_kernels *k, const float *x, int64_t ldx, int64_t r0, int64_t r1, int64_t n,
                       const ck_acts *a) {
-    for (int64_t r = r0; r < r1; r++)
+    for (int64_t r = r0; r < r1; r++) {
         k->quantize_row(x + r * ldx, n, a->q + r * a->ldq, a->d + r * a->ldb, a->s + r * a->ldb, a->c + r * a->ldb);
+        if (!a->h) continue;
+        // Half-block sums for the formats with a minimum per 16 values (the same plain C in every set).
+        const int8_t *q = a->q + r * a->ldq;
+        for (int64_t b = 0; b < n / CK_QK; b++)
+            for (int half = 0; half < 2; half++) {
+                int32_t sum = 0;
+                for (int i = 0; i < 16; i++) sum += q[b * CK_QK + 16 * half + i];
+                a->h[r * 2 * a->ldb + 2 * b + half] = a->d[r * a->ldb + b] * (float)sum;
+            }
+    }
 }
 
 void ck_matmul(const ck_kernels *k, int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    fmt = ck_compute_format(fmt);  // BF16 is packed as F32, IQ4_NL as Q8_0
     k->matmul(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
 }
 
@@ -297,6 +308,7 @@ static void matmul_item(void *ctx, int64_t item, int64_t items) {
 void ck_matmul_parallel(ck_pool *pool, int64_t chunks, const ck_kernels *k, int fmt, const void *packed, int64_t out,
                         int64_t in, const ck_acts *a, int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
     if (out_lo >= out_hi || a->rows == 0) return;
+    fmt = ck_compute_format(fmt);  // BF16 is packed as F32, IQ4_NL as Q8_0
     matmul_job j = {k, fmt, packed, out, in, out_lo, out_hi, out_lo / CK_GROUP, 0, a, y, ldy};
     j.groups = (out_hi + CK_GROUP - 1) / CK_GROUP - j.first_group;
     if (chunks > j.groups) chunks = j.groups;

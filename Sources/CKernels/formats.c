@@ -2,6 +2,7 @@
 // dequantization. The packed layout is described in matmul_scalar.c.
 #include "ckernels.h"
 #include "internal.h"
+#include <stdlib.h>
 #include <string.h>
 
 float ck_f16_to_f32(uint16_t h) {
@@ -52,29 +53,227 @@ static int64_t raw_block_bytes(int fmt) {
     case CK_Q4_0: return 18;
     case CK_Q4_1: return 20;
     case CK_Q8_0: return 34;
+    case CK_Q5_0: return 22;
+    case CK_Q5_1: return 24;
+    case CK_Q2_K: return 84;
+    case CK_Q3_K: return 110;
+    case CK_Q4_K: return 144;
+    case CK_Q5_K: return 176;
+    case CK_Q6_K: return 210;
+    case CK_IQ4_NL: return 18;
     default: return 0;
     }
 }
 
+/// Values per raw ggml block.
+static int64_t raw_block_values(int fmt) { return fmt >= CK_Q2_K && fmt <= CK_Q6_K ? 256 : 32; }
+
 size_t ck_raw_size(int fmt, int64_t out, int64_t in) {
     switch (fmt) {
     case CK_F32: return (size_t)(out * in * 4);
-    case CK_F16: return (size_t)(out * in * 2);
-    default: return (size_t)(out * (in / CK_QK) * raw_block_bytes(fmt));
+    case CK_F16: case CK_BF16: return (size_t)(out * in * 2);
+    default: return (size_t)(out * (in / raw_block_values(fmt)) * raw_block_bytes(fmt));
     }
 }
 
+int ck_compute_format(int fmt) { return fmt == CK_BF16 ? CK_F32 : fmt == CK_IQ4_NL ? CK_Q8_0 : fmt; }
+
+/// IQ4_NL's table of values (ggml's kvalues_iq4nl).
+static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
 size_t ck_packed_size(int fmt, int64_t out, int64_t in) {
+    fmt = fmt == CK_IQ4_NL ? CK_Q8_0 : fmt;
     switch (fmt) {
-    case CK_F32: return (size_t)(out * in * 4);
+    case CK_F32: case CK_BF16: return (size_t)(out * in * 4);
     case CK_F16: return (size_t)(out * in * 2);
     default: return (size_t)(ck_ngroups(out) * ck_group_stride(fmt, in));
+    }
+}
+
+// ------------------------------------------------------------------ kq formats: raw ggml blocks
+//
+// kq_decode turns one raw ggml block (32 values for Q5_0/Q5_1, 256 for the K-quants) into unsigned
+// values u[i] and one (scale, min) per 16 values, with value[i] = u[i] * scale + min computed in f32
+// exactly as gguf's dequantize computes it (the products are exact in f32 and the one rounding is
+// the same; where min = -K scale, dequantization computes (u - K) * scale, gguf's own expression,
+// so even the sign of a zero agrees), so dequantization matches gguf bit for bit:
+//   Q5_0: u = 5-bit q,       scale = d,            min = -16 d           (d (q - 16))
+//   Q5_1: u = 5-bit q,       scale = d,            min = m
+//   Q2_K: u = 2-bit q,       scale = d sc,         min = -(dmin m)       (4-bit sc, m per 16)
+//   Q3_K: u = q + 4 (0..7),  scale = d (sc - 32),  min = -4 scale        (6-bit sc per 16)
+//   Q4_K: u = 4-bit q,       scale = d sc,         min = -(dmin m)       (6-bit sc, m per 32)
+//   Q5_K: u = 5-bit q,       scale = d sc,         min = -(dmin m)       (6-bit sc, m per 32)
+//   Q6_K: u = 6-bit q,       scale = d sc,         min = -32 scale       (int8 sc per 16)
+
+/// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
+static void k4_scale_min(const uint8_t *q, int j, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void kq_decode(int fmt, const uint8_t *blk, uint8_t *u, float *scale, float *min) {
+    switch (fmt) {
+    case CK_Q5_0:
+    case CK_Q5_1: {
+        const float d = ck_f16_to_f32(ck_rd16(blk));
+        const int off = fmt == CK_Q5_1 ? 4 : 2;
+        const uint32_t qh = ck_rd32_u(blk + off);
+        const uint8_t *qs = blk + off + 4;
+        for (int i = 0; i < 16; i++) {
+            u[i] = (uint8_t)((qs[i] & 0xF) | (((qh >> i) & 1u) << 4));
+            u[i + 16] = (uint8_t)((qs[i] >> 4) | (((qh >> (i + 16)) & 1u) << 4));
+        }
+        const float m = fmt == CK_Q5_1 ? ck_f16_to_f32(ck_rd16(blk + 2)) : -16.0f * d;
+        for (int h = 0; h < 2; h++) {
+            scale[h] = d;
+            min[h] = m;
+        }
+        break;
+    }
+    case CK_Q2_K: {
+        const uint8_t *sc = blk, *qs = blk + 16;
+        const float d = ck_f16_to_f32(ck_rd16(blk + 80)), dmin = ck_f16_to_f32(ck_rd16(blk + 82));
+        for (int i = 0; i < 256; i++) {
+            const int h = i / 128, s = (i % 128) / 32, l = i % 32;
+            u[i] = (uint8_t)((qs[h * 32 + l] >> (2 * s)) & 3);
+        }
+        for (int j = 0; j < 16; j++) {
+            scale[j] = d * (float)(sc[j] & 0xF);
+            min[j] = -(dmin * (float)(sc[j] >> 4));
+        }
+        break;
+    }
+    case CK_Q3_K: {
+        const uint8_t *hm = blk, *qs = blk + 32, *sc = blk + 96;
+        const float d = ck_f16_to_f32(ck_rd16(blk + 108));
+        for (int i = 0; i < 256; i++) {
+            const int h = i / 128, s = (i % 128) / 32, l = i % 32;
+            const int low = (qs[h * 32 + l] >> (2 * s)) & 3;
+            const int high = (hm[l] >> (i / 32)) & 1;  // set: q = low; clear: q = low - 4
+            u[i] = (uint8_t)(low + 4 * high);
+        }
+        for (int j = 0; j < 16; j++) {
+            const int lo = j < 8 ? sc[j] & 0xF : sc[j - 8] >> 4;
+            const int hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+            scale[j] = d * (float)((lo | (hi << 4)) - 32);
+            min[j] = -4.0f * scale[j];
+        }
+        break;
+    }
+    case CK_Q4_K:
+    case CK_Q5_K: {
+        const float d = ck_f16_to_f32(ck_rd16(blk)), dmin = ck_f16_to_f32(ck_rd16(blk + 2));
+        const uint8_t *scb = blk + 4;
+        const uint8_t *qh = blk + 16, *qs = blk + (fmt == CK_Q5_K ? 48 : 16);
+        for (int i = 0; i < 256; i++) {
+            const int c = i / 64, s = (i % 64) / 32, l = i % 32;
+            int v = (qs[c * 32 + l] >> (4 * s)) & 0xF;
+            if (fmt == CK_Q5_K) v |= ((qh[l] >> (i / 32)) & 1) << 4;
+            u[i] = (uint8_t)v;
+        }
+        for (int j = 0; j < 8; j++) {
+            int sc, m;
+            k4_scale_min(scb, j, &sc, &m);
+            for (int h = 0; h < 2; h++) {
+                scale[2 * j + h] = d * (float)sc;
+                min[2 * j + h] = -(dmin * (float)m);
+            }
+        }
+        break;
+    }
+    case CK_Q6_K: {
+        const uint8_t *ql = blk, *qh = blk + 128;
+        const int8_t *sc = (const int8_t *)(blk + 192);
+        const float d = ck_f16_to_f32(ck_rd16(blk + 208));
+        for (int i = 0; i < 256; i++) {
+            const int h = i / 128, r = i % 128;
+            const int low = (ql[h * 64 + r % 64] >> (4 * (r / 64))) & 0xF;
+            const int high = (qh[h * 32 + r % 32] >> (2 * (r / 32))) & 3;
+            u[i] = (uint8_t)(low | (high << 4));
+        }
+        for (int j = 0; j < 16; j++) {
+            scale[j] = d * (float)sc[j];
+            min[j] = -32.0f * scale[j];
+        }
+        break;
+    }
+    }
+}
+
+/// Writes one 32-value block (values u[0..31], per-half scale/min) into lane l of a packed kq block.
+static void kq_put(int fmt, uint8_t *w, int l, const uint8_t *u, const float *scale, const float *min) {
+    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+    uint32_t plane[2] = {0, 0};
+    for (int i = 0; i < 32; i++) {
+        const int half = i >> 4, j = (i & 15) >> 2, t = i & 3;
+        uint8_t *nib = w + j * 64 + l * 4 + t;
+        *nib = half ? (uint8_t)((*nib & 0x0F) | ((u[i] & 0xF) << 4)) : (uint8_t)((*nib & 0xF0) | (u[i] & 0xF));
+        const int bit = 8 * t + 4 * half + j;
+        plane[0] |= (uint32_t)((u[i] >> 4) & 1) << bit;
+        plane[1] |= (uint32_t)((u[i] >> 5) & 1) << bit;
+    }
+    for (int p = 0; p < bits - 4; p++) memcpy(w + 256 + 64 * p + l * 4, &plane[p], 4);
+    float *sc = (float *)(w + ck_kq_wbytes(fmt));
+    float *mn = sc + (halves ? 32 : 16);
+    for (int h = 0; h < (halves ? 2 : 1); h++) {
+        sc[h * 16 + l] = scale[h];
+        mn[h * 16 + l] = min[h];
+    }
+}
+
+static void kq_pack(int fmt, const uint8_t *s, int64_t out, int64_t in, uint8_t *d) {
+    const int64_t nb = in / CK_QK, rb = raw_block_bytes(fmt), rv = raw_block_values(fmt);
+    const int64_t bb = ck_kq_block_bytes(fmt), gs = ck_group_stride(fmt, in);
+    uint8_t u[256];
+    float scale[16], min[16];
+    for (int64_t o = 0; o < out; o++) {
+        const int64_t g = o / CK_GROUP, l = o % CK_GROUP;
+        for (int64_t r = 0; r < in / rv; r++) {
+            kq_decode(fmt, s + (o * (in / rv) + r) * rb, u, scale, min);
+            for (int64_t k = 0; k < rv / CK_QK; k++) {
+                const int64_t b = r * (rv / CK_QK) + k;
+                kq_put(fmt, d + g * gs + b * bb, (int)l, u + 32 * k, scale + 2 * k, min + 2 * k);
+            }
+        }
+        (void)nb;
     }
 }
 
 void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
     if (fmt == CK_F32 || fmt == CK_F16) {
         memcpy(dst, src, ck_packed_size(fmt, out, in));
+        return;
+    }
+    if (fmt == CK_BF16) {  // widened to f32: the top 16 bits of a float (exact)
+        const uint16_t *h = (const uint16_t *)src;
+        uint32_t *f = (uint32_t *)dst;
+        for (int64_t i = 0; i < out * in; i++) f[i] = (uint32_t)h[i] << 16;
+        return;
+    }
+    if (ck_is_kq(fmt)) {
+        memset(dst, 0, ck_packed_size(fmt, out, in));
+        kq_pack(fmt, (const uint8_t *)src, out, in, (uint8_t *)dst);
+        return;
+    }
+    if (fmt == CK_IQ4_NL) {  // the table's int8 values as Q8_0 blocks (same d), then packed as Q8_0
+        const int64_t blocks = out * (in / CK_QK);
+        uint8_t *q8 = (uint8_t *)malloc((size_t)(blocks * 34));
+        for (int64_t b = 0; b < blocks; b++) {
+            const uint8_t *blk = (const uint8_t *)src + b * 18;
+            uint8_t *o = q8 + b * 34;
+            memcpy(o, blk, 2);
+            for (int i = 0; i < 16; i++) {
+                o[2 + i] = (uint8_t)iq4nl_values[blk[2 + i] & 0xF];
+                o[18 + i] = (uint8_t)iq4nl_values[blk[2 + i] >> 4];
+            }
+        }
+        ck_pack(CK_Q8_0, q8, out, in, dst);
+        free(q8);
         return;
     }
     const uint8_t *s = (const uint8_t *)src;
@@ -109,13 +308,35 @@ void ck_pack(int fmt, const void *src, int64_t out, int64_t in, void *dst) {
 
 void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_t r, float *dst) {
     (void)out;
-    if (fmt == CK_F32) {
+    fmt = ck_compute_format(fmt);
+    if (fmt == CK_F32 || fmt == CK_BF16) {
         memcpy(dst, (const float *)packed + r * in, (size_t)in * 4);
         return;
     }
     if (fmt == CK_F16) {
         const uint16_t *h = (const uint16_t *)packed + r * in;
         for (int64_t i = 0; i < in; i++) dst[i] = ck_f16_to_f32(h[i]);
+        return;
+    }
+    if (ck_is_kq(fmt)) {
+        const int64_t bb = ck_kq_block_bytes(fmt), wb = ck_kq_wbytes(fmt);
+        const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt), off = ck_kq_offset(fmt);
+        const int l = (int)(r % CK_GROUP);
+        const uint8_t *base = (const uint8_t *)packed + (r / CK_GROUP) * ck_group_stride(fmt, in);
+        for (int64_t b = 0; b < in / CK_QK; b++) {
+            const uint8_t *w = base + b * bb;
+            const float *sc = (const float *)(w + wb), *mn = sc + (halves ? 32 : 16);
+            for (int i = 0; i < 32; i++) {
+                const int h = halves ? (i >> 4) * 16 : 0;
+                const int u = ck_kq_value(w, bits, l, i);
+                if (off) {
+                    dst[b * CK_QK + i] = (float)(u - off) * sc[h + l];
+                } else {
+                    const float v = (float)u * sc[h + l];
+                    dst[b * CK_QK + i] = v + mn[h + l];
+                }
+            }
+        }
         return;
     }
     const int64_t nb = in / CK_QK, wb = ck_wbytes(fmt);
@@ -151,6 +372,42 @@ void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_
 void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *dst) {
     if (fmt == CK_F32 || fmt == CK_F16) {
         ck_dequant_row(fmt, raw, 0, in, r, dst);
+        return;
+    }
+    if (fmt == CK_BF16) {
+        const uint16_t *h = (const uint16_t *)raw + r * in;
+        for (int64_t i = 0; i < in; i++) {
+            const uint32_t bits = (uint32_t)h[i] << 16;
+            memcpy(dst + i, &bits, 4);
+        }
+        return;
+    }
+    if (fmt == CK_IQ4_NL) {
+        for (int64_t b = 0; b < in / CK_QK; b++) {
+            const uint8_t *blk = (const uint8_t *)raw + (r * (in / CK_QK) + b) * 18;
+            const float d = ck_f16_to_f32(ck_rd16(blk));
+            for (int i = 0; i < 16; i++) {
+                dst[b * CK_QK + i] = (float)iq4nl_values[blk[2 + i] & 0xF] * d;
+                dst[b * CK_QK + 16 + i] = (float)iq4nl_values[blk[2 + i] >> 4] * d;
+            }
+        }
+        return;
+    }
+    if (ck_is_kq(fmt)) {
+        const int64_t rb = raw_block_bytes(fmt), rv = raw_block_values(fmt);
+        uint8_t u[256];
+        float scale[16], min[16];
+        for (int64_t k = 0; k < in / rv; k++) {
+            kq_decode(fmt, (const uint8_t *)raw + (r * (in / rv) + k) * rb, u, scale, min);
+            for (int64_t i = 0; i < rv; i++) {
+                if (ck_kq_offset(fmt)) {
+                    dst[k * rv + i] = (float)(u[i] - ck_kq_offset(fmt)) * scale[i / 16];
+                } else {
+                    const float v = (float)u[i] * scale[i / 16];
+                    dst[k * rv + i] = v + min[i / 16];
+                }
+            }
+        }
         return;
     }
     const int64_t nb = in / CK_QK, rb = raw_block_bytes(fmt);

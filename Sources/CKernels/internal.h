@@ -54,11 +54,52 @@ extern const ck_kernels ck_kernels_neon;
 
 // ------------------------------------------------------------------ packed weight geometry
 
+static inline int32_t ck_rd32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
+static inline uint32_t ck_rd32_u(const void *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static inline uint16_t ck_rd16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
+static inline float ck_rdf(const void *p) { float v; memcpy(&v, p, 4); return v; }
+
 /// Bytes of packed quant values per block of a 16-row group (low/high nibbles or 8-bit values).
 static inline int64_t ck_wbytes(int fmt) { return fmt == CK_Q8_0 ? 512 : 256; }
 /// Bytes of per-block scale data per 16-row group: f16 d (and f16 m for Q4_1).
 static inline int64_t ck_sbytes(int fmt) { return fmt == CK_Q4_1 ? 64 : 32; }
-static inline int64_t ck_group_stride(int fmt, int64_t in) { return (in / 32) * (ck_wbytes(fmt) + ck_sbytes(fmt)); }
+
+/// The "kq" formats (Q5_0, Q5_1 and the K-quants) share one packed layout: per 32-value block of a
+/// 16-row group, the values as unsigned integers u (0..2^bits-1) in nibble chunks (as Q4_1), then for
+/// 5 and 6 bits one or two bit planes, then f32 scales and f32 minimums: value = u * scale + min,
+/// with one (scale, min) per 32 values or, for Q2_K, Q3_K and Q6_K, one per 16 (see formats.c).
+static inline int ck_is_kq(int fmt) { return fmt >= CK_Q5_0 && fmt <= CK_Q6_K; }
+/// Bits per value in the packed layout (Q2_K and Q3_K are held in 4).
+static inline int ck_kq_bits(int fmt) {
+    return fmt == CK_Q6_K ? 6 : (fmt == CK_Q5_0 || fmt == CK_Q5_1 || fmt == CK_Q5_K) ? 5 : 4;
+}
+/// 1 when a block has a scale and a minimum per 16-value half.
+static inline int ck_kq_halves(int fmt) { return fmt == CK_Q2_K || fmt == CK_Q3_K || fmt == CK_Q6_K; }
+/// K when a format's minimum is -K * scale (Q5_0: 16, Q3_K: 4, Q6_K: 32), else 0: dequantization then
+/// computes (u - K) * scale, as gguf does (the same value; and -0.0 where gguf gives -0.0).
+static inline int ck_kq_offset(int fmt) { return fmt == CK_Q5_0 ? 16 : fmt == CK_Q3_K ? 4 : fmt == CK_Q6_K ? 32 : 0; }
+/// Bytes of quant values (nibbles + bit planes) per block of a 16-row group.
+static inline int64_t ck_kq_wbytes(int fmt) { return 256 + 64 * (ck_kq_bits(fmt) - 4); }
+/// Bytes per block of a 16-row group: values, then f32 scales [halves][16], then f32 mins [halves][16].
+static inline int64_t ck_kq_block_bytes(int fmt) { return ck_kq_wbytes(fmt) + (ck_kq_halves(fmt) ? 256 : 128); }
+static inline int64_t ck_group_stride(int fmt, int64_t in) {
+    if (ck_is_kq(fmt)) return (in / 32) * ck_kq_block_bytes(fmt);
+    return (in / 32) * (ck_wbytes(fmt) + ck_sbytes(fmt));
+}
+/// The unsigned value u of element i (0..31) of lane l in a packed kq block (scalar reference).
+/// Element i < 16 is the low nibble of chunk i/4 byte i%4, i >= 16 the high nibble of element i-16's
+/// byte; bit 4 (bit 5) of element i is bit 8*(i%4) + 4*(i/16) + (i%16)/4 of the lane's 32-bit word
+/// in the first (second) bit plane, so one shift and mask per chunk moves a whole chunk's bits into
+/// place in every set.
+static inline int ck_kq_value(const uint8_t *blk, int bits, int l, int i) {
+    const int half = i >> 4, j = (i & 15) >> 2, t = i & 3;
+    const uint8_t nib = blk[j * 64 + l * 4 + t];
+    int v = half ? nib >> 4 : nib & 15;
+    const int bit = 8 * t + 4 * half + j;
+    if (bits >= 5) v |= (int)((ck_rd32_u(blk + 256 + l * 4) >> bit) & 1u) << 4;
+    if (bits >= 6) v |= (int)((ck_rd32_u(blk + 320 + l * 4) >> bit) & 1u) << 5;
+    return v;
+}
 static inline int64_t ck_ngroups(int64_t out) { return (out + 15) / 16; }
 
 /// The output lanes of group g that fall in [lo, hi), as a 16-bit mask (bit l = row 16g + l).
@@ -70,8 +111,6 @@ static inline uint32_t ck_group_mask(int64_t g, int64_t lo, int64_t hi) {
     return bits;
 }
 
-static inline int32_t ck_rd32(const void *p) { int32_t v; memcpy(&v, p, 4); return v; }
-static inline uint16_t ck_rd16(const void *p) { uint16_t v; memcpy(&v, p, 2); return v; }
 
 /// Software prefetch distance in bytes ahead of the weights being read (measured best at 16 KiB on
 /// Zen 4 with AVX-512 and on Zen 3 with AVX2). Clamped to the matrix end.

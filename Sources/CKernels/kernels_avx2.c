@@ -212,8 +212,113 @@ Q8_HALF_BODY(1) Q8_HALF_BODY(2) Q8_HALF_BODY(3) Q8_HALF_BODY(4)
 #define CK_AVX2_NR 4
 #endif
 
+
+// The kq formats (Q5_0, Q5_1, K-quants; layout in internal.h, arithmetic in kernels_scalar.c): half a
+// group (8 rows) per pass; a block's values are rebuilt from nibbles and bit planes (one shift and
+// mask per plane and chunk), then vpmaddubsw (u8 values 0..63 x s8 activations: a pair is at most
+// 16,002, two chunks' pairs at most 32,004, so two chunks are summed in s16 before vpmaddwd). The
+// block's halves are summed apart (per-16 scales of Q2_K, Q3_K, Q6_K). Specialised per (bits,
+// halves, rows) by inlining.
+CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits, const int halves, const int nr,
+                                                                   const uint8_t *base, int64_t nb, int half, int prefetch,
+                                                                   const ck_acts *a, int64_t r0, float *y, int64_t ldy,
+                                                                   uint32_t lanes, const uint8_t *end) {
+    const __m256i lo = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 256 : 128);
+    __m256 acc[2];
+    for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *w = base + b * bb;
+        if (prefetch) {
+            const uint8_t *pf = w + CK_PF;
+            if (pf < end)
+                for (int c = 0; c < bb; c += 64) _mm_prefetch((const char *)pf + c, _MM_HINT_T0);
+        }
+        __m256i L[4], H[4];
+        const __m256i p4 = bits >= 5 ? _mm256_loadu_si256((const __m256i *)(w + 256 + 32 * half)) : _mm256_setzero_si256();
+        const __m256i p5 = bits >= 6 ? _mm256_loadu_si256((const __m256i *)(w + 320 + 32 * half)) : _mm256_setzero_si256();
+        _Pragma("clang loop unroll(full)")
+        for (int j = 0; j < 4; j++) {
+            const __m256i raw = _mm256_loadu_si256((const __m256i *)(w + 64 * j + 32 * half));
+            L[j] = _mm256_and_si256(raw, lo);
+            H[j] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), lo);
+            if (bits >= 5) {
+                L[j] = _mm256_or_si256(L[j], _mm256_and_si256(_mm256_slli_epi32(p4, 4 - j), b4));
+                H[j] = _mm256_or_si256(H[j], _mm256_and_si256(_mm256_srli_epi32(p4, j), b4));
+            }
+            if (bits >= 6) {
+                L[j] = _mm256_or_si256(L[j], _mm256_slli_epi32(_mm256_and_si256(_mm256_slli_epi32(p5, 4 - j), b4), 1));
+                H[j] = _mm256_or_si256(H[j], _mm256_slli_epi32(_mm256_and_si256(_mm256_srli_epi32(p5, j), b4), 1));
+            }
+        }
+        const float *sp = (const float *)(w + wb) + 8 * half;
+        const __m256 sc0 = _mm256_loadu_ps(sp), mn0 = _mm256_loadu_ps(sp + (halves ? 32 : 16));
+        const __m256 sc1 = halves ? _mm256_loadu_ps(sp + 16) : sc0, mn1 = halves ? _mm256_loadu_ps(sp + 48) : mn0;
+        _Pragma("clang loop unroll(full)")
+        for (int i = 0; i < nr; i++) {
+            const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
+            const __m256i l01 = _mm256_add_epi16(_mm256_maddubs_epi16(L[0], BCAST(x)), _mm256_maddubs_epi16(L[1], BCAST(x + 4)));
+            const __m256i l23 = _mm256_add_epi16(_mm256_maddubs_epi16(L[2], BCAST(x + 8)), _mm256_maddubs_epi16(L[3], BCAST(x + 12)));
+            const __m256i h01 = _mm256_add_epi16(_mm256_maddubs_epi16(H[0], BCAST(x + 16)), _mm256_maddubs_epi16(H[1], BCAST(x + 20)));
+            const __m256i h23 = _mm256_add_epi16(_mm256_maddubs_epi16(H[2], BCAST(x + 24)), _mm256_maddubs_epi16(H[3], BCAST(x + 28)));
+            const __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(l01, ones), _mm256_madd_epi16(l23, ones));
+            const __m256i s1 = _mm256_add_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
+            const __m256 da = _mm256_set1_ps(a->d[(r0 + i) * a->ldb + b]);
+            if (halves) {
+                const float *h = a->h + (r0 + i) * 2 * a->ldb + 2 * b;
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(sc0, da), acc[i]);
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(sc1, da), acc[i]);
+                acc[i] = _mm256_fmadd_ps(mn0, _mm256_set1_ps(h[0]), acc[i]);
+                acc[i] = _mm256_fmadd_ps(mn1, _mm256_set1_ps(h[1]), acc[i]);
+            } else {
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(s0, s1)), _mm256_mul_ps(sc0, da), acc[i]);
+                acc[i] = _mm256_fmadd_ps(mn0, _mm256_set1_ps(a->s[(r0 + i) * a->ldb + b]), acc[i]);
+            }
+        }
+    }
+    for (int i = 0; i < nr; i++) store_lanes(y + (r0 + i) * ldy, acc[i], lanes);
+}
+
+typedef void (*kq_half_fn)(const uint8_t *, int64_t, int, int, const ck_acts *, int64_t, float *, int64_t, uint32_t,
+                           const uint8_t *);
+#define KQ_FN(BITS, HALVES, NR)                                                                    \
+    CK_AVX2 static void kq_##BITS##_##HALVES##_##NR(const uint8_t *base, int64_t nb, int half, int pf, const ck_acts *a, \
+                                                    int64_t r0, float *y, int64_t ldy, uint32_t lanes, const uint8_t *end) { \
+        kq_half(BITS, HALVES, NR, base, nb, half, pf, a, r0, y, ldy, lanes, end);                  \
+    }
+#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2)
+KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
+#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2}
+
+CK_AVX2 static void matmul_kq_avx2(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                                   int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    static const kq_half_fn fns[4][2] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
+    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+    const kq_half_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
+    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
+    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
+    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
+        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
+        const uint8_t *base = (const uint8_t *)packed + g * gs;
+        for (int half = 0; half < 2; half++) {
+            const uint32_t lanes = (mask >> (8 * half)) & 0xFF;
+            if (!lanes) continue;
+            float *yh = y + (g * CK_GROUP + 8 * half - out_lo);
+            for (int64_t r0 = 0; r0 < a->rows;) {
+                const int64_t nr = a->rows - r0 < 2 ? a->rows - r0 : 2;
+                f[nr - 1](base, nb, half, half == 0 && r0 == 0, a, r0, yh, ldy, lanes, end);
+                r0 += nr;
+            }
+        }
+    }
+}
+
 CK_AVX2 static void matmul_avx2(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    if (ck_is_kq(fmt)) {
+        matmul_kq_avx2(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
+        return;
+    }
     if (fmt == CK_F32 || fmt == CK_F16) {
         for (int64_t o = out_lo; o < out_hi; o++)
             for (int64_t r = 0; r < a->rows; r++)

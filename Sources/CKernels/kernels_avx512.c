@@ -147,8 +147,109 @@ Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 #define CK_NR 4
 #endif
 
+
+// The kq formats (Q5_0, Q5_1, K-quants; layout in internal.h, arithmetic in kernels_scalar.c): a
+// block's values are rebuilt in registers from the nibble chunks and bit planes (one shift and mask
+// per plane and chunk: the planes are laid out so a chunk's bits of all 16 rows move together),
+// then enter vpdpbusd as unsigned bytes (0..63) exactly as Q4_1's nibbles do; low and high halves
+// of the block are summed apart, so per-16 scales (Q2_K, Q3_K, Q6_K) cost two more fmas, not a
+// second pass. Specialised per (bits, halves, rows) by inlining.
+CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int bits, const int halves, const int nr,
+                                                                      const uint8_t *base, int64_t nb, const ck_acts *a,
+                                                                      int64_t r0, float *y, int64_t ldy, __mmask16 mask,
+                                                                      const uint8_t *end) {
+    const __m512i lo = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 256 : 128);
+    __m512 acc[4];
+    for (int i = 0; i < nr; i++) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *w = base + b * bb;
+        const uint8_t *pf = w + CK_PF;
+        if (pf < end)
+            for (int c = 0; c < bb; c += 64) _mm_prefetch((const char *)pf + c, _MM_HINT_T0);
+        __m512i L[4], H[4];
+        const __m512i p4 = bits >= 5 ? _mm512_loadu_si512(w + 256) : _mm512_setzero_si512();
+        const __m512i p5 = bits >= 6 ? _mm512_loadu_si512(w + 320) : _mm512_setzero_si512();
+        _Pragma("clang loop unroll(full)")
+        for (int j = 0; j < 4; j++) {
+            const __m512i raw = _mm512_loadu_si512(w + 64 * j);
+            L[j] = _mm512_and_si512(raw, lo);
+            H[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo);
+            if (bits >= 5) {
+                L[j] = _mm512_or_si512(L[j], _mm512_and_si512(_mm512_slli_epi32(p4, 4 - j), b4));
+                H[j] = _mm512_or_si512(H[j], _mm512_and_si512(_mm512_srli_epi32(p4, j), b4));
+            }
+            if (bits >= 6) {
+                L[j] = _mm512_or_si512(L[j], _mm512_slli_epi32(_mm512_and_si512(_mm512_slli_epi32(p5, 4 - j), b4), 1));
+                H[j] = _mm512_or_si512(H[j], _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(p5, j), b4), 1));
+            }
+        }
+        const float *sp = (const float *)(w + wb);
+        const __m512 sc0 = _mm512_loadu_ps(sp), mn0 = _mm512_loadu_ps(sp + (halves ? 32 : 16));
+        const __m512 sc1 = halves ? _mm512_loadu_ps(sp + 16) : sc0, mn1 = halves ? _mm512_loadu_ps(sp + 48) : mn0;
+        _Pragma("clang loop unroll(full)")
+        for (int i = 0; i < nr; i++) {
+            const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
+            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), L[0], BCAST(x));
+            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), H[0], BCAST(x + 16));
+            s0 = _mm512_dpbusd_epi32(s0, L[1], BCAST(x + 4));
+            s1 = _mm512_dpbusd_epi32(s1, H[1], BCAST(x + 20));
+            s0 = _mm512_dpbusd_epi32(s0, L[2], BCAST(x + 8));
+            s1 = _mm512_dpbusd_epi32(s1, H[2], BCAST(x + 24));
+            s0 = _mm512_dpbusd_epi32(s0, L[3], BCAST(x + 12));
+            s1 = _mm512_dpbusd_epi32(s1, H[3], BCAST(x + 28));
+            const __m512 da = _mm512_set1_ps(a->d[(r0 + i) * a->ldb + b]);
+            if (halves) {
+                const float *h = a->h + (r0 + i) * 2 * a->ldb + 2 * b;
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s0), _mm512_mul_ps(sc0, da), acc[i]);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s1), _mm512_mul_ps(sc1, da), acc[i]);
+                acc[i] = _mm512_fmadd_ps(mn0, _mm512_set1_ps(h[0]), acc[i]);
+                acc[i] = _mm512_fmadd_ps(mn1, _mm512_set1_ps(h[1]), acc[i]);
+            } else {
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(sc0, da), acc[i]);
+                acc[i] = _mm512_fmadd_ps(mn0, _mm512_set1_ps(a->s[(r0 + i) * a->ldb + b]), acc[i]);
+            }
+        }
+    }
+    for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);
+}
+
+typedef void (*kq_group_fn)(const uint8_t *, int64_t, const ck_acts *, int64_t, float *, int64_t, __mmask16,
+                            const uint8_t *);
+#define KQ_FN(BITS, HALVES, NR)                                                                    \
+    CK_AVX512 static void kq_##BITS##_##HALVES##_##NR(const uint8_t *base, int64_t nb, const ck_acts *a, int64_t r0, \
+                                                      float *y, int64_t ldy, __mmask16 mask, const uint8_t *end) { \
+        kq_group(BITS, HALVES, NR, base, nb, a, r0, y, ldy, mask, end);                           \
+    }
+#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
+KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
+#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2, kq_##BITS##_##HALVES##_3, kq_##BITS##_##HALVES##_4}
+
+CK_AVX512 static void matmul_kq_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                                       int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    static const kq_group_fn fns[4][4] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
+    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+    const kq_group_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
+    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
+    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
+    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
+        const __mmask16 mask = (__mmask16)ck_group_mask(g, out_lo, out_hi);
+        const uint8_t *base = (const uint8_t *)packed + g * gs;
+        float *yg = y + (g * CK_GROUP - out_lo);
+        for (int64_t r0 = 0; r0 < a->rows;) {
+            const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
+            f[nr - 1](base, nb, a, r0, yg, ldy, mask, end);
+            r0 += nr;
+        }
+    }
+}
+
 CK_AVX512 static void matmul_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                  int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    if (ck_is_kq(fmt)) {
+        matmul_kq_avx512(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
+        return;
+    }
     if (fmt == CK_F32 || fmt == CK_F16) {
         for (int64_t o = out_lo; o < out_hi; o++)
             for (int64_t r = 0; r < a->rows; r++) {

@@ -133,9 +133,114 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
 Q4_QUARTER_BODY(1) Q4_QUARTER_BODY(2) Q4_QUARTER_BODY(3) Q4_QUARTER_BODY(4)
 Q8_QUARTER_BODY(1) Q8_QUARTER_BODY(2) Q8_QUARTER_BODY(3) Q8_QUARTER_BODY(4)
 
+
+// The kq formats (Q5_0, Q5_1, K-quants; layout in internal.h, arithmetic in kernels_scalar.c): a
+// quarter (4 rows) per pass; a block's values are rebuilt from nibbles and bit planes (one shift
+// and mask per plane and chunk) and enter vdotq_laneq_s32 as small positive int8 (0..63); the
+// block's halves are summed apart (per-16 scales of Q2_K, Q3_K, Q6_K). Specialised per (bits,
+// halves, rows) by inlining.
+#define KQ_DOT(J)                                                                                   \
+    for (int i = 0; i < nr; i++) {                                                                  \
+        s0[i] = vdotq_laneq_s32(s0[i], L[J], x0[i], J);                                             \
+        s1[i] = vdotq_laneq_s32(s1[i], H[J], x1[i], J);                                             \
+    }
+CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int bits, const int halves, const int nr,
+                                                                      const uint8_t *base, int64_t nb, int quarter,
+                                                                      const ck_acts *a, int64_t r0, float *y, int64_t ldy,
+                                                                      uint32_t lanes) {
+    const uint8x16_t low = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 256 : 128);
+    float32x4_t acc[4];
+    for (int i = 0; i < nr; i++) acc[i] = vdupq_n_f32(0);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *w = base + b * bb;
+        int8x16_t L[4], H[4];
+        const uint32x4_t p4 = bits >= 5 ? vld1q_u32((const uint32_t *)(w + 256 + 16 * quarter)) : vdupq_n_u32(0);
+        const uint32x4_t p5 = bits >= 6 ? vld1q_u32((const uint32_t *)(w + 320 + 16 * quarter)) : vdupq_n_u32(0);
+        for (int j = 0; j < 4; j++) {
+            const uint8x16_t raw = vld1q_u8(w + 64 * j + 16 * quarter);
+            uint8x16_t l = vandq_u8(raw, low), h = vshrq_n_u8(raw, 4);
+            const int32x4_t up = vdupq_n_s32(4 - j), down = vdupq_n_s32(-j);
+            if (bits >= 5) {
+                l = vorrq_u8(l, vandq_u8(vreinterpretq_u8_u32(vshlq_u32(p4, up)), b4));
+                h = vorrq_u8(h, vandq_u8(vreinterpretq_u8_u32(vshlq_u32(p4, down)), b4));
+            }
+            if (bits >= 6) {
+                l = vorrq_u8(l, vshlq_n_u8(vandq_u8(vreinterpretq_u8_u32(vshlq_u32(p5, up)), b4), 1));
+                h = vorrq_u8(h, vshlq_n_u8(vandq_u8(vreinterpretq_u8_u32(vshlq_u32(p5, down)), b4), 1));
+            }
+            L[j] = vreinterpretq_s8_u8(l);
+            H[j] = vreinterpretq_s8_u8(h);
+        }
+        int32x4_t s0[4], s1[4];
+        int8x16_t x0[4], x1[4];
+        for (int i = 0; i < nr; i++) {
+            const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
+            x0[i] = vld1q_s8(x);
+            x1[i] = vld1q_s8(x + 16);
+            s0[i] = vdupq_n_s32(0);
+            s1[i] = vdupq_n_s32(0);
+        }
+        KQ_DOT(0) KQ_DOT(1) KQ_DOT(2) KQ_DOT(3)
+        const float *sp = (const float *)(w + wb) + 4 * quarter;
+        const float32x4_t sc0 = vld1q_f32(sp), mn0 = vld1q_f32(sp + (halves ? 32 : 16));
+        const float32x4_t sc1 = halves ? vld1q_f32(sp + 16) : sc0, mn1 = halves ? vld1q_f32(sp + 48) : mn0;
+        for (int i = 0; i < nr; i++) {
+            const float da = a->d[(r0 + i) * a->ldb + b];
+            if (halves) {
+                const float *hs = a->h + (r0 + i) * 2 * a->ldb + 2 * b;
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(s0[i]), vmulq_n_f32(sc0, da));
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(s1[i]), vmulq_n_f32(sc1, da));
+                acc[i] = vfmaq_f32(acc[i], mn0, vdupq_n_f32(hs[0]));
+                acc[i] = vfmaq_f32(acc[i], mn1, vdupq_n_f32(hs[1]));
+            } else {
+                acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(vaddq_s32(s0[i], s1[i])), vmulq_n_f32(sc0, da));
+                acc[i] = vfmaq_f32(acc[i], mn0, vdupq_n_f32(a->s[(r0 + i) * a->ldb + b]));
+            }
+        }
+    }
+    for (int i = 0; i < nr; i++) store_lanes4(y + (r0 + i) * ldy, acc[i], lanes);
+}
+
+typedef void (*kq_quarter_fn)(const uint8_t *, int64_t, int, const ck_acts *, int64_t, float *, int64_t, uint32_t);
+#define KQ_FN(BITS, HALVES, NR)                                                                    \
+    CK_NEON static void kq_##BITS##_##HALVES##_##NR(const uint8_t *base, int64_t nb, int quarter, const ck_acts *a, \
+                                                    int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
+        kq_quarter(BITS, HALVES, NR, base, nb, quarter, a, r0, y, ldy, lanes);                     \
+    }
+#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
+KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
+#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2, kq_##BITS##_##HALVES##_3, kq_##BITS##_##HALVES##_4}
+
+CK_NEON static void matmul_kq_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
+                                   int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    (void)out;
+    static const kq_quarter_fn fns[4][4] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
+    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+    const kq_quarter_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
+    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
+    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
+        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
+        const uint8_t *base = (const uint8_t *)packed + g * gs;
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const uint32_t lanes = (mask >> (4 * quarter)) & 0xF;
+            if (!lanes) continue;
+            float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
+            for (int64_t r0 = 0; r0 < a->rows;) {
+                const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
+                f[nr - 1](base, nb, quarter, a, r0, yq, ldy, lanes);
+                r0 += nr;
+            }
+        }
+    }
+}
+
 CK_NEON static void matmul_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    (void)out;
+    if (ck_is_kq(fmt)) {
+        matmul_kq_neon(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
+        return;
+    }
     if (fmt == CK_F32 || fmt == CK_F16) {
         for (int64_t o = out_lo; o < out_hi; o++)
             for (int64_t r = 0; r < a->rows; r++)

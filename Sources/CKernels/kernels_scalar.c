@@ -28,9 +28,43 @@
 
 // ------------------------------------------------------------------ quantized matmul
 
+/// The kq formats (formats.c, internal.h): per block, with I0 and I1 the exact int32 sums of
+/// u * aq over the block's two 16-value halves and da the activation scale:
+///   one (scale, min) per block:  acc = fma((float)(I0 + I1), scale * da, acc); acc = fma(min, s[b], acc)
+///   one per half (Q2_K/Q3_K/Q6_K): acc = fma((float)I0, scale0 * da, acc); acc = fma((float)I1, scale1 * da, acc);
+///                                  acc = fma(min0, h[2b], acc); acc = fma(min1, h[2b + 1], acc)
+static float kq_ref1(int fmt, const void *packed, int64_t in, const ck_acts *a, int64_t row, int64_t o) {
+    const int64_t nb = in / CK_QK, bb = ck_kq_block_bytes(fmt), wb = ck_kq_wbytes(fmt);
+    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
+    const int l = (int)(o % CK_GROUP);
+    const uint8_t *base = (const uint8_t *)packed + (o / CK_GROUP) * ck_group_stride(fmt, in);
+    const int8_t *aq = a->q + row * a->ldq;
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *w = base + b * bb;
+        const float *sc = (const float *)(w + wb), *mn = sc + (halves ? 32 : 16);
+        int32_t isum[2] = {0, 0};
+        for (int i = 0; i < 32; i++) isum[i >> 4] += (int32_t)ck_kq_value(w, bits, l, i) * aq[b * CK_QK + i];
+        const float da = a->d[row * a->ldb + b];
+        if (halves) {
+            const float *h = a->h + row * 2 * a->ldb + 2 * b;
+            acc = fmaf((float)isum[0], sc[l] * da, acc);
+            acc = fmaf((float)isum[1], sc[16 + l] * da, acc);
+            acc = fmaf(mn[l], h[0], acc);
+            acc = fmaf(mn[16 + l], h[1], acc);
+        } else {
+            acc = fmaf((float)(isum[0] + isum[1]), sc[l] * da, acc);
+            acc = fmaf(mn[l], a->s[row * a->ldb + b], acc);
+        }
+    }
+    return acc;
+}
+
 float ck_matmul_ref1(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                      int64_t row, int64_t o) {
     (void)out;
+    fmt = ck_compute_format(fmt);
+    if (ck_is_kq(fmt)) return kq_ref1(fmt, packed, in, a, row, o);
     const int64_t nb = in / CK_QK, wb = ck_wbytes(fmt);
     const int64_t g = o / CK_GROUP, l = o % CK_GROUP;
     const uint8_t *base = (const uint8_t *)packed + g * ck_group_stride(fmt, in);
@@ -87,7 +121,7 @@ static void matmul_scalar(int fmt, const void *packed, int64_t out, int64_t in, 
     for (int64_t o = out_lo; o < out_hi; o++)
         for (int64_t r = 0; r < a->rows; r++) {
             float v;
-            if (fmt == CK_F32)
+            if (fmt == CK_F32 || fmt == CK_BF16)
                 v = ck_dot16_scalar(a->x + r * a->ldx, (const float *)packed + o * in, 0, in);
             else if (fmt == CK_F16)
                 v = ck_dot16_scalar(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);

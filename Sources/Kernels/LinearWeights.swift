@@ -2,7 +2,7 @@ import CKernels
 
 /// A weight matrix W [outFeatures x inFeatures] (ggml row-major: output row o is inFeatures values),
 /// repacked at init into the kernels' layout (quantized formats: 16 output rows interleaved per
-/// 32-value block, see CKernels/matmul.c). Immutable after init; `apply` may run concurrently from
+/// 32-value block, see CKernels/kernels_scalar.c and internal.h; bf16 is widened to f32). Immutable after init; `apply` may run concurrently from
 /// several threads as long as each call writes its own `y`.
 ///
 /// Numerics: for every activation row and output, the result is computed by one fixed sequence of
@@ -73,7 +73,8 @@ public final class LinearWeights: @unchecked Sendable {
     deinit { packed.deallocate() }
 
     /// Dequantizes output row `r` into `dst[0..<inFeatures]`, exactly as the scalar ggml dequantization
-    /// (q4_0: (q - 8) * d, q4_1: q * d + m, q8_0: q * d, f16: exact widening).
+    /// (q4_0: (q - 8) * d, q4_1: q * d + m, q8_0: q * d, f16 and bf16: exact widening; the K-quants,
+    /// q5_0 and q5_1 bit for bit as gguf's `dequantize`, see README.md). Also the token-embedding lookup.
     public func dequantizeRow(_ r: Int, into dst: UnsafeMutablePointer<Float>) {
         precondition(r >= 0 && r < outFeatures, "dequantizeRow: row \(r) out of 0..<\(outFeatures)")
         ck_dequant_row(format.ck, packed, Int64(outFeatures), Int64(inFeatures), Int64(r), dst)
@@ -108,7 +109,7 @@ public final class LinearWeights: @unchecked Sendable {
     public func referenceDot(_ x: QuantizedActivations, row: Int, output o: Int) -> Float {
         precondition(row < x.rows && o < outFeatures && x.inFeatures == inFeatures)
         switch format {
-        case .f32, .f16:
+        case .f32, .f16, .bf16:
             let w = UnsafeMutablePointer<Float>.allocate(capacity: inFeatures)
             defer { w.deallocate() }
             dequantizeRow(o, into: w)

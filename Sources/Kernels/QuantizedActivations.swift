@@ -3,7 +3,7 @@ import CKernels
 /// Activations prepared once per step for every matrix that reads the same input (Q, K and V;
 /// gate and up). Holds, per row: the f32 values (for F32/F16 weights) and, when inFeatures is a
 /// multiple of 32, int8 values with one f32 scale per 32-block (d = amax / 127, q = round-to-even(x / d))
-/// and the block sums the kernels need. Buffers are allocated in `init` for maxRows x maxInFeatures;
+/// and the block and half-block sums the kernels need (the K-quants use these same 32-blocks). Buffers are allocated in `init` for maxRows x maxInFeatures;
 /// `quantize` allocates nothing. Not thread-safe: one owner quantizes, then any number of threads read
 /// it through `LinearWeights.apply` until the next `quantize`.
 public final class QuantizedActivations {
@@ -23,6 +23,8 @@ public final class QuantizedActivations {
     private let d: UnsafeMutablePointer<Float>
     private let s: UnsafeMutablePointer<Float>
     private let c: UnsafeMutablePointer<Int32>
+    /// Per 16-value half block: d * sum(q) (the formats with a minimum per 16 values read it).
+    private let h: UnsafeMutablePointer<Float>
     private let x: UnsafeMutablePointer<Float>
 
     /// Allocates buffers for up to `maxRows` rows of up to `maxInFeatures` values.
@@ -36,15 +38,16 @@ public final class QuantizedActivations {
         d = .allocate(capacity: maxRows * ldb)
         s = .allocate(capacity: maxRows * ldb)
         c = .allocate(capacity: maxRows * ldb)
+        h = .allocate(capacity: maxRows * 2 * ldb)
         x = .allocate(capacity: maxRows * maxInFeatures)
         acts = .allocate(capacity: 1)
         acts.initialize(to: ck_acts(
             q: q.assumingMemoryBound(to: Int8.self), d: d, s: s, c: c, x: UnsafePointer(x),
-            ldq: Int64(ldq), ldb: Int64(ldb), ldx: Int64(maxInFeatures), rows: 0, k: 0))
+            ldq: Int64(ldq), ldb: Int64(ldb), ldx: Int64(maxInFeatures), rows: 0, k: 0, h: h))
     }
 
     deinit {
-        q.deallocate(); d.deallocate(); s.deallocate(); c.deallocate(); x.deallocate()
+        q.deallocate(); d.deallocate(); s.deallocate(); c.deallocate(); h.deallocate(); x.deallocate()
         acts.deallocate()
     }
 

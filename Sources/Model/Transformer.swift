@@ -104,14 +104,10 @@ public final class Transformer {
             return t
         }
         func format(_ t: TensorInfo) throws -> WeightFormat {
-            switch t.type {
-            case .f32: return .f32
-            case .f16: return .f16
-            case .q4_0: return .q4_0
-            case .q4_1: return .q4_1
-            case .q8_0: return .q8_0
-            default: throw ModelError.unsupportedTensorType(tensor: t.name, type: t.type.name)
+            guard let format = WeightFormat(ggmlName: t.type.name) else {
+                throw ModelError.unsupportedTensorType(tensor: t.name, type: t.type.name)
             }
+            return format
         }
         func vector(_ name: String, _ count: Int) throws -> [Float] {
             let t = try tensor(name, [count])

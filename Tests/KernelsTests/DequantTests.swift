@@ -57,7 +57,7 @@ import Kernels
     func packedRowsMatchRawDequant(format: WeightFormat, out: Int) throws {
         let seed: UInt64 = 11 + UInt64(out)
         var rng = SeededRandom(seed: seed)
-        let inFeatures = 96
+        let inFeatures = fitting(96, format)
         let raw = randomRawWeights(format, out: out, inFeatures: inFeatures, rng: &rng)
         let w = try makeWeights(format, out: out, inFeatures: inFeatures, raw: raw)
         var row = [Float](repeating: 0, count: inFeatures)

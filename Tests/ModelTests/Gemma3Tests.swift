@@ -29,7 +29,7 @@ import ChatTemplate
     /// position), as a floor and a fraction of the position's largest reference logit. Our kernels
     /// quantize activations to 8 bits per block before each matrix product (as llama.cpp does).
     /// Gemma's logits are large (top logits 3-36 here, and -62 right after BOS, an attention-sink
-    /// position whose every logit is far below zero): measured on a Q8_0 copy (requantize.py, its
+    /// position whose every logit is far below zero): measured on a Q8_0 copy (requantize_gguf.py, its
     /// own fixture), 0.25-1.02 at every position but that one, where it is 3.04 (5% of 62).
     static let maxLogitErrorFloor: Float = 1.5
     static let maxLogitErrorFraction: Float = 0.08

@@ -19,12 +19,14 @@ import common
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
-           "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py"]
+           "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py",
+           "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
     "logits_reference.json": "gen_float_reference.py (numpy float64 reference)",
     "greedy_reference.json": "gen_float_reference.py (numpy float64 reference)",
+    "kquant_dequant.json": "gen_kquant_fixture.py (gguf.quants.dequantize of 5-bit, K-quant, IQ4_NL and BF16 blocks)",
 }
 
 
@@ -50,7 +52,7 @@ def main() -> None:
         p = common.FIXTURES / name
         if p.exists():
             doc = json.loads(p.read_text(encoding="utf-8"))
-            count = len(doc) if isinstance(doc, list) else len(doc.get("prompts", []))
+            count = len(doc) if isinstance(doc, list) else len(doc.get("prompts", doc.get("cases", [])))
             fixtures[f"Tests/Fixtures/{name}"] = {"sha256": sha(p), "bytes": p.stat().st_size,
                                                   "entries": count, "generated_by": by}
     manifest = {

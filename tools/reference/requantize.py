@@ -1,51 +1,60 @@
-"""Writes a copy of a GGUF file with every weight matrix in one format the engine runs (default
-Q8_0): each non-F32 2-D tensor is dequantized by `gguf.quants.dequantize` and re-quantized by
-`gguf.quants.quantize`; F32 tensors and all metadata are copied as they are.
+"""Re-quantizes the default model (Q4_1) into the K-quant mixes the real-weights tests use, with
+llama.cpp's own quantizer through the llama-cpp-python bindings (`llama_model_quantize`,
+allow_requantize: the weights are dequantized from Q4_1 and quantized again, so the files test our
+kernels on real K-quant blocks, not a better model).
 
-For testing an architecture before its file's weight formats are supported:
-    python3 tools/reference/requantize.py models/gemma-3-270m-q4_k_m.gguf /tmp/gemma3-q8_0.gguf
+SmolLM2-135M's 576-wide rows are not whole 256-value super-blocks, so llama.cpp stores those
+tensors in its fallback types (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K/Q3_K -> IQ4_NL) and
+only the 1536-wide ffn_down rows in K-quants: every file mixes a K-quant with a 32-block format.
+
+Usage: python3 requantize.py [--out models] [TYPE ...]   (TYPE: Q4_K_M Q5_K_M Q6_K Q2_K; default all)
+Needs llama_cpp importable (pip install llama-cpp-python, or the unpacked sdist on PYTHONPATH with
+LLAMA_CPP_LIB_PATH, see README.md). Writes models/SmolLM2-135M-Instruct.<TYPE>.gguf (never committed).
 """
 
 from __future__ import annotations
 
+import argparse
+import ctypes
+import pathlib
 import sys
 
-import numpy as np
-from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
-from gguf.quants import dequantize, quantize
+import llama_cpp
+
+import common
+
+FTYPES = {
+    "Q4_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    "Q5_K_M": llama_cpp.LLAMA_FTYPE_MOSTLY_Q5_K_M,
+    "Q6_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q6_K,
+    "Q2_K": llama_cpp.LLAMA_FTYPE_MOSTLY_Q2_K,
+}
 
 
-def copy_metadata(reader: GGUFReader, writer: GGUFWriter) -> None:
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
-            continue
-        vtype = GGUFValueType(field.types[0])
-        if vtype == GGUFValueType.ARRAY:
-            sub = GGUFValueType(field.types[-1])
-            writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
-        else:
-            writer.add_key_value(key, field.contents(), vtype)
+def output_path(out_dir: pathlib.Path, kind: str) -> pathlib.Path:
+    return out_dir / f"SmolLM2-135M-Instruct.{kind}.gguf"
 
 
-def main(src: str, dst: str, target: str = "Q8_0") -> None:
-    qtype = GGMLQuantizationType[target]
-    r = GGUFReader(src)
-    arch = r.fields["general.architecture"].contents()
-    w = GGUFWriter(dst, arch)
-    copy_metadata(r, w)
-    for t in r.tensors:
-        if t.tensor_type in (GGMLQuantizationType.F32,) or len(t.shape) == 1:
-            data = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-            w.add_tensor(t.name, data)
-        else:
-            f = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
-            q = quantize(f, qtype)
-            w.add_tensor(t.name, q, raw_shape=q.shape, raw_dtype=qtype)
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(common.ROOT / "models"))
+    ap.add_argument("types", nargs="*", default=list(FTYPES))
+    args = ap.parse_args()
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for kind in args.types:
+        dst = output_path(out_dir, kind)
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = FTYPES[kind]
+        params.allow_requantize = True
+        params.nthread = 2
+        tmp = dst.with_suffix(".gguf.part")
+        rc = llama_cpp.llama_model_quantize(str(common.MODEL).encode(), str(tmp).encode(), ctypes.byref(params))
+        if rc != 0:
+            sys.exit(f"llama_model_quantize {kind} failed ({rc})")
+        tmp.replace(dst)
+        print(f"wrote {dst} ({dst.stat().st_size} bytes)", flush=True)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    main()

@@ -28,7 +28,22 @@ enum {
     CK_Q4_0 = 2,
     CK_Q4_1 = 3,
     CK_Q8_0 = 4,
+    CK_Q5_0 = 5,
+    CK_Q5_1 = 6,
+    CK_Q2_K = 7,
+    CK_Q3_K = 8,
+    CK_Q4_K = 9,
+    CK_Q5_K = 10,
+    CK_Q6_K = 11,
+    /// Stored widened to f32 at pack time (exact); computes as CK_F32.
+    CK_BF16 = 12,
+    /// IQ4_NL (f16 d + 16 bytes of 4-bit indices into a fixed table of int8 values): stored as Q8_0
+    /// at pack time (the table's values, exact); computes as CK_Q8_0.
+    CK_IQ4_NL = 13,
 };
+
+/// The format whose kernels compute a packed matrix of format `fmt` (BF16 -> F32, IQ4_NL -> Q8_0).
+int ck_compute_format(int fmt);
 
 /// Kernel sets.
 enum {
@@ -99,7 +114,9 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
 
 // ---------------------------------------------------------------------------------------------
 // Activations: per row, int8 values q[k] plus per 32-block: d (scale, f32), s = d * sum(q) (f32),
-// and c = 128 * sum(q) (int32, the offset correction of the u8 x s8 trick).
+// and c = 128 * sum(q) (int32, the offset correction of the u8 x s8 trick); and, when h is set, per
+// 16-value half block: h = d * sum(q over the half) (f32; the K-quant formats with a scale and a
+// minimum per 16 values read it).
 
 typedef struct {
     int8_t *q;        ///< rows x ldq bytes
@@ -112,6 +129,7 @@ typedef struct {
     int64_t ldx;      ///< floats between rows of x
     int64_t rows;
     int64_t k;        ///< inFeatures
+    float *h;         ///< rows x 2*ldb (half-block sums, see above); NULL when no weight needs them
 } ck_acts;
 
 /// Quantizes rows [r0, r1) of x (row stride ldx) into a: per 32-block d = amax/127,

@@ -1,0 +1,105 @@
+import Foundation
+import GGUF
+import Kernels
+import Model
+import Testing
+
+/// Real K-quant weights: SmolLM2 re-quantized by llama.cpp (tools/reference/requantize.py, `make
+/// kquant-models`) to Q4_K_M, Q5_K_M, Q6_K and Q2_K. Each file mixes a K-quant (the 1536-wide
+/// ffn_down rows, and Q6_K/Q4_K where llama.cpp's mix puts them) with its 32-block fallback for the
+/// 576-wide rows (Q5_0, Q5_1, Q8_0, IQ4_NL). Our logits on every kernel set this CPU runs are
+/// compared with the float64 reference pass over the same file (models/kquant_logits_reference.json,
+/// written with the files by tools/reference/gen_kquant_reference.py: llama.cpp's quantizer is not
+/// bit-reproducible across builds, so the reference is made from the files themselves).
+///
+/// Tolerances: as for the default model (LogitsReferenceTests), the difference is the int8
+/// activations' (the weights enter exactly), so the same bounds apply, per file:
+enum KQuantLogitTolerance {
+    /// Largest |Δlogit| over every compared logit (the top 20 and 64 probe ids at 15 positions).
+    static let maxAbsolute: [String: Float] = ["Q4_K_M": 1.25, "Q5_K_M": 1.25, "Q6_K": 1.25, "Q2_K": 1.5]
+    /// Median over positions of the position's largest |Δlogit|.
+    static let median: [String: Float] = ["Q4_K_M": 0.75, "Q5_K_M": 0.75, "Q6_K": 0.75, "Q2_K": 0.9]
+}
+
+struct KQuantFixture: Decodable {
+    struct Model: Decodable {
+        var type: String
+        var file: String
+        var sha256: String
+        var tensor_types: [String: Int]
+        var probe_ids: [Int]
+        var prompts: [LogitsFixture.Prompt]
+    }
+    var models: [Model]
+}
+
+/// Where `make kquant-models` wrote the files (KQUANT_DIR there; env CASTSERVE_KQUANT_DIR here), default models/.
+private let kquantDirectory = ProcessInfo.processInfo.environment["CASTSERVE_KQUANT_DIR"].map { URL(fileURLWithPath: $0) }
+    ?? TestSupport.repositoryRoot.appendingPathComponent("models")
+
+private let kquantFixture: KQuantFixture? = try? JSONDecoder().decode(
+    KQuantFixture.self, from: Data(contentsOf: kquantDirectory.appendingPathComponent("kquant_logits_reference.json")))
+
+private func modelPath(_ file: String) -> String { kquantDirectory.appendingPathComponent(file).path }
+
+/// The files of the fixture that `make kquant-models` has written.
+private let presentKQuantModels: [String] =
+    (kquantFixture?.models ?? []).filter { FileManager.default.fileExists(atPath: modelPath($0.file)) }.map(\.type)
+
+private func sha256(_ path: String) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+    p.arguments = [path]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: out, as: UTF8.self).split(separator: " ").first.map(String.init) ?? ""
+}
+
+@Suite(.serialized) struct KQuantModelTests {
+    @Test(.enabled(if: kquantFixture != nil, "run `make kquant-models` to write the re-quantized files"))
+    func referenceListsEveryMix() throws {
+        let types = Set(try #require(kquantFixture).models.map(\.type))
+        #expect(types == ["Q4_K_M", "Q5_K_M", "Q6_K", "Q2_K"])
+    }
+
+    @Test(.enabled(if: !presentKQuantModels.isEmpty, "run `make kquant-models` to write the re-quantized files"),
+          arguments: presentKQuantModels)
+    func logitsMatchTheFloat64Reference(type: String) throws {
+        let entry = try #require(kquantFixture?.models.first { $0.type == type })
+        let path = modelPath(entry.file)
+        let hash = try sha256(path)
+        try #require(hash == entry.sha256,
+                     "\(entry.file) has sha256 \(hash), the fixture was made from \(entry.sha256): re-run tools/reference/requantize.py and gen_kquant_reference.py together")
+        let file = try GGUFFile(path: path)
+        var types: [String: Int] = [:]
+        for t in file.tensors { types[t.type.name, default: 0] += 1 }
+        #expect(types == entry.tensor_types)
+        for kernels in TestSupport.runnableSets {
+            let model = try Transformer(file: file, threads: 2, maxStepRows: 64, maxLogitRows: 64, maxContext: 128, kernels: kernels)
+            let vocab = model.config.vocabularySize
+            var perPosition: [Float] = []
+            for prompt in entry.prompts {
+                let cache = model.makeCache(slots: 1, capacity: prompt.ids.count + 1)
+                try model.forward(BatchRow.chain(slot: 0, tokens: prompt.ids, startPosition: 0, allLogits: true), cache: cache)
+                for p in prompt.positions {
+                    let ours = model.logitRow(p.pos)
+                    var err: Float = 0
+                    for (k, id) in entry.probe_ids.enumerated() { err = max(err, abs(ours[id] - p.probe_logits[k])) }
+                    for pair in p.top20 { err = max(err, abs(ours[Int(pair[0])] - Float(pair[1]))) }
+                    perPosition.append(err)
+                    #expect(err <= KQuantLogitTolerance.maxAbsolute[type]!, "\(type) \(kernels): \(prompt.name) position \(p.pos): max |Δlogit| \(err)")
+                    let ourArgmax = ours.withUnsafeBufferPointer { argmax($0.baseAddress!, count: vocab) }
+                    if p.margin > argmaxMarginThreshold {
+                        #expect(ourArgmax == p.argmax, "\(type) \(kernels): \(prompt.name) position \(p.pos): argmax \(ourArgmax), reference \(p.argmax) (margin \(p.margin))")
+                    }
+                }
+            }
+            let median = perPosition.sorted()[perPosition.count / 2]
+            #expect(median <= KQuantLogitTolerance.median[type]!, "\(type) \(kernels): median \(median)")
+            print("\(type) logits vs float64 reference (kernels \(kernels)): \(perPosition.count) positions, worst \(perPosition.max()!), median \(median)")
+        }
+    }
+}
