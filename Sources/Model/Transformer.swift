@@ -2,7 +2,9 @@ import Foundation
 import GGUF
 import Kernels
 
-/// A llama-family transformer loaded from a GGUF file, with its forward pass over packed rows.
+/// A decoder-only transformer loaded from a GGUF file (llama, qwen2, qwen3, gemma3: the
+/// differences are options of one block, `ModelConfig.options`), with its forward pass over packed
+/// rows.
 ///
 /// One forward pass serves prefill (chains), plain decoding (one row per sequence), draft-tree
 /// verification (trees) and continuous batching (rows of many slots): every weight matrix is
@@ -27,16 +29,25 @@ public final class Transformer {
     struct Layer {
         var attentionNorm: [Float]
         var qkv: [LinearWeights]         // fused [q; k; v] when the formats agree, else three
+        var qkvBias: [Float]?            // [q | k | v] biases (qwen2)
+        var queryNorm: [Float]?          // [headDim], applied to every query head (QK-norm)
+        var keyNorm: [Float]?
         var output: LinearWeights
+        var postAttentionNorm: [Float]?  // gemma3
         var ffnNorm: [Float]
         var gateUp: [LinearWeights]      // fused [gate; up] when the formats agree, else two
         var down: LinearWeights
+        var postFeedForwardNorm: [Float]?
     }
 
     let embedding: LinearWeights         // [vocab x embedding]; also the output head when tied
     let outputHead: LinearWeights
     let outputNorm: [Float]
     let layers: [Layer]
+    /// Llama 3's `rope_freqs.weight` (headDim/2 divisors of the global layers' angles), or nil.
+    let ropeFactors: UnsafeMutablePointer<Float>?
+    /// √embeddingLength for architectures that scale embeddings, else nil.
+    let embeddingScale: Float?
     /// `0..<layerCount`, for layer-prefix slices without allocating.
     let allLayers: [Int]
 
@@ -44,15 +55,15 @@ public final class Transformer {
 
     let hidden: UnsafeMutablePointer<Float>       // [rows x E] residual stream
     let normed: UnsafeMutablePointer<Float>       // [rows x E]
-    let qkvOut: UnsafeMutablePointer<Float>       // [rows x (E + 2 KV)]
-    let attention: UnsafeMutablePointer<Float>    // [rows x E]
+    let qkvOut: UnsafeMutablePointer<Float>       // [rows x (Q + 2 KV)], Q = heads x headDim
+    let attention: UnsafeMutablePointer<Float>    // [rows x Q]
     let gateUpOut: UnsafeMutablePointer<Float>    // [rows x 2F]
     let projected: UnsafeMutablePointer<Float>    // [rows x E]
     let scores: UnsafeMutablePointer<Float>       // [attentionItems x group x scoreStride]
     let chainKeys: UnsafeMutablePointer<UnsafePointer<UInt8>?>    // [attentionItems x maxStepRows]
     let chainValues: UnsafeMutablePointer<UnsafePointer<UInt8>?>  // [attentionItems x maxStepRows]
-    let ropeCos: UnsafeMutablePointer<Float>      // [maxStepRows x headDim/2], the step's rows' angles
-    let ropeSin: UnsafeMutablePointer<Float>      // [maxStepRows x headDim/2]
+    let ropeCos: UnsafeMutablePointer<Float>      // [ropes x maxStepRows x headDim/2], the step's rows' angles
+    let ropeSin: UnsafeMutablePointer<Float>      // [ropes x maxStepRows x headDim/2]
     /// Attention work items per layer: a few per thread, for balance when rows differ in length.
     let attentionItems: Int
     /// A layer's attention units (see `attend`): [maxStepRows x kvHeads x ranges per row].
@@ -83,7 +94,8 @@ public final class Transformer {
         self.maxContext = maxContext
         self.kernels = kernels
         pool = ThreadPool(threads: max(1, threads))
-        let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
+        let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension, qd = config.queryDimension
+        let options = config.options
         var bytes = 0
 
         func tensor(_ name: String, _ shape: [Int]) throws -> TensorInfo {
@@ -131,17 +143,33 @@ public final class Transformer {
         }
         outputNorm = try vector("output_norm.weight", e)
         var layers: [Layer] = []
+        let hd = config.headDimension
         for i in 0..<config.layerCount {
             let p = "blk.\(i)."
             layers.append(Layer(
                 attentionNorm: try vector(p + "attn_norm.weight", e),
-                qkv: try matrices([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], [e, kv, kv], inFeatures: e),
-                output: try matrices([p + "attn_output.weight"], [e], inFeatures: e)[0],
+                qkv: try matrices([p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], [qd, kv, kv], inFeatures: e),
+                qkvBias: options.queryKeyValueBiases
+                    ? try vector(p + "attn_q.bias", qd) + vector(p + "attn_k.bias", kv) + vector(p + "attn_v.bias", kv) : nil,
+                queryNorm: options.queryKeyNorms ? try vector(p + "attn_q_norm.weight", hd) : nil,
+                keyNorm: options.queryKeyNorms ? try vector(p + "attn_k_norm.weight", hd) : nil,
+                output: try matrices([p + "attn_output.weight"], [e], inFeatures: qd)[0],
+                postAttentionNorm: options.postNorms ? try vector(p + "post_attention_norm.weight", e) : nil,
                 ffnNorm: try vector(p + "ffn_norm.weight", e),
                 gateUp: try matrices([p + "ffn_gate.weight", p + "ffn_up.weight"], [f, f], inFeatures: e),
-                down: try matrices([p + "ffn_down.weight"], [e], inFeatures: f)[0]))
+                down: try matrices([p + "ffn_down.weight"], [e], inFeatures: f)[0],
+                postFeedForwardNorm: options.postNorms ? try vector(p + "post_ffw_norm.weight", e) : nil))
         }
         self.layers = layers
+        if options.readsRopeScaling, file.tensor(named: "rope_freqs.weight") != nil {
+            let factors = try vector("rope_freqs.weight", hd / 2)
+            let p = UnsafeMutablePointer<Float>.allocate(capacity: factors.count)
+            p.initialize(from: factors, count: factors.count)
+            ropeFactors = p
+        } else {
+            ropeFactors = nil
+        }
+        embeddingScale = options.scalesEmbedding ? Float(e).squareRoot() : nil
         allLayers = Array(0..<config.layerCount)
         weightBytes = bytes
 
@@ -153,8 +181,8 @@ public final class Transformer {
         }
         hidden = buffer(r * e)
         normed = buffer(r * e)
-        qkvOut = buffer(r * (e + 2 * kv))
-        attention = buffer(r * e)
+        qkvOut = buffer(r * (qd + 2 * kv))
+        attention = buffer(r * qd)
         gateUpOut = buffer(r * 2 * f)
         projected = buffer(r * e)
         scoreStride = maxContext + maxStepRows
@@ -166,11 +194,11 @@ public final class Transformer {
         attentionUnits = .allocate(capacity: maxUnits)
         partialAcc = buffer(maxUnits * config.groupSize * config.headDimension)
         partialMaxSum = buffer(maxUnits * config.groupSize * 2)
-        ropeCos = buffer(r * config.headDimension / 2 + 1)
-        ropeSin = buffer(r * config.headDimension / 2 + 1)
+        ropeCos = buffer(config.ropes.count * r * config.headDimension / 2 + 1)
+        ropeSin = buffer(config.ropes.count * r * config.headDimension / 2 + 1)
         logitHidden = buffer(self.maxLogitRows * e)
         logits = buffer(self.maxLogitRows * config.vocabularySize)
-        activations = QuantizedActivations(maxRows: r, maxInFeatures: max(e, f))
+        activations = QuantizedActivations(maxRows: r, maxInFeatures: max(e, f, qd))
     }
 
     deinit {
@@ -182,6 +210,7 @@ public final class Transformer {
         attentionUnits.deallocate()
         partialAcc.deallocate()
         partialMaxSum.deallocate()
+        ropeFactors?.deallocate()
     }
 
     /// A KV cache shaped for this model, storing keys and values as `type` (check the type against
@@ -269,30 +298,47 @@ public final class Transformer {
         let first = computedRows
         let n = rows.count - first
         guard n > 0 else { return 0 }
-        let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension
-        let qkvWidth = e + 2 * kv
+        let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension, qd = config.queryDimension
+        let qkvWidth = qd + 2 * kv
 
         let halfHead = config.headDimension / 2
         for i in 0..<n {
             embedding.dequantizeRow(Int(rows[first + i].token), into: hidden + i * e)
-            Ops.ropeAngles(position: rows[first + i].position, theta: config.ropeTheta, headDim: config.headDimension,
-                           cos: ropeCos + i * halfHead, sin: ropeSin + i * halfHead)
+            if let s = embeddingScale {
+                for j in 0..<e { hidden[i * e + j] *= s }
+            }
+            for (k, rope) in config.ropes.enumerated() {
+                let at = (k * maxStepRows + i) * halfHead
+                Ops.ropeAngles(position: rows[first + i].position, theta: rope.base, headDim: config.headDimension,
+                               frequencyScale: rope.frequencyScale, factors: rope.usesFrequencyFactors ? UnsafePointer(ropeFactors) : nil,
+                               cos: ropeCos + at, sin: ropeSin + at)
+            }
         }
         for layerIndex in layerList {
             let layer = layers[layerIndex]
+            let ropeAt = config.layers[layerIndex].rope * maxStepRows * halfHead
             // Attention block.
             layer.attentionNorm.withUnsafeBufferPointer { w in
                 forEachRow(n, NormRows(x: hidden, weight: w.baseAddress!, y: normed, width: e, epsilon: config.rmsEpsilon, kernels: kernels))
             }
             activations.quantize(normed, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             apply(layer.qkv, into: qkvOut, ldy: qkvWidth)
-            forEachRow(n, RopeAndStoreRows(qkv: qkvOut, width: qkvWidth, cos: ropeCos, sin: ropeSin, queryHeads: config.headCount,
-                                           kvHeads: config.kvHeadCount, headDim: config.headDimension,
-                                           stepKeys: cache.stepKey(layer: layerIndex, row: 0), stepValues: cache.stepValue(layer: layerIndex, row: 0),
-                                           stepRowBytes: cache.rowBytes, firstStepRow: first, type: cache.type, kernels: kernels))
+            withOptionalPointers(layer.qkvBias, layer.queryNorm, layer.keyNorm) { bias, qNorm, kNorm in
+                forEachRow(n, RopeAndStoreRows(qkv: qkvOut, width: qkvWidth, bias: bias, queryNorm: qNorm, keyNorm: kNorm,
+                                               epsilon: config.rmsEpsilon, cos: ropeCos + ropeAt, sin: ropeSin + ropeAt,
+                                               neox: config.options.ropeStyle == .neox, queryHeads: config.headCount,
+                                               kvHeads: config.kvHeadCount, headDim: config.headDimension,
+                                               stepKeys: cache.stepKey(layer: layerIndex, row: 0), stepValues: cache.stepValue(layer: layerIndex, row: 0),
+                                               stepRowBytes: cache.rowBytes, firstStepRow: first, type: cache.type, kernels: kernels))
+            }
             attend(rows, from: first, layer: layerIndex, cache: cache)
-            activations.quantize(attention, rows: n, inFeatures: e, pool: pool, kernels: kernels)
+            activations.quantize(attention, rows: n, inFeatures: qd, pool: pool, kernels: kernels)
             layer.output.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
+            if let post = layer.postAttentionNorm {
+                post.withUnsafeBufferPointer { w in
+                    forEachRow(n, NormRows(x: projected, weight: w.baseAddress!, y: projected, width: e, epsilon: config.rmsEpsilon, kernels: kernels))
+                }
+            }
             for i in 0..<(n * e) { hidden[i] += projected[i] }
 
             // Feed-forward block.
@@ -301,10 +347,15 @@ public final class Transformer {
             }
             activations.quantize(normed, rows: n, inFeatures: e, pool: pool, kernels: kernels)
             apply(layer.gateUp, into: gateUpOut, ldy: 2 * f)
-            forEachRow(n, SiluRows(gateUp: gateUpOut, width: f, kernels: kernels))
+            forEachRow(n, GatedActivationRows(gateUp: gateUpOut, width: f, activation: config.options.activation, kernels: kernels))
             // The gated halves, read in place (row stride 2F).
             activations.quantize(gateUpOut, rows: n, inFeatures: f, ldx: 2 * f, pool: pool, kernels: kernels)
             layer.down.apply(activations, into: projected, ldy: e, pool: pool, kernels: kernels)
+            if let post = layer.postFeedForwardNorm {
+                post.withUnsafeBufferPointer { w in
+                    forEachRow(n, NormRows(x: projected, weight: w.baseAddress!, y: projected, width: e, epsilon: config.rmsEpsilon, kernels: kernels))
+                }
+            }
             for i in 0..<(n * e) { hidden[i] += projected[i] }
         }
 
@@ -319,8 +370,14 @@ public final class Transformer {
         }
         if m > 0 {
             activations.quantize(logitHidden, rows: m, inFeatures: e, pool: pool, kernels: kernels)
-            outputHead.apply(activations, outputs: 0..<(headTokens ?? config.vocabularySize), into: logits,
-                             ldy: config.vocabularySize, pool: pool, kernels: kernels)
+            let head = headTokens ?? config.vocabularySize
+            outputHead.apply(activations, outputs: 0..<head, into: logits, ldy: config.vocabularySize, pool: pool, kernels: kernels)
+            if let cap = config.finalLogitSoftcap {
+                for r in 0..<m {
+                    let row = logits + r * config.vocabularySize
+                    for t in 0..<head { row[t] = cap * tanhf(row[t] / cap) }
+                }
+            }
         }
         return m
     }
@@ -368,21 +425,30 @@ public final class Transformer {
     static let attentionChunk = 512
 
     /// Causal attention of every row from `first` on over its slot's cached positions and its
-    /// ancestors. Work units are (row, key/value head, position range) with all the head's query
-    /// heads; a pair with one range writes its output directly, longer ones are merged after.
+    /// ancestors (on a sliding-window layer, only the last `window` of them: positions
+    /// position - window + 1 ... position). Work units are (row, key/value head, position range)
+    /// with all the head's query heads; a pair with one range from position 0 writes its output
+    /// directly, others are merged after.
     private func attend(_ rows: [BatchRow], from first: Int, layer: Int, cache: KVCache) {
         let n = rows.count - first
-        // The units, row-major; a unit of a long row records where its partial result goes.
+        let window = config.layers[layer].window
+        // The units, row-major; a unit of a long or windowed row records where its partial result goes.
         var count = 0, partials = 0
         for i in 0..<n {
-            let chunks = (rows[first + i].position + Self.attentionChunk) / Self.attentionChunk
+            let position = rows[first + i].position
+            let low = window.map { max(0, position - $0 + 1) } ?? 0
+            let firstChunk = low / Self.attentionChunk
+            let chunks = position / Self.attentionChunk - firstChunk + 1
+            let split = chunks > 1 || low > 0
             for h in 0..<config.kvHeadCount {
                 for c in 0..<chunks {
-                    attentionUnits[count] = AttentionUnit(row: Int32(i), head: Int32(h), chunk: Int32(c), chunks: Int32(chunks),
-                                                          partial: chunks > 1 ? Int32(partials + c) : -1)
+                    let chunk = firstChunk + c
+                    attentionUnits[count] = AttentionUnit(row: Int32(i), head: Int32(h), chunk: Int32(chunk), chunks: Int32(chunks),
+                                                          partial: split ? Int32(partials + c) : -1,
+                                                          begin: Int32(max(low, chunk * Self.attentionChunk)))
                     count += 1
                 }
-                if chunks > 1 { partials += chunks }
+                if split { partials += chunks }
             }
         }
         rows.withUnsafeBufferPointer { rowsBuffer in
@@ -391,11 +457,11 @@ public final class Transformer {
         }
         guard partials > 0 else { return }
         // Merge the ranges of long (row, head) pairs, in position order.
-        let group = config.groupSize, headDim = config.headDimension, e = config.embeddingLength
+        let group = config.groupSize, headDim = config.headDimension, e = config.queryDimension
         var u = 0
         while u < count {
             let unit = attentionUnits[u]
-            if unit.chunks > 1 {
+            if unit.partial >= 0 {
                 let p = Int(unit.partial)
                 Ops.attendMerge(group: group, headDim: headDim, parts: Int(unit.chunks), acc: partialAcc + p * group * headDim,
                                 maxSum: partialMaxSum + p * group * 2,
@@ -406,16 +472,18 @@ public final class Transformer {
     }
 }
 
-/// One unit of a layer's attention: positions `chunk * attentionChunk ..< min(n, (chunk + 1) *
-/// attentionChunk)` of step row `first + row` for key/value head `head`; `partial` >= 0 is the
-/// slot of its unnormalised result when the pair has several ranges (-1: one range, written
-/// directly).
+/// One unit of a layer's attention: positions `begin ..< min(n, (chunk + 1) * attentionChunk)` of
+/// step row `first + row` for key/value head `head` (`begin` is `chunk * attentionChunk`, or the
+/// window's first position in the window's first chunk); `partial` >= 0 is the slot of its
+/// unnormalised result when the pair's result is merged from ranges (-1: one range from position
+/// 0, written directly); `chunks` is the pair's number of ranges.
 struct AttentionUnit {
     var row: Int32
     var head: Int32
     var chunk: Int32
     var chunks: Int32
     var partial: Int32
+    var begin: Int32
 }
 
 /// One layer's attention as pool work: item i takes units i, i + items, i + 2 items, ... and uses
@@ -432,10 +500,10 @@ private struct AttentionTask: ThreadPoolTask {
 
     func run(item: Int, items: Int) {
         let config = model.config
-        let headDim = config.headDimension, e = config.embeddingLength
+        let headDim = config.headDimension, e = config.queryDimension
         let qkvWidth = e + 2 * config.kvDimension
         let group = config.groupSize
-        let scale = 1 / Float(headDim).squareRoot()
+        let scale = config.attentionScale
         let scores = model.scores + item * model.scoreStride * group
         let chainKeys = model.chainKeys + item * model.maxStepRows
         let chainValues = model.chainValues + item * model.maxStepRows
@@ -468,15 +536,15 @@ private struct AttentionTask: ThreadPoolTask {
                               chainKeys: chainKeys, chainValues: chainValues, chainOffset: h * cache.headRowBytes,
                               chainCount: chainLength)
             let q = model.qkvOut + local * qkvWidth + h * group * headDim
-            if unit.chunks == 1 {
+            if unit.partial < 0 {
                 Ops.attend(q: q, group: group, headDim: headDim, scale: scale, view: view, scores: scores,
                            out: model.attention + local * e + h * group * headDim, kernels: model.kernels)
             } else {
                 let n = row.position + 1
-                let begin = Int(unit.chunk) * Transformer.attentionChunk
+                let begin = Int(unit.begin)
                 let p = Int(unit.partial)
                 Ops.attendRange(q: q, group: group, headDim: headDim, scale: scale, view: view, begin: begin,
-                                end: min(n, begin + Transformer.attentionChunk), scores: scores,
+                                end: min(n, (Int(unit.chunk) + 1) * Transformer.attentionChunk), scores: scores,
                                 acc: model.partialAcc + p * group * headDim, maxSum: model.partialMaxSum + p * group * 2,
                                 kernels: model.kernels)
             }

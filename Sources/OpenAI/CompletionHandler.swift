@@ -3,6 +3,7 @@ import Foundation
 import Grammar
 import HTTP
 import Model
+import Tokenizer
 
 /// POST /v1/chat/completions and /v1/completions: validated request -> prompts -> one engine
 /// request per (prompt, choice) -> streamed chunks or one typed response.

@@ -1,6 +1,7 @@
 import Engine
 import Foundation
 import Model
+import Tokenizer
 
 /// Carries one request's engine events (from every choice) to the connection thread.
 ///

@@ -271,7 +271,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private func modelObject(_ b: Backend) -> [String: Any] {
         ["id": b.modelID, "object": "model", "created": created, "owned_by": "castserve", "context_length": b.contextLength,
          "aliases": settings.modelAliases, "kernels": b.engine.model.kernels.description,
-         "kv_cache_type": b.engine.configuration.kvCacheType.rawValue]
+         "kv_cache_type": b.engine.configuration.kvCacheType.rawValue,
+         "architecture": b.engine.model.config.architecture, "quantization": b.engine.model.config.quantization]
     }
 
     private func models(_ responder: HTTPResponder, _ log: inout RequestLog) throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Grammar
 import Model
+import ChatTemplate
 
 /// Tool calling in one generic format for every model: the tool definitions and an instruction
 /// go into the system prompt, and the model answers a call as one JSON object,

@@ -1,4 +1,5 @@
 import Model
+import ChatTemplate
 
 extension PromptFormatter {
     /// Prompt tokens of a bench row: chat rows through the chat template, plain rows as text.

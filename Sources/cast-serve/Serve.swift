@@ -147,6 +147,9 @@ extension CastServe {
                 let transformer = try Transformer(file: file, threads: settings.effectiveThreads, maxStepRows: settings.maxStepRows,
                                                   maxLogitRows: max(slots, 128), maxContext: settings.contextLength, kernels: kernelSet)
                 try settings.kvCacheType.validate(headDimension: transformer.config.headDimension)
+                note(String(format: "weights loaded: %@ %@, %d layers, %.1f MB of weights, resident %.0f MB, %.2f s",
+                            transformer.config.architecture, transformer.config.quantization, transformer.config.layerCount,
+                            Double(transformer.weightBytes) / 1e6, Double(residentBytes()) / 1e6, (clock.now - t0).seconds))
                 let contextLength = min(settings.contextLength, transformer.config.contextLength)
                 let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
                 let blockSize = 16
@@ -238,4 +241,12 @@ func kernelSetSummary(_ choice: KernelChoice) -> String {
     let unavailable = KernelSet.Name.allCases.compactMap { name in KernelSet.missingFeatures(name).map { "\(name): \($0)" } }
     let how = choice == .auto ? "auto: the fastest set this CPU runs" : "forced by configuration"
     return unavailable.isEmpty ? how : how + "; not available here: " + unavailable.joined(separator: "; ")
+}
+
+/// Resident memory of this process (`/proc/self/statm`), or 0 where it cannot be read.
+func residentBytes() -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+    let fields = text.split(separator: " ")
+    guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
+    return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
 }

@@ -2,6 +2,8 @@ import ArgumentParser
 import Foundation
 import GGUF
 import Model
+import Tokenizer
+import ChatTemplate
 
 /// cast-serve: the CastServe executable. stdout carries only results; progress and logs go to stderr.
 struct CastServe: ParsableCommand {

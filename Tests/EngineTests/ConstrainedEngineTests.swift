@@ -4,6 +4,7 @@ import Grammar
 import Model
 import Testing
 import Engine
+import ChatTemplate
 
 /// Grammars, logit bias, prompt log-probabilities and embeddings through the engine with the
 /// real model: constraints never let speculation change greedy output, forced runs are drafted,

@@ -4,6 +4,7 @@ import GGUF
 import Model
 import Engine
 import Speculation
+import ChatTemplate
 
 /// The engine against its own single-stream reference: batching never changes greedy output.
 @Suite(.serialized) struct EngineTests {

@@ -1,5 +1,6 @@
 import Model
 import Testing
+import ChatTemplate
 
 // MARK: - Real templates against jinja2's renders
 

@@ -1,5 +1,6 @@
 import Model
 import Testing
+import ChatTemplate
 
 /// Tool definitions and tool-call history reach templates that render them (Hermes-style, as
 /// Qwen 2.5's template does), and `supportsTools` tells such templates apart.

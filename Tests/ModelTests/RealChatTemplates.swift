@@ -1,5 +1,6 @@
 import Model
 import Testing
+import ChatTemplate
 
 // MARK: - Real chat templates
 //
@@ -833,6 +834,68 @@ Who are you
 <|EOT|>
 ### Instruction:
 Another question
+
+"""#)),
+        Case(template: BuiltInTemplates.gemma3, templateName: "gemma3 (built-in)", withSystem: true, addGenerationPrompt: true,
+             expected: .success(#"""
+<s><start_of_turn>user
+You are a helpful assistant
+
+Hello<end_of_turn>
+<start_of_turn>model
+Hi there<end_of_turn>
+<start_of_turn>user
+Who are you<end_of_turn>
+<start_of_turn>model
+I am an assistant<end_of_turn>
+<start_of_turn>user
+Another question<end_of_turn>
+<start_of_turn>model
+
+"""#)),
+        Case(template: BuiltInTemplates.gemma3, templateName: "gemma3 (built-in)", withSystem: true, addGenerationPrompt: false,
+             expected: .success(#"""
+<s><start_of_turn>user
+You are a helpful assistant
+
+Hello<end_of_turn>
+<start_of_turn>model
+Hi there<end_of_turn>
+<start_of_turn>user
+Who are you<end_of_turn>
+<start_of_turn>model
+I am an assistant<end_of_turn>
+<start_of_turn>user
+Another question<end_of_turn>
+
+"""#)),
+        Case(template: BuiltInTemplates.gemma3, templateName: "gemma3 (built-in)", withSystem: false, addGenerationPrompt: true,
+             expected: .success(#"""
+<s><start_of_turn>user
+Hello<end_of_turn>
+<start_of_turn>model
+Hi there<end_of_turn>
+<start_of_turn>user
+Who are you<end_of_turn>
+<start_of_turn>model
+I am an assistant<end_of_turn>
+<start_of_turn>user
+Another question<end_of_turn>
+<start_of_turn>model
+
+"""#)),
+        Case(template: BuiltInTemplates.gemma3, templateName: "gemma3 (built-in)", withSystem: false, addGenerationPrompt: false,
+             expected: .success(#"""
+<s><start_of_turn>user
+Hello<end_of_turn>
+<start_of_turn>model
+Hi there<end_of_turn>
+<start_of_turn>user
+Who are you<end_of_turn>
+<start_of_turn>model
+I am an assistant<end_of_turn>
+<start_of_turn>user
+Another question<end_of_turn>
 
 """#)),
     ]

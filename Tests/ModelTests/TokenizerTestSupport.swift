@@ -2,6 +2,7 @@ import Foundation
 import GGUF
 import Model
 import Testing
+import Tokenizer
 
 /// Paths and shared objects for the tokenizer, chat-template and sampler tests.
 enum TokenizerTestSupport {

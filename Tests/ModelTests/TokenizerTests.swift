@@ -2,6 +2,7 @@ import Foundation
 import GGUF
 import Model
 import Testing
+import Tokenizer
 
 // MARK: - Reference fixture (llama.cpp tokenizations of the default model)
 
@@ -194,14 +195,31 @@ import Testing
     @Test func unknownPreTokenizerIsNamed() {
         #expect(throws: TokenizerError.unknownPreTokenizer("falcon")) { try PreTokenizer(name: "falcon") }
         #expect(TokenizerError.unknownPreTokenizer("falcon").description.contains("falcon"))
-        #expect(TokenizerError.unsupportedModel("llama").description.contains("not supported yet"))
+        #expect(TokenizerError.unsupportedModel("rwkv").description.contains("\"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece)"))
     }
 
-    @Test func sentencePieceModelIsRejected() throws {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("spm-\(UUID()).gguf").path
-        try Self.minimalGGUF(stringKeys: ["tokenizer.ggml.model": "llama"]).write(to: URL(fileURLWithPath: path))
+    @Test func unknownTokenizerModelIsRejected() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("rwkv-\(UUID()).gguf").path
+        try Self.minimalGGUF(stringKeys: ["tokenizer.ggml.model": "rwkv"]).write(to: URL(fileURLWithPath: path))
         defer { try? FileManager.default.removeItem(atPath: path) }
-        #expect(throws: TokenizerError.unsupportedModel("llama")) { try Tokenizer(gguf: GGUFFile(path: path)) }
+        #expect(throws: TokenizerError.unsupportedModel("rwkv")) { try Tokenizer(gguf: GGUFFile(path: path)) }
+    }
+
+    /// A tiny SentencePiece vocabulary: merges by score, spaces as ▁, byte fallback, space prefix.
+    @Test func sentencePieceMergesByScoreWithByteFallback() throws {
+        let bytes = (0..<256).map { String(format: "<0x%02X>", $0) }
+        let pieces = ["<unk>", "<s>", "</s>", "▁", "a", "b", "c", "ab", "bc", "▁a", "▁ab", "abc"] + bytes
+        let scores: [Float] = [0, 0, 0, -1, -2, -2, -2, -3, -1, -4, -5, -6] + [Float](repeating: 0, count: 256)
+        let types: [Int32] = [2, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1] + [Int32](repeating: 6, count: 256)
+        let t = try Tokenizer(tokens: pieces, tokenTypes: types, merges: [], preTokenizer: .gpt2, bosID: 1, eosID: 2, addsBOS: true,
+                              model: .sentencePiece, scores: scores, addsSpacePrefix: true)
+        // "▁abc": bc (-1) merges before ab (-3) and ▁a (-4); then ▁a (-4) + bc has no token.
+        #expect(t.encode("abc", parseSpecial: false) == [9, 8])
+        #expect(t.encode("abc", parseSpecial: false, addSpecial: true) == [1, 9, 8])
+        // "é" has no piece: its two UTF-8 bytes fall back to <0xC3> <0xA9>.
+        #expect(t.encode("é", parseSpecial: false) == [3, 12 + 0xC3, 12 + 0xA9])
+        #expect(t.decode([1, 9, 8]) == "abc")
+        #expect(t.decode(t.encode("a bc é", parseSpecial: false)) == "a bc é")
     }
 
     /// A GGUF v3 file with no tensors and only string metadata.

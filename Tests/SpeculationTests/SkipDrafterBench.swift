@@ -3,6 +3,7 @@ import Testing
 import GGUF
 import Model
 import Speculation
+import ChatTemplate
 
 /// Figures for choosing the skip drafter's default depth: how often the early exit's top token is
 /// the target's greedy token, and what a drafting level costs. Runs only when

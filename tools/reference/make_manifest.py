@@ -20,7 +20,8 @@ import common
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
            "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py", "thin_cost_steps.py",
-           "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py"]
+           "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py", "gen_gemma3.py", "gen_synthetic.py",
+           "requantize_gguf.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
@@ -28,6 +29,13 @@ FIXTURES = {
     "greedy_reference.json": "gen_float_reference.py (numpy float64 reference)",
     "cost_steps.json": "thin_cost_steps.py (steps recorded by cast-bench matrix --record-steps)",
     "kquant_dequant.json": "gen_kquant_fixture.py (gguf.quants.dequantize of 5-bit, K-quant, IQ4_NL and BF16 blocks)",
+    "gemma3_tokenizer.json": "gen_gemma3.py tokenizer (llama.cpp tokenizer, vocab_only, Gemma 3 270M)",
+    "gemma3_logits.json": "gen_gemma3.py logits (numpy float64 reference, Gemma 3 270M Q4_K_M)",
+    "synthetic_logits.json": "gen_synthetic.py (numpy float64 reference on the tiny synthetic GGUFs)",
+    "synthetic/qwen2.gguf": "gen_synthetic.py (random weights)",
+    "synthetic/qwen3.gguf": "gen_synthetic.py (random weights)",
+    "synthetic/llama3_rope.gguf": "gen_synthetic.py (random weights)",
+    "synthetic/gemma3_swa.gguf": "gen_synthetic.py (random weights)",
 }
 
 
@@ -51,13 +59,17 @@ def main() -> None:
     fixtures = {}
     for name, by in FIXTURES.items():
         p = common.FIXTURES / name
-        if p.exists():
+        if p.exists() and p.suffix == ".gguf":
+            fixtures[f"Tests/Fixtures/{name}"] = {"sha256": sha(p), "bytes": p.stat().st_size, "generated_by": by}
+        elif p.exists():
             doc = json.loads(p.read_text(encoding="utf-8"))
             count = len(doc) if isinstance(doc, list) else len(doc.get("prompts", doc.get("cases", [])))
             fixtures[f"Tests/Fixtures/{name}"] = {"sha256": sha(p), "bytes": p.stat().st_size,
                                                   "entries": count, "generated_by": by}
     manifest = {
         "model": {"file": "models/SmolLM2-135M-Instruct.Q4_1.gguf", "sha256": common.MODEL_SHA256},
+        "gemma3_model": {"file": "models/gemma-3-270m-q4_k_m.gguf",
+                         "sha256": "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"},
         "bench_prompts": {"file": "../shared/bench/prompts.jsonl", "sha256": sha(common.PROMPTS)},
         "scripts": {f"tools/reference/{s}": sha(HERE / s) for s in SCRIPTS},
         "fixtures": fixtures,

@@ -1,10 +1,15 @@
 // MARK: - Tokenizer
 
-/// Byte-level BPE tokenizer (GPT-2 style), as stored in GGUF `tokenizer.ggml.*` keys.
+/// The tokenizer stored in GGUF `tokenizer.ggml.*` keys: byte-level BPE (GPT-2 style, `gpt2`) or
+/// SentencePiece (`llama`), with llama.cpp's token IDs.
 ///
-/// Text is split into special tokens and plain fragments; each fragment is split into words by the
-/// model's `PreTokenizer`; each word's UTF-8 bytes start as one token per byte and are merged pairwise
-/// by merge rank (lowest rank first, leftmost first on ties), as llama.cpp does.
+/// Text is split into special tokens and plain fragments. BPE: each fragment is split into words by
+/// the model's `PreTokenizer`; each word's UTF-8 bytes start as one token per byte and are merged
+/// pairwise by merge rank (lowest rank first, leftmost first on ties). SentencePiece: spaces become
+/// `▁` (and a fragment after a special token or at the start gets a leading `▁` when the model adds
+/// a space prefix), the fragment starts as one symbol per UTF-8 character, and adjacent symbols
+/// whose concatenation is a token merge, highest score first (leftmost on ties); symbols that are
+/// no token fall back to byte tokens `<0xXX>` (see `Tokenizer+SentencePiece.swift`).
 ///
 /// Thread-safety: immutable after `init`; `encode` and `decode` may run concurrently from any thread.
 public final class Tokenizer: Sendable {
@@ -27,8 +32,24 @@ public final class Tokenizer: Sendable {
         var result: Int32
     }
 
-    /// The pre-tokenizer that splits fragments into words.
+    /// The vocabulary family (`tokenizer.ggml.model`).
+    public enum Model: String, Sendable {
+        /// Byte-level BPE (`gpt2`).
+        case bytePairs = "gpt2"
+        /// SentencePiece with scores and byte fallback (`llama`).
+        case sentencePiece = "llama"
+    }
+
+    /// The vocabulary family.
+    public let model: Model
+    /// The pre-tokenizer that splits fragments into words (BPE only).
     public let preTokenizer: PreTokenizer
+    /// Whether `encode(_:parseSpecial:addSpecial:)` appends EOS when `addSpecial` is true
+    /// (GGUF `tokenizer.ggml.add_eos_token`).
+    public let addsEOS: Bool
+    /// SentencePiece: whether a text fragment at the start or after a special token gets a leading
+    /// space (GGUF `tokenizer.ggml.add_space_prefix`); `decode` drops it again.
+    public let addsSpacePrefix: Bool
     /// Beginning-of-sequence token ID, if the model has one.
     public let bosID: Int32?
     /// End-of-sequence token ID, if the model has one.
@@ -53,6 +74,13 @@ public final class Tokenizer: Sendable {
     private let wordTokenIDs: [[UInt8]: Int32]
     /// Special tokens matched in raw text, longest first: (UTF-8 bytes, ID, matched without `parseSpecial`).
     private let specialTokens: [(bytes: [UInt8], id: Int32, alwaysMatched: Bool)]
+    /// SentencePiece: token IDs by the UTF-8 bytes of their stored text (bytes, not `String`:
+    /// Swift strings compare canonically equivalent texts equal, and vocabularies hold both "é"
+    /// and "e\u{301}", ";" and U+037E; the last ID wins for identical bytes, as in llama.cpp),
+    /// scores, and the byte-fallback token of each byte (-1: none).
+    let pieceIDs: [[UInt8]: Int32]
+    let scores: [Float]
+    let byteFallbackIDs: [Int32]
 
     /// Number of entries in the vocabulary (the logits width).
     public var vocabularySize: Int { tokenTexts.count }
@@ -67,13 +95,24 @@ public final class Tokenizer: Sendable {
     ///   - bosID, eosID: special token IDs, if any.
     ///   - addsBOS: whether encoding with `addSpecial` prepends BOS.
     /// - Throws: `TokenizerError` if the arrays are inconsistent.
+    ///   - model: the vocabulary family; for `.sentencePiece`, `scores` (one per token, or empty
+    ///     for all 0), `addsSpacePrefix`; `merges` and `preTokenizer` are unused.
+    ///   - addsEOS: whether encoding with `addSpecial` appends EOS.
     public init(
         tokens: [String], tokenTypes: [Int32], merges: [String], preTokenizer: PreTokenizer,
-        bosID: Int32?, eosID: Int32?, addsBOS: Bool = false
+        bosID: Int32?, eosID: Int32?, addsBOS: Bool = false, model: Model = .bytePairs, scores: [Float] = [],
+        addsEOS: Bool = false, addsSpacePrefix: Bool = false
     ) throws(TokenizerError) {
         guard tokenTypes.isEmpty || tokenTypes.count == tokens.count else {
             throw .tokenTypeCountMismatch(tokens: tokens.count, types: tokenTypes.count)
         }
+        guard scores.isEmpty || scores.count == tokens.count else {
+            throw .scoreCountMismatch(tokens: tokens.count, scores: scores.count)
+        }
+        self.model = model
+        self.addsEOS = addsEOS
+        self.addsSpacePrefix = model == .sentencePiece && addsSpacePrefix
+        self.scores = model == .sentencePiece ? (scores.isEmpty ? [Float](repeating: 0, count: tokens.count) : scores) : []
         for (key, id) in [("tokenizer.ggml.bos_token_id", bosID), ("tokenizer.ggml.eos_token_id", eosID)] {
             if let id, id < 0 || Int(id) >= tokens.count {
                 throw .tokenIDOutOfRange(key: key, id: Int(id), vocabularySize: tokens.count)
@@ -102,6 +141,10 @@ public final class Tokenizer: Sendable {
             if textToID[text] == nil { textToID[text] = id }
             switch kinds[index] {
             case .normal, .undefined, .unused, .byte:
+                if model == .sentencePiece {
+                    SentencePiece.pieceBytes(text, kind: kinds[index], into: &pieceBytes)
+                    break
+                }
                 let start = pieceBytes.count
                 ByteLevel.decode(text, into: &pieceBytes)
                 if kinds[index] == .normal && preTokenizer.ignoresMerges {
@@ -139,6 +182,21 @@ public final class Tokenizer: Sendable {
             if mergeTable[key] == nil { mergeTable[key] = Merge(rank: Int32(rank), result: result) }
         }
         self.merges = mergeTable
+
+        if model == .sentencePiece {
+            var pieceIDs = [[UInt8]: Int32](minimumCapacity: tokens.count)
+            for (index, text) in tokens.enumerated() { pieceIDs[Array(text.utf8)] = Int32(index) }
+            var fallback = [Int32](repeating: -1, count: 256)
+            for byte in 0..<256 {
+                let hex = (byte < 16 ? "<0x0" : "<0x") + String(byte, radix: 16, uppercase: true) + ">"
+                fallback[byte] = pieceIDs[Array(hex.utf8)] ?? (byte < 0x80 ? pieceIDs[[UInt8(byte)]] : nil) ?? -1
+            }
+            self.pieceIDs = pieceIDs
+            self.byteFallbackIDs = fallback
+        } else {
+            self.pieceIDs = [:]
+            self.byteFallbackIDs = []
+        }
 
         // End-of-generation tokens, following llama.cpp's list of end-of-turn texts.
         let endTexts: Set<String> = [
@@ -193,8 +251,15 @@ public final class Tokenizer: Sendable {
     public func decode(_ ids: [Int32], skipSpecial: Bool = false) -> String {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(ids.count * 4)
+        // SentencePiece with a space prefix: the first text token's leading space is the prefix
+        // `encode` added (llama.cpp drops it too).
+        var stripSpace = addsSpacePrefix
         for id in ids {
-            withPieceBytes(id, skipSpecial: skipSpecial) { bytes.append(contentsOf: $0) }
+            if stripSpace && id == bosID { continue }
+            withPieceBytes(id, skipSpecial: skipSpecial) {
+                if stripSpace, $0.first == 0x20 { bytes.append(contentsOf: $0.dropFirst()) } else { bytes.append(contentsOf: $0) }
+            }
+            stripSpace = false
         }
         return String(decoding: bytes, as: UTF8.self)
     }
@@ -215,14 +280,21 @@ public final class Tokenizer: Sendable {
         if addSpecial, addsBOS, let bosID { output.append(bosID) }
         let bytes = Array(text.utf8)
         var scratch = EncodeScratch()
+        var afterSpecial = true
         for fragment in partition(bytes, parseSpecial: parseSpecial) {
             switch fragment {
             case .token(let id):
                 output.append(id)
+                afterSpecial = true
             case .text(let range):
-                encodeFragment(bytes[range], into: &output, scratch: &scratch)
+                switch model {
+                case .bytePairs: encodeFragment(bytes[range], into: &output, scratch: &scratch)
+                case .sentencePiece: encodeSentencePiece(bytes[range], spacePrefix: addsSpacePrefix && afterSpecial, into: &output)
+                }
+                afterSpecial = false
             }
         }
+        if addSpecial, addsEOS, let eosID { output.append(eosID) }
         return output
     }
 

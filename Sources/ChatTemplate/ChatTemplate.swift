@@ -84,10 +84,11 @@ public struct ChatTemplate: Sendable {
         self.nodes = try JinjaParser.parse(source)
     }
 
-    /// Reads and parses `tokenizer.chat_template` from a GGUF file.
+    /// Reads and parses `tokenizer.chat_template` from a GGUF file (else the built-in template of
+    /// its architecture, `BuiltInTemplates`).
     /// - Throws: `ChatTemplateError.missingTemplate` if the key is absent, or a parse error.
     public init(gguf: GGUFFile) throws(ChatTemplateError) {
-        guard let source = gguf.optionalString("tokenizer.chat_template") else { throw .missingTemplate }
+        guard let source = BuiltInTemplates.source(of: gguf) else { throw .missingTemplate }
         try self.init(source: source)
     }
 

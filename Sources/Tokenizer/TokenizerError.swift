@@ -14,19 +14,23 @@ public enum TokenizerError: Error, CustomStringConvertible, Equatable, Sendable 
     case tokenTypeCountMismatch(tokens: Int, types: Int)
     /// A merge rule is not of the form "left right".
     case malformedMerge(index: Int, text: String)
+    /// The token score array and the token text array differ in length.
+    case scoreCountMismatch(tokens: Int, scores: Int)
     /// A special token ID (BOS, EOS) is outside the vocabulary.
     case tokenIDOutOfRange(key: String, id: Int, vocabularySize: Int)
 
     public var description: String {
         switch self {
         case .unsupportedModel(let name):
-            return "tokenizer.ggml.model is \"\(name)\"; only \"gpt2\" (byte-level BPE) is supported; "
-                + "SentencePiece (\"llama\") tokenizers are not supported yet: use a model with a BPE tokenizer"
+            return "tokenizer.ggml.model is \"\(name)\"; supported: \"gpt2\" (byte-level BPE) and \"llama\" (SentencePiece); "
+                + "use a model converted with one of them"
         case .unknownPreTokenizer(let name):
             return "tokenizer.ggml.pre is \"\(name)\"; supported pre-tokenizers are \(PreTokenizer.supportedNames.joined(separator: ", ")); "
                 + "use a model converted with one of them"
         case .missingKey(let key):
             return "GGUF metadata key \(key) is missing or has the wrong type; re-convert the model with a current llama.cpp convert script"
+        case .scoreCountMismatch(let tokens, let scores):
+            return "tokenizer.ggml.scores has \(scores) entries but tokenizer.ggml.tokens has \(tokens); the file is inconsistent: re-convert it"
         case .tokenTypeCountMismatch(let tokens, let types):
             return "tokenizer.ggml.tokens has \(tokens) entries but tokenizer.ggml.token_type has \(types); the vocabulary is corrupt, re-convert the model"
         case .malformedMerge(let index, let text):
