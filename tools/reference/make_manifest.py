@@ -21,7 +21,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
            "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py", "thin_cost_steps.py",
            "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py", "gen_gemma3.py", "gen_synthetic.py",
-           "requantize_gguf.py"]
+           "requantize_gguf.py", "compare_gemma3_greedy.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
@@ -31,6 +31,7 @@ FIXTURES = {
     "kquant_dequant.json": "gen_kquant_fixture.py (gguf.quants.dequantize of 5-bit, K-quant, IQ4_NL and BF16 blocks)",
     "gemma3_tokenizer.json": "gen_gemma3.py tokenizer (llama.cpp tokenizer, vocab_only, Gemma 3 270M)",
     "gemma3_logits.json": "gen_gemma3.py logits (numpy float64 reference, Gemma 3 270M Q4_K_M)",
+    "gemma3_greedy_llamacpp.json": "gen_gemma3.py greedy (llama.cpp greedy, Gemma 3 270M Q4_K_M, 32 tokens)",
     "synthetic_logits.json": "gen_synthetic.py (numpy float64 reference on the tiny synthetic GGUFs)",
     "synthetic/qwen2.gguf": "gen_synthetic.py (random weights)",
     "synthetic/qwen3.gguf": "gen_synthetic.py (random weights)",
