@@ -67,7 +67,9 @@ class KernelChoiceTests(unittest.TestCase):
         self.chat(server)
 
     def test_flag_forces_the_scalar_reference(self):
-        server = self.serve(args=["--kernels", "scalar"])
+        # Speculation off: its start-up step-cost measurement runs the scalar kernels through up
+        # to 128-row steps, minutes on a slow 2-core host, and is not what this test checks.
+        server = self.serve(args=["--kernels", "scalar", "--speculation", "off"])
         self.assertEqual(server.json("GET", "/health")[1]["kernels"], "scalar")
         self.assertIn("forced by configuration", server.log_text(tail=20000))
         self.chat(server)
