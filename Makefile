@@ -38,7 +38,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models bench-formats
+.PHONY: all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models synthetic-models bench-formats
 
 all: build
 
@@ -92,7 +92,7 @@ generate: build model
 ## then the end-to-end tests against the real binaries.
 test: test-deps model $(GEMMA3_MODEL)
 	$(MAKE) --no-print-directory test-kernels
-	$(MAKE) --no-print-directory kquant-models
+	$(MAKE) --no-print-directory kquant-models synthetic-models
 	$(SWIFT) build -c release
 	$(SWIFT) test -c release
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
@@ -135,11 +135,26 @@ $(KQUANT_MODELS): $(KQUANT_ABS)/SmolLM2-135M-Instruct.%.gguf: $(MODEL)
 	@$(PYTHON) -c 'import llama_cpp' 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	  CMAKE_ARGS="-DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
 	  $(PYTHON) -m pip install --quiet $(LLAMA_CPP_PYTHON)
-	@$(PYTHON) -c 'import gguf, numpy' 2>/dev/null || $(PYTHON) -m pip install --quiet gguf numpy
+	@$(PYTHON) -c 'import gguf, numpy' 2>/dev/null || $(PYTHON) -m pip install --quiet $(REFERENCE_PY_PACKAGES)
 	cd tools/reference && $(PYTHON) requantize.py --out $(KQUANT_ABS) $*
 
 $(KQUANT_ABS)/kquant_logits_reference.json: $(KQUANT_MODELS)
 	cd tools/reference && OPENBLAS_NUM_THREADS=1 $(PYTHON) gen_kquant_reference.py --dir $(KQUANT_ABS)
+
+## Tiny synthetic GGUFs (random weights; qwen2, qwen3, Llama 3 RoPE, gemma3 sliding window) for
+## SyntheticArchitectureTests: generated, not committed, by the seeded tools/reference/gen_synthetic.py
+## with the gguf and numpy versions the reference logits were made with, then checked against the
+## sha256s in tools/reference/MANIFEST.json.
+REFERENCE_PY_PACKAGES := gguf==0.19.0 numpy==2.4.6
+SYNTHETIC_MODELS := $(foreach m,qwen2 qwen3 llama3_rope gemma3_swa,Tests/Fixtures/synthetic/$(m).gguf)
+synthetic-models: $(SYNTHETIC_MODELS)
+
+$(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py
+	@$(PYTHON) -m pip install --quiet --disable-pip-version-check $(REFERENCE_PY_PACKAGES)
+	$(PYTHON) tools/reference/gen_synthetic.py --models-only
+	@$(PYTHON) -c 'import hashlib, json, sys; m = json.load(open("tools/reference/MANIFEST.json"))["fixtures"]; \
+	  bad = [f for f in sys.argv[1:] if hashlib.sha256(open(f, "rb").read()).hexdigest() != m[f]["sha256"]]; \
+	  sys.exit("synthetic models differ from MANIFEST.json (other gguf/numpy?): " + " ".join(bad) if bad else 0)' $(SYNTHETIC_MODELS)
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.

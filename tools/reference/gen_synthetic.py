@@ -118,12 +118,20 @@ MODELS = {
 
 
 def main() -> None:
+    # --models-only: write the GGUFs alone (what `make test` does; they are generated, not
+    # committed); the random stream is drawn exactly as for the full run, so the files are the
+    # ones synthetic_logits.json was computed from (the Makefile checks their sha256 against
+    # MANIFEST.json).
+    models_only = "--models-only" in sys.argv[1:]
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(20261203)
     fixture = {"note": "float64 reference logits of tools/reference/gen_synthetic.py's tiny models", "models": {}}
     for name, (arch, cfg) in MODELS.items():
         path = write(name, arch, cfg, rng)
         tokens = [int(t) for t in rng.integers(0, VOCAB, SEQ)]
+        print(name, os.path.getsize(path), "bytes", file=sys.stderr)
+        if models_only:
+            continue
         logits = FloatLlama(path).forward(tokens, Cache())
         fixture["models"][name] = {
             "file": os.path.basename(path),
@@ -131,7 +139,8 @@ def main() -> None:
             "tokens": tokens,
             "logits": [[round(float(x), 5) for x in row] for row in logits],
         }
-        print(name, os.path.getsize(path), "bytes", file=sys.stderr)
+    if models_only:
+        return
     with open("Tests/Fixtures/synthetic_logits.json", "w") as fh:
         json.dump(fixture, fh, separators=(",", ":"))
 
