@@ -13,6 +13,8 @@ enum MarkdownReport {
         out.append(String(format: "| decode bandwidth | %.1f GB/s (%.1f MB of weights per step), %.0f%% of the host's %.1f GB/s read bandwidth |",
                           r.decodeBandwidthGBs, Double(r.weightBytesPerStep) / 1e6, 100 * r.decodeBandwidthGBs / r.readBandwidthGBs,
                           r.readBandwidthGBs))
+        out.append(String(format: "| output head's share of a decode step (ctx %d) | %.0f%% (%.2f ms with logits, %.2f ms without) |",
+                          r.head.context, 100 * r.head.share, r.head.withLogitsMs, r.head.withoutLogitsMs))
         if let n = r.neighbour {
             out.append(String(format: "| tg128 with a busy-loop neighbour | %.1f (%.2fx alone) |", n.withNeighbourTokS,
                               n.withNeighbourTokS / n.aloneTokS))

@@ -66,9 +66,10 @@ struct SingleStreamReport: Codable {
     var synthetic: [Throughput]
     var costCurve: [CostPoint]
     var neighbour: NeighbourFigures?
+    var head: HeadShare
 
     enum CodingKeys: String, CodingKey {
-        case machine, model, threads, synthetic, categories, kernels, neighbour
+        case machine, model, threads, synthetic, categories, kernels, neighbour, head
         case readBandwidthGBs = "read_bandwidth_gb_s"
         case kvCacheType = "kv_cache_type"
         case kvBytesPerPosition = "kv_bytes_per_position"
@@ -90,6 +91,41 @@ struct NeighbourFigures: Codable {
     enum CodingKeys: String, CodingKey {
         case aloneTokS = "alone_tok_s"
         case withNeighbourTokS = "with_neighbour_tok_s"
+    }
+}
+
+/// What the output head costs in one decode step: a single row at `context` cached positions,
+/// forwarded with and without its logits (interleaved, medians).
+struct HeadShare: Codable {
+    var context: Int
+    var withLogitsMs: Double
+    var withoutLogitsMs: Double
+    var share: Double { max(0, withLogitsMs - withoutLogitsMs) / withLogitsMs }
+
+    enum CodingKeys: String, CodingKey {
+        case context, share
+        case withLogitsMs = "with_logits_ms"
+        case withoutLogitsMs = "without_logits_ms"
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(context, forKey: .context)
+        try c.encode(withLogitsMs, forKey: .withLogitsMs)
+        try c.encode(withoutLogitsMs, forKey: .withoutLogitsMs)
+        try c.encode(share, forKey: .share)
+    }
+
+    init(context: Int, withLogitsMs: Double, withoutLogitsMs: Double) {
+        self.context = context
+        self.withLogitsMs = withLogitsMs
+        self.withoutLogitsMs = withoutLogitsMs
+    }
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(context: try c.decode(Int.self, forKey: .context), withLogitsMs: try c.decode(Double.self, forKey: .withLogitsMs),
+                  withoutLogitsMs: try c.decode(Double.self, forKey: .withoutLogitsMs))
     }
 }
 
@@ -188,6 +224,36 @@ struct SingleStreamBench {
         }
         _ = try tg()
         return try measure(name ?? "tg128@d\(depth)", repetitions, tg)
+    }
+
+    /// The output head's share of a decode step (`HeadShare`): 41 interleaved pairs of one-row
+    /// steps at `context` cached positions, one asking for logits and one not.
+    func runHeadShare(context: Int) throws -> HeadShare {
+        let cache = model.makeCache(slots: 1, capacity: context + 2, type: cacheType)
+        let tokens = (0..<context).map { Int32(100 + ($0 * 7919) % 40000) }
+        var start = 0
+        while start < context {
+            let end = min(start + model.maxStepRows, context)
+            try model.forward(BatchRow.chain(slot: 0, tokens: tokens[start..<end], startPosition: start), cache: cache)
+            try cache.commit(slot: 0, rows: 0..<(end - start))
+            start = end
+        }
+        let clock = ContinuousClock()
+        var with: [Double] = [], without: [Double] = []
+        for i in 0..<42 {
+            for wants in [true, false] {
+                let t = clock.now
+                try model.forward([BatchRow(slot: 0, token: 7, position: context, wantsLogits: wants)], cache: cache)
+                // The first pair warms up.
+                if i > 0 { (wants ? { with.append($0) } : { without.append($0) })((clock.now - t).seconds * 1000) }
+            }
+        }
+        with.sort()
+        without.sort()
+        let share = HeadShare(context: context, withLogitsMs: with[with.count / 2], withoutLogitsMs: without[without.count / 2])
+        log(String(format: "decode step at context %d: %.2f ms with logits, %.2f ms without: the head is %.0f%% of it", context,
+                   share.withLogitsMs, share.withoutLogitsMs, 100 * share.share))
+        return share
     }
 
     private func measure(_ name: String, _ n: Int, _ body: () throws -> Double) throws -> Throughput {

@@ -112,6 +112,7 @@ extension CastBench {
                                         prefillTokS: 0, decodeTokS: 0, e2eTokS: 0)
             var categories: [CategoryFigures] = []
             if !skipPrompts { (total, categories) = try bench.runPrompts() }
+            let head = try bench.runHeadShare(context: 128)
             let curve = try bench.runCostCurve(maxRows: maxRows, contexts: contextSizes, maxSequences: 16)
             let modelBytes = (try? FileManager.default.attributesOfItem(atPath: common.model)[.size] as? Int) ?? 0
             let decodeRate = skipPrompts ? synthetic[1].tokensPerSecond : total.decodeTokS
@@ -122,7 +123,7 @@ extension CastBench {
                 e2eTokS: total.e2eTokS, decodeBandwidthGBs: Double(model.weightBytes) * decodeRate / 1e9,
                 readBandwidthGBs: readBandwidth, kernels: kernels.description, kvCacheType: cacheType.rawValue,
                 kvBytesPerPosition: model.makeCache(slots: 1, capacity: 16, type: cacheType).bytesPerPosition,
-                categories: categories, synthetic: synthetic, costCurve: curve, neighbour: neighbourFigures)
+                categories: categories, synthetic: synthetic, costCurve: curve, neighbour: neighbourFigures, head: head)
             if common.json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
