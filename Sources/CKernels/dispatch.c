@@ -187,6 +187,7 @@ float ck_logits_summary(const ck_kernels *k, const float *x, int64_t n, int top,
 }
 
 void ck_silu_mul(const ck_kernels *k, float *g, const float *u, int64_t n) { k->silu_mul(g, u, n); }
+void ck_gelu_tanh_mul(const ck_kernels *k, float *g, const float *u, int64_t n) { k->gelu_tanh_mul(g, u, n); }
 
 void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float *sn) {
     // As ggml's rope cache ("normal" mode, no scaling): theta_i = pos * scale^i, computed by repeated

@@ -116,7 +116,9 @@ static void k4_scale_min(const uint8_t *q, int j, int *sc, int *m) {
     }
 }
 
-static void kq_decode(int fmt, const uint8_t *blk, uint8_t *u, float *scale, float *min) {
+/// For the compact formats (ck_kq_compact) also the integer scales sc[16] and the raw f16 d, where
+/// `isc` is not NULL (scale[j] = d * sc[j]).
+static void kq_decode(int fmt, const uint8_t *blk, uint8_t *u, float *scale, float *min, int8_t *isc, uint16_t *dbits) {
     switch (fmt) {
     case CK_Q5_0:
     case CK_Q5_1: {
@@ -162,7 +164,9 @@ static void kq_decode(int fmt, const uint8_t *blk, uint8_t *u, float *scale, flo
             const int hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
             scale[j] = d * (float)((lo | (hi << 4)) - 32);
             min[j] = -4.0f * scale[j];
+            if (isc) isc[j] = (int8_t)((lo | (hi << 4)) - 32);
         }
+        if (dbits) *dbits = ck_rd16(blk + 108);
         break;
     }
     case CK_Q4_K:
@@ -199,14 +203,17 @@ static void kq_decode(int fmt, const uint8_t *blk, uint8_t *u, float *scale, flo
         for (int j = 0; j < 16; j++) {
             scale[j] = d * (float)sc[j];
             min[j] = -32.0f * scale[j];
+            if (isc) isc[j] = sc[j];
         }
+        if (dbits) *dbits = ck_rd16(blk + 208);
         break;
     }
     }
 }
 
-/// Writes one 32-value block (values u[0..31], per-half scale/min) into lane l of a packed kq block.
-static void kq_put(int fmt, uint8_t *w, int l, const uint8_t *u, const float *scale, const float *min) {
+/// Writes one 32-value block (values u[0..31], per-half scale/min, or for the compact formats the
+/// per-half integer scales isc) into lane l of a packed kq block.
+static void kq_put(int fmt, uint8_t *w, int l, const uint8_t *u, const float *scale, const float *min, const int8_t *isc) {
     const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
     uint32_t plane[2] = {0, 0};
     for (int i = 0; i < 32; i++) {
@@ -218,6 +225,12 @@ static void kq_put(int fmt, uint8_t *w, int l, const uint8_t *u, const float *sc
         plane[1] |= (uint32_t)((u[i] >> 5) & 1) << bit;
     }
     for (int p = 0; p < bits - 4; p++) memcpy(w + 256 + 64 * p + l * 4, &plane[p], 4);
+    if (ck_kq_compact(fmt)) {  // int8 sc [2][16]; d goes after the group's blocks (kq_pack)
+        int8_t *sc = (int8_t *)(w + ck_kq_wbytes(fmt));
+        sc[l] = isc[0];
+        sc[16 + l] = isc[1];
+        return;
+    }
     float *sc = (float *)(w + ck_kq_wbytes(fmt));
     float *mn = sc + (halves ? 32 : 16);
     for (int h = 0; h < (halves ? 2 : 1); h++) {
@@ -231,16 +244,18 @@ static void kq_pack(int fmt, const uint8_t *s, int64_t out, int64_t in, uint8_t 
     const int64_t bb = ck_kq_block_bytes(fmt), gs = ck_group_stride(fmt, in);
     uint8_t u[256];
     float scale[16], min[16];
+    int8_t isc[16];
+    uint16_t dbits = 0;
     for (int64_t o = 0; o < out; o++) {
         const int64_t g = o / CK_GROUP, l = o % CK_GROUP;
         for (int64_t r = 0; r < in / rv; r++) {
-            kq_decode(fmt, s + (o * (in / rv) + r) * rb, u, scale, min);
+            kq_decode(fmt, s + (o * (in / rv) + r) * rb, u, scale, min, isc, &dbits);
+            if (ck_kq_compact(fmt)) memcpy(d + g * gs + nb * bb + 2 * (r * 16 + l), &dbits, 2);
             for (int64_t k = 0; k < rv / CK_QK; k++) {
                 const int64_t b = r * (rv / CK_QK) + k;
-                kq_put(fmt, d + g * gs + b * bb, (int)l, u + 32 * k, scale + 2 * k, min + 2 * k);
+                kq_put(fmt, d + g * gs + b * bb, (int)l, u + 32 * k, scale + 2 * k, min + 2 * k, isc + 2 * k);
             }
         }
-        (void)nb;
     }
 }
 
@@ -319,21 +334,21 @@ void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_
         return;
     }
     if (ck_is_kq(fmt)) {
-        const int64_t bb = ck_kq_block_bytes(fmt), wb = ck_kq_wbytes(fmt);
+        const int64_t bb = ck_kq_block_bytes(fmt), nb = in / CK_QK;
         const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt), off = ck_kq_offset(fmt);
         const int l = (int)(r % CK_GROUP);
         const uint8_t *base = (const uint8_t *)packed + (r / CK_GROUP) * ck_group_stride(fmt, in);
-        for (int64_t b = 0; b < in / CK_QK; b++) {
+        for (int64_t b = 0; b < nb; b++) {
             const uint8_t *w = base + b * bb;
-            const float *sc = (const float *)(w + wb), *mn = sc + (halves ? 32 : 16);
             for (int i = 0; i < 32; i++) {
-                const int h = halves ? (i >> 4) * 16 : 0;
+                const int h = halves ? i >> 4 : 0;
                 const int u = ck_kq_value(w, bits, l, i);
+                const float sc = ck_kq_scale(fmt, base, nb, b, h, l);
                 if (off) {
-                    dst[b * CK_QK + i] = (float)(u - off) * sc[h + l];
+                    dst[b * CK_QK + i] = (float)(u - off) * sc;
                 } else {
-                    const float v = (float)u * sc[h + l];
-                    dst[b * CK_QK + i] = v + mn[h + l];
+                    const float v = (float)u * sc;
+                    dst[b * CK_QK + i] = v + ck_kq_stored_min(fmt, base, b, h, l);
                 }
             }
         }
@@ -398,7 +413,7 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
         uint8_t u[256];
         float scale[16], min[16];
         for (int64_t k = 0; k < in / rv; k++) {
-            kq_decode(fmt, (const uint8_t *)raw + (r * (in / rv) + k) * rb, u, scale, min);
+            kq_decode(fmt, (const uint8_t *)raw + (r * (in / rv) + k) * rb, u, scale, min, NULL, NULL);
             for (int64_t i = 0; i < rv; i++) {
                 if (ck_kq_offset(fmt)) {
                     dst[k * rv + i] = (float)(u[i] - ck_kq_offset(fmt)) * scale[i / 16];

@@ -26,6 +26,8 @@ struct ck_kernels {
     void (*softmax)(float *x, int64_t n);
     float (*logits_summary)(const float *x, int64_t n, int top, int32_t *ids, float *vals);
     void (*silu_mul)(float *g, const float *u, int64_t n);
+    /// g = gelu_tanh(g) * u, as g / (1 + exp(-z)) with z = g (CK_GELU_K0 + CK_GELU_K1 g^2).
+    void (*gelu_tanh_mul)(float *g, const float *u, int64_t n);
     void (*rope)(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
     void (*f16_to_f32)(const uint16_t *x, float *y, int64_t n);
     void (*f32_to_f16)(const float *x, uint16_t *y, int64_t n);
@@ -35,6 +37,10 @@ struct ck_kernels {
 };
 
 extern const ck_kernels ck_kernels_scalar;
+/// GELU's tanh approximation rewritten as a logistic: 0.5 g (1 + tanh(y)) = g / (1 + exp(-2y)), with
+/// 2y = g (2c + 2c a g^2), c = sqrt(2/pi), a = 0.044715 (the constants rounded to f32).
+#define CK_GELU_K0 1.5957691669464111f
+#define CK_GELU_K1 0.07135481387376785f
 /// The scalar attention body (SIMD sets fall back to it for head dimensions not a multiple of 32).
 void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
                       int64_t end, float *scores, float *acc, float *max_sum);
@@ -80,15 +86,39 @@ static inline int ck_kq_halves(int fmt) { return fmt == CK_Q2_K || fmt == CK_Q3_
 static inline int ck_kq_offset(int fmt) { return fmt == CK_Q5_0 ? 16 : fmt == CK_Q3_K ? 4 : fmt == CK_Q6_K ? 32 : 0; }
 /// Bytes of quant values (nibbles + bit planes) per block of a 16-row group.
 static inline int64_t ck_kq_wbytes(int fmt) { return 256 + 64 * (ck_kq_bits(fmt) - 4); }
-/// Bytes per block of a 16-row group: values, then f32 scales [halves][16], then (unless the
-/// minimum is -K * scale, which the kernels compute: exact, a power-of-two multiple) f32 mins [halves][16].
+/// 1 for the formats whose per-16 scales are packed compactly (Q3_K, Q6_K: a scale per 16 and an
+/// offset K, no stored minimum): as ggml keeps them, an int8 sc per 16 values and one f16 d per 256
+/// values of a row; scale = d * sc is exact in f32 (at most 11 + 8 significant bits), so the kernels
+/// rebuild the very f32 scale the other formats store. The kernels test `halves && off`.
+static inline int ck_kq_compact(int fmt) { return fmt == CK_Q3_K || fmt == CK_Q6_K; }
+/// Bytes per block of a 16-row group: values, then either int8 sc [2][16] (compact formats) or f32
+/// scales [halves][16] and (unless the minimum is -K * scale, which the kernels compute: exact, a
+/// power-of-two multiple) f32 mins [halves][16].
 static inline int64_t ck_kq_block_bytes(int fmt) {
+    if (ck_kq_compact(fmt)) return ck_kq_wbytes(fmt) + 32;
     return ck_kq_wbytes(fmt) + (ck_kq_halves(fmt) ? 128 : 64) * (ck_kq_offset(fmt) ? 1 : 2);
 }
 
+/// Bytes of a 16-row group: its blocks, then for the compact formats the f16 d [in / 256][16].
 static inline int64_t ck_group_stride(int fmt, int64_t in) {
-    if (ck_is_kq(fmt)) return (in / 32) * ck_kq_block_bytes(fmt);
+    if (ck_is_kq(fmt)) return (in / 32) * ck_kq_block_bytes(fmt) + (ck_kq_compact(fmt) ? (in / 256) * 32 : 0);
     return (in / 32) * (ck_wbytes(fmt) + ck_sbytes(fmt));
+}
+
+/// The f32 scale of half h (0 where a block has one scale) of lane l in block b of a packed kq group
+/// starting at `base` with nb blocks (scalar reference of what the kernels load).
+static inline float ck_kq_scale(int fmt, const uint8_t *base, int64_t nb, int64_t b, int h, int l) {
+    const uint8_t *s = base + b * ck_kq_block_bytes(fmt) + ck_kq_wbytes(fmt);
+    if (ck_kq_compact(fmt)) {
+        const uint16_t *dd = (const uint16_t *)(base + nb * ck_kq_block_bytes(fmt));
+        return ck_f16_to_f32(dd[(b / 8) * 16 + l]) * (float)(int8_t)s[16 * h + l];
+    }
+    return ck_rdf(s + 4 * (16 * h + l));
+}
+/// The stored f32 minimum of half h of lane l in block b (formats without an offset).
+static inline float ck_kq_stored_min(int fmt, const uint8_t *base, int64_t b, int h, int l) {
+    const uint8_t *s = base + b * ck_kq_block_bytes(fmt) + ck_kq_wbytes(fmt);
+    return ck_rdf(s + 4 * ((ck_kq_halves(fmt) ? 32 : 16) + 16 * h + l));
 }
 /// The unsigned value u of element i (0..31) of lane l in a packed kq block (scalar reference).
 /// Element i < 16 is the low nibble of chunk i/4 byte i%4, i >= 16 the high nibble of element i-16's

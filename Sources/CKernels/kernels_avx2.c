@@ -207,6 +207,40 @@ Q4_GROUP_BODY(1) Q4_GROUP_BODY(2)
 
 Q8_HALF_BODY(1) Q8_HALF_BODY(2) Q8_HALF_BODY(3) Q8_HALF_BODY(4)
 
+/// Q8_0 against one activation row (decode): the whole group per pass, so each 64-byte chunk line is
+/// read once, in order, and each activation group is broadcast once for both halves. The same
+/// arithmetic per lane as q8_half.
+CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, int prefetch, const ck_acts *a, int64_t r0, float *y,
+                               int64_t ldy, uint32_t mask, const uint8_t *end) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    const uint16_t *dp = (const uint16_t *)(base + nb * 512);
+    const int8_t *aq = a->q + r0 * a->ldq;
+    const float *ad = a->d + r0 * a->ldb;
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *w = base + b * 512;
+        if (prefetch) PREFETCH_AHEAD(base, b, 512, end);
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        _Pragma("clang loop unroll(full)")
+        for (int j = 0; j < 8; j++) {
+            const __m256i x = BCAST(aq + b * 32 + 4 * j);
+            const __m256i w0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + j * 64)), flip);
+            const __m256i w1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(w + j * 64 + 32)), flip);
+            const __m256i t0 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w0), _mm256_sign_epi8(x, w0)), ones);
+            const __m256i t1 = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(w1), _mm256_sign_epi8(x, w1)), ones);
+            s0 = _mm256_add_epi32(s0, t0);
+            s1 = _mm256_add_epi32(s1, t1);
+        }
+        const __m256 da = _mm256_set1_ps(ad[b]);
+        const __m256 d0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + b * 16)));
+        const __m256 d1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dp + b * 16 + 8)));
+        acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0, da), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d1, da), acc1);
+    }
+    store_lanes(y + r0 * ldy, acc0, mask & 0xFF);
+    store_lanes(y + r0 * ldy + 8, acc1, mask >> 8);
+}
+
 /// Activation rows per pass over a Q8_0 half group (registers: see the file comment).
 #ifndef CK_AVX2_NR
 #define CK_AVX2_NR 4
@@ -224,7 +258,10 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
                                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy,
                                                                    uint32_t lanes, const uint8_t *end) {
     const __m256i lo = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 128 : 64) * (off ? 1 : 2);
+    // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
+    const int compact = halves && off;
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const uint16_t *dd = (const uint16_t *)(base + nb * bb) + 8 * half;
     __m256 acc[2];
     for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -252,8 +289,17 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
             }
         }
         const float *sp = (const float *)(w + wb) + 8 * half;
+        __m256 sc0, sc1;
+        if (compact) {  // d * sc: exact, the f32 the other formats store
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(dd + (b / 8) * 16)));
+            const uint8_t *s8 = w + wb + 8 * half;
+            sc0 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)s8))));
+            sc1 = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(s8 + 16)))));
+        } else {
+            sc0 = _mm256_loadu_ps(sp);
+            sc1 = halves ? _mm256_loadu_ps(sp + 16) : sc0;
+        }
         // Minimums: stored, or -K * scale (exact) for the formats with an offset K.
-        const __m256 sc0 = _mm256_loadu_ps(sp), sc1 = halves ? _mm256_loadu_ps(sp + 16) : sc0;
         const __m256 mn0 = off ? _mm256_mul_ps(sc0, _mm256_set1_ps((float)-off)) : _mm256_loadu_ps(sp + (halves ? 32 : 16));
         const __m256 mn1 = !halves ? mn0 : off ? _mm256_mul_ps(sc1, _mm256_set1_ps((float)-off)) : _mm256_loadu_ps(sp + 48);
         _Pragma("clang loop unroll(full)")
@@ -342,6 +388,10 @@ CK_AVX2 static void matmul_avx2(int fmt, const void *packed, int64_t out, int64_
                 if (a->rows - r0 >= 2) q4_group_2(base, nb, is_q41, r0 == 0, a, r0, yg, ldy, mask, end);
                 else q4_group_1(base, nb, is_q41, r0 == 0, a, r0, yg, ldy, mask, end);
             }
+            continue;
+        }
+        if (a->rows == 1) {  // decode: the whole group in one pass
+            q8_group_1(base, nb, 1, a, 0, y + (g * CK_GROUP - out_lo), ldy, mask, end);
             continue;
         }
         // Q8_0: half a group per pass (a chunk's |w| and w take two registers), up to 4 rows.
@@ -476,6 +526,21 @@ CK_AVX2 static void silu_mul_avx2(float *g, const float *u, int64_t n) {
         _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(vg, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
     }
     for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+CK_AVX2 static void gelu_tanh_mul_avx2(float *g, const float *u, int64_t n) {
+    const __m256 one = _mm256_set1_ps(1.0f), k0 = _mm256_set1_ps(CK_GELU_K0), k1 = _mm256_set1_ps(CK_GELU_K1);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 vg = _mm256_loadu_ps(g + i);
+        const __m256 z = _mm256_mul_ps(vg, _mm256_fmadd_ps(k1, _mm256_mul_ps(vg, vg), k0));
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(vg, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        const float x = g[i], z = x * (CK_GELU_K0 + CK_GELU_K1 * x * x);
+        g[i] = x / (1.0f + expf(-z)) * u[i];
+    }
 }
 
 CK_AVX2 static float logits_summary_avx2(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
@@ -689,6 +754,7 @@ const ck_kernels ck_kernels_avx2 = {
     .softmax = softmax_avx2,
     .logits_summary = logits_summary_avx2,
     .silu_mul = silu_mul_avx2,
+    .gelu_tanh_mul = gelu_tanh_mul_avx2,
     .rope = ck_rope_avx2,
     .f16_to_f32 = ck_f16_to_f32_avx2,
     .f32_to_f16 = ck_f32_to_f16_avx2,

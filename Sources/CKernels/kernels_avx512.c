@@ -159,7 +159,10 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
                                                                       int64_t r0, float *y, int64_t ldy, __mmask16 mask,
                                                                       const uint8_t *end) {
     const __m512i lo = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 128 : 64) * (off ? 1 : 2);
+    // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
+    const int compact = halves && off;
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const uint16_t *dd = (const uint16_t *)(base + nb * bb);
     __m512 acc[4];
     for (int i = 0; i < nr; i++) acc[i] = _mm512_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
@@ -185,8 +188,16 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
             }
         }
         const float *sp = (const float *)(w + wb);
+        __m512 sc0, sc1;
+        if (compact) {  // d * sc: exact, the f32 the other formats store
+            const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dd + (b / 8) * 16)));
+            sc0 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + wb)))));
+            sc1 = _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(w + wb + 16)))));
+        } else {
+            sc0 = _mm512_loadu_ps(sp);
+            sc1 = halves ? _mm512_loadu_ps(sp + 16) : sc0;
+        }
         // Minimums: stored, or -K * scale (exact) for the formats with an offset K.
-        const __m512 sc0 = _mm512_loadu_ps(sp), sc1 = halves ? _mm512_loadu_ps(sp + 16) : sc0;
         const __m512 mn0 = off ? _mm512_mul_ps(sc0, _mm512_set1_ps((float)-off)) : _mm512_loadu_ps(sp + (halves ? 32 : 16));
         const __m512 mn1 = !halves ? mn0 : off ? _mm512_mul_ps(sc1, _mm512_set1_ps((float)-off)) : _mm512_loadu_ps(sp + 48);
         _Pragma("clang loop unroll(full)")
@@ -389,6 +400,18 @@ CK_AVX512 static void silu_mul_avx512(float *g, const float *u, int64_t n) {
     }
 }
 
+CK_AVX512 static void gelu_tanh_mul_avx512(float *g, const float *u, int64_t n) {
+    const __m512 k0 = _mm512_set1_ps(CK_GELU_K0), k1 = _mm512_set1_ps(CK_GELU_K1);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        const __m512 vg = _mm512_maskz_loadu_ps(m, g + i);
+        const __m512 z = _mm512_mul_ps(vg, _mm512_fmadd_ps(k1, _mm512_mul_ps(vg, vg), k0));
+        const __m512 e = exp_avx(_mm512_sub_ps(_mm512_setzero_ps(), z));
+        const __m512 sg = _mm512_div_ps(vg, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
 CK_AVX512 static void scale_mul_avx512(const float *x, const float *w, float scale, int64_t n, float *y) {
     const __m512 vs = _mm512_set1_ps(scale);
     for (int64_t i = 0; i < n; i += 16) {
@@ -431,6 +454,7 @@ const ck_kernels ck_kernels_avx512 = {
     .softmax = softmax_avx512,
     .logits_summary = logits_summary_avx512,
     .silu_mul = silu_mul_avx512,
+    .gelu_tanh_mul = gelu_tanh_mul_avx512,
     .rope = ck_rope_avx2,
     .f16_to_f32 = ck_f16_to_f32_avx2,
     .f32_to_f16 = ck_f32_to_f16_avx2,

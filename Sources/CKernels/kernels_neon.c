@@ -149,7 +149,10 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
                                                                       const ck_acts *a, int64_t r0, float *y, int64_t ldy,
                                                                       uint32_t lanes) {
     const uint8x16_t low = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (halves ? 128 : 64) * (off ? 1 : 2);
+    // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
+    const int compact = halves && off;
+    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const uint16_t *dd = (const uint16_t *)(base + nb * bb) + 4 * quarter;
     float32x4_t acc[4];
     for (int i = 0; i < nr; i++) acc[i] = vdupq_n_f32(0);
     for (int64_t b = 0; b < nb; b++) {
@@ -183,8 +186,19 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
         }
         KQ_DOT(0) KQ_DOT(1) KQ_DOT(2) KQ_DOT(3)
         const float *sp = (const float *)(w + wb) + 4 * quarter;
+        float32x4_t sc0, sc1;
+        if (compact) {  // d * sc: exact, the f32 the other formats store
+            const float32x4_t d = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(dd + (b / 8) * 16)));
+            const int8_t *s8 = (const int8_t *)(w + wb) + 4 * quarter;
+            const int8x8_t v0 = vreinterpret_s8_u32(vld1_dup_u32((const uint32_t *)s8));
+            const int8x8_t v1 = vreinterpret_s8_u32(vld1_dup_u32((const uint32_t *)(s8 + 16)));
+            sc0 = vmulq_f32(d, vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(v0)))));
+            sc1 = vmulq_f32(d, vcvtq_f32_s32(vmovl_s16(vget_low_s16(vmovl_s8(v1)))));
+        } else {
+            sc0 = vld1q_f32(sp);
+            sc1 = halves ? vld1q_f32(sp + 16) : sc0;
+        }
         // Minimums: stored, or -K * scale (exact) for the formats with an offset K.
-        const float32x4_t sc0 = vld1q_f32(sp), sc1 = halves ? vld1q_f32(sp + 16) : sc0;
         const float32x4_t mn0 = off ? vmulq_n_f32(sc0, (float)-off) : vld1q_f32(sp + (halves ? 32 : 16));
         const float32x4_t mn1 = !halves ? mn0 : off ? vmulq_n_f32(sc1, (float)-off) : vld1q_f32(sp + 48);
         for (int i = 0; i < nr; i++) {
@@ -390,6 +404,20 @@ CK_NEON static void silu_mul_neon(float *g, const float *u, int64_t n) {
     for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+CK_NEON static void gelu_tanh_mul_neon(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t vg = vld1q_f32(g + i);
+        const float32x4_t z = vmulq_f32(vg, vfmaq_f32(vdupq_n_f32(CK_GELU_K0), vdupq_n_f32(CK_GELU_K1), vmulq_f32(vg, vg)));
+        const float32x4_t e = exp4(vnegq_f32(z));
+        vst1q_f32(g + i, vmulq_f32(vdivq_f32(vg, vaddq_f32(vdupq_n_f32(1.0f), e)), vld1q_f32(u + i)));
+    }
+    for (; i < n; i++) {
+        const float x = g[i], z = x * (CK_GELU_K0 + CK_GELU_K1 * x * x);
+        g[i] = x / (1.0f + expf(-z)) * u[i];
+    }
+}
+
 CK_NEON static float logits_summary_neon(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
     const float mx = max_neon(x, n);
     float32x4_t acc = vdupq_n_f32(0);
@@ -561,6 +589,7 @@ const ck_kernels ck_kernels_neon = {
     .softmax = softmax_neon,
     .logits_summary = logits_summary_neon,
     .silu_mul = silu_mul_neon,
+    .gelu_tanh_mul = gelu_tanh_mul_neon,
     .rope = rope_neon,
     .f16_to_f32 = f16_to_f32_neon,
     .f32_to_f16 = f32_to_f16_neon,

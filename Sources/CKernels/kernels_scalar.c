@@ -34,7 +34,7 @@
 ///   one per half (Q2_K/Q3_K/Q6_K): acc = fma((float)I0, scale0 * da, acc); acc = fma((float)I1, scale1 * da, acc);
 ///                                  acc = fma(min0, h[2b], acc); acc = fma(min1, h[2b + 1], acc)
 static float kq_ref1(int fmt, const void *packed, int64_t in, const ck_acts *a, int64_t row, int64_t o) {
-    const int64_t nb = in / CK_QK, bb = ck_kq_block_bytes(fmt), wb = ck_kq_wbytes(fmt);
+    const int64_t nb = in / CK_QK, bb = ck_kq_block_bytes(fmt);
     const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt), off = ck_kq_offset(fmt);
     const int l = (int)(o % CK_GROUP);
     const uint8_t *base = (const uint8_t *)packed + (o / CK_GROUP) * ck_group_stride(fmt, in);
@@ -42,11 +42,13 @@ static float kq_ref1(int fmt, const void *packed, int64_t in, const ck_acts *a, 
     float acc = 0.0f;
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *w = base + b * bb;
-        const float *sc = (const float *)(w + wb);
-        // The minimums: stored, or -K * scale (exact) for the formats with an offset K.
-        float mn[32];
-        for (int h = 0; h < (halves ? 2 : 1); h++)
-            mn[16 * h + l] = off ? sc[16 * h + l] * (float)-off : sc[(halves ? 32 : 16) + 16 * h + l];
+        // The scales (stored, or d * sc for the compact formats: the same f32) and the minimums
+        // (stored, or -K * scale, exact, for the formats with an offset K).
+        float sc[32], mn[32];
+        for (int h = 0; h < (halves ? 2 : 1); h++) {
+            sc[16 * h + l] = ck_kq_scale(fmt, base, nb, b, h, l);
+            mn[16 * h + l] = off ? sc[16 * h + l] * (float)-off : ck_kq_stored_min(fmt, base, b, h, l);
+        }
         int32_t isum[2] = {0, 0};
         for (int i = 0; i < 32; i++) isum[i >> 4] += (int32_t)ck_kq_value(w, bits, l, i) * aq[b * CK_QK + i];
         const float da = a->d[row * a->ldb + b];
@@ -199,6 +201,13 @@ static void silu_mul_scalar(float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+static void gelu_tanh_mul_scalar(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        const float x = g[i], z = x * (CK_GELU_K0 + CK_GELU_K1 * x * x);
+        g[i] = x / (1.0f + expf(-z)) * u[i];
+    }
+}
+
 /// Rotation of one pair: (x0 c - x1 s, x0 s + x1 c), each product rounded (no fused operations,
 /// so every set computes the same bits).
 static void rope_scalar(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox) {
@@ -270,6 +279,7 @@ const ck_kernels ck_kernels_scalar = {
     .softmax = softmax_scalar,
     .logits_summary = logits_summary_scalar,
     .silu_mul = silu_mul_scalar,
+    .gelu_tanh_mul = gelu_tanh_mul_scalar,
     .rope = rope_scalar,
     .f16_to_f32 = f16_to_f32_scalar,
     .f32_to_f16 = f32_to_f16_scalar,

@@ -122,14 +122,12 @@ public enum Ops {
     }
 
     /// gate[i] = gelu(gate[i]) * up[i] with gelu's tanh approximation (PyTorch `gelu_pytorch_tanh`):
-    /// 0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³))), in f32 element by element (the same bits on
-    /// every kernel set).
-    public static func geluTanhMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int) {
-        let c: Float = 0.7978845608028654, a: Float = 0.044715
-        for i in 0..<count {
-            let g = gate[i]
-            gate[i] = 0.5 * g * (1 + tanhf(c * (g + a * g * g * g))) * up[i]
-        }
+    /// 0.5 g (1 + tanh(√(2/π) (g + 0.044715 g³))), computed as the equal logistic
+    /// g / (1 + exp(-2√(2/π) (g + 0.044715 g³))) with the set's vector exp (as `siluMul`: within a
+    /// few ulps across sets, and a row's result never depends on its batch).
+    public static func geluTanhMul(_ gate: UnsafeMutablePointer<Float>, _ up: UnsafePointer<Float>, count: Int,
+                                   kernels: KernelSet = .current) {
+        ck_gelu_tanh_mul(kernels.table, gate, up, Int64(count))
     }
 
     /// Double twin of `geluTanhMul`.

@@ -113,7 +113,7 @@ struct GatedActivationRows: RowWork {
             let g = gateUp + i * 2 * width
             switch activation {
             case .silu: Ops.siluMul(g, g + width, count: width, kernels: kernels)
-            case .geluTanh: Ops.geluTanhMul(g, g + width, count: width)
+            case .geluTanh: Ops.geluTanhMul(g, g + width, count: width, kernels: kernels)
             }
         }
     }

@@ -320,6 +320,13 @@ static void test_elementwise(const ck_kernels *k, const ck_kernels *ref) {
         for (int64_t i = 0; i < n; i++) bad += !close_rel(y1[i], y2[i], EXP_RTOL) && fabsf(y1[i] - y2[i]) > 1e-6f;
         CHECK(bad == 0, "silu n %lld: %d differ", (long long)n, bad);
 
+        for (int64_t i = 0; i < n; i++) { y1[i] = y2[i] = a[i] * 6.0f; }
+        ck_gelu_tanh_mul(k, y1, b, n);
+        ck_gelu_tanh_mul(ref, y2, b, n);
+        bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += !close_rel(y1[i], y2[i], EXP_RTOL) && fabsf(y1[i] - y2[i]) > 1e-6f;
+        CHECK(bad == 0, "gelu_tanh n %lld: %d differ", (long long)n, bad);
+
         const int top = n < 5 ? (int)n : 5;
         int32_t i1[5], i2[5];
         float v1[5], v2[5];

@@ -10,6 +10,8 @@ enum OpsTolerance {
     static let softmaxAbsolute: Float = 2e-6
     /// siluMul: polynomial exp, relative per element (plus a tiny absolute floor).
     static let siluRelative: Float = 1e-5
+    /// geluTanhMul: siluRelative, plus this absolute floor (the reference's cancellation).
+    static let geluAbsolute: Float = 1e-7
     /// rope against the direct angle formula (ggml's repeated-product angles drift a few ulp).
     static let ropeAbsolute: Float = 1e-4
 }
@@ -117,6 +119,23 @@ private let lengths = [1, 3, 15, 16, 17, 31, 33, 127, 129, 1000]
         for i in 0..<count {
             #expect(abs(g1[i] - g2[i]) <= OpsTolerance.siluRelative * abs(g2[i]) + 1e-30, "\(kernels): i \(i): \(g1[i]) vs \(g2[i])")
         }
+    }
+
+    @Test(arguments: runnableSets, lengths)
+    func geluTanhMulMatchesReference(kernels: KernelSet, count: Int) {
+        var rng = SeededRandom(seed: 450 + UInt64(count))
+        var g1 = rng.floats(count, scale: 8)
+        if count > 3 { g1[0] = -200; g1[2] = 200; g1[3] = 0 }  // saturating tails, and zero
+        let u = rng.floats(count, scale: 2)
+        var g2 = g1
+        Ops.geluTanhMul(&g1, u, count: count, kernels: kernels)
+        Ops.geluTanhMulReference(&g2, u, count: count)
+        for i in 0..<count {
+            // The Double reference's 1 + tanh(y) cancels for y << 0; the absolute floor covers that.
+            #expect(abs(g1[i] - g2[i]) <= OpsTolerance.siluRelative * abs(g2[i]) + OpsTolerance.geluAbsolute,
+                    "\(kernels): i \(i): \(g1[i]) vs \(g2[i])")
+        }
+        if count > 3 { #expect(g1[2] == 200 * u[2] && abs(g1[0]) < 1e-30 && g1[3] == 0, "\(kernels): tails and zero") }
     }
 
     @Test(arguments: runnableSets, [0, 1, 7, 100, 1000])

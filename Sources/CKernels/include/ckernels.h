@@ -168,6 +168,9 @@ void ck_softmax(const ck_kernels *k, float *x, int64_t n);
 float ck_logits_summary(const ck_kernels *k, const float *x, int64_t n, int top, int32_t *ids, float *vals);
 /// g[i] = silu(g[i]) * u[i].
 void ck_silu_mul(const ck_kernels *k, float *g, const float *u, int64_t n);
+/// g[i] = gelu(g[i]) * u[i], GELU's tanh approximation (PyTorch `gelu_pytorch_tanh`), computed as
+/// g / (1 + exp(-2 sqrt(2/pi) (g + 0.044715 g^3))) with the set's vector exp.
+void ck_gelu_tanh_mul(const ck_kernels *k, float *g, const float *u, int64_t n);
 /// RoPE angles of one position, as ggml computes them ("normal" mode, no scaling): angle_i =
 /// pos * theta^(-2i/head_dim) by repeated multiplication in f32; cs/sn get head_dim/2 values.
 void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float *sn);
