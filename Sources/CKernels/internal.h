@@ -212,11 +212,12 @@ typedef struct {
     int64_t next;  ///< position of the next run
     int64_t left;  ///< rows left in the current run
     const uint8_t *row;
+    int prefetch;  ///< 0 on a repeat walk over rows a walk before it brought into the caches
 } ck_kv_cursor;
 
 /// A cursor whose first row is position `begin`.
 static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values, int64_t begin) {
-    ck_kv_cursor c = {v, values, begin, 0, NULL};
+    ck_kv_cursor c = {v, values, begin, 0, NULL, 1};
     return c;
 }
 
@@ -224,6 +225,7 @@ static inline ck_kv_cursor ck_kv_cursor_at(const ck_kv_view *v, int values, int6
 static __attribute__((noinline, unused)) void ck_kv_cursor_enter(ck_kv_cursor *c) {
     c->left = ck_kv_run(c->view, c->next, c->values, &c->row);
     c->next += c->left;
+    if (!c->prefetch) return;
     // Prefetch the run CK_KV_AHEAD runs ahead (the ones in between were prefetched earlier).
     int64_t at = c->next;
     for (int k = 0; k < CK_KV_AHEAD && at < c->view->n_cached; k++) {

@@ -309,8 +309,11 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
             const __m256i l23 = _mm256_add_epi16(_mm256_maddubs_epi16(L[2], BCAST(x + 8)), _mm256_maddubs_epi16(L[3], BCAST(x + 12)));
             const __m256i h01 = _mm256_add_epi16(_mm256_maddubs_epi16(H[0], BCAST(x + 16)), _mm256_maddubs_epi16(H[1], BCAST(x + 20)));
             const __m256i h23 = _mm256_add_epi16(_mm256_maddubs_epi16(H[2], BCAST(x + 24)), _mm256_maddubs_epi16(H[3], BCAST(x + 28)));
-            const __m256i s0 = _mm256_add_epi32(_mm256_madd_epi16(l01, ones), _mm256_madd_epi16(l23, ones));
-            const __m256i s1 = _mm256_add_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
+            // Up to 5 bits a pair is at most 7,874 and four chunks' pairs 31,496: one vpmaddwd per half.
+            const __m256i s0 = bits <= 5 ? _mm256_madd_epi16(_mm256_add_epi16(l01, l23), ones)
+                                         : _mm256_add_epi32(_mm256_madd_epi16(l01, ones), _mm256_madd_epi16(l23, ones));
+            const __m256i s1 = bits <= 5 ? _mm256_madd_epi16(_mm256_add_epi16(h01, h23), ones)
+                                         : _mm256_add_epi32(_mm256_madd_epi16(h01, ones), _mm256_madd_epi16(h23, ones));
             const __m256 da = _mm256_set1_ps(a->d[(r0 + i) * a->ldb + b]);
             if (halves) {
                 const float *h = a->h + (r0 + i) * 2 * a->ldb + 2 * b;
@@ -638,96 +641,104 @@ CK_AVX2 static inline __m128 hsum4x8(__m256 a, __m256 b, __m256 c, __m256 d) {
     return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
 }
 
-/// Scores of 4 positions (rows r[0..3]) for 3 query heads: 12 accumulators of 8 lanes over the head
-/// row in order, then hsum4x8. A position's score depends only on its own q and k.
-CK_AVX2 static inline __attribute__((always_inline)) void score_quad(const float *q0, const float *q1, const float *q2,
+/// Scores of 4 positions (rows r[0..3]) for NH (1-3) query heads: 4 NH accumulators of 8 lanes over
+/// the head row in order, then hsum4x8. A position's score depends only on its own q and k.
+CK_AVX2 static inline __attribute__((always_inline)) void score_quad(const int nh, const float *const qh[3],
                                                                       const uint8_t *const r[4], int64_t hd, __m128 scale,
                                                                       __m128 out[3], const int type) {
     const __m256 zero = _mm256_setzero_ps();
-    __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero}, a2[4] = {zero, zero, zero, zero};
+    __m256 acc[3][4];
+    for (int h = 0; h < nh; h++)
+        for (int p = 0; p < 4; p++) acc[h][p] = zero;
     for (int64_t v = 0; v < hd; v += 8) {
-        const __m256 x0 = _mm256_loadu_ps(q0 + v), x1 = _mm256_loadu_ps(q1 + v), x2 = _mm256_loadu_ps(q2 + v);
+        __m256 x[3];
+        for (int h = 0; h < nh; h++) x[h] = _mm256_loadu_ps(qh[h] + v);
         for (int p = 0; p < 4; p++) {
             const __m256 k8 = kv_load8(type, r[p], v, kv_scale(type, r[p], hd, v));
-            a0[p] = _mm256_fmadd_ps(x0, k8, a0[p]);
-            a1[p] = _mm256_fmadd_ps(x1, k8, a1[p]);
-            a2[p] = _mm256_fmadd_ps(x2, k8, a2[p]);
+            for (int h = 0; h < nh; h++) acc[h][p] = _mm256_fmadd_ps(x[h], k8, acc[h][p]);
         }
     }
-    out[0] = _mm_mul_ps(hsum4x8(a0[0], a0[1], a0[2], a0[3]), scale);
-    out[1] = _mm_mul_ps(hsum4x8(a1[0], a1[1], a1[2], a1[3]), scale);
-    out[2] = _mm_mul_ps(hsum4x8(a2[0], a2[1], a2[2], a2[3]), scale);
+    for (int h = 0; h < nh; h++) out[h] = _mm_mul_ps(hsum4x8(acc[h][0], acc[h][1], acc[h][2], acc[h][3]), scale);
 }
 
-/// Query heads in chunks of 3 (a chunk short of 3 repeats its last head and drops the result);
-/// head_dim a multiple of 32. Rows come from a cursor (cache blocks, then this step's rows).
-///   scores: four positions at a time (the last quad repeats the last row): score_quad.
-///   softmax: exp8 lane sums (exp_shift_sum).
-///   values: 32-value tiles, 3 heads x 4 accumulators, position by position in order.
+/// NH (1-3) query heads from `first` over positions [begin, end): scores four positions at a time
+/// (the last quad repeats the last row; score_quad), softmax by exp8 lane sums (exp_shift_sum), then
+/// values in 32-value tiles, NH heads x 4 accumulators, position by position in order. Rows come
+/// from a cursor (cache blocks, then this step's rows). Each head's result depends on its own q only.
+CK_AVX2 static inline __attribute__((always_inline)) void attend_heads(const int nh, const float *q, int64_t first, int64_t hd,
+                                                                        float scale, const ck_kv_view *kv, int64_t begin,
+                                                                        int64_t end, float *scores, float *out, float *max_sum,
+                                                                        const int type) {
+    const int64_t n = end - begin;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m128 vscale = _mm_set1_ps(scale);
+    const float *qh[3];
+    float *sh[3];
+    for (int h = 0; h < nh; h++) {
+        qh[h] = q + (first + h) * hd;
+        sh[h] = scores + (first + h) * n;
+    }
+    ck_kv_cursor keys = ck_kv_cursor_at(kv, 0, begin);
+    for (int64_t j = 0; j < n; j += 4) {
+        const int64_t m = n - j < 4 ? n - j : 4;
+        const uint8_t *r[4];
+        for (int64_t t = 0; t < m; t++) r[t] = ck_kv_cursor_next(&keys);
+        for (int64_t t = m; t < 4; t++) r[t] = r[m - 1];
+        __m128 sq[3];
+        score_quad(nh, qh, r, hd, vscale, sq, type);
+        if (m == 4) {
+            for (int h = 0; h < nh; h++) _mm_storeu_ps(sh[h] + j, sq[h]);
+        } else {
+            for (int h = 0; h < nh; h++) {
+                float t[4];
+                _mm_storeu_ps(t, sq[h]);
+                for (int64_t i = 0; i < m; i++) sh[h][j + i] = t[i];
+            }
+        }
+    }
+    for (int h = 0; h < nh; h++) {
+        const float mx = max_avx2(sh[h], n);
+        max_sum[2 * (first + h)] = mx;
+        max_sum[2 * (first + h) + 1] = exp_shift_sum(sh[h], n, mx);
+    }
+    for (int64_t t = 0; t < hd; t += 32) {
+        __m256 acc[3][4];
+        for (int h = 0; h < nh; h++)
+            for (int c = 0; c < 4; c++) acc[h][c] = zero;
+        ck_kv_cursor values = ck_kv_cursor_at(kv, 1, begin);
+        // Later tiles walk the rows the first one fetched, while they fit in L2.
+        values.prefetch = t == 0 || n * kv->row_bytes > (256 << 10);
+        for (int64_t j = 0; j < n; j++) {
+            const uint8_t *row = ck_kv_cursor_next(&values);
+            const __m256 d = kv_scale(type, row, hd, t);
+            __m256 w[3];
+            for (int h = 0; h < nh; h++) w[h] = _mm256_set1_ps(sh[h][j]);
+            for (int c = 0; c < 4; c++) {
+                const __m256 v8 = kv_load8(type, row, t + 8 * c, d);
+                for (int h = 0; h < nh; h++) acc[h][c] = _mm256_fmadd_ps(w[h], v8, acc[h][c]);
+            }
+        }
+        for (int h = 0; h < nh; h++)
+            for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (first + h) * hd + t + 8 * c, acc[h][c]);
+    }
+}
+
+/// Query heads in chunks of at most 3 (registers: 3 heads x 4 accumulators), as even as possible
+/// (a group of 4 runs as 2 + 2); head_dim a multiple of 32.
 CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const float *q, int64_t group, int64_t hd,
                                                                        float scale, const ck_kv_view *kv, int64_t begin,
                                                                        int64_t end, float *scores, float *out, float *max_sum,
                                                                        const int type) {
-    const int64_t n = end - begin;
-    const __m256 zero = _mm256_setzero_ps();
-    const __m128 vscale = _mm_set1_ps(scale);
-    for (int64_t g0 = 0; g0 < group; g0 += 3) {
-        const int64_t gn = group - g0 < 3 ? group - g0 : 3;
-        const float *q0 = q + g0 * hd, *q1 = q + (g0 + (gn > 1 ? 1 : 0)) * hd, *q2 = q + (g0 + gn - 1) * hd;
-        float *s0 = scores + g0 * n, *s1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *s2 = scores + (g0 + gn - 1) * n;
-        ck_kv_cursor keys = ck_kv_cursor_at(kv, 0, begin);
-        for (int64_t j = 0; j < n; j += 4) {
-            const int64_t m = n - j < 4 ? n - j : 4;
-            const uint8_t *r[4];
-            for (int64_t t = 0; t < m; t++) r[t] = ck_kv_cursor_next(&keys);
-            for (int64_t t = m; t < 4; t++) r[t] = r[m - 1];
-            __m128 sq[3];
-            score_quad(q0, q1, q2, r, hd, vscale, sq, type);
-            // Heads repeated to fill the chunk write the same values again: harmless.
-            if (m == 4) {
-                _mm_storeu_ps(s2 + j, sq[2]);
-                _mm_storeu_ps(s1 + j, sq[1]);
-                _mm_storeu_ps(s0 + j, sq[0]);
-            } else {
-                float t[3][4];
-                _mm_storeu_ps(t[0], sq[0]);
-                _mm_storeu_ps(t[1], sq[1]);
-                _mm_storeu_ps(t[2], sq[2]);
-                for (int64_t i = 0; i < m; i++) {
-                    s2[j + i] = t[2][i];
-                    s1[j + i] = t[1][i];
-                    s0[j + i] = t[0][i];
-                }
-            }
+    const int64_t chunks = (group + 2) / 3, base = group / chunks, extra = group % chunks;
+    int64_t first = 0;
+    for (int64_t c = 0; c < chunks; c++) {
+        const int64_t nh = base + (c < extra ? 1 : 0);
+        switch (nh) {
+        case 3: attend_heads(3, q, first, hd, scale, kv, begin, end, scores, out, max_sum, type); break;
+        case 2: attend_heads(2, q, first, hd, scale, kv, begin, end, scores, out, max_sum, type); break;
+        default: attend_heads(1, q, first, hd, scale, kv, begin, end, scores, out, max_sum, type); break;
         }
-    }
-    for (int64_t g = 0; g < group; g++) {
-        float *s = scores + g * n;
-        const float m = max_avx2(s, n);
-        max_sum[2 * g] = m;
-        max_sum[2 * g + 1] = exp_shift_sum(s, n, m);
-    }
-    for (int64_t g0 = 0; g0 < group; g0 += 3) {
-        const int64_t gn = group - g0 < 3 ? group - g0 : 3;
-        const float *p0 = scores + g0 * n, *p1 = scores + (g0 + (gn > 1 ? 1 : 0)) * n, *p2 = scores + (g0 + gn - 1) * n;
-        for (int64_t t = 0; t < hd; t += 32) {
-            __m256 a0[4] = {zero, zero, zero, zero}, a1[4] = {zero, zero, zero, zero}, a2[4] = {zero, zero, zero, zero};
-            ck_kv_cursor values = ck_kv_cursor_at(kv, 1, begin);
-            for (int64_t j = 0; j < n; j++) {
-                const uint8_t *row = ck_kv_cursor_next(&values);
-                const __m256 d = kv_scale(type, row, hd, t);
-                const __m256 w0 = _mm256_set1_ps(p0[j]), w1 = _mm256_set1_ps(p1[j]), w2 = _mm256_set1_ps(p2[j]);
-                for (int c = 0; c < 4; c++) {
-                    const __m256 v8 = kv_load8(type, row, t + 8 * c, d);
-                    a0[c] = _mm256_fmadd_ps(w0, v8, a0[c]);
-                    a1[c] = _mm256_fmadd_ps(w1, v8, a1[c]);
-                    a2[c] = _mm256_fmadd_ps(w2, v8, a2[c]);
-                }
-            }
-            const __m256 *acc[3] = {a0, a1, a2};
-            for (int64_t g = 0; g < gn; g++)
-                for (int c = 0; c < 4; c++) _mm256_storeu_ps(out + (g0 + g) * hd + t + 8 * c, acc[g][c]);
-        }
+        first += nh;
     }
 }
 
