@@ -21,7 +21,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
            "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py", "thin_cost_steps.py",
            "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py", "gen_gemma3.py", "gen_synthetic.py",
-           "requantize_gguf.py", "compare_gemma3_greedy.py"]
+           "requantize_gguf.py", "compare_gemma3_greedy.py", "compare_gemma3_logits_llamacpp.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
