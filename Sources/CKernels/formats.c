@@ -82,9 +82,9 @@ int ck_compute_format(int fmt) { return fmt == CK_BF16 ? CK_F32 : fmt == CK_IQ4_
 static const int8_t iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 size_t ck_packed_size(int fmt, int64_t out, int64_t in) {
-    fmt = fmt == CK_IQ4_NL ? CK_Q8_0 : fmt;
+    fmt = ck_compute_format(fmt);  // BF16 is packed as F32, IQ4_NL as Q8_0
     switch (fmt) {
-    case CK_F32: case CK_BF16: return (size_t)(out * in * 4);
+    case CK_F32: return (size_t)(out * in * 4);
     case CK_F16: return (size_t)(out * in * 2);
     default: return (size_t)(ck_ngroups(out) * ck_group_stride(fmt, in));
     }
@@ -104,6 +104,14 @@ size_t ck_packed_size(int fmt, int64_t out, int64_t in) {
 //   Q4_K: u = 4-bit q,       scale = d sc,         min = -(dmin m)       (6-bit sc, m per 32)
 //   Q5_K: u = 5-bit q,       scale = d sc,         min = -(dmin m)       (6-bit sc, m per 32)
 //   Q6_K: u = 6-bit q,       scale = d sc,         min = -32 scale       (int8 sc per 16)
+
+/// One dequantized kq value: (u - K) * scale where the format's minimum is -K * scale (gguf's own
+/// expression, so even a zero's sign agrees), else u * scale + min.
+static inline float kq_dequant(int off, int u, float scale, float min) {
+    if (off) return (float)(u - off) * scale;
+    const float v = (float)u * scale;
+    return v + min;
+}
 
 /// The 6-bit scale and min of sub-block j (0..7) of a Q4_K/Q5_K block's 12 scale bytes.
 static void k4_scale_min(const uint8_t *q, int j, int *sc, int *m) {
@@ -342,14 +350,8 @@ void ck_dequant_row(int fmt, const void *packed, int64_t out, int64_t in, int64_
             const uint8_t *w = base + b * bb;
             for (int i = 0; i < 32; i++) {
                 const int h = halves ? i >> 4 : 0;
-                const int u = ck_kq_value(w, bits, l, i);
-                const float sc = ck_kq_scale(fmt, base, nb, b, h, l);
-                if (off) {
-                    dst[b * CK_QK + i] = (float)(u - off) * sc;
-                } else {
-                    const float v = (float)u * sc;
-                    dst[b * CK_QK + i] = v + ck_kq_stored_min(fmt, base, b, h, l);
-                }
+                dst[b * CK_QK + i] = kq_dequant(off, ck_kq_value(w, bits, l, i), ck_kq_scale(fmt, base, nb, b, h, l),
+                                                off ? 0.0f : ck_kq_stored_min(fmt, base, b, h, l));
             }
         }
         return;
@@ -414,14 +416,7 @@ void ck_dequant_raw_row(int fmt, const void *raw, int64_t in, int64_t r, float *
         float scale[16], min[16];
         for (int64_t k = 0; k < in / rv; k++) {
             kq_decode(fmt, (const uint8_t *)raw + (r * (in / rv) + k) * rb, u, scale, min, NULL, NULL);
-            for (int64_t i = 0; i < rv; i++) {
-                if (ck_kq_offset(fmt)) {
-                    dst[k * rv + i] = (float)(u[i] - ck_kq_offset(fmt)) * scale[i / 16];
-                } else {
-                    const float v = (float)u[i] * scale[i / 16];
-                    dst[k * rv + i] = v + min[i / 16];
-                }
-            }
+            for (int64_t i = 0; i < rv; i++) dst[k * rv + i] = kq_dequant(ck_kq_offset(fmt), u[i], scale[i / 16], min[i / 16]);
         }
         return;
     }

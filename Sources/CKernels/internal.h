@@ -41,6 +41,9 @@ extern const ck_kernels ck_kernels_scalar;
 /// 2y = g (2c + 2c a g^2), c = sqrt(2/pi), a = 0.044715 (the constants rounded to f32).
 #define CK_GELU_K0 1.5957691669464111f
 #define CK_GELU_K1 0.07135481387376785f
+/// The logistic's argument z of a gated activation, g / (1 + exp(-z)): g itself for SiLU,
+/// g (K0 + K1 g^2) for GELU-tanh (the scalar form every set's tail and the scalar set use).
+static inline float ck_gate_arg(int gelu, float x) { return gelu ? x * (CK_GELU_K0 + CK_GELU_K1 * x * x) : x; }
 /// The scalar attention body (SIMD sets fall back to it for head dimensions not a multiple of 32).
 void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
                       int64_t end, float *scores, float *acc, float *max_sum);

@@ -207,19 +207,19 @@ Q4_GROUP_BODY(1) Q4_GROUP_BODY(2)
 
 Q8_HALF_BODY(1) Q8_HALF_BODY(2) Q8_HALF_BODY(3) Q8_HALF_BODY(4)
 
-/// Q8_0 against one activation row (decode): the whole group per pass, so each 64-byte chunk line is
-/// read once, in order, and each activation group is broadcast once for both halves. The same
-/// arithmetic per lane as q8_half.
-CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, int prefetch, const ck_acts *a, int64_t r0, float *y,
-                               int64_t ldy, uint32_t mask, const uint8_t *end) {
+/// Q8_0 against a single activation row (decode): the whole group per pass, so each 64-byte chunk
+/// line is read once, in order, and each activation group is broadcast once for both halves. The
+/// same arithmetic per lane as q8_half.
+CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, const ck_acts *a, float *y, uint32_t mask,
+                               const uint8_t *end) {
     const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     const uint16_t *dp = (const uint16_t *)(base + nb * 512);
-    const int8_t *aq = a->q + r0 * a->ldq;
-    const float *ad = a->d + r0 * a->ldb;
+    const int8_t *aq = a->q;
+    const float *ad = a->d;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *w = base + b * 512;
-        if (prefetch) PREFETCH_AHEAD(base, b, 512, end);
+        PREFETCH_AHEAD(base, b, 512, end);
         __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
         _Pragma("clang loop unroll(full)")
         for (int j = 0; j < 8; j++) {
@@ -237,8 +237,8 @@ CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, int prefetch, co
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0, da), acc0);
         acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d1, da), acc1);
     }
-    store_lanes(y + r0 * ldy, acc0, mask & 0xFF);
-    store_lanes(y + r0 * ldy + 8, acc1, mask >> 8);
+    store_lanes(y, acc0, mask & 0xFF);
+    store_lanes(y + 8, acc1, mask >> 8);
 }
 
 /// Activation rows per pass over a Q8_0 half group (registers: see the file comment).
@@ -394,7 +394,7 @@ CK_AVX2 static void matmul_avx2(int fmt, const void *packed, int64_t out, int64_
             continue;
         }
         if (a->rows == 1) {  // decode: the whole group in one pass
-            q8_group_1(base, nb, 1, a, 0, y + (g * CK_GROUP - out_lo), ldy, mask, end);
+            q8_group_1(base, nb, a, y + (g * CK_GROUP - out_lo), mask, end);
             continue;
         }
         // Q8_0: half a group per pass (a chunk's |w| and w take two registers), up to 4 rows.
@@ -520,31 +520,20 @@ CK_AVX2 static void softmax_avx2(float *x, int64_t n) {
     for (; i < n; i++) x[i] *= 1.0f / sum;
 }
 
-CK_AVX2 static void silu_mul_avx2(float *g, const float *u, int64_t n) {
-    const __m256 one = _mm256_set1_ps(1.0f);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const __m256 vg = _mm256_loadu_ps(g + i);
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), vg));
-        _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(vg, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
-    }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
-CK_AVX2 static void gelu_tanh_mul_avx2(float *g, const float *u, int64_t n) {
+/// g = g / (1 + exp(-z)) * u, z = g (SiLU) or g (K0 + K1 g^2) (GELU-tanh; ck_gate_arg).
+CK_AVX2 static inline __attribute__((always_inline)) void gated_mul_avx2(const int gelu, float *g, const float *u, int64_t n) {
     const __m256 one = _mm256_set1_ps(1.0f), k0 = _mm256_set1_ps(CK_GELU_K0), k1 = _mm256_set1_ps(CK_GELU_K1);
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) {
         const __m256 vg = _mm256_loadu_ps(g + i);
-        const __m256 z = _mm256_mul_ps(vg, _mm256_fmadd_ps(k1, _mm256_mul_ps(vg, vg), k0));
+        const __m256 z = gelu ? _mm256_mul_ps(vg, _mm256_fmadd_ps(k1, _mm256_mul_ps(vg, vg), k0)) : vg;
         const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(vg, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) {
-        const float x = g[i], z = x * (CK_GELU_K0 + CK_GELU_K1 * x * x);
-        g[i] = x / (1.0f + expf(-z)) * u[i];
-    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-ck_gate_arg(gelu, g[i]))) * u[i];
 }
+CK_AVX2 static void silu_mul_avx2(float *g, const float *u, int64_t n) { gated_mul_avx2(0, g, u, n); }
+CK_AVX2 static void gelu_tanh_mul_avx2(float *g, const float *u, int64_t n) { gated_mul_avx2(1, g, u, n); }
 
 CK_AVX2 static float logits_summary_avx2(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
     const float mx = max_avx2(x, n);

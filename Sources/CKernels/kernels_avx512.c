@@ -390,27 +390,20 @@ CK_AVX512 static void softmax_avx512(float *x, int64_t n) {
     }
 }
 
-CK_AVX512 static void silu_mul_avx512(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i += 16) {
-        const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
-        const __m512 vg = _mm512_maskz_loadu_ps(m, g + i);
-        const __m512 e = exp_avx(_mm512_sub_ps(_mm512_setzero_ps(), vg));
-        const __m512 sg = _mm512_div_ps(vg, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(m, u + i)));
-    }
-}
-
-CK_AVX512 static void gelu_tanh_mul_avx512(float *g, const float *u, int64_t n) {
+/// g = g / (1 + exp(-z)) * u, z = g (SiLU) or g (K0 + K1 g^2) (GELU-tanh; ck_gate_arg).
+CK_AVX512 static inline __attribute__((always_inline)) void gated_mul_avx512(const int gelu, float *g, const float *u, int64_t n) {
     const __m512 k0 = _mm512_set1_ps(CK_GELU_K0), k1 = _mm512_set1_ps(CK_GELU_K1);
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 m = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
         const __m512 vg = _mm512_maskz_loadu_ps(m, g + i);
-        const __m512 z = _mm512_mul_ps(vg, _mm512_fmadd_ps(k1, _mm512_mul_ps(vg, vg), k0));
+        const __m512 z = gelu ? _mm512_mul_ps(vg, _mm512_fmadd_ps(k1, _mm512_mul_ps(vg, vg), k0)) : vg;
         const __m512 e = exp_avx(_mm512_sub_ps(_mm512_setzero_ps(), z));
         const __m512 sg = _mm512_div_ps(vg, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
         _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(sg, _mm512_maskz_loadu_ps(m, u + i)));
     }
 }
+CK_AVX512 static void silu_mul_avx512(float *g, const float *u, int64_t n) { gated_mul_avx512(0, g, u, n); }
+CK_AVX512 static void gelu_tanh_mul_avx512(float *g, const float *u, int64_t n) { gated_mul_avx512(1, g, u, n); }
 
 CK_AVX512 static void scale_mul_avx512(const float *x, const float *w, float scale, int64_t n, float *y) {
     const __m512 vs = _mm512_set1_ps(scale);

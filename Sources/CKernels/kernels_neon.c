@@ -394,29 +394,20 @@ CK_NEON static void softmax_neon(float *x, int64_t n) {
     for (; i < n; i++) x[i] *= inv;
 }
 
-CK_NEON static void silu_mul_neon(float *g, const float *u, int64_t n) {
+/// g = g / (1 + exp(-z)) * u, z = g (SiLU) or g (K0 + K1 g^2) (GELU-tanh; ck_gate_arg).
+CK_NEON static inline __attribute__((always_inline)) void gated_mul_neon(const int gelu, float *g, const float *u, int64_t n) {
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
         const float32x4_t vg = vld1q_f32(g + i);
-        const float32x4_t e = exp4(vnegq_f32(vg));
-        vst1q_f32(g + i, vmulq_f32(vdivq_f32(vg, vaddq_f32(vdupq_n_f32(1.0f), e)), vld1q_f32(u + i)));
-    }
-    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
-CK_NEON static void gelu_tanh_mul_neon(float *g, const float *u, int64_t n) {
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        const float32x4_t vg = vld1q_f32(g + i);
-        const float32x4_t z = vmulq_f32(vg, vfmaq_f32(vdupq_n_f32(CK_GELU_K0), vdupq_n_f32(CK_GELU_K1), vmulq_f32(vg, vg)));
+        const float32x4_t z =
+            gelu ? vmulq_f32(vg, vfmaq_f32(vdupq_n_f32(CK_GELU_K0), vdupq_n_f32(CK_GELU_K1), vmulq_f32(vg, vg))) : vg;
         const float32x4_t e = exp4(vnegq_f32(z));
         vst1q_f32(g + i, vmulq_f32(vdivq_f32(vg, vaddq_f32(vdupq_n_f32(1.0f), e)), vld1q_f32(u + i)));
     }
-    for (; i < n; i++) {
-        const float x = g[i], z = x * (CK_GELU_K0 + CK_GELU_K1 * x * x);
-        g[i] = x / (1.0f + expf(-z)) * u[i];
-    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-ck_gate_arg(gelu, g[i]))) * u[i];
 }
+CK_NEON static void silu_mul_neon(float *g, const float *u, int64_t n) { gated_mul_neon(0, g, u, n); }
+CK_NEON static void gelu_tanh_mul_neon(float *g, const float *u, int64_t n) { gated_mul_neon(1, g, u, n); }
 
 CK_NEON static float logits_summary_neon(const float *x, int64_t n, int k, int32_t *ids, float *vals) {
     const float mx = max_neon(x, n);

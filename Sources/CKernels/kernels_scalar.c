@@ -197,16 +197,12 @@ static float logits_summary_scalar(const float *x, int64_t n, int k, int32_t *id
     return mx + (float)log(sum);
 }
 
-static void silu_mul_scalar(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+/// g = g / (1 + exp(-z)) * u, z = ck_gate_arg(gelu, g): SiLU (gelu 0) or GELU-tanh (gelu 1).
+static inline void gated_mul_scalar(const int gelu, float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-ck_gate_arg(gelu, g[i]))) * u[i];
 }
-
-static void gelu_tanh_mul_scalar(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
-        const float x = g[i], z = x * (CK_GELU_K0 + CK_GELU_K1 * x * x);
-        g[i] = x / (1.0f + expf(-z)) * u[i];
-    }
-}
+static void silu_mul_scalar(float *g, const float *u, int64_t n) { gated_mul_scalar(0, g, u, n); }
+static void gelu_tanh_mul_scalar(float *g, const float *u, int64_t n) { gated_mul_scalar(1, g, u, n); }
 
 /// Rotation of one pair: (x0 c - x1 s, x0 s + x1 c), each product rounded (no fused operations,
 /// so every set computes the same bits).

@@ -100,32 +100,20 @@ struct HeadShare: Codable {
     var context: Int
     var withLogitsMs: Double
     var withoutLogitsMs: Double
-    var share: Double { max(0, withLogitsMs - withoutLogitsMs) / withLogitsMs }
-
-    enum CodingKeys: String, CodingKey {
-        case context, share
-        case withLogitsMs = "with_logits_ms"
-        case withoutLogitsMs = "without_logits_ms"
-    }
-
-    func encode(to encoder: Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(context, forKey: .context)
-        try c.encode(withLogitsMs, forKey: .withLogitsMs)
-        try c.encode(withoutLogitsMs, forKey: .withoutLogitsMs)
-        try c.encode(share, forKey: .share)
-    }
+    /// (with - without) / with, at least 0.
+    var share: Double
 
     init(context: Int, withLogitsMs: Double, withoutLogitsMs: Double) {
         self.context = context
         self.withLogitsMs = withLogitsMs
         self.withoutLogitsMs = withoutLogitsMs
+        share = max(0, withLogitsMs - withoutLogitsMs) / withLogitsMs
     }
 
-    init(from decoder: Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(context: try c.decode(Int.self, forKey: .context), withLogitsMs: try c.decode(Double.self, forKey: .withLogitsMs),
-                  withoutLogitsMs: try c.decode(Double.self, forKey: .withoutLogitsMs))
+    enum CodingKeys: String, CodingKey {
+        case context, share
+        case withLogitsMs = "with_logits_ms"
+        case withoutLogitsMs = "without_logits_ms"
     }
 }
 
@@ -202,14 +190,7 @@ struct SingleStreamBench {
     /// timed, `repetitions` times after a warm-up; the prefill of the depth is not timed.
     func runDecode(depth: Int, repetitions: Int, name: String? = nil) throws -> Throughput {
         let cache = model.makeCache(slots: 1, capacity: depth + 130, type: cacheType)
-        let context = (0..<depth).map { Int32(100 + ($0 * 7919) % 40000) }
-        var start = 0
-        while start < depth {
-            let end = min(start + model.maxStepRows, depth)
-            try model.forward(BatchRow.chain(slot: 0, tokens: context[start..<end], startPosition: start), cache: cache)
-            try cache.commit(slot: 0, rows: 0..<(end - start))
-            start = end
-        }
+        try fill(cache, slot: 0, count: depth)
         let clock = ContinuousClock()
         func tg() throws -> Double {
             cache.truncate(slot: 0, to: depth)
@@ -230,14 +211,7 @@ struct SingleStreamBench {
     /// steps at `context` cached positions, one asking for logits and one not.
     func runHeadShare(context: Int) throws -> HeadShare {
         let cache = model.makeCache(slots: 1, capacity: context + 2, type: cacheType)
-        let tokens = (0..<context).map { Int32(100 + ($0 * 7919) % 40000) }
-        var start = 0
-        while start < context {
-            let end = min(start + model.maxStepRows, context)
-            try model.forward(BatchRow.chain(slot: 0, tokens: tokens[start..<end], startPosition: start), cache: cache)
-            try cache.commit(slot: 0, rows: 0..<(end - start))
-            start = end
-        }
+        try fill(cache, slot: 0, count: context)
         let clock = ContinuousClock()
         var with: [Double] = [], without: [Double] = []
         for i in 0..<42 {
@@ -254,6 +228,19 @@ struct SingleStreamBench {
         log(String(format: "decode step at context %d: %.2f ms with logits, %.2f ms without: the head is %.0f%% of it", context,
                    share.withLogitsMs, share.withoutLogitsMs, 100 * share.share))
         return share
+    }
+
+    /// Fills an empty `slot` of `cache` with `count` synthetic positions (token
+    /// 100 + ((i + 31 slot) 7919) mod 40000 at position i), at most `maxStepRows` a step.
+    private func fill(_ cache: KVCache, slot: Int, count: Int) throws {
+        var start = 0
+        while start < count {
+            let end = min(start + model.maxStepRows, count)
+            let tokens = (start..<end).map { Int32(100 + (($0 + slot * 31) * 7919) % 40000) }
+            try model.forward(BatchRow.chain(slot: slot, tokens: tokens, startPosition: start), cache: cache)
+            try cache.commit(slot: slot, rows: 0..<tokens.count)
+            start = end
+        }
     }
 
     private func measure(_ name: String, _ n: Int, _ body: () throws -> Double) throws -> Throughput {
@@ -274,14 +261,7 @@ struct SingleStreamBench {
             // Fill every slot with `context` positions once; steps below never commit.
             for slot in 0..<maxSequences {
                 cache.reset(slot: slot)
-                var start = 0
-                while start < context {
-                    let end = min(start + model.maxStepRows, context)
-                    let tokens = (start..<end).map { Int32(100 + (($0 + slot * 31) * 7919) % 40000) }
-                    try model.forward(BatchRow.chain(slot: slot, tokens: tokens, startPosition: start), cache: cache)
-                    try cache.commit(slot: slot, rows: 0..<tokens.count)
-                    start = end
-                }
+                try fill(cache, slot: slot, count: context)
             }
             var r = 1
             while r <= maxRows {
