@@ -92,7 +92,7 @@ let package = Package(
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Tokenizer", "ChatTemplate"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
-        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF", "Tokenizer", "ChatTemplate"]),
+        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "Kernels", "GGUF", "Tokenizer", "ChatTemplate"]),
     ],
     swiftLanguageModes: [.v5]
 )

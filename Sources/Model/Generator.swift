@@ -94,14 +94,3 @@ extension Duration {
         return Double(c.seconds) + Double(c.attoseconds) * 1e-18
     }
 }
-
-/// Index of the largest value (the lowest index among ties): greedy decoding.
-public func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int32 {
-    var best = 0
-    var bestValue = x[0]
-    for i in 1..<count where x[i] > bestValue {
-        best = i
-        bestValue = x[i]
-    }
-    return Int32(best)
-}

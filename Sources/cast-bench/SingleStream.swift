@@ -134,7 +134,7 @@ struct SingleStreamBench {
         for (i, prompt) in prompts.enumerated() {
             let tokens = try formatter.tokens(for: prompt)
             let stats = try generator.generate(prompt: tokens, maxTokens: prompt.maxTokens, stopTokens: formatter.stopTokens,
-                                               next: { argmax($0, count: $1) }, onToken: { _ in true })
+                                               next: { Ops.argmax($0, count: $1) }, onToken: { _ in true })
             if byCategory[prompt.category] == nil { order.append(prompt.category) }
             byCategory[prompt.category, default: []].append(stats)
             log(String(format: "[%2d/%d] %-14@ prompt %4d tok  completion %4d tok  prefill %7.1f tok/s  decode %6.1f tok/s",
@@ -177,7 +177,7 @@ struct SingleStreamBench {
             for _ in 0..<128 {
                 try model.forward(row, cache: cache)
                 try cache.commit(slot: 0, rows: CollectionOfOne(0))
-                row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
+                row[0] = BatchRow(slot: 0, token: Ops.argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
             }
             return 128 / (clock.now - t).seconds
         }
@@ -199,7 +199,7 @@ struct SingleStreamBench {
             for _ in 0..<128 {
                 try model.forward(row, cache: cache)
                 try cache.commit(slot: 0, rows: CollectionOfOne(0))
-                row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
+                row[0] = BatchRow(slot: 0, token: Ops.argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
             }
             return 128 / (clock.now - t).seconds
         }

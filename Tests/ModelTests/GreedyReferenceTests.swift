@@ -21,7 +21,7 @@ struct GreedyFixture: Decodable {
     static func greedy(_ model: Transformer, _ generator: Generator, prompt: [Int32], count: Int) throws -> [Int32] {
         var out: [Int32] = []
         _ = try generator.generate(prompt: prompt, maxTokens: count, stopTokens: [2],
-                                   next: { argmax($0, count: $1) }, onToken: { out.append($0); return true })
+                                   next: { Ops.argmax($0, count: $1) }, onToken: { out.append($0); return true })
         return out
     }
 
