@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
         .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizer", "ChatTemplate"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Tokenizer", "ChatTemplate"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Kernels", "GGUF", "Tokenizer", "ChatTemplate"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
         .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "Kernels", "GGUF", "Tokenizer", "ChatTemplate"]),
     ],

@@ -52,6 +52,16 @@ public struct GenerationRequest: Sendable {
     var needsPromptRows: Bool { promptLogprobs != nil || embedding }
 }
 
+/// Why a generation ended.
+public enum FinishReason: String, Sendable {
+    /// A stop token (end of turn) was produced, or the output completed its grammar.
+    case stop
+    /// The token budget or the context ran out.
+    case length
+    /// The request was cancelled (`Engine.cancel`).
+    case cancelled
+}
+
 /// One generated token with its optional log-probabilities.
 public struct GeneratedToken: Sendable {
     public var id: Int32
