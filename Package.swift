@@ -34,9 +34,9 @@ let package = Package(
         ),
         // Text to token ids and back (byte-level BPE, SentencePiece), incremental UTF-8-safe decoding.
         .target(name: "Tokenizer", dependencies: ["GGUF"], exclude: ["README.md"]),
-        // Chat templates: the Jinja subset real GGUF templates use.
-        .target(name: "ChatTemplate", dependencies: ["GGUF"], exclude: ["README.md"]),
-        .target(name: "Model", dependencies: ["GGUF", "Kernels", "Tokenizer", "ChatTemplate"], exclude: ["README.md"],
+        // Chat templates (the Jinja subset real GGUF templates use) and PromptFormatter: messages to prompt tokens.
+        .target(name: "ChatTemplate", dependencies: ["GGUF", "Tokenizer"], exclude: ["README.md"]),
+        .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"],
                 swiftSettings: hotLoopSettings),
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
