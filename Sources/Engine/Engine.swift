@@ -1,6 +1,5 @@
 import Foundation
 import Grammar
-import Kernels
 import Model
 import Speculation
 
