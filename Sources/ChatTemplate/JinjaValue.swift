@@ -168,7 +168,7 @@ enum JinjaValue {
     }
 
     private static func jsonObject(_ d: JinjaDictionary, indent: Int?, level: Int) -> String {
-        JSONWriter.object(d.keys.map { ($0, d.values[$0]!.json(indent: indent, level: level + 1)) }, indent: indent, level: level)
+        JSONWriter.object(d.keys.map { (key: $0, value: d.values[$0]!.json(indent: indent, level: level + 1)) }, indent: indent, level: level)
     }
 }
 

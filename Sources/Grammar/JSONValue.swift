@@ -42,7 +42,7 @@ public indirect enum JSONValue: Equatable, Sendable {
         case .number(let n): return n
         case .string(let s): return JSONWriter.string(s)
         case .array(let items): return JSONWriter.array(items.map(\.text))
-        case .object(let members): return JSONWriter.object(members.map { ($0.0, $0.1.text) })
+        case .object(let members): return JSONWriter.object(members.map { (key: $0.0, value: $0.1.text) })
         }
     }
 

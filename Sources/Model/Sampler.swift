@@ -213,7 +213,7 @@ public struct Sampler: Sendable {
         var ids = [Int32](repeating: 0, count: k)
         var values = [Float](repeating: 0, count: k)
         let lse = Ops.topK(logits, count: count, k: k, ids: &ids, values: &values)
-        return (lse, (0..<k).map { (ids[$0], values[$0] - lse) })
+        return (lse, (0..<k).map { (id: ids[$0], logprob: values[$0] - lse) })
     }
 
     // MARK: - Pipeline steps
