@@ -34,14 +34,16 @@ let package = Package(
         ),
         // Text to token ids and back (byte-level BPE, SentencePiece), incremental UTF-8-safe decoding.
         .target(name: "Tokenizer", dependencies: ["GGUF"], exclude: ["README.md"]),
-        // Chat templates: the Jinja subset real GGUF templates use.
-        .target(name: "ChatTemplate", dependencies: ["GGUF"], exclude: ["README.md"]),
-        .target(name: "Model", dependencies: ["GGUF", "Kernels", "Tokenizer", "ChatTemplate"], exclude: ["README.md"],
+        // JSON text as json.dumps writes it: the one writer ChatTemplate and Grammar share.
+        .target(name: "JSONText", exclude: ["README.md"]),
+        // Chat templates (the Jinja subset real GGUF templates use) and PromptFormatter: messages to prompt tokens.
+        .target(name: "ChatTemplate", dependencies: ["GGUF", "Tokenizer", "JSONText"], exclude: ["README.md"]),
+        .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"],
                 swiftSettings: hotLoopSettings),
         .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
-        .target(name: "Grammar", exclude: ["README.md"], swiftSettings: hotLoopSettings),
-        .target(name: "Engine", dependencies: ["Model", "Speculation", "Kernels", "Grammar"], exclude: ["README.md"]),
+        .target(name: "Grammar", dependencies: ["JSONText"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
+        .target(name: "Engine", dependencies: ["Model", "Speculation", "Grammar"], exclude: ["README.md"]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CZlib", path: "Sources/CZlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "HTTP", dependencies: ["COpenSSL", "CZlib"], exclude: ["README.md"]),
@@ -57,7 +59,7 @@ let package = Package(
         .target(
             name: "OpenAI",
             dependencies: [
-                "HTTP", "Engine", "Model", "Tokenizer", "ChatTemplate", "Kernels", "Grammar", "WebPage",
+                "HTTP", "Engine", "Model", "Tokenizer", "ChatTemplate", "Grammar", "WebPage",
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -66,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
+                "GGUF", "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -74,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "cast-bench",
             dependencies: [
-                "Model", "Tokenizer", "ChatTemplate", "Engine", "Speculation", "Kernels",
+                "GGUF", "Model", "ChatTemplate", "Engine", "Speculation", "Kernels",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -88,11 +90,11 @@ let package = Package(
         .executableTarget(name: "fuzz-request-json", dependencies: ["FuzzSupport", "OpenAI"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Tokenizer", "ChatTemplate"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "GGUF", "Tokenizer", "ChatTemplate"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
-        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Tokenizer", "ChatTemplate"]),
+        .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Kernels", "GGUF", "ChatTemplate"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
-        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "GGUF", "Tokenizer", "ChatTemplate"]),
+        .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "Kernels", "GGUF", "ChatTemplate"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import JSONText
 
 // MARK: - Values
 
@@ -151,55 +152,23 @@ enum JinjaValue {
 
     // MARK: - JSON
 
-    /// Hugging Face's `tojson`: `json.dumps(value, ensure_ascii=False, indent=indent)`, keys in insertion order.
+    /// Hugging Face's `tojson`: `json.dumps(value, ensure_ascii=False, indent=indent)`, keys in
+    /// insertion order (`JSONWriter`, `level`: this value's nesting depth).
     func json(indent: Int?, level: Int = 0) -> String {
-        func newline(_ depth: Int) -> String { "\n" + String(repeating: " ", count: (indent ?? 0) * depth) }
         switch self {
         case .undefined, .none: return "null"
         case .bool(let b): return b ? "true" : "false"
         case .integer(let i): return String(i)
         case .float(let d): return d.isFinite ? Self.pythonFloat(d) : (d.isNaN ? "NaN" : (d > 0 ? "Infinity" : "-Infinity"))
-        case .string(let s): return Self.jsonString(s)
-        case .list(let items):
-            if items.isEmpty { return "[]" }
-            guard indent != nil else { return "[" + items.map { $0.json(indent: nil) }.joined(separator: ", ") + "]" }
-            return "[" + items.map { newline(level + 1) + $0.json(indent: indent, level: level + 1) }.joined(separator: ",") + newline(level) + "]"
-        case .dictionary(let d):
-            return Self.jsonObject(d, indent: indent, level: level)
-        case .namespace(let n):
-            return Self.jsonObject(n.attributes, indent: indent, level: level)
+        case .string(let s): return JSONWriter.string(s)
+        case .list(let items): return JSONWriter.array(items.map { $0.json(indent: indent, level: level + 1) }, indent: indent, level: level)
+        case .dictionary(let d): return Self.jsonObject(d, indent: indent, level: level)
+        case .namespace(let n): return Self.jsonObject(n.attributes, indent: indent, level: level)
         }
     }
 
     private static func jsonObject(_ d: JinjaDictionary, indent: Int?, level: Int) -> String {
-        if d.keys.isEmpty { return "{}" }
-        let pairs = d.keys.map { (jsonString($0), d.values[$0]!) }
-        guard let indent else { return "{" + pairs.map { "\($0.0): \($0.1.json(indent: nil))" }.joined(separator: ", ") + "}" }
-        let pad = { (depth: Int) in "\n" + String(repeating: " ", count: indent * depth) }
-        return "{" + pairs.map { pad(level + 1) + "\($0.0): \($0.1.json(indent: indent, level: level + 1))" }.joined(separator: ",") + pad(level) + "}"
-    }
-
-    static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            default:
-                if c.value < 0x20 {
-                    let hex = String(c.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(c)
-                }
-            }
-        }
-        return out + "\""
+        JSONWriter.object(d.keys.map { (key: $0, value: d.values[$0]!.json(indent: indent, level: level + 1)) }, indent: indent, level: level)
     }
 }
 

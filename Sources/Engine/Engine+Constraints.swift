@@ -33,7 +33,7 @@ extension Engine {
         if let g = s.request.grammar, let state = s.grammarState {
             let p = s.request.sampling
             if p.temperature <= 0 && p.presencePenalty == 0 && p.frequencyPenalty == 0 {
-                let top = argmax(logits, count: vocab)
+                let top = Sampler.argmax(logits, count: vocab)
                 if g.allows(state, token: top) { return top }
             }
             g.applyMask(state, to: logits, count: vocab)
@@ -45,10 +45,10 @@ extension Engine {
     func constrainedArgmax(_ s: Sequence, logits: UnsafeMutablePointer<Float>, state: GrammarState?) -> Int32 {
         let vocab = model.config.vocabularySize
         if s.request.logitBias.isEmpty, let g = s.request.grammar, let state {
-            let top = argmax(logits, count: vocab)
+            let top = Sampler.argmax(logits, count: vocab)
             if g.allows(state, token: top) { return top }
         }
-        return argmax(constrainedCopy(s, logits: logits, state: state), count: vocab)
+        return Sampler.argmax(constrainedCopy(s, logits: logits, state: state), count: vocab)
     }
 
     /// A copy of `logits` with the bias and the mask of grammar `state` applied (valid until the
@@ -119,7 +119,7 @@ extension Engine {
                 let next = rows[r].position + 1
                 guard next < prompt.count, logitIndex[r] >= 0 else { continue }
                 let logits = model.logits + logitIndex[r] * vocab
-                let (lse, best) = Self.logprobs(logits, count: vocab, top: top)
+                let (lse, best) = Sampler.logprobs(logits, count: vocab, top: top)
                 s.promptScores.append(GeneratedToken(id: prompt[next], logprob: logits[Int(prompt[next])] - lse, topLogprobs: best))
             }
         }

@@ -181,7 +181,7 @@ extension Engine {
         if s.request.sampling.temperature <= 0 {
             return TreeWalk.greedy(plan) { row, node in
                 let l = logits(row, node)
-                return constrained ? constrainedArgmax(s, logits: l, state: state) : argmax(l, count: vocab)
+                return constrained ? constrainedArgmax(s, logits: l, state: state) : Sampler.argmax(l, count: vocab)
             }
         }
         return TreeWalk.sampled(plan, distribution: { row, node in
@@ -231,7 +231,7 @@ extension Engine {
         }
         let token = isConstrained(s) ? sampleConstrained(s, logits: logits) : s.sampler.sample(logits: logits, count: vocab, history: s.history)
         if wantsLogprobs {
-            let (lse, best) = Self.logprobs(rawLogits, count: vocab, top: s.request.topLogprobs)
+            let (lse, best) = Sampler.logprobs(rawLogits, count: vocab, top: s.request.topLogprobs)
             logprob = rawLogits[Int(token)] - lse
             top = best
         }
@@ -252,26 +252,5 @@ extension Engine {
         } else if s.generated >= s.request.maxTokens || s.tokens.count >= cache.capacity {
             finish(s, .length)
         }
-    }
-
-    /// Log-sum-exp of the logits and the `top` most likely tokens with their log-probabilities.
-    static func logprobs(_ logits: UnsafePointer<Float>, count: Int, top: Int) -> (Float, [(id: Int32, logprob: Float)]) {
-        var maxValue = -Float.infinity
-        for i in 0..<count { maxValue = max(maxValue, logits[i]) }
-        var sum: Float = 0
-        for i in 0..<count { sum += expf(logits[i] - maxValue) }
-        let lse = maxValue + logf(sum)
-        guard top > 0 else { return (lse, []) }
-        var best: [(id: Int32, logprob: Float)] = []
-        for i in 0..<count {
-            let v = logits[i]
-            if best.count < top || v > best[best.count - 1].logprob {
-                let entry = (id: Int32(i), logprob: v)
-                let at = best.firstIndex { $0.logprob < v } ?? best.count
-                best.insert(entry, at: at)
-                if best.count > top { best.removeLast() }
-            }
-        }
-        return (lse, best.map { ($0.id, $0.logprob - lse) })
     }
 }

@@ -1,6 +1,5 @@
 import Foundation
 import Grammar
-import Kernels
 import Model
 import Speculation
 
@@ -12,7 +11,8 @@ import Speculation
 ///
 /// Files: this one (state, the public surface, the step loop), `Engine+Scheduler` (admission,
 /// packing, preemption, ends of sequences), `Engine+Step` (drafts, verification, commit, tokens),
-/// `Engine+Constraints` (grammars, logit bias, prompt rows), `Engine+Metrics` (counters).
+/// `Engine+Constraints` (grammars, logit bias, prompt rows), `Engine+Metrics` (counters),
+/// `Engine+Generate` (one request run to its end, for one-shot callers).
 public final class Engine: @unchecked Sendable {
     public let model: Transformer
     public let configuration: EngineConfiguration

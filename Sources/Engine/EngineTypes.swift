@@ -1,6 +1,5 @@
 import Foundation
 import Grammar
-import Kernels
 import Model
 import Speculation
 
@@ -50,6 +49,16 @@ public struct GenerationRequest: Sendable {
 
     /// Whether every prompt row must be computed (no prefix reuse): prompt scores or an embedding.
     var needsPromptRows: Bool { promptLogprobs != nil || embedding }
+}
+
+/// Why a generation ended.
+public enum FinishReason: String, Sendable {
+    /// A stop token (end of turn) was produced, or the output completed its grammar.
+    case stop
+    /// The token budget or the context ran out.
+    case length
+    /// The request was cancelled (`Engine.cancel`).
+    case cancelled
 }
 
 /// One generated token with its optional log-probabilities.

@@ -431,6 +431,8 @@ struct GBNFParser {
         case "n": return 10
         case "r": return 13
         case "t": return 9
+        case "b": return 8  // JSON's short escapes, so a JSON string literal is a GBNF literal
+        case "f": return 12
         case "\\", "\"", "[", "]", "-", "^", "'": return e.value
         case "x": return try parseHex(2)
         case "u": return try parseHex(4)

@@ -1,3 +1,5 @@
+import JSONText
+
 /// Compiles a JSON schema (the subset structured outputs use) to GBNF whose every match is a
 /// JSON text valid against the schema, written with `json.dumps`' separators (`", "`, `": "`,
 /// no other whitespace: fixed separators let the grammar force them, and a small model cannot
@@ -101,20 +103,9 @@ public struct JSONSchemaGrammar {
         return name
     }
 
-    static func literal(_ text: String) -> String {
-        var out = "\""
-        for u in text.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
+    /// A GBNF string literal matching exactly `text`: GBNF reads JSON's string escapes (`Grammar`'s
+    /// `parseChar`), so it is the JSON string literal of `text`.
+    static func literal(_ text: String) -> String { JSONWriter.string(text) }
 
     // MARK: - Schemas
 

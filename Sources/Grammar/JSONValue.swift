@@ -1,3 +1,5 @@
+import JSONText
+
 /// A JSON value that keeps an object's keys in document order (a schema's property order is the
 /// order the output is generated in) and a number's literal text.
 public indirect enum JSONValue: Equatable, Sendable {
@@ -32,38 +34,20 @@ public indirect enum JSONValue: Equatable, Sendable {
         return nil
     }
 
-    /// Compact JSON text with `json.dumps`' separators (`", "` and `": "`).
+    /// Compact JSON text with `json.dumps`' separators (`", "` and `": "`), through `JSONWriter`.
     public var text: String {
         switch self {
         case .null: return "null"
         case .bool(let b): return b ? "true" : "false"
         case .number(let n): return n
-        case .string(let s): return Self.quoted(s)
-        case .array(let items): return "[" + items.map(\.text).joined(separator: ", ") + "]"
-        case .object(let members): return "{" + members.map { Self.quoted($0.0) + ": " + $0.1.text }.joined(separator: ", ") + "}"
+        case .string(let s): return JSONWriter.string(s)
+        case .array(let items): return JSONWriter.array(items.map(\.text))
+        case .object(let members): return JSONWriter.object(members.map { (key: $0.0, value: $0.1.text) })
         }
     }
 
-    /// A JSON string literal (non-ASCII kept as is, control characters escaped).
-    public static func quoted(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if u.value < 0x20 {
-                    out += "\\u" + String(repeating: "0", count: 4 - String(u.value, radix: 16).count) + String(u.value, radix: 16)
-                } else {
-                    out.unicodeScalars.append(u)
-                }
-            }
-        }
-        return out + "\""
-    }
+    /// A JSON string literal (`JSONWriter.string`: non-ASCII kept as is, control characters escaped).
+    public static func quoted(_ s: String) -> String { JSONWriter.string(s) }
 
     // MARK: - Parsing
 

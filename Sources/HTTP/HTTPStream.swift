@@ -54,11 +54,6 @@ public final class HTTPStream: @unchecked Sendable {
         try write(bytes: Array(text.utf8))
     }
 
-    /// Sends an SSE comment line (`: text`), e.g. a keep-alive ping that clients ignore.
-    public func sendComment(_ text: String) throws(HTTPServerError) {
-        try write(bytes: Array(": \(singleLine(text))\n\n".utf8))
-    }
-
     /// Ends the response (the terminating zero chunk for chunked framing). Idempotent; does nothing
     /// when the client is gone.
     public func finish() {

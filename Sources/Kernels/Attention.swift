@@ -1,26 +1,16 @@
 import CKernels
 
-/// How cached keys and values are stored (as llama.cpp's `--cache-type-k/v`): `f16` (default:
-/// half the bytes of f32, exact f16 rounding of each value), `q8_0` (int8 values with one f16 scale
-/// per 32, about a quarter of f32; needs head dimensions that are multiples of 32) or `f32`.
-public enum KVCacheType: String, CaseIterable, Sendable, Codable {
+/// How one head row of cached keys or values is laid out (`ck_kv_*`): `f32` and `f16` store the
+/// values; `q8_0` stores the head's int8 values followed by one f16 scale per 32 (value = q * d;
+/// not the q8_0 weight block layout). Model's `KVCacheType` (the configured storage) names one.
+public enum KVRowFormat: CaseIterable, Sendable {
     case f32, f16, q8_0
 
-    /// Parses a name (`f32`, `f16`, `q8_0`); throws `KernelError.unknownKVCacheType`.
-    public init(parsing text: String) throws {
-        guard let t = KVCacheType(rawValue: text.lowercased()) else { throw KernelError.unknownKVCacheType(text) }
-        self = t
-    }
-
     /// Bytes of one stored head row of `headDimension` values (a full row of several heads is their
-    /// head rows one after another).
-    public func rowBytes(values headDimension: Int) -> Int { Int(ck_kv_row_bytes(ck, Int64(headDimension))) }
-
-    /// Checks that rows made of heads of `headDimension` values can use this type.
-    public func validate(headDimension: Int) throws {
-        if self == .q8_0 && headDimension % 32 != 0 {
-            throw KernelError.kvCacheTypeNeedsBlocks(type: rawValue, headDimension: headDimension)
-        }
+    /// head rows one after another; q8_0 needs a multiple of 32 values).
+    public func rowBytes(values headDimension: Int) -> Int {
+        precondition(self != .q8_0 || headDimension % 32 == 0, "q8_0 key/value rows hold whole blocks of 32 values")
+        return Int(ck_kv_row_bytes(ck, Int64(headDimension)))
     }
 
     var ck: Int32 {
@@ -36,16 +26,16 @@ public enum KVCacheType: String, CaseIterable, Sendable, Codable {
 /// j (j < cachedCount; blockSize a power of two) has its head row at `base + table[j / blockSize] *
 /// blockStride + layerOffset + (j % blockSize) * rowBytes` (keys from `keys`, values from `values`),
 /// step row c at `chainKeys[c] + chainOffset` / `chainValues[c] + chainOffset` (ancestors root first,
-/// the row itself last). Head rows hold `headDimension` values of `type`. Byte offsets.
+/// the row itself last). Head rows hold `headDimension` values in `format`. Byte offsets.
 public struct KVView {
     var raw: ck_kv_view
 
-    public init(type: KVCacheType, headDimension: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer,
+    public init(format: KVRowFormat, headDimension: Int, keys: UnsafeRawPointer, values: UnsafeRawPointer,
                 table: UnsafePointer<Int32>, blockSize: Int, blockStride: Int, layerOffset: Int, cachedCount: Int,
                 chainKeys: UnsafePointer<UnsafePointer<UInt8>?>, chainValues: UnsafePointer<UnsafePointer<UInt8>?>,
                 chainOffset: Int, chainCount: Int) {
         precondition(blockSize > 0 && blockSize & (blockSize - 1) == 0, "KVView: blockSize must be a power of two")
-        raw = ck_kv_view(type: type.ck, row_bytes: Int64(type.rowBytes(values: headDimension)),
+        raw = ck_kv_view(type: format.ck, row_bytes: Int64(format.rowBytes(values: headDimension)),
                          k_base: keys.assumingMemoryBound(to: UInt8.self), v_base: values.assumingMemoryBound(to: UInt8.self),
                          table: table, block_size: Int64(blockSize), block_stride: Int64(blockStride),
                          layer_offset: Int64(layerOffset), n_cached: Int64(cachedCount), k_chain: chainKeys,
@@ -54,17 +44,17 @@ public struct KVView {
 }
 
 extension Ops {
-    /// Stores `count` f32 values (`count / headDimension` heads) as consecutive head rows of `type` at
-    /// `row` (`type.rowBytes(values: headDimension)` bytes each). Bit-identical in every kernel set.
-    public static func storeKV(_ x: UnsafePointer<Float>, count: Int, headDimension: Int, as type: KVCacheType,
+    /// Stores `count` f32 values (`count / headDimension` heads) as consecutive head rows in `format`
+    /// at `row` (`format.rowBytes(values: headDimension)` bytes each). Bit-identical in every kernel set.
+    public static func storeKV(_ x: UnsafePointer<Float>, count: Int, headDimension: Int, as format: KVRowFormat,
                                into row: UnsafeMutableRawPointer, kernels: KernelSet = .current) {
         precondition(headDimension > 0 && count % headDimension == 0)
-        ck_kv_store(kernels.table, type.ck, x, Int64(count), Int64(headDimension), row)
+        ck_kv_store(kernels.table, format.ck, x, Int64(count), Int64(headDimension), row)
     }
 
     /// Reads one stored head row back as `headDimension` f32 values.
-    public static func loadKV(_ row: UnsafeRawPointer, headDimension: Int, as type: KVCacheType, into y: UnsafeMutablePointer<Float>) {
-        ck_kv_load(type.ck, row, Int64(headDimension), y)
+    public static func loadKV(_ row: UnsafeRawPointer, headDimension: Int, as format: KVRowFormat, into y: UnsafeMutablePointer<Float>) {
+        ck_kv_load(format.ck, row, Int64(headDimension), y)
     }
 
     /// The part of `attend` over positions `begin..<end`, unnormalised: `acc` `[group][headDim]`

@@ -14,10 +14,6 @@ public enum KernelError: Error, CustomStringConvertible, Equatable {
     case kernelSetUnsupported(String, missing: String, available: [String])
     /// A kernel set name that does not exist.
     case unknownKernelSet(String)
-    /// A key/value cache storage type that does not exist.
-    case unknownKVCacheType(String)
-    /// Q8_0 key/value storage needs every head's values in whole blocks of 32.
-    case kvCacheTypeNeedsBlocks(type: String, headDimension: Int)
 
     public var description: String {
         switch self {
@@ -31,10 +27,6 @@ public enum KernelError: Error, CustomStringConvertible, Equatable {
             return "kernel set '\(name)' cannot run on this CPU (missing: \(missing)); use kernels 'auto' or one this CPU runs: \(available.joined(separator: ", "))"
         case let .unknownKernelSet(name):
             return "unknown kernel set '\(name)'; choose one of: auto, \(KernelSet.Name.allCases.map(\.rawValue).joined(separator: ", "))"
-        case let .unknownKVCacheType(name):
-            return "unknown key/value cache type '\(name)'; choose one of: \(KVCacheType.allCases.map(\.rawValue).joined(separator: ", "))"
-        case let .kvCacheTypeNeedsBlocks(type, hd):
-            return "key/value cache type \(type) stores blocks of 32 values, but this model's head dimension is \(hd); use kv_cache_type f16 or f32"
         }
     }
 }

@@ -83,6 +83,8 @@ public enum Ops {
         }
     }
 
+    // MARK: - Logits: top-k, log-sum-exp, argmax (the one implementation of each)
+
     /// The `k` largest logits (descending; ties: the lower id first) into `ids`/`values` (`[k]`
     /// each, k <= count), and the log-sum-exp of all `count` logits. Two passes, SIMD.
     @discardableResult
@@ -90,6 +92,27 @@ public enum Ops {
                             values: UnsafeMutablePointer<Float>, kernels: KernelSet = .current) -> Float {
         precondition(k >= 1 && k <= count)
         return ck_logits_summary(kernels.table, x, Int64(count), Int32(k), ids, values)
+    }
+
+    /// log(sum(exp(x[i]))) over `count` >= 1 values, computed as max + log(sum(exp(x - max))) so
+    /// it neither overflows nor underflows (`topK`'s pass with k = 1).
+    public static func logSumExp(_ x: UnsafePointer<Float>, count: Int, kernels: KernelSet = .current) -> Float {
+        var id: Int32 = 0
+        var value: Float = 0
+        return topK(x, count: count, k: 1, ids: &id, values: &value, kernels: kernels)
+    }
+
+    /// Index of the largest of `count` >= 1 values, the lowest index among ties: greedy decoding.
+    /// One compare per value, no exp (cheaper than `topK` with k = 1, and the same index).
+    public static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int32 {
+        precondition(count >= 1, "argmax of an empty row")
+        var best = 0
+        var bestValue = x[0]
+        for i in 1..<count where x[i] > bestValue {
+            best = i
+            bestValue = x[i]
+        }
+        return Int32(best)
     }
 
     /// In place: x[i] = exp(x[i] - max) / sum; -infinity gives exactly 0. count 0 is a no-op.

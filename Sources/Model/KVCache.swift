@@ -1,5 +1,35 @@
 import Kernels
 
+/// How cached keys and values are stored (as llama.cpp's `--cache-type-k/v`): `f16` (default:
+/// half the bytes of f32, exact f16 rounding of each value), `q8_0` (int8 values with one f16 scale
+/// per 32, about a quarter of f32; needs head dimensions that are multiples of 32) or `f32`.
+public enum KVCacheType: String, CaseIterable, Sendable, Codable {
+    case f32, f16, q8_0
+
+    /// Parses a name (`f32`, `f16`, `q8_0`, any case); throws `ModelError.unknownKVCacheType`.
+    public init(parsing text: String) throws {
+        guard let t = KVCacheType(rawValue: text.lowercased()) else { throw ModelError.unknownKVCacheType(text) }
+        self = t
+    }
+
+    /// Checks that rows made of heads of `headDimension` values can use this type; throws
+    /// `ModelError.kvCacheTypeNeedsBlocks`.
+    public func validate(headDimension: Int) throws {
+        if self == .q8_0 && headDimension % 32 != 0 {
+            throw ModelError.kvCacheTypeNeedsBlocks(type: rawValue, headDimension: headDimension)
+        }
+    }
+
+    /// The kernels' layout of one head row of this type.
+    public var rowFormat: KVRowFormat {
+        switch self {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .q8_0: return .q8_0
+        }
+    }
+}
+
 /// Key/value storage in fixed-size blocks shared by `slotCount` sequences, with prefix reuse.
 ///
 /// Layout: keys and values are stored per head row (the `headDimension` values of one key/value
@@ -82,7 +112,7 @@ public final class KVCache {
         self.maxStepRows = maxStepRows
         self.blockSize = blockSize
         self.type = type
-        headRowBytes = type.rowBytes(values: headDimension)
+        headRowBytes = type.rowFormat.rowBytes(values: headDimension)
         rowBytes = kvDimension / headDimension * headRowBytes
         maxBlocksPerSlot = (capacity + blockSize - 1) / blockSize
         let blocks = blockCount ?? slotCount * maxBlocksPerSlot
@@ -167,7 +197,7 @@ public final class KVCache {
         for h in 0..<(kvDimension / headDimension) {
             out.withUnsafeMutableBufferPointer {
                 Ops.loadKV(cachedRow(slot: slot, layer: layer, head: h, position: position, values: values),
-                           headDimension: headDimension, as: type, into: $0.baseAddress! + h * headDimension)
+                           headDimension: headDimension, as: type.rowFormat, into: $0.baseAddress! + h * headDimension)
             }
         }
         return out

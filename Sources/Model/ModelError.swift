@@ -15,6 +15,10 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
     case outOfCacheBlocks(slot: Int, needed: Int, available: Int)
     case invalidLayerCount(requested: Int, available: Int)
     case invalidLayerList([Int], available: Int)
+    /// A key/value cache storage type that does not exist.
+    case unknownKVCacheType(String)
+    /// Q8_0 key/value storage needs every head's values in whole blocks of 32.
+    case kvCacheTypeNeedsBlocks(type: String, headDimension: Int)
 
     public var description: String {
         switch self {
@@ -44,6 +48,10 @@ public enum ModelError: Error, CustomStringConvertible, Equatable {
             return "an early-exit forward of \(requested) layers is invalid; the model has \(available) layers: use 1...\(available)"
         case .invalidLayerList(let list, let available):
             return "layer list \(list) is invalid; list distinct layers of 0..<\(available) in increasing order"
+        case .unknownKVCacheType(let name):
+            return "unknown key/value cache type '\(name)'; choose one of: \(KVCacheType.allCases.map(\.rawValue).joined(separator: ", "))"
+        case .kvCacheTypeNeedsBlocks(let type, let hd):
+            return "key/value cache type \(type) stores blocks of 32 values, but this model's head dimension is \(hd); use kv_cache_type f16 or f32"
         case .invalidParent(let row, let parent):
             return "row \(row) names parent row \(parent), which is not an earlier row of the same sequence"
         }

@@ -94,8 +94,8 @@ struct RopeAndStoreRows: RowWork {
             Ops.rope(q, heads: queryHeads, headDim: headDim, cos: cs, sin: sn, neox: neox, kernels: kernels)
             Ops.rope(q + e, heads: kvHeads, headDim: headDim, cos: cs, sin: sn, neox: neox, kernels: kernels)
             let row = (firstStepRow + i) * stepRowBytes
-            Ops.storeKV(q + e, count: kv, headDimension: headDim, as: type, into: stepKeys + row, kernels: kernels)
-            Ops.storeKV(q + e + kv, count: kv, headDimension: headDim, as: type, into: stepValues + row, kernels: kernels)
+            Ops.storeKV(q + e, count: kv, headDimension: headDim, as: type.rowFormat, into: stepKeys + row, kernels: kernels)
+            Ops.storeKV(q + e + kv, count: kv, headDimension: headDim, as: type.rowFormat, into: stepValues + row, kernels: kernels)
         }
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Kernels
 
 // MARK: - Sampling parameters
 
@@ -158,7 +159,7 @@ public struct Sampler: Sendable {
         precondition(count > 0 && count <= candidateIDs.count, "logits count \(count) outside 1...\(candidateIDs.count)")
         applyPenalties(logits, count: count, history: history)
         if parameters.temperature <= 0 {
-            return Self.argmax(logits, count: count)
+            return Ops.argmax(logits, count: count)
         }
         computeDistribution(logits, count: count)
         let u = random.nextUnit()
@@ -186,13 +187,33 @@ public struct Sampler: Sendable {
         precondition(count > 0 && count <= candidateIDs.count, "logits count \(count) outside 1...\(candidateIDs.count)")
         applyPenalties(logits, count: count, history: history)
         if parameters.temperature <= 0 {
-            candidateIDs[0] = Self.argmax(logits, count: count)
+            candidateIDs[0] = Ops.argmax(logits, count: count)
             candidateProbabilities[0] = 1
             candidateCount = 1
         } else {
             computeDistribution(logits, count: count)
         }
         return (candidateIDs[0..<candidateCount], candidateProbabilities[0..<candidateCount])
+    }
+
+    // MARK: - Greedy choice and log-probabilities (`Kernels.Ops`, for callers that see only Model)
+
+    /// Index of the largest of `count` logits, the lowest among ties (`Ops.argmax`).
+    public static func argmax(_ logits: UnsafePointer<Float>, count: Int) -> Int32 {
+        Ops.argmax(logits, count: count)
+    }
+
+    /// The log-sum-exp of `count` logits and the `top` most likely tokens with their
+    /// log-probabilities (descending; ties: the lower ID first), from one `Ops.topK` pass.
+    /// A token's log-probability is its logit minus `logSumExp`.
+    public static func logprobs(_ logits: UnsafePointer<Float>, count: Int,
+                                top: Int) -> (logSumExp: Float, top: [(id: Int32, logprob: Float)]) {
+        let k = min(top, count)
+        guard k > 0 else { return (Ops.logSumExp(logits, count: count), []) }
+        var ids = [Int32](repeating: 0, count: k)
+        var values = [Float](repeating: 0, count: k)
+        let lse = Ops.topK(logits, count: count, k: k, ids: &ids, values: &values)
+        return (lse, (0..<k).map { (id: ids[$0], logprob: values[$0] - lse) })
     }
 
     // MARK: - Pipeline steps
@@ -205,17 +226,6 @@ public struct Sampler: Sendable {
         for id in history.seenIDs where Int(id) < count {
             logits[Int(id)] -= Float(history.count(of: id)) * frequency + presence
         }
-    }
-
-    /// Index of the largest logit; the lowest index wins ties.
-    private static func argmax(_ logits: UnsafeMutablePointer<Float>, count: Int) -> Int32 {
-        var best = 0
-        var bestValue = logits[0]
-        for i in 1..<count where logits[i] > bestValue {
-            bestValue = logits[i]
-            best = i
-        }
-        return Int32(best)
     }
 
     /// Fills the candidate buffers with the truncated, normalized distribution.

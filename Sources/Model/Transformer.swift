@@ -530,7 +530,7 @@ private struct AttentionTask: ThreadPoolTask {
                 }
                 lastRow = r
             }
-            let view = KVView(type: cache.type, headDimension: headDim, keys: cache.keys, values: cache.values,
+            let view = KVView(format: cache.type.rowFormat, headDimension: headDim, keys: cache.keys, values: cache.values,
                               table: cache.table(slot: row.slot), blockSize: cache.blockSize, blockStride: cache.blockStride,
                               layerOffset: cache.headOffset(layer: layer, head: h), cachedCount: cache.lengths[row.slot],
                               chainKeys: chainKeys, chainValues: chainValues, chainOffset: h * cache.headRowBytes,

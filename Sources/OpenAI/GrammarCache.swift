@@ -1,6 +1,6 @@
+import ChatTemplate
 import Foundation
 import Grammar
-import Model
 
 /// The served model's vocabulary as a token trie (built on first use) and the grammars requests
 /// used lately, bound to it: a repeated schema or tool list reuses its automaton and its cached

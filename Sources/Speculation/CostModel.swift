@@ -343,13 +343,4 @@ public enum CASTPlanner {
         return Plan(perSequence: perSequence, goodput: bestGoodput * 1000, plainGoodput: plain * 1000,
                     shape: base.adding(nodes: best, positions: extra))
     }
-
-    /// The plan for one sequence's chain (all its base rows with logits), as before batching.
-    public static func plan(candidates: [Candidate], sequences: Int, baseRows: Int, baseTokens: Int, basePositions: Int = 0,
-                            maxRows: Int, cost: CostModel, minimumGain: Double = 0.03) -> (perSequence: [Int], goodput: Double, plainGoodput: Double) {
-        let p = plan(candidates: candidates, sequences: sequences,
-                     base: StepShape(rows: baseRows, logitRows: baseRows, positions: basePositions), baseTokens: baseTokens,
-                     maxRows: maxRows, cost: cost, minimumGain: minimumGain)
-        return (p.perSequence, p.goodput, p.plainGoodput)
-    }
 }

@@ -30,7 +30,7 @@ var row = [BatchRow(slot: 0, token: 1, position: 0)]
 func step() throws {
     try model.forward(row, cache: cache)
     try cache.commit(slot: 0, rows: CollectionOfOne(0), tokens: CollectionOfOne(row[0].token))
-    row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
+    row[0] = BatchRow(slot: 0, token: Ops.argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
 }
 for _ in 0..<16 { try step() }
 let forwardSteps = 128

@@ -1,6 +1,8 @@
 import Foundation
 import Kernels
 import Model
+import Engine
+import ChatTemplate
 
 /// One point of the step-cost curve: the median wall time of a forward step of `rows` new rows
 /// spread over `sequences` sequences, each with `context` cached positions, logits for every row
@@ -125,16 +127,22 @@ struct SingleStreamBench {
     let cacheType: KVCacheType
     let log: (String) -> Void
 
-    /// Greedy single-stream generation of every bench prompt (each up to its max_tokens; an
-    /// end-of-turn token ends it early, as in the server).
+    /// Greedy single-stream generation of every bench prompt through an engine of one slot (each
+    /// up to its max_tokens; an end-of-turn token ends it early, as in the server).
     func runPrompts() throws -> (total: CategoryFigures, categories: [CategoryFigures]) {
-        let generator = Generator(model: model, contextLength: 4096)
+        var config = EngineConfiguration(slots: 1, contextLength: 4096, maxWaiting: 0, prefillChunk: model.maxStepRows)
+        config.kvCacheType = cacheType
+        let engine = Engine(model: model, configuration: config)
+        defer {
+            engine.shutdown()
+            engine.waitUntilStopped(timeout: .seconds(60))
+        }
         var byCategory: [String: [GenerationStats]] = [:]
         var order: [String] = []
         for (i, prompt) in prompts.enumerated() {
             let tokens = try formatter.tokens(for: prompt)
-            let stats = try generator.generate(prompt: tokens, maxTokens: prompt.maxTokens, stopTokens: formatter.stopTokens,
-                                               next: { argmax($0, count: $1) }, onToken: { _ in true })
+            let stats = try engine.generate(GenerationRequest(promptTokens: tokens, maxTokens: prompt.maxTokens, sampling: .greedy,
+                                                              stopTokens: formatter.stopTokens)) { _ in }
             if byCategory[prompt.category] == nil { order.append(prompt.category) }
             byCategory[prompt.category, default: []].append(stats)
             log(String(format: "[%2d/%d] %-14@ prompt %4d tok  completion %4d tok  prefill %7.1f tok/s  decode %6.1f tok/s",
@@ -161,33 +169,22 @@ struct SingleStreamBench {
     /// llama-bench's pp512 (one 512-token prefill) and tg128 (128 decode steps from an empty
     /// context), `repetitions` times each after a warm-up.
     func runSynthetic(repetitions: Int) throws -> [Throughput] {
-        let generator = Generator(model: model, contextLength: 1024, cacheType: cacheType)
-        let cache = generator.cache
-        let prompt = (0..<512).map { Int32(100 + ($0 * 7919) % 40000) }
+        let cache = model.makeCache(slots: 1, capacity: 513, type: cacheType)
         let clock = ContinuousClock()
         func pp() throws -> Double {
+            cache.reset(slot: 0)
             let t = clock.now
-            try generator.prefill(prompt)
+            try fill(cache, slot: 0, count: 512)
             return 512 / (clock.now - t).seconds
         }
-        func tg() throws -> Double {
-            cache.reset(slot: 0)
-            var row = [BatchRow(slot: 0, token: 1, position: 0)]
-            let t = clock.now
-            for _ in 0..<128 {
-                try model.forward(row, cache: cache)
-                try cache.commit(slot: 0, rows: CollectionOfOne(0))
-                row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
-            }
-            return 128 / (clock.now - t).seconds
-        }
         _ = try pp()
-        _ = try tg()
-        return [try measure("pp512", repetitions, pp), try measure("tg128", repetitions, tg)]
+        return [try measure("pp512", repetitions, pp), try runDecode(depth: 0, repetitions: repetitions, name: "tg128")]
     }
 
-    /// tg128 after `depth` cached positions (llama-bench's `-n 128 -d depth`): 128 decode steps
-    /// timed, `repetitions` times after a warm-up; the prefill of the depth is not timed.
+    /// tg128 after `depth` cached positions (llama-bench's `-n 128 -d depth`): 128 greedy decode
+    /// steps of one row timed, `repetitions` times after a warm-up; the prefill of the depth is not
+    /// timed. (The forward pass alone, as llama-bench times it: the engine's step adds its
+    /// scheduling, which `runPrompts` includes.)
     func runDecode(depth: Int, repetitions: Int, name: String? = nil) throws -> Throughput {
         let cache = model.makeCache(slots: 1, capacity: depth + 130, type: cacheType)
         try fill(cache, slot: 0, count: depth)
@@ -199,7 +196,7 @@ struct SingleStreamBench {
             for _ in 0..<128 {
                 try model.forward(row, cache: cache)
                 try cache.commit(slot: 0, rows: CollectionOfOne(0))
-                row[0] = BatchRow(slot: 0, token: argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
+                row[0] = BatchRow(slot: 0, token: Ops.argmax(model.logits, count: model.config.vocabularySize), position: cache.lengths[0])
             }
             return 128 / (clock.now - t).seconds
         }

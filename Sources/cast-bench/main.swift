@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatTemplate
 import Foundation
 import GGUF
 import Kernels

@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatTemplate
 import Dispatch
 import Engine
 import Foundation

@@ -1,5 +1,6 @@
 import Foundation
 import Kernels
+import Model
 import OpenAI
 
 /// The server's configuration: config.json, then `CASTSERVE_*` environment variables, then flags.

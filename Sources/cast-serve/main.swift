@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GGUF
 import Model
+import Engine
 import Tokenizer
 import ChatTemplate
 
@@ -81,27 +82,16 @@ extension CastServe {
             if let system { messages.append(ChatMessage(role: "system", content: system)) }
             messages.append(ChatMessage(role: "user", content: prompt))
             let tokens = chat ? try formatter.chatTokens(messages) : formatter.completionTokens(prompt)
-            let generator = Generator(model: model, contextLength: 4096)
-            var sampler = Sampler(parameters: SamplingParameters(temperature: Float(temperature), topK: topK, topP: Float(topP), seed: seed),
-                                  vocabularySize: model.config.vocabularySize)
-            var history = TokenCounts(vocabularySize: model.config.vocabularySize)
-            var decoder = Tokenizer.StreamingDecoder(tokenizer: formatter.tokenizer, skipSpecial: true)
-            let out = FileHandle.standardOutput
-            let stats = try generator.generate(
-                prompt: tokens, maxTokens: maxTokens, stopTokens: formatter.stopTokens,
-                next: { logits, count in
-                    let token = sampler.sample(logits: logits, count: count, history: history)
-                    history.add(token)
-                    return token
-                },
-                onToken: { token in
-                    if !formatter.stopTokens.contains(token) {
-                        let text = decoder.append(token)
-                        if !text.isEmpty { out.write(Data(text.utf8)) }
-                    }
-                    return true
-                })
-            out.write(Data((decoder.finish() + "\n").utf8))
+            let engine = Engine(model: model, configuration: EngineConfiguration(slots: 1, contextLength: 4096, maxWaiting: 0,
+                                                                                 prefillChunk: 512))
+            defer { engine.shutdown() }
+            let request = GenerationRequest(
+                promptTokens: tokens, maxTokens: maxTokens,
+                sampling: SamplingParameters(temperature: Float(temperature), topK: topK, topP: Float(topP), seed: seed),
+                stopTokens: formatter.stopTokens)
+            let printer = TokenPrinter(formatter: formatter)
+            let stats = try engine.generate(request) { printer.append($0) }
+            printer.finish()
             note(String(format: "prompt %d tokens, %.1f tok/s; completion %d tokens, %.1f tok/s; finish: %@",
                         stats.promptTokens, Double(stats.promptTokens) / stats.prefillSeconds, stats.completionTokens,
                         Double(max(stats.completionTokens - 1, 0)) / max(stats.decodeSeconds, 1e-9), stats.finishReason.rawValue))
@@ -146,6 +136,28 @@ extension CastServe {
             print(tokenizer.decode(tokens))
         }
     }
+}
+
+/// Writes generated text to stdout as tokens arrive (stop tokens are not printed). Called on the
+/// engine thread, one token at a time.
+final class TokenPrinter: @unchecked Sendable {
+    private let stopTokens: Set<Int32>
+    private var decoder: Tokenizer.StreamingDecoder
+    private let out = FileHandle.standardOutput
+
+    init(formatter: PromptFormatter) {
+        stopTokens = formatter.stopTokens
+        decoder = Tokenizer.StreamingDecoder(tokenizer: formatter.tokenizer, skipSpecial: true)
+    }
+
+    func append(_ token: Int32) {
+        guard !stopTokens.contains(token) else { return }
+        let text = decoder.append(token)
+        if !text.isEmpty { out.write(Data(text.utf8)) }
+    }
+
+    /// Writes what the decoder still holds and a newline.
+    func finish() { out.write(Data((decoder.finish() + "\n").utf8)) }
 }
 
 CastServe.main()

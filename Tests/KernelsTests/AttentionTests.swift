@@ -14,8 +14,8 @@ import Kernels
         [(1, 0, 1, 64), (3, 1, 0, 64), (3, 17, 4, 64), (3, 129, 31, 64), (1, 0, 33, 64), (2, 64, 1, 64), (5, 9, 2, 128),
          (4, 40, 3, 256)]
 
-    @Test(arguments: runnableSets, KVCacheType.allCases)
-    func matchesDirectComputationAndScalar(kernels: KernelSet, type: KVCacheType) throws {
+    @Test(arguments: runnableSets, KVRowFormat.allCases)
+    func matchesDirectComputationAndScalar(kernels: KernelSet, type: KVRowFormat) throws {
         let scalar = try KernelSet.named(.scalar)
         for (group, cached, chain, hd) in Self.shapes {
             var rng = SeededRandom(seed: UInt64(group * 1000 + cached * 10 + chain + hd))
@@ -74,7 +74,7 @@ import Kernels
                 let vp: [UnsafePointer<UInt8>?] = chainValues.map { UnsafePointer($0) } + [nil]
                 keyStore.withUnsafeBytes { ks in valueStore.withUnsafeBytes { vs in table.withUnsafeBufferPointer { t in
                 kp.withUnsafeBufferPointer { kc in vp.withUnsafeBufferPointer { vc in
-                    let view = KVView(type: type, headDimension: hd, keys: ks.baseAddress!, values: vs.baseAddress!,
+                    let view = KVView(format: type, headDimension: hd, keys: ks.baseAddress!, values: vs.baseAddress!,
                                       table: t.baseAddress!, blockSize: blockSize, blockStride: blockStride, layerOffset: layerOffset,
                                       cachedCount: cached, chainKeys: kc.baseAddress!, chainValues: vc.baseAddress!,
                                       chainOffset: head * rowBytes, chainCount: chain)
@@ -104,8 +104,8 @@ import Kernels
 
     /// Stored rows read back: f32 exactly, f16 within half-precision rounding, q8_0 within half a
     /// quantization step of its block; and the bytes are the same on every kernel set.
-    @Test(arguments: KVCacheType.allCases)
-    func storedRowsReadBack(type: KVCacheType) throws {
+    @Test(arguments: KVRowFormat.allCases)
+    func storedRowsReadBack(type: KVRowFormat) throws {
         var rng = SeededRandom(seed: 31)
         let n = 192, hd = 64
         let x = rng.floats(n, scale: 3)
@@ -134,7 +134,7 @@ import Kernels
                 }
             }
         }
-        #expect(KVCacheType.f16.rowBytes(values: 64) == 128 && KVCacheType.q8_0.rowBytes(values: 64) == 68
-                && KVCacheType.f32.rowBytes(values: 64) == 256)
+        #expect(KVRowFormat.f16.rowBytes(values: 64) == 128 && KVRowFormat.q8_0.rowBytes(values: 64) == 68
+                && KVRowFormat.f32.rowBytes(values: 64) == 256)
     }
 }

@@ -44,11 +44,5 @@ import Kernels
         #expect(try KernelChoice(parsing: "neon") == .named(.neon))
         #expect(throws: KernelError.unknownKernelSet("sse4")) { try KernelChoice(parsing: "sse4") }
         #expect(KernelError.unknownKernelSet("sse4").description.contains("auto, scalar, avx2, avx512, neon"))
-        #expect(try KVCacheType(parsing: "Q8_0") == .q8_0)
-        #expect(throws: KernelError.unknownKVCacheType("q4_0")) { try KVCacheType(parsing: "q4_0") }
-        #expect(throws: KernelError.kvCacheTypeNeedsBlocks(type: "q8_0", headDimension: 80)) {
-            try KVCacheType.q8_0.validate(headDimension: 80)
-        }
-        try KVCacheType.f16.validate(headDimension: 80)
     }
 }

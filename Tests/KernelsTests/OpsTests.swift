@@ -89,6 +89,23 @@ private let lengths = [1, 3, 15, 16, 17, 31, 33, 127, 129, 1000]
         #expect(abs(Double(lse) - reference) < 1e-4 * max(1, abs(reference)), "\(kernels)")
     }
 
+    /// argmax is topK's first id (ties: the lower index), and logSumExp topK's sum, with banned
+    /// (-infinity) entries and a tie at the maximum.
+    @Test(arguments: runnableSets, [1, 7, 33, 1000, 49152])
+    func argmaxAndLogSumExpAgreeWithTopK(kernels: KernelSet, count: Int) {
+        var rng = SeededRandom(seed: 950 + UInt64(count))
+        var x = rng.floats(count, scale: 8)
+        if count > 3 { x[2] = -.infinity }
+        if count > 40, let m = x.indices.max(by: { x[$0] < x[$1] }) { x[m + 1 < count ? m + 1 : m - 1] = x[m] }  // a tie at the top
+        var id: Int32 = -1
+        var value: Float = 0
+        let lse = Ops.topK(x, count: count, k: 1, ids: &id, values: &value, kernels: kernels)
+        let first = x.indices.first { x[$0] == x.max()! }!
+        #expect(Ops.argmax(x, count: count) == Int32(first), "\(kernels)")
+        #expect(id == Int32(first))
+        #expect(Ops.logSumExp(x, count: count, kernels: kernels) == lse)
+    }
+
     @Test(arguments: runnableSets, lengths)
     func softmaxMatchesReference(kernels: KernelSet, count: Int) {
         var rng = SeededRandom(seed: 300 + UInt64(count))

@@ -100,7 +100,7 @@ private func sha256(_ path: String) throws -> String {
                     for pair in p.top20 { err = max(err, abs(ours[Int(pair[0])] - Float(pair[1]))) }
                     perPosition.append(err)
                     #expect(err <= KQuantLogitTolerance.maxAbsolute[type]!, "\(type) \(kernels): \(prompt.name) position \(p.pos): max |Δlogit| \(err)")
-                    let ourArgmax = ours.withUnsafeBufferPointer { argmax($0.baseAddress!, count: vocab) }
+                    let ourArgmax = ours.withUnsafeBufferPointer { Ops.argmax($0.baseAddress!, count: vocab) }
                     if p.margin > KQuantLogitTolerance.argmaxMargin {
                         #expect(ourArgmax == p.argmax, "\(type) \(kernels): \(prompt.name) position \(p.pos): argmax \(ourArgmax), reference \(p.argmax) (margin \(p.margin))")
                     }

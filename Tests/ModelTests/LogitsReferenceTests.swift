@@ -86,7 +86,7 @@ let logitsConfigurations: [(KernelSet, KVCacheType)] =
                     perPosition.append(err)
                     compared += 1
                     #expect(err <= bound, "\(kernels) \(kvCacheType): \(prompt.name) position \(p.pos): max |Δlogit| \(err)")
-                    let ourArgmax = ours.withUnsafeBufferPointer { argmax($0.baseAddress!, count: vocab) }
+                    let ourArgmax = ours.withUnsafeBufferPointer { Ops.argmax($0.baseAddress!, count: vocab) }
                     if p.margin > argmaxMarginThreshold {
                         #expect(ourArgmax == p.argmax, "\(kernels) \(kvCacheType): \(prompt.name) position \(p.pos): argmax \(ourArgmax), reference \(p.argmax) (margin \(p.margin))")
                     }

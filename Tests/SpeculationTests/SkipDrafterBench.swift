@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GGUF
+import Kernels
 import Model
 import Speculation
 import ChatTemplate
@@ -97,7 +98,7 @@ import ChatTemplate
             }
             try model.forward(rows, cache: cache)
             for s in 0..<n {
-                let greedy = argmax(model.logits + s * vocabulary, count: vocabulary)
+                let greedy = Ops.argmax(model.logits + s * vocabulary, count: vocabulary)
                 for (h, head) in Self.heads.enumerated() where Int(greedy) < head { shortlisted[h] += 1 }
                 for k in 0..<P {
                     for h in 0..<H {
@@ -225,13 +226,13 @@ import ChatTemplate
             let count = prompts[s].tokens.count
             try model.forward(BatchRow.chain(slot: s, tokens: prompts[s].tokens, startPosition: 0), cache: base)
             try base.commit(slot: s, rows: 0..<count)
-            histories[s].append(argmax(model.logits, count: vocabulary))
+            histories[s].append(Ops.argmax(model.logits, count: vocabulary))
         }
         for _ in 1..<generate {
             let step = (0..<n).map { BatchRow(slot: $0, token: histories[$0].last!, position: base.lengths[$0]) }
             try model.forward(step, cache: base)
             for s in 0..<n {
-                histories[s].append(argmax(model.logits + s * vocabulary, count: vocabulary))
+                histories[s].append(Ops.argmax(model.logits + s * vocabulary, count: vocabulary))
                 try base.commit(slot: s, rows: s..<(s + 1))
             }
         }
@@ -271,7 +272,7 @@ import ChatTemplate
                 for i in chunk.indices {
                     let k = heldOut[start + i] ? 1 : 0
                     counts[k] += 1
-                    if argmax(model.logits + i * vocabulary, count: vocabulary) == targets[start + i] { hits[k] += 1 }
+                    if Ops.argmax(model.logits + i * vocabulary, count: vocabulary) == targets[start + i] { hits[k] += 1 }
                 }
                 start += chunk.count
             }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import GGUF
+import Kernels
 import Model
 import Speculation
 
@@ -44,11 +45,11 @@ import Speculation
         let cache = model.makeCache(slots: 1, capacity: 256)
         try model.forward(BatchRow.chain(slot: 0, tokens: prompt, startPosition: 0), cache: cache)
         try cache.commit(slot: 0, rows: 0..<prompt.count)
-        var out = [argmax(model.logits, count: model.config.vocabularySize)]
+        var out = [Ops.argmax(model.logits, count: model.config.vocabularySize)]
         while out.count < count {
             try model.forward([BatchRow(slot: 0, token: out.last!, position: cache.lengths[0])], cache: cache)
             try cache.commit(slot: 0, rows: 0..<1)
-            out.append(argmax(model.logits, count: model.config.vocabularySize))
+            out.append(Ops.argmax(model.logits, count: model.config.vocabularySize))
         }
         return out
     }

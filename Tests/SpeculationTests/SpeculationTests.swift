@@ -131,10 +131,10 @@ import Speculation
 
     @Test func flatCostGrowsTreesAndLinearCostKeepsPlainDecoding() {
         let c = candidates([[0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]])
-        let wide = CASTPlanner.plan(candidates: c, sequences: 1, baseRows: 1, baseTokens: 1, maxRows: 64, cost: Self.flat)
+        let wide = CASTPlanner.plan(candidates: c, sequences: 1, base: StepShape(rows: 1, logitRows: 1, positions: 0), baseTokens: 1, maxRows: 64, cost: Self.flat)
         #expect(wide.perSequence[0] >= 5)
         #expect(wide.goodput > wide.plainGoodput)
-        let none = CASTPlanner.plan(candidates: c, sequences: 1, baseRows: 1, baseTokens: 1, maxRows: 64, cost: Self.linear)
+        let none = CASTPlanner.plan(candidates: c, sequences: 1, base: StepShape(rows: 1, logitRows: 1, positions: 0), baseTokens: 1, maxRows: 64, cost: Self.linear)
         #expect(none.perSequence[0] == 0)
         #expect(none.goodput == none.plainGoodput)
     }
@@ -143,13 +143,13 @@ import Speculation
         // One node of score 0.05: 1.05 tokens in 5.1 ms against 1 in 5 ms is +2.9%.
         let c = candidates([[0.05]])
         let cost = CostModel(points: [(1, 5), (2, 5.1)])
-        #expect(CASTPlanner.plan(candidates: c, sequences: 1, baseRows: 1, baseTokens: 1, maxRows: 8, cost: cost, minimumGain: 0).perSequence == [1])
-        #expect(CASTPlanner.plan(candidates: c, sequences: 1, baseRows: 1, baseTokens: 1, maxRows: 8, cost: cost).perSequence == [0])
+        #expect(CASTPlanner.plan(candidates: c, sequences: 1, base: StepShape(rows: 1, logitRows: 1, positions: 0), baseTokens: 1, maxRows: 8, cost: cost, minimumGain: 0).perSequence == [1])
+        #expect(CASTPlanner.plan(candidates: c, sequences: 1, base: StepShape(rows: 1, logitRows: 1, positions: 0), baseTokens: 1, maxRows: 8, cost: cost).perSequence == [0])
     }
 
     @Test func confidentSequencesGetMoreOfTheStep() {
         let c = candidates([[0.95, 0.9, 0.85, 0.8], [0.2, 0.1, 0.05, 0.01]])
-        let plan = CASTPlanner.plan(candidates: c, sequences: 2, baseRows: 2, baseTokens: 2, maxRows: 64, cost: Self.flat)
+        let plan = CASTPlanner.plan(candidates: c, sequences: 2, base: StepShape(rows: 2, logitRows: 2, positions: 0), baseTokens: 2, maxRows: 64, cost: Self.flat)
         #expect(plan.perSequence[0] > plan.perSequence[1])
     }
 
@@ -159,7 +159,7 @@ import Speculation
         func next() -> Float { state = state &* 6364136223846793005 &+ 1442695040888963407; return Float(state >> 40) / Float(1 << 24) }
         let c = candidates((0..<4).map { _ in (0..<6).map { _ in next() }.sorted(by: >) })
         for cost in [Self.flat, Self.linear] {
-            let plan = CASTPlanner.plan(candidates: c, sequences: 4, baseRows: 4, baseTokens: 4, maxRows: 64, cost: cost)
+            let plan = CASTPlanner.plan(candidates: c, sequences: 4, base: StepShape(rows: 4, logitRows: 4, positions: 0), baseTokens: 4, maxRows: 64, cost: cost)
             #expect(plan.goodput >= plan.plainGoodput, "seed \(seed)")
         }
     }
@@ -196,7 +196,7 @@ import Speculation
         let m = CostModel(points: [(1, 5), (2, 5.2), (4, 5.6), (8, 8), (16, 13), (32, 25)], msPerPosition: 0.002)
         func plan(context: Int) -> Int {
             let c = (0..<8).map { CASTPlanner.Candidate(sequence: 0, node: $0, score: 0.5 - Float($0) * 0.05, depth: $0 + 1, positions: context + $0 + 1) }
-            return CASTPlanner.plan(candidates: c, sequences: 1, baseRows: 1, baseTokens: 1, basePositions: context, maxRows: 64, cost: m).perSequence[0]
+            return CASTPlanner.plan(candidates: c, sequences: 1, base: StepShape(rows: 1, logitRows: 1, positions: context), baseTokens: 1, maxRows: 64, cost: m).perSequence[0]
         }
         #expect(plan(context: 64) > plan(context: 4000))
     }

@@ -1,6 +1,5 @@
 import GGUF
 import Tokenizer
-import ChatTemplate
 
 /// Turns chat messages or completion text into prompt tokens the way the model expects: the
 /// model's own chat template (or an override), its special tokens, and its BOS policy.
