@@ -68,6 +68,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     public func setReady(_ backend: Backend) {
         metrics.recordBuild(kernels: backend.engine.model.kernels.description,
                             kvCacheType: backend.engine.configuration.kvCacheType.rawValue)
+        metrics.recordModel(id: backend.modelID, kvBlockSize: backend.engine.configuration.blockSize,
+                            kvBlocks: backend.engine.snapshot.kvBlocksTotal)
         lock.lock()
         state = .ready(backend)
         lock.unlock()

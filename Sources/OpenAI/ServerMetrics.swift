@@ -36,6 +36,18 @@ public final class ServerMetrics: @unchecked Sendable {
     let costError: ValueHistogram
     let plannedGoodput: Gauge
     let plainGoodput: Gauge
+    /// The gauges the Kubernetes Gateway API Inference Extension's endpoint picker scrapes, under the
+    /// names its model-server protocol gives for vLLM-compatible servers (README, "Behind the inference
+    /// gateway"); set once the model is known (`recordModel`).
+    private var gateway: GatewayGauges?
+
+    /// `vllm:num_requests_waiting`, `vllm:num_requests_running` and `vllm:kv_cache_usage_perc` (a
+    /// fraction, 1 = full, as vLLM reports it), labelled with the served model's id.
+    struct GatewayGauges {
+        let waiting: Gauge
+        let running: Gauge
+        let kvCacheUsage: Gauge
+    }
 
     public init() {
         let latencyBuckets: [Duration] = [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
@@ -102,6 +114,27 @@ public final class ServerMetrics: @unchecked Sendable {
                            help: "The kernel set (instruction set) and key/value cache type in use; always 1.").set(Double(1))
     }
 
+    /// The served model: labels the gateway gauges with its id and publishes the KV cache's block
+    /// geometry as `vllm:cache_config_info{block_size,num_gpu_blocks} 1` (the protocol's optional
+    /// BlockSize and NumGPUBlocks, read by the endpoint picker's prefix-cache scorer).
+    public func recordModel(id: String, kvBlockSize: Int, kvBlocks: Int) {
+        let label = [("model_name", id)]
+        let gauges = GatewayGauges(
+            waiting: registry.makeGauge(name: "vllm:num_requests_waiting", labels: label,
+                                        help: "Requests queued for a sequence slot (Gateway API Inference Extension: TotalQueuedRequests)."),
+            running: registry.makeGauge(name: "vllm:num_requests_running", labels: label,
+                                        help: "Sequences being generated (Gateway API Inference Extension: TotalRunningRequests)."),
+            kvCacheUsage: registry.makeGauge(name: "vllm:kv_cache_usage_perc", labels: label,
+                                             help: "KV-cache blocks held by running sequences / all blocks, 1 = full (Gateway API Inference Extension: KVCacheUtilization)."))
+        registry.makeGauge(name: "vllm:cache_config_info",
+                           labels: label + [("block_size", String(kvBlockSize)), ("num_gpu_blocks", String(kvBlocks))],
+                           help: "KV-cache geometry: positions per block and blocks in all (the memory is host RAM; the name is vLLM's); always 1.")
+            .set(Double(1))
+        lock.lock()
+        gateway = gauges
+        lock.unlock()
+    }
+
     /// Counts one answered request by route and status.
     func countRequest(route: String, status: Int) {
         let key = "\(route)|\(status)"
@@ -132,6 +165,14 @@ public final class ServerMetrics: @unchecked Sendable {
             draftedTokens.set(Double(e.draftedTokens))
             acceptedTokens.set(Double(e.acceptedTokens))
             speculativeSteps.set(Double(e.speculativeSteps))
+            lock.lock()
+            let g = gateway
+            lock.unlock()
+            if let g {
+                g.waiting.set(Double(e.waiting))
+                g.running.set(Double(e.running))
+                g.kvCacheUsage.set(e.kvBlocksTotal > 0 ? Double(e.kvBlocksUsed) / Double(e.kvBlocksTotal) : 0)
+            }
         }
         return registry.emitToString()
     }
