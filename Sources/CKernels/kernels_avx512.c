@@ -3,6 +3,7 @@
 // cost is in memory traffic and exp, where 512-bit registers gain little.
 #include "ckernels.h"
 #include "internal.h"
+#include "kernel_frontends.h"
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -29,7 +30,7 @@ CK_AVX512 static float dot_avx512(const float *a, const float *b, int64_t n) {
     return hsum16(acc);
 }
 
-CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n) {
+CK_AVX512 static float dot_f16_avx512(const float *a, const uint16_t *b, int64_t n) {
     __m512 acc = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -45,11 +46,10 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
 
 #define BCAST(p) _mm512_set1_epi32(ck_rd32(p))
 
-// One 16-row group against NR activation rows starting at row r0; writes lanes in `mask`.
+// One 16-row group against NR activation rows starting at row r0; writes `lanes`.
 #define Q4_GROUP_BODY(NR)                                                                          \
-    CK_AVX512 static void q4_group_##NR(const uint8_t *base, int64_t nb, int is_q41,              \
-                                        const ck_acts *a, int64_t r0, float *y, int64_t ldy,      \
-                                        __mmask16 mask, const uint8_t *end) {                     \
+    CK_AVX512 static void q4_group_##NR(CK_PASS_PARAMS) {                                          \
+        const int is_q41 = fmt == CK_Q4_1;                                                        \
         const __m512i lo = _mm512_set1_epi8(0x0F);                                               \
         const uint16_t *dp = (const uint16_t *)(base + nb * 256);                                 \
         const uint16_t *mp = dp + nb * 16;                                                        \
@@ -92,13 +92,11 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
                 acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[i][b]), acc[i]);                   \
             }                                                                                     \
         }                                                                                         \
-        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);     \
+        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, (__mmask16)lanes, acc[i]); \
     }
 
 #define Q8_GROUP_BODY(NR)                                                                          \
-    CK_AVX512 static void q8_group_##NR(const uint8_t *base, int64_t nb, const ck_acts *a,         \
-                                        int64_t r0, float *y, int64_t ldy, __mmask16 mask,        \
-                                        const uint8_t *end) {                                     \
+    CK_AVX512 static void q8_group_##NR(CK_PASS_PARAMS) {                                          \
         const uint16_t *dp = (const uint16_t *)(base + nb * 512);                                 \
         __m512 acc[NR];                                                                           \
         const int8_t *aq[NR];                                                                     \
@@ -135,7 +133,7 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si), _mm512_mul_ps(dw, _mm512_set1_ps(ad[i][b])), acc[i]); \
             }                                                                                     \
         }                                                                                         \
-        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);     \
+        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, (__mmask16)lanes, acc[i]); \
     }
 
 Q4_GROUP_BODY(1) Q4_GROUP_BODY(2) Q4_GROUP_BODY(3) Q4_GROUP_BODY(4)
@@ -143,9 +141,11 @@ Q4_GROUP_BODY(5) Q4_GROUP_BODY(6) Q4_GROUP_BODY(7) Q4_GROUP_BODY(8)
 Q8_GROUP_BODY(1) Q8_GROUP_BODY(2) Q8_GROUP_BODY(3) Q8_GROUP_BODY(4)
 Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 
+/// Activation rows per Q4 or Q8_0 pass (1 to 8).
 #ifndef CK_NR
 #define CK_NR 4
 #endif
+_Static_assert(CK_NR >= 1 && CK_NR <= 8, "CK_NR: 1 to 8 rows (the q4_group and q8_group passes)");
 
 
 // The kq formats (Q5_0, Q5_1, K-quants; layout in internal.h, arithmetic in kernels_scalar.c): a
@@ -155,9 +155,8 @@ Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 // of the block are summed apart, so per-16 scales (Q2_K, Q3_K, Q6_K) cost two more fmas, not a
 // second pass. Specialised per (bits, halves, rows) by inlining.
 CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int bits, const int halves, const int nr,
-                                                                      const int off, const uint8_t *base, int64_t nb, const ck_acts *a,
-                                                                      int64_t r0, float *y, int64_t ldy, __mmask16 mask,
-                                                                      const uint8_t *end) {
+                                                                      CK_PASS_PARAMS) {
+    const int off = ck_kq_offset(fmt);
     const __m512i lo = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
@@ -224,92 +223,25 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
             }
         }
     }
-    for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);
+    for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, (__mmask16)lanes, acc[i]);
 }
 
-typedef void (*kq_group_fn)(int, const uint8_t *, int64_t, const ck_acts *, int64_t, float *, int64_t, __mmask16,
-                            const uint8_t *);
-#define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_AVX512 static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, const ck_acts *a, \
-                                                      int64_t r0, float *y, int64_t ldy, __mmask16 mask, const uint8_t *end) { \
-        kq_group(BITS, HALVES, NR, off, base, nb, a, r0, y, ldy, mask, end);                      \
-    }
-#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
-KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
-#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2, kq_##BITS##_##HALVES##_3, kq_##BITS##_##HALVES##_4}
+CK_DEFINE_KQ_PASSES(CK_AVX512, kq_group, 4)
 
-CK_AVX512 static void matmul_kq_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                       int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    static const kq_group_fn fns[4][4] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
-    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
-    const kq_group_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const __mmask16 mask = (__mmask16)ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        float *yg = y + (g * CK_GROUP - out_lo);
-        for (int64_t r0 = 0; r0 < a->rows;) {
-            const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
-            f[nr - 1](ck_kq_offset(fmt), base, nb, a, r0, yg, ldy, mask, end);
-            r0 += nr;
-        }
-    }
+/// How a group runs: whole, by every format's passes; CK_NR rows a pass for Q4 and Q8_0, 4 for the
+/// kq formats.
+CK_AVX512 static ck_plan plan_avx512(int fmt, const ck_acts *a) {
+    static const ck_pass_fn q4[] = {q4_group_1, q4_group_2, q4_group_3, q4_group_4,
+                                    q4_group_5, q4_group_6, q4_group_7, q4_group_8},
+                            q8[] = {q8_group_1, q8_group_2, q8_group_3, q8_group_4,
+                                    q8_group_5, q8_group_6, q8_group_7, q8_group_8};
+    if (ck_is_kq(fmt)) return (ck_plan){1, 4, kq_passes[ck_kq_kind(fmt)]};
+    return (ck_plan){1, CK_NR, fmt == CK_Q8_0 ? q8 : q4};
 }
 
 CK_AVX512 static void matmul_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (ck_is_kq(fmt)) {
-        matmul_kq_avx512(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
-    }
-    if (fmt == CK_F32 || fmt == CK_F16) {
-        for (int64_t o = out_lo; o < out_hi; o++)
-            for (int64_t r = 0; r < a->rows; r++) {
-                const float *x = a->x + r * a->ldx;
-                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot_avx512(x, (const float *)packed + o * in, in)
-                                                          : dot_f16_avx(x, (const uint16_t *)packed + o * in, in);
-            }
-        return;
-    }
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const int is_q41 = fmt == CK_Q4_1;
-    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const int64_t first = g * CK_GROUP;
-        const __mmask16 mask = (__mmask16)ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        float *yg = y + (first - out_lo);
-        int64_t r0 = 0;
-        while (r0 < a->rows) {
-            int64_t nr = a->rows - r0;
-            if (nr > CK_NR) nr = CK_NR;
-            if (fmt == CK_Q8_0) {
-                switch (nr) {
-                case 1: q8_group_1(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 2: q8_group_2(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 3: q8_group_3(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 4: q8_group_4(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 5: q8_group_5(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 6: q8_group_6(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 7: q8_group_7(base, nb, a, r0, yg, ldy, mask, end); break;
-                default: q8_group_8(base, nb, a, r0, yg, ldy, mask, end); break;
-                }
-            } else {
-                switch (nr) {
-                case 1: q4_group_1(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 2: q4_group_2(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 3: q4_group_3(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 4: q4_group_4(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 5: q4_group_5(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 6: q4_group_6(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 7: q4_group_7(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                default: q4_group_8(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                }
-            }
-            r0 += nr;
-        }
-    }
+                                    int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    ck_matmul_frontend(fmt, packed, out, in, a, out_lo, out_hi, y, ldy, dot_avx512, dot_f16_avx512, plan_avx512);
 }
 
 // ------------------------------------------------------------------ activation quantization

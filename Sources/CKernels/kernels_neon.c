@@ -9,6 +9,7 @@
 // its order: every output is bit-identical to the scalar set.
 #include "ckernels.h"
 #include "internal.h"
+#include "kernel_frontends.h"
 #include <math.h>
 #include <string.h>
 #if defined(__aarch64__)
@@ -40,6 +41,7 @@ CK_NEON static float dot16_neon(const float *a, const void *b, int is_f16, int64
 }
 
 CK_NEON static float dot_neon(const float *a, const float *b, int64_t n) { return dot16_neon(a, b, 0, n); }
+CK_NEON static float dot_f16_neon(const float *a, const uint16_t *b, int64_t n) { return dot16_neon(a, b, 1, n); }
 
 // ------------------------------------------------------------------ quantized matmul
 
@@ -56,10 +58,10 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
         if (lanes & (1u << l)) y[l] = t[l];
 }
 
-// Four output rows (quarter `quarter` of a group) against NR activation rows from r0.
+// Four output rows (quarter `part` of a group) against NR activation rows from r0.
 #define Q4_QUARTER_BODY(NR)                                                                         \
-    CK_NEON static void q4_quarter_##NR(const uint8_t *base, int64_t nb, int is_q41, int quarter,   \
-                                        const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
+    CK_NEON static void q4_quarter_##NR(CK_PASS_PARAMS) {                                           \
+        const int is_q41 = fmt == CK_Q4_1, quarter = part;                                          \
         const uint8x16_t low = vdupq_n_u8(0x0F);                                                   \
         const uint16_t *dp = (const uint16_t *)(base + nb * 256) + quarter * 4;                     \
         const uint16_t *mp = dp + nb * 16;                                                          \
@@ -99,8 +101,8 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
     }
 
 #define Q8_QUARTER_BODY(NR)                                                                         \
-    CK_NEON static void q8_quarter_##NR(const uint8_t *base, int64_t nb, int quarter, const ck_acts *a, \
-                                        int64_t r0, float *y, int64_t ldy, uint32_t lanes) {        \
+    CK_NEON static void q8_quarter_##NR(CK_PASS_PARAMS) {                                           \
+        const int quarter = part;                                                                   \
         const uint8x16_t flip = vdupq_n_u8(0x80);                                                  \
         const uint16_t *dp = (const uint16_t *)(base + nb * 512) + quarter * 4;                     \
         float32x4_t acc[NR];                                                                        \
@@ -145,9 +147,8 @@ Q8_QUARTER_BODY(1) Q8_QUARTER_BODY(2) Q8_QUARTER_BODY(3) Q8_QUARTER_BODY(4)
         s1[i] = vdotq_laneq_s32(s1[i], H[J], x1[i], J);                                             \
     }
 CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int bits, const int halves, const int nr,
-                                                                      const int off, const uint8_t *base, int64_t nb, int quarter,
-                                                                      const ck_acts *a, int64_t r0, float *y, int64_t ldy,
-                                                                      uint32_t lanes) {
+                                                                      CK_PASS_PARAMS) {
+    const int off = ck_kq_offset(fmt), quarter = part;
     const uint8x16_t low = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
@@ -218,83 +219,19 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
     for (int i = 0; i < nr; i++) store_lanes4(y + (r0 + i) * ldy, acc[i], lanes);
 }
 
-typedef void (*kq_quarter_fn)(int, const uint8_t *, int64_t, int, const ck_acts *, int64_t, float *, int64_t, uint32_t);
-#define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_NEON static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, int quarter,        \
-                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
-        kq_quarter(BITS, HALVES, NR, off, base, nb, quarter, a, r0, y, ldy, lanes);                \
-    }
-#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
-KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
-#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2, kq_##BITS##_##HALVES##_3, kq_##BITS##_##HALVES##_4}
+CK_DEFINE_KQ_PASSES(CK_NEON, kq_quarter, 4)
 
-CK_NEON static void matmul_kq_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                   int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    (void)out;
-    static const kq_quarter_fn fns[4][4] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
-    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
-    const kq_quarter_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        for (int quarter = 0; quarter < 4; quarter++) {
-            const uint32_t lanes = (mask >> (4 * quarter)) & 0xF;
-            if (!lanes) continue;
-            float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows;) {
-                const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
-                f[nr - 1](ck_kq_offset(fmt), base, nb, quarter, a, r0, yq, ldy, lanes);
-                r0 += nr;
-            }
-        }
-    }
+/// How a group runs: a quarter (4 rows, one register) per pass, up to 4 activation rows, in every
+/// format.
+CK_NEON static ck_plan plan_neon(int fmt, const ck_acts *a) {
+    static const ck_pass_fn q4[] = {q4_quarter_1, q4_quarter_2, q4_quarter_3, q4_quarter_4},
+                            q8[] = {q8_quarter_1, q8_quarter_2, q8_quarter_3, q8_quarter_4};
+    return (ck_plan){4, 4, ck_is_kq(fmt) ? kq_passes[ck_kq_kind(fmt)] : fmt == CK_Q8_0 ? q8 : q4};
 }
 
 CK_NEON static void matmul_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (ck_is_kq(fmt)) {
-        matmul_kq_neon(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
-    }
-    if (fmt == CK_F32 || fmt == CK_F16) {
-        for (int64_t o = out_lo; o < out_hi; o++)
-            for (int64_t r = 0; r < a->rows; r++)
-                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot16_neon(a->x + r * a->ldx, (const float *)packed + o * in, 0, in)
-                                                          : dot16_neon(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
-        return;
-    }
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const int is_q41 = fmt == CK_Q4_1;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        for (int quarter = 0; quarter < 4; quarter++) {
-            const uint32_t lanes = (mask >> (4 * quarter)) & 0xF;
-            if (!lanes) continue;
-            float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows;) {
-                int64_t nr = a->rows - r0;
-                if (nr > 4) nr = 4;
-                if (fmt == CK_Q8_0) {
-                    switch (nr) {
-                    case 1: q8_quarter_1(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    case 2: q8_quarter_2(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    case 3: q8_quarter_3(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    default: q8_quarter_4(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    }
-                } else {
-                    switch (nr) {
-                    case 1: q4_quarter_1(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    case 2: q4_quarter_2(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    case 3: q4_quarter_3(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    default: q4_quarter_4(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    }
-                }
-                r0 += nr;
-            }
-        }
-    }
+    ck_matmul_frontend(fmt, packed, out, in, a, out_lo, out_hi, y, ldy, dot_neon, dot_f16_neon, plan_neon);
 }
 
 // ------------------------------------------------------------------ activation quantization
@@ -557,18 +494,7 @@ CK_NEON static inline __attribute__((always_inline)) void attend_body(const floa
     }
 }
 
-CK_NEON static void attend_neon(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
-                                int64_t end, float *scores, float *acc, float *max_sum) {
-    if (hd % 32 != 0) {
-        ck_attend_scalar(q, group, hd, scale, kv, begin, end, scores, acc, max_sum);
-        return;
-    }
-    switch (kv->type) {
-    case CK_KV_F16: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F16); break;
-    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_Q8_0); break;
-    default: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F32); break;
-    }
-}
+CK_DEFINE_ATTEND(CK_NEON static void attend_neon, attend_body)
 
 const ck_kernels ck_kernels_neon = {
     .id = CK_SET_NEON,
