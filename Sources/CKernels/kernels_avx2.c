@@ -257,7 +257,7 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
     const __m256i lo = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const int64_t wb = ck_kq_wbytes_of(bits), bb = ck_kq_block_bytes_of(bits, halves, off);
     const uint16_t *dd = (const uint16_t *)(base + nb * bb) + 8 * half;
     __m256 acc[2];
     for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
@@ -360,17 +360,15 @@ CK_AVX2 static void quantize_row_avx2(const float *x, int64_t n, int8_t *q, floa
         const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, signless), _mm256_and_ps(x1, signless)),
                                        _mm256_max_ps(_mm256_and_ps(x2, signless), _mm256_and_ps(x3, signless)));
         const float amax = hmax8(m);
-        const float db = amax / 127.0f;
-        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id;
+        const float db = ck_block_scale(amax, &id);
         const __m256 vid = _mm256_set1_ps(id);
         const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, vid));
         const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, vid));
         const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
         const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_storeu_si256((__m256i *)(q + b * CK_QK), _mm256_permutevar8x32_epi32(packed, order));
-        d[b] = db;
-        s[b] = db * (float)sum;
-        c[b] = 128 * sum;
+        ck_block_sums(b, db, sum, d, s, c);
     }
 }
 
@@ -398,16 +396,16 @@ CK_AVX2 static void scale_mul_avx2(const float *x, const float *w, float scale, 
 /// clamped to at most 88; 0 below -87.3 (where the true value is a subnormal) and for NaN.
 CK_AVX2 static inline __m256 exp8(__m256 x0) {
     const __m256 x = _mm256_max_ps(_mm256_min_ps(x0, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.3f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(CK_EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(CK_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(CK_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(CK_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P5));
     p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_cmp_ps(x0, _mm256_set1_ps(-87.3f), _CMP_GE_OQ));
@@ -480,12 +478,7 @@ CK_AVX2 static float logits_summary_avx2(const float *x, int64_t n, int k, int32
         acc = _mm256_add_ps(acc, _mm256_and_ps(exp8(_mm256_sub_ps(v, vm)), _mm256_castsi256_ps(m)));
         unsigned hot = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(m));
         if (filled == k) hot &= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(kth), _CMP_GT_OQ));
-        while (hot) {
-            const int lane = __builtin_ctz(hot);
-            hot &= hot - 1;
-            ck_topk_insert(x[i + lane], (int32_t)(i + lane), k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        ck_topk_offer(x, i, hot, k, &filled, ids, vals, &kth);
     }
     return mx + logf(hsum8(acc));
 }
@@ -514,14 +507,7 @@ CK_AVX2 void ck_rope_avx2(float *x, int64_t heads, int64_t head_dim, const float
                 _mm256_storeu_ps(v + 2 * i, _mm256_addsub_ps(_mm256_mul_ps(xv, c), _mm256_mul_ps(swapped, s)));
             }
         }
-        for (; i < half; i++) {
-            float *p0 = neox ? v + i : v + 2 * i;
-            float *p1 = neox ? v + i + half : v + 2 * i + 1;
-            const float x0 = *p0, x1 = *p1;
-            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
-            *p0 = a - b;
-            *p1 = c + d;
-        }
+        for (; i < half; i++) ck_rope_pair(v, i, half, neox, cs, sn);
     }
 }
 

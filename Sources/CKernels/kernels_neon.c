@@ -58,6 +58,16 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
         if (lanes & (1u << l)) y[l] = t[l];
 }
 
+// Block b's activations of rows r0 .. r0 + N - 1 (N <= 4): x0[i] values 0-15, x1[i] values 16-31, whose
+// 4-value groups vdotq_laneq_s32 takes by lane.
+#define BLOCK_ACTS(N)                                                                               \
+    int8x16_t x0[4], x1[4];                                                                         \
+    for (int i = 0; i < (N); i++) {                                                                 \
+        const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                        \
+        x0[i] = vld1q_s8(x);                                                                        \
+        x1[i] = vld1q_s8(x + 16);                                                                   \
+    }
+
 // Four output rows (quarter `part` of a group) against NR activation rows from r0.
 #define Q4_QUARTER_BODY(NR)                                                                         \
     CK_NEON static void q4_quarter_##NR(CK_PASS_PARAMS) {                                           \
@@ -69,14 +79,9 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
         for (int i = 0; i < NR; i++) acc[i] = vdupq_n_f32(0);                                       \
         for (int64_t b = 0; b < nb; b++) {                                                          \
             const uint8_t *w = base + b * 256 + quarter * 16;                                       \
+            BLOCK_ACTS(NR)                                                                          \
             int32x4_t s[NR];                                                                        \
-            int8x16_t x0[NR], x1[NR];                                                               \
-            for (int i = 0; i < NR; i++) {                                                          \
-                const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                \
-                x0[i] = vld1q_s8(x);                                                                \
-                x1[i] = vld1q_s8(x + 16);                                                           \
-                s[i] = vdupq_n_s32(0);                                                              \
-            }                                                                                       \
+            for (int i = 0; i < NR; i++) s[i] = vdupq_n_s32(0);                                     \
             Q4_CHUNK(NR, 0) Q4_CHUNK(NR, 1) Q4_CHUNK(NR, 2) Q4_CHUNK(NR, 3)                         \
             const float32x4_t dw = half4(dp + b * 16);                                              \
             const float32x4_t mw = is_q41 ? half4(mp + b * 16) : vmulq_n_f32(dw, -8.0f);            \
@@ -109,14 +114,9 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
         for (int i = 0; i < NR; i++) acc[i] = vdupq_n_f32(0);                                       \
         for (int64_t b = 0; b < nb; b++) {                                                          \
             const uint8_t *w = base + b * 512 + quarter * 16;                                       \
+            BLOCK_ACTS(NR)                                                                          \
             int32x4_t s[NR];                                                                        \
-            int8x16_t x0[NR], x1[NR];                                                               \
-            for (int i = 0; i < NR; i++) {                                                          \
-                const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                \
-                x0[i] = vld1q_s8(x);                                                                \
-                x1[i] = vld1q_s8(x + 16);                                                           \
-                s[i] = vdupq_n_s32(0);                                                              \
-            }                                                                                       \
+            for (int i = 0; i < NR; i++) s[i] = vdupq_n_s32(0);                                     \
             Q8_CHUNK(NR, 0, x0, 0) Q8_CHUNK(NR, 1, x0, 1) Q8_CHUNK(NR, 2, x0, 2) Q8_CHUNK(NR, 3, x0, 3) \
             Q8_CHUNK(NR, 4, x1, 0) Q8_CHUNK(NR, 5, x1, 1) Q8_CHUNK(NR, 6, x1, 2) Q8_CHUNK(NR, 7, x1, 3) \
             const float32x4_t dw = half4(dp + b * 16);                                              \
@@ -152,7 +152,7 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
     const uint8x16_t low = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const int64_t wb = ck_kq_wbytes_of(bits), bb = ck_kq_block_bytes_of(bits, halves, off);
     const uint16_t *dd = (const uint16_t *)(base + nb * bb) + 4 * quarter;
     float32x4_t acc[4];
     for (int i = 0; i < nr; i++) acc[i] = vdupq_n_f32(0);
@@ -176,15 +176,9 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
             L[j] = vreinterpretq_s8_u8(l);
             H[j] = vreinterpretq_s8_u8(h);
         }
+        BLOCK_ACTS(nr)
         int32x4_t s0[4], s1[4];
-        int8x16_t x0[4], x1[4];
-        for (int i = 0; i < nr; i++) {
-            const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
-            x0[i] = vld1q_s8(x);
-            x1[i] = vld1q_s8(x + 16);
-            s0[i] = vdupq_n_s32(0);
-            s1[i] = vdupq_n_s32(0);
-        }
+        for (int i = 0; i < nr; i++) s0[i] = s1[i] = vdupq_n_s32(0);
         KQ_DOT(0) KQ_DOT(1) KQ_DOT(2) KQ_DOT(3)
         const float *sp = (const float *)(w + wb) + 4 * quarter;
         float32x4_t sc0, sc1;
@@ -246,8 +240,8 @@ CK_NEON static void quantize_row_neon(const float *x, int64_t n, int8_t *q, floa
             m = vmaxq_f32(m, vabsq_f32(v[i]));
         }
         const float amax = vmaxvq_f32(m);
-        const float db = amax / 127.0f;
-        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id;
+        const float db = ck_block_scale(amax, &id);
         int32x4_t sum = vdupq_n_s32(0);
         int16x8_t h[4];
         for (int i = 0; i < 4; i++) {
@@ -259,9 +253,7 @@ CK_NEON static void quantize_row_neon(const float *x, int64_t n, int8_t *q, floa
         vst1q_s8(q + b * CK_QK, vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1])));
         vst1q_s8(q + b * CK_QK + 16, vcombine_s8(vqmovn_s16(h[2]), vqmovn_s16(h[3])));
         const int32_t total = vaddvq_s32(sum);
-        d[b] = db;
-        s[b] = db * (float)total;
-        c[b] = 128 * total;
+        ck_block_sums(b, db, total, d, s, c);
     }
 }
 
@@ -285,15 +277,15 @@ CK_NEON static void scale_mul_neon(const float *x, const float *w, float scale, 
 /// exp(x) for 4 lanes (the Cephes expf polynomial, as the avx2 set), 0 below -87.3.
 CK_NEON static inline float32x4_t exp4(float32x4_t x0) {
     const float32x4_t x = vmaxq_f32(vminq_f32(x0, vdupq_n_f32(88.0f)), vdupq_n_f32(-87.3f));
-    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
-    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
-    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
-    float32x4_t p = vdupq_n_f32(1.9875691500E-4f);
-    p = vfmaq_f32(vdupq_n_f32(1.3981999507E-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(8.3334519073E-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(4.1665795894E-2f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.6666665459E-1f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(5.0000001201E-1f), p, r);
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, CK_EXP_LOG2E));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(CK_EXP_LN2_HI));
+    r = vfmsq_f32(r, n, vdupq_n_f32(CK_EXP_LN2_LO));
+    float32x4_t p = vdupq_n_f32(CK_EXP_P0);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P1), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P4), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P5), p, r);
     p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), vmulq_f32(p, r), r);
     const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
     const float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
@@ -355,20 +347,13 @@ CK_NEON static float logits_summary_neon(const float *x, int64_t n, int k, int32
     for (; i + 4 <= n; i += 4) {
         const float32x4_t v = vld1q_f32(x + i);
         acc = vaddq_f32(acc, exp4(vsubq_f32(v, vdupq_n_f32(mx))));
-        if (filled == k && vmaxvq_u32(vcgtq_f32(v, vdupq_n_f32(kth))) == 0) continue;
-        for (int l = 0; l < 4; l++) {
-            if (filled == k && !(x[i + l] > kth)) continue;
-            ck_topk_insert(x[i + l], (int32_t)(i + l), k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        // Offered lanes at or below the k-th value leave a full list as it is (ck_topk_insert).
+        if (filled < k || vmaxvq_u32(vcgtq_f32(v, vdupq_n_f32(kth))) != 0) ck_topk_offer(x, i, 0xF, k, &filled, ids, vals, &kth);
     }
     float tail = 0;
     for (; i < n; i++) {
         tail += expf(x[i] - mx);
-        if (filled < k || x[i] > kth) {
-            ck_topk_insert(x[i], (int32_t)i, k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        ck_topk_offer(x, i, 1, k, &filled, ids, vals, &kth);
     }
     return mx + logf(vaddvq_f32(acc) + tail);
 }
@@ -397,14 +382,7 @@ CK_NEON static void rope_neon(float *x, int64_t heads, int64_t head_dim, const f
                 vst2q_f32(v + 2 * i, p);
             }
         }
-        for (; i < half; i++) {
-            float *p0 = neox ? v + i : v + 2 * i;
-            float *p1 = neox ? v + i + half : v + 2 * i + 1;
-            const float x0 = *p0, x1 = *p1;
-            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
-            *p0 = a - b;
-            *p1 = c + d;
-        }
+        for (; i < half; i++) ck_rope_pair(v, i, half, neox, cs, sn);
     }
 }
 
