@@ -14,6 +14,9 @@
 // activation row an s16/s32 partial and an f32 accumulator. Q4 groups are read whole (both halves
 // share each broadcast activation group: measured 20% faster than half at a time), two rows at a
 // time; Q8_0 half a group at a time, up to 4 rows.
+//
+// The matmul front-end and the attention dispatch are kernel_frontends.h's; this file holds the
+// passes, the plan that picks them per format, and the rest of the set's bodies.
 #include "ckernels.h"
 #include "internal.h"
 #include "kernel_frontends.h"

@@ -1,6 +1,9 @@
 // The avx512 kernel set: AVX-512 with VNNI (vpdpbusd over 16-row groups, 512-bit float ops).
 // RoPE, the f16 conversions and attention use the avx2 bodies (every AVX-512 CPU runs them): their
 // cost is in memory traffic and exp, where 512-bit registers gain little.
+//
+// The matmul front-end and the attention dispatch are kernel_frontends.h's; this file holds the
+// passes, the plan that picks them per format, and the rest of the set's bodies.
 #include "ckernels.h"
 #include "internal.h"
 #include "kernel_frontends.h"

@@ -7,6 +7,9 @@
 // x signed int8 straight into int32, so Q8_0 needs no offset correction and Q4's nibbles enter as
 // small positive int8. Integer sums are exact and the float steps are the scalar reference's, in
 // its order: every output is bit-identical to the scalar set.
+//
+// The matmul front-end and the attention dispatch are kernel_frontends.h's; this file holds the
+// passes, the plan that picks them per format, and the rest of the set's bodies.
 #include "ckernels.h"
 #include "internal.h"
 #include "kernel_frontends.h"
