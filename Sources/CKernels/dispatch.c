@@ -189,15 +189,18 @@ float ck_logits_summary(const ck_kernels *k, const float *x, int64_t n, int top,
 void ck_silu_mul(const ck_kernels *k, float *g, const float *u, int64_t n) { k->silu_mul(g, u, n); }
 void ck_gelu_tanh_mul(const ck_kernels *k, float *g, const float *u, int64_t n) { k->gelu_tanh_mul(g, u, n); }
 
-void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float *sn) {
-    // As ggml's rope cache ("normal" mode, no scaling): theta_i = pos * scale^i, computed by repeated
-    // multiplication in float, scale = theta^(-2/head_dim).
-    const float scale = powf(theta, -2.0f / (float)head_dim);
+void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float freq_scale, const float *factors, float *cs,
+                    float *sn) {
+    // As ggml's rope cache: t_i = pos * step^i, computed by repeated multiplication in float,
+    // step = theta^(-2/head_dim); then the scaled angle. freq_scale * t is t itself when freq_scale
+    // is 1 (exact), so the unscaled angles need no path of their own.
+    const float step = powf(theta, -2.0f / (float)head_dim);
     float t = (float)pos;
     for (int64_t i = 0; i < head_dim / 2; i++) {
-        cs[i] = cosf(t);
-        sn[i] = sinf(t);
-        t *= scale;
+        const float angle = freq_scale * (factors ? t / factors[i] : t);
+        cs[i] = cosf(angle);
+        sn[i] = sinf(angle);
+        t *= step;
     }
 }
 

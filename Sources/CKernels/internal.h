@@ -44,6 +44,18 @@ extern const ck_kernels ck_kernels_scalar;
 /// The logistic's argument z of a gated activation, g / (1 + exp(-z)): g itself for SiLU,
 /// g (K0 + K1 g^2) for GELU-tanh (the scalar form every set's tail and the scalar set use).
 static inline float ck_gate_arg(int gelu, float x) { return gelu ? x * (CK_GELU_K0 + CK_GELU_K1 * x * x) : x; }
+/// The vector exp of every SIMD set (Cephes expf, about 1 ulp): n = round(x log2 e), r = x - n ln 2
+/// with ln 2 in two parts (HI has 9 significant bits, so n HI is exact), p = ((((P0 r + P1) r + P2) r +
+/// P3) r + P4) r + P5, exp(x) = 2^n (1 + r + p r^2).
+#define CK_EXP_LOG2E 1.44269504088896341f
+#define CK_EXP_LN2_HI 0.693359375f
+#define CK_EXP_LN2_LO -2.12194440e-4f
+#define CK_EXP_P0 1.9875691500E-4f
+#define CK_EXP_P1 1.3981999507E-3f
+#define CK_EXP_P2 8.3334519073E-3f
+#define CK_EXP_P3 4.1665795894E-2f
+#define CK_EXP_P4 1.6666665459E-1f
+#define CK_EXP_P5 5.0000001201E-1f
 /// The scalar attention body (SIMD sets fall back to it for head dimensions not a multiple of 32).
 void ck_attend_scalar(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
                       int64_t end, float *scores, float *acc, float *max_sum);
@@ -87,8 +99,9 @@ static inline int ck_kq_halves(int fmt) { return fmt == CK_Q2_K || fmt == CK_Q3_
 /// K when a format's minimum is -K * scale (Q5_0: 16, Q3_K: 4, Q6_K: 32), else 0: dequantization then
 /// computes (u - K) * scale, as gguf does (the same value; and -0.0 where gguf gives -0.0).
 static inline int ck_kq_offset(int fmt) { return fmt == CK_Q5_0 ? 16 : fmt == CK_Q3_K ? 4 : fmt == CK_Q6_K ? 32 : 0; }
-/// Bytes of quant values (nibbles + bit planes) per block of a 16-row group.
-static inline int64_t ck_kq_wbytes(int fmt) { return 256 + 64 * (ck_kq_bits(fmt) - 4); }
+/// Bytes of quant values (nibbles + bit planes) per block of a 16-row group, by bits per value.
+static inline int64_t ck_kq_wbytes_of(int bits) { return 256 + 64 * (bits - 4); }
+static inline int64_t ck_kq_wbytes(int fmt) { return ck_kq_wbytes_of(ck_kq_bits(fmt)); }
 /// 1 for the formats whose per-16 scales are packed compactly (Q3_K, Q6_K: a scale per 16 and an
 /// offset K, no stored minimum): as ggml keeps them, an int8 sc per 16 values and one f16 d per 256
 /// values of a row; scale = d * sc is exact in f32 (at most 11 + 8 significant bits), so the kernels
@@ -97,9 +110,14 @@ static inline int ck_kq_compact(int fmt) { return fmt == CK_Q3_K || fmt == CK_Q6
 /// Bytes per block of a 16-row group: values, then either int8 sc [2][16] (compact formats) or f32
 /// scales [halves][16] and (unless the minimum is -K * scale, which the kernels compute: exact, a
 /// power-of-two multiple) f32 mins [halves][16].
+/// By (bits, halves, offset), for the kernels that specialise on bits and halves: compact is
+/// halves && offset.
+static inline int64_t ck_kq_block_bytes_of(int bits, int halves, int off) {
+    if (halves && off) return ck_kq_wbytes_of(bits) + 32;
+    return ck_kq_wbytes_of(bits) + (halves ? 128 : 64) * (off ? 1 : 2);
+}
 static inline int64_t ck_kq_block_bytes(int fmt) {
-    if (ck_kq_compact(fmt)) return ck_kq_wbytes(fmt) + 32;
-    return ck_kq_wbytes(fmt) + (ck_kq_halves(fmt) ? 128 : 64) * (ck_kq_offset(fmt) ? 1 : 2);
+    return ck_kq_block_bytes_of(ck_kq_bits(fmt), ck_kq_halves(fmt), ck_kq_offset(fmt));
 }
 
 /// Bytes of a 16-row group: its blocks, then for the compact formats the f16 d [in / 256][16].
@@ -161,6 +179,33 @@ static inline uint32_t ck_group_mask(int64_t g, int64_t lo, int64_t hi) {
 /// reproduces it bit for bit.
 float ck_dot16_scalar(const float *a, const void *b, int b_is_f16, int64_t n);
 
+/// Rotates pair i of a head v of 2 * half values by angle i: (x0 c - x1 s, x0 s + x1 c), each product
+/// rounded (no fused operations, so every set computes the same bits); the pair is (v[i],
+/// v[i + half]) with `neox`, else (v[2i], v[2i + 1]). The scalar set's body and the SIMD sets' tails.
+static inline void ck_rope_pair(float *v, int64_t i, int64_t half, int neox, const float *cs, const float *sn) {
+    float *p0 = neox ? v + i : v + 2 * i;
+    float *p1 = neox ? v + i + half : v + 2 * i + 1;
+    const float x0 = *p0, x1 = *p1;
+    const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
+    *p0 = a - b;
+    *p1 = c + d;
+}
+
+/// An int8 activation block's scale d = amax / 127 (amax: its largest magnitude), and into *inv the
+/// factor every set multiplies its values by before rounding: 1 / d, or 0 when d = 0 (all zeros).
+static inline float ck_block_scale(float amax, float *inv) {
+    const float d = amax / 127.0f;
+    *inv = d != 0.0f ? 1.0f / d : 0.0f;
+    return d;
+}
+
+/// Stores block b's d, s = d * sum(q) and c = 128 * sum(q) (see ck_acts).
+static inline void ck_block_sums(int64_t b, float db, int32_t sum, float *d, float *s, int32_t *c) {
+    d[b] = db;
+    s[b] = db * (float)sum;
+    c[b] = 128 * sum;
+}
+
 /// Inserts (v, id) into the descending top-k list of `*filled` entries (ties keep the earlier id).
 static inline void ck_topk_insert(float v, int32_t id, int k, int *filled, int32_t *ids, float *vals) {
     int at = *filled < k ? *filled : k - 1;
@@ -173,6 +218,18 @@ static inline void ck_topk_insert(float v, int32_t id, int k, int *filled, int32
     vals[at] = v;
     ids[at] = id;
     if (*filled < k) (*filled)++;
+}
+
+/// Offers the lanes `hot` of a block of logits (bit l: x[i + l]) to the top-k list in lane order,
+/// and sets *kth to the list's k-th value once it is full (then only lanes above it need offering).
+static inline void ck_topk_offer(const float *x, int64_t i, unsigned hot, int k, int *filled, int32_t *ids, float *vals,
+                                 float *kth) {
+    while (hot) {
+        const int lane = __builtin_ctz(hot);
+        hot &= hot - 1;
+        ck_topk_insert(x[i + lane], (int32_t)(i + lane), k, filled, ids, vals);
+        if (*filled == k) *kth = vals[k - 1];
+    }
 }
 
 /// Start of the head row of position j of a key/value view (cached or chain), keys or values.

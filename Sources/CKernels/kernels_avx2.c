@@ -14,8 +14,12 @@
 // activation row an s16/s32 partial and an f32 accumulator. Q4 groups are read whole (both halves
 // share each broadcast activation group: measured 20% faster than half at a time), two rows at a
 // time; Q8_0 half a group at a time, up to 4 rows.
+//
+// The matmul front-end and the attention dispatch are kernel_frontends.h's; this file holds the
+// passes, the plan that picks them per format, and the rest of the set's bodies.
 #include "ckernels.h"
 #include "internal.h"
+#include "kernel_frontends.h"
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -108,13 +112,11 @@ CK_AVX2 static inline void store_lanes(float *y, __m256 v, uint32_t lanes) {
             for (int c_ = 0; c_ < (block_bytes); c_ += 64) _mm_prefetch((const char *)pf_ + c_, _MM_HINT_T0); \
     } while (0)
 
-// Q8_0: eight output rows (half `half` of a group) against NR activation rows from r0.
-// All 16 output rows of a group against NR activation rows from r0, both halves in one pass: each
-// broadcast 4-byte activation group feeds two vpmaddubsw (rows 0-7 and 8-15).
+// Q4_0/Q4_1: all 16 output rows of a group against NR activation rows from r0, both halves in one
+// pass: each broadcast 4-byte activation group feeds two vpmaddubsw (rows 0-7 and 8-15).
 #define Q4_GROUP_BODY(NR)                                                                           \
-    CK_AVX2 static void q4_group_##NR(const uint8_t *base, int64_t nb, int is_q41, int prefetch,     \
-                                      const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t mask, \
-                                      const uint8_t *end) {                                         \
+    CK_AVX2 static void q4_group_##NR(CK_PASS_PARAMS) {                                             \
+        const int is_q41 = fmt == CK_Q4_1;                                                          \
         const __m256i low = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);                   \
         const uint16_t *dp = (const uint16_t *)(base + nb * 256);                                   \
         const uint16_t *mp = dp + nb * 16;                                                          \
@@ -161,19 +163,18 @@ CK_AVX2 static inline void store_lanes(float *y, __m256 v, uint32_t lanes) {
             }                                                                                       \
         }                                                                                           \
         for (int i = 0; i < NR; i++) {                                                              \
-            store_lanes(y + (r0 + i) * ldy, acc0[i], mask & 0xFF);                                  \
-            store_lanes(y + (r0 + i) * ldy + 8, acc1[i], mask >> 8);                                \
+            store_lanes(y + (r0 + i) * ldy, acc0[i], lanes & 0xFF);                                 \
+            store_lanes(y + (r0 + i) * ldy + 8, acc1[i], lanes >> 8);                               \
         }                                                                                           \
     }
 
 Q4_GROUP_BODY(1) Q4_GROUP_BODY(2)
 
+// Q8_0: eight output rows (half `part` of a group) against NR activation rows from r0.
 #define Q8_HALF_BODY(NR)                                                                            \
-    CK_AVX2 static void q8_half_##NR(const uint8_t *base, int64_t nb, int half, int prefetch,        \
-                                     const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes, \
-                                     const uint8_t *end) {                                          \
+    CK_AVX2 static void q8_half_##NR(CK_PASS_PARAMS) {                                              \
         const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);            \
-        const uint16_t *dp = (const uint16_t *)(base + nb * 512) + half * 8;                        \
+        const uint16_t *dp = (const uint16_t *)(base + nb * 512) + part * 8;                        \
         __m256 acc[NR];                                                                             \
         const int8_t *aq[NR];                                                                       \
         const float *ad[NR];                                                                        \
@@ -183,7 +184,7 @@ Q4_GROUP_BODY(1) Q4_GROUP_BODY(2)
             ad[i] = a->d + (r0 + i) * a->ldb;                                                       \
         }                                                                                           \
         for (int64_t b = 0; b < nb; b++) {                                                          \
-            const uint8_t *w = base + b * 512 + half * 32;                                          \
+            const uint8_t *w = base + b * 512 + part * 32;                                          \
             if (prefetch) PREFETCH_AHEAD(base, b, 544, end);                                        \
             __m256i s[NR];                                                                          \
             _Pragma("clang loop unroll(full)")                                                      \
@@ -210,12 +211,11 @@ Q8_HALF_BODY(1) Q8_HALF_BODY(2) Q8_HALF_BODY(3) Q8_HALF_BODY(4)
 /// Q8_0 against a single activation row (decode): the whole group per pass, so each 64-byte chunk
 /// line is read once, in order, and each activation group is broadcast once for both halves. The
 /// same arithmetic per lane as q8_half.
-CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, const ck_acts *a, float *y, uint32_t mask,
-                               const uint8_t *end) {
+CK_AVX2 static void q8_group_1(CK_PASS_PARAMS) {
     const __m256i flip = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     const uint16_t *dp = (const uint16_t *)(base + nb * 512);
-    const int8_t *aq = a->q;
-    const float *ad = a->d;
+    const int8_t *aq = a->q + r0 * a->ldq;
+    const float *ad = a->d + r0 * a->ldb;
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *w = base + b * 512;
@@ -237,14 +237,15 @@ CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, const ck_acts *a
         acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(d0, da), acc0);
         acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(d1, da), acc1);
     }
-    store_lanes(y, acc0, mask & 0xFF);
-    store_lanes(y + 8, acc1, mask >> 8);
+    store_lanes(y + r0 * ldy, acc0, lanes & 0xFF);
+    store_lanes(y + r0 * ldy + 8, acc1, lanes >> 8);
 }
 
 /// Activation rows per pass over a Q8_0 half group (registers: see the file comment).
 #ifndef CK_AVX2_NR
 #define CK_AVX2_NR 4
 #endif
+_Static_assert(CK_AVX2_NR >= 1 && CK_AVX2_NR <= 4, "CK_AVX2_NR: 1 to 4 rows (the q8_half passes)");
 
 
 // The kq formats (Q5_0, Q5_1, K-quants; layout in internal.h, arithmetic in kernels_scalar.c): half a
@@ -254,13 +255,12 @@ CK_AVX2 static void q8_group_1(const uint8_t *base, int64_t nb, const ck_acts *a
 // block's halves are summed apart (per-16 scales of Q2_K, Q3_K, Q6_K). Specialised per (bits,
 // halves, rows) by inlining.
 CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits, const int halves, const int nr,
-                                                                   const int off, const uint8_t *base, int64_t nb, int half, int prefetch,
-                                                                   const ck_acts *a, int64_t r0, float *y, int64_t ldy,
-                                                                   uint32_t lanes, const uint8_t *end) {
+                                                                   CK_PASS_PARAMS) {
+    const int off = ck_kq_offset(fmt), half = part;
     const __m256i lo = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10), ones = _mm256_set1_epi16(1);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const int64_t wb = ck_kq_wbytes_of(bits), bb = ck_kq_block_bytes_of(bits, halves, off);
     const uint16_t *dd = (const uint16_t *)(base + nb * bb) + 8 * half;
     __m256 acc[2];
     for (int i = 0; i < nr; i++) acc[i] = _mm256_setzero_ps();
@@ -330,92 +330,25 @@ CK_AVX2 static inline __attribute__((always_inline)) void kq_half(const int bits
     for (int i = 0; i < nr; i++) store_lanes(y + (r0 + i) * ldy, acc[i], lanes);
 }
 
-typedef void (*kq_half_fn)(int, const uint8_t *, int64_t, int, int, const ck_acts *, int64_t, float *, int64_t, uint32_t,
-                           const uint8_t *);
-#define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_AVX2 static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, int half, int pf,    \
-                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes, \
-                                                    const uint8_t *end) {                                       \
-        kq_half(BITS, HALVES, NR, off, base, nb, half, pf, a, r0, y, ldy, lanes, end);             \
-    }
-#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2)
-KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
-#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2}
+CK_DEFINE_KQ_PASSES(CK_AVX2, kq_half, 2)
 
-CK_AVX2 static void matmul_kq_avx2(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                   int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    static const kq_half_fn fns[4][2] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
-    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
-    const kq_half_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        for (int half = 0; half < 2; half++) {
-            const uint32_t lanes = (mask >> (8 * half)) & 0xFF;
-            if (!lanes) continue;
-            float *yh = y + (g * CK_GROUP + 8 * half - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows;) {
-                const int64_t nr = a->rows - r0 < 2 ? a->rows - r0 : 2;
-                f[nr - 1](ck_kq_offset(fmt), base, nb, half, half == 0 && r0 == 0, a, r0, yh, ldy, lanes, end);
-                r0 += nr;
-            }
-        }
-    }
+/// How a group runs (registers: see the file comment): the kq formats half a group per pass, 2
+/// rows; Q4 the whole group, 2 rows; Q8_0 the whole group for a single row (decode), else half a
+/// group, up to CK_AVX2_NR rows (a chunk's |w| and w take two registers).
+CK_AVX2 static ck_plan plan_avx2(int fmt, const ck_acts *a) {
+    static const ck_pass_fn q4[] = {q4_group_1, q4_group_2}, q8_decode[] = {q8_group_1},
+                            q8[] = {q8_half_1, q8_half_2, q8_half_3, q8_half_4};
+    if (ck_is_kq(fmt)) return (ck_plan){2, 2, kq_passes[ck_kq_kind(fmt)]};
+    if (fmt != CK_Q8_0) return (ck_plan){1, 2, q4};
+    if (a->rows == 1) return (ck_plan){1, 1, q8_decode};
+    return (ck_plan){2, CK_AVX2_NR, q8};
 }
+
+CK_AVX2 static float dot_f16_avx2(const float *a, const uint16_t *b, int64_t n) { return dot16_avx2(a, b, 1, n); }
 
 CK_AVX2 static void matmul_avx2(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (ck_is_kq(fmt)) {
-        matmul_kq_avx2(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
-    }
-    if (fmt == CK_F32 || fmt == CK_F16) {
-        for (int64_t o = out_lo; o < out_hi; o++)
-            for (int64_t r = 0; r < a->rows; r++)
-                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot16_avx2(a->x + r * a->ldx, (const float *)packed + o * in, 0, in)
-                                                          : dot16_avx2(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
-        return;
-    }
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const int is_q41 = fmt == CK_Q4_1;
-    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        if (fmt != CK_Q8_0) {
-            // Q4: the whole group per pass, two activation rows at a time.
-            float *yg = y + (g * CK_GROUP - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows; r0 += 2) {
-                if (a->rows - r0 >= 2) q4_group_2(base, nb, is_q41, r0 == 0, a, r0, yg, ldy, mask, end);
-                else q4_group_1(base, nb, is_q41, r0 == 0, a, r0, yg, ldy, mask, end);
-            }
-            continue;
-        }
-        if (a->rows == 1) {  // decode: the whole group in one pass
-            q8_group_1(base, nb, a, y + (g * CK_GROUP - out_lo), mask, end);
-            continue;
-        }
-        // Q8_0: half a group per pass (a chunk's |w| and w take two registers), up to 4 rows.
-        for (int half = 0; half < 2; half++) {
-            const uint32_t lanes = (mask >> (8 * half)) & 0xFF;
-            if (!lanes) continue;
-            float *yh = y + (g * CK_GROUP + 8 * half - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows;) {
-                int64_t nr = a->rows - r0;
-                if (nr > CK_AVX2_NR) nr = CK_AVX2_NR;
-                const int pf = half == 0 && r0 == 0;
-                switch (nr) {
-                case 1: q8_half_1(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
-                case 2: q8_half_2(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
-                case 3: q8_half_3(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
-                default: q8_half_4(base, nb, half, pf, a, r0, yh, ldy, lanes, end); break;
-                }
-                r0 += nr;
-            }
-        }
-    }
+    ck_matmul_frontend(fmt, packed, out, in, a, out_lo, out_hi, y, ldy, dot_avx2, dot_f16_avx2, plan_avx2);
 }
 
 // ------------------------------------------------------------------ activation quantization
@@ -430,17 +363,15 @@ CK_AVX2 static void quantize_row_avx2(const float *x, int64_t n, int8_t *q, floa
         const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_and_ps(x0, signless), _mm256_and_ps(x1, signless)),
                                        _mm256_max_ps(_mm256_and_ps(x2, signless), _mm256_and_ps(x3, signless)));
         const float amax = hmax8(m);
-        const float db = amax / 127.0f;
-        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id;
+        const float db = ck_block_scale(amax, &id);
         const __m256 vid = _mm256_set1_ps(id);
         const __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(x0, vid)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(x1, vid));
         const __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(x2, vid)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(x3, vid));
         const int32_t sum = hsum8i(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
         const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
         _mm256_storeu_si256((__m256i *)(q + b * CK_QK), _mm256_permutevar8x32_epi32(packed, order));
-        d[b] = db;
-        s[b] = db * (float)sum;
-        c[b] = 128 * sum;
+        ck_block_sums(b, db, sum, d, s, c);
     }
 }
 
@@ -468,16 +399,16 @@ CK_AVX2 static void scale_mul_avx2(const float *x, const float *w, float scale, 
 /// clamped to at most 88; 0 below -87.3 (where the true value is a subnormal) and for NaN.
 CK_AVX2 static inline __m256 exp8(__m256 x0) {
     const __m256 x = _mm256_max_ps(_mm256_min_ps(x0, _mm256_set1_ps(88.0f)), _mm256_set1_ps(-87.3f));
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(CK_EXP_LOG2E)),
                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(CK_EXP_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(CK_EXP_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(CK_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(CK_EXP_P5));
     p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(e)), _mm256_cmp_ps(x0, _mm256_set1_ps(-87.3f), _CMP_GE_OQ));
@@ -550,12 +481,7 @@ CK_AVX2 static float logits_summary_avx2(const float *x, int64_t n, int k, int32
         acc = _mm256_add_ps(acc, _mm256_and_ps(exp8(_mm256_sub_ps(v, vm)), _mm256_castsi256_ps(m)));
         unsigned hot = (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(m));
         if (filled == k) hot &= (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(kth), _CMP_GT_OQ));
-        while (hot) {
-            const int lane = __builtin_ctz(hot);
-            hot &= hot - 1;
-            ck_topk_insert(x[i + lane], (int32_t)(i + lane), k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        ck_topk_offer(x, i, hot, k, &filled, ids, vals, &kth);
     }
     return mx + logf(hsum8(acc));
 }
@@ -584,14 +510,7 @@ CK_AVX2 void ck_rope_avx2(float *x, int64_t heads, int64_t head_dim, const float
                 _mm256_storeu_ps(v + 2 * i, _mm256_addsub_ps(_mm256_mul_ps(xv, c), _mm256_mul_ps(swapped, s)));
             }
         }
-        for (; i < half; i++) {
-            float *p0 = neox ? v + i : v + 2 * i;
-            float *p1 = neox ? v + i + half : v + 2 * i + 1;
-            const float x0 = *p0, x1 = *p1;
-            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
-            *p0 = a - b;
-            *p1 = c + d;
-        }
+        for (; i < half; i++) ck_rope_pair(v, i, half, neox, cs, sn);
     }
 }
 
@@ -731,18 +650,7 @@ CK_AVX2 static inline __attribute__((always_inline)) void attend_body(const floa
     }
 }
 
-CK_AVX2 void ck_attend_avx2(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
-                            int64_t end, float *scores, float *acc, float *max_sum) {
-    if (hd % 32 != 0) {
-        ck_attend_scalar(q, group, hd, scale, kv, begin, end, scores, acc, max_sum);
-        return;
-    }
-    switch (kv->type) {
-    case CK_KV_F16: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F16); break;
-    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_Q8_0); break;
-    default: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F32); break;
-    }
-}
+CK_DEFINE_ATTEND(CK_AVX2 void ck_attend_avx2, attend_body)
 
 const ck_kernels ck_kernels_avx2 = {
     .id = CK_SET_AVX2,

@@ -1,8 +1,12 @@
 // The avx512 kernel set: AVX-512 with VNNI (vpdpbusd over 16-row groups, 512-bit float ops).
 // RoPE, the f16 conversions and attention use the avx2 bodies (every AVX-512 CPU runs them): their
 // cost is in memory traffic and exp, where 512-bit registers gain little.
+//
+// The matmul front-end and the attention dispatch are kernel_frontends.h's; this file holds the
+// passes, the plan that picks them per format, and the rest of the set's bodies.
 #include "ckernels.h"
 #include "internal.h"
+#include "kernel_frontends.h"
 #include <math.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -29,7 +33,7 @@ CK_AVX512 static float dot_avx512(const float *a, const float *b, int64_t n) {
     return hsum16(acc);
 }
 
-CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n) {
+CK_AVX512 static float dot_f16_avx512(const float *a, const uint16_t *b, int64_t n) {
     __m512 acc = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
@@ -45,12 +49,38 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
 
 #define BCAST(p) _mm512_set1_epi32(ck_rd32(p))
 
-// One 16-row group against NR activation rows starting at row r0; writes lanes in `mask`.
+/// A block's 4-bit values of 16 rows from its four 64-byte nibble chunks: chunk j's low nibbles
+/// (values 4j..4j+3) into lo[j], its high nibbles (values 16+4j..) into hi[j].
+CK_AVX512 static inline __attribute__((always_inline)) void nibbles(const uint8_t *w, __m512i lo[4], __m512i hi[4]) {
+    const __m512i low = _mm512_set1_epi8(0x0F);
+    _Pragma("clang loop unroll(full)")
+    for (int j = 0; j < 4; j++) {
+        const __m512i raw = _mm512_loadu_si512(w + 64 * j);
+        lo[j] = _mm512_and_si512(raw, low);
+        hi[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), low);
+    }
+}
+
+/// A block's exact int32 sums over 16 rows against the activations x: values 0-15 (4 per chunk,
+/// lo[0..3]) into *s0 and values 16-31 (hi[0..3]) into *s1, each chunk with vpdpbusd (unsigned
+/// weight bytes x signed activations) against its 4 activations broadcast.
+CK_AVX512 static inline __attribute__((always_inline)) void dot_block(const __m512i lo[4], const __m512i hi[4],
+                                                                       const int8_t *x, __m512i *s0, __m512i *s1) {
+    __m512i l = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo[0], BCAST(x));
+    __m512i h = _mm512_dpbusd_epi32(_mm512_setzero_si512(), hi[0], BCAST(x + 16));
+    _Pragma("clang loop unroll(full)")
+    for (int j = 1; j < 4; j++) {
+        l = _mm512_dpbusd_epi32(l, lo[j], BCAST(x + 4 * j));
+        h = _mm512_dpbusd_epi32(h, hi[j], BCAST(x + 16 + 4 * j));
+    }
+    *s0 = l;
+    *s1 = h;
+}
+
+// One 16-row group against NR activation rows starting at row r0; writes `lanes`.
 #define Q4_GROUP_BODY(NR)                                                                          \
-    CK_AVX512 static void q4_group_##NR(const uint8_t *base, int64_t nb, int is_q41,              \
-                                        const ck_acts *a, int64_t r0, float *y, int64_t ldy,      \
-                                        __mmask16 mask, const uint8_t *end) {                     \
-        const __m512i lo = _mm512_set1_epi8(0x0F);                                               \
+    CK_AVX512 static void q4_group_##NR(CK_PASS_PARAMS) {                                          \
+        const int is_q41 = fmt == CK_Q4_1;                                                        \
         const uint16_t *dp = (const uint16_t *)(base + nb * 256);                                 \
         const uint16_t *mp = dp + nb * 16;                                                        \
         __m512 acc[NR];                                                                           \
@@ -67,38 +97,25 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
             const uint8_t *pf = base + CK_PF + b * (is_q41 ? 320 : 288);                          \
             if (pf < end)                                                                         \
                 for (int c = 0; c < 320; c += 64) _mm_prefetch((const char *)pf + c, _MM_HINT_T0); \
-            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);           \
-            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);    \
-            const __m512i l0 = _mm512_and_si512(w0, lo), h0 = _mm512_and_si512(_mm512_srli_epi16(w0, 4), lo); \
-            const __m512i l1 = _mm512_and_si512(w1, lo), h1 = _mm512_and_si512(_mm512_srli_epi16(w1, 4), lo); \
-            const __m512i l2 = _mm512_and_si512(w2, lo), h2 = _mm512_and_si512(_mm512_srli_epi16(w2, 4), lo); \
-            const __m512i l3 = _mm512_and_si512(w3, lo), h3 = _mm512_and_si512(_mm512_srli_epi16(w3, 4), lo); \
+            __m512i L[4], H[4];                                                                   \
+            nibbles(w, L, H);                                                                     \
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dp + b * 16))); \
             const __m512 mw = is_q41 ? _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(mp + b * 16))) \
                                      : _mm512_mul_ps(dw, _mm512_set1_ps(-8.0f));                  \
             _Pragma("clang loop unroll(full)")                                                    \
             for (int i = 0; i < NR; i++) {                                                        \
-                const int8_t *x = aq[i] + b * 32;                                                 \
-                __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), l0, BCAST(x));          \
-                __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), h0, BCAST(x + 16));     \
-                s0 = _mm512_dpbusd_epi32(s0, l1, BCAST(x + 4));                                   \
-                s1 = _mm512_dpbusd_epi32(s1, h1, BCAST(x + 20));                                  \
-                s0 = _mm512_dpbusd_epi32(s0, l2, BCAST(x + 8));                                   \
-                s1 = _mm512_dpbusd_epi32(s1, h2, BCAST(x + 24));                                  \
-                s0 = _mm512_dpbusd_epi32(s0, l3, BCAST(x + 12));                                  \
-                s1 = _mm512_dpbusd_epi32(s1, h3, BCAST(x + 28));                                  \
+                __m512i s0, s1;                                                                   \
+                dot_block(L, H, aq[i] + b * 32, &s0, &s1);                                        \
                 const __m512 fs = _mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1));                   \
                 acc[i] = _mm512_fmadd_ps(fs, _mm512_mul_ps(dw, _mm512_set1_ps(ad[i][b])), acc[i]); \
                 acc[i] = _mm512_fmadd_ps(mw, _mm512_set1_ps(as[i][b]), acc[i]);                   \
             }                                                                                     \
         }                                                                                         \
-        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);     \
+        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, (__mmask16)lanes, acc[i]); \
     }
 
 #define Q8_GROUP_BODY(NR)                                                                          \
-    CK_AVX512 static void q8_group_##NR(const uint8_t *base, int64_t nb, const ck_acts *a,         \
-                                        int64_t r0, float *y, int64_t ldy, __mmask16 mask,        \
-                                        const uint8_t *end) {                                     \
+    CK_AVX512 static void q8_group_##NR(CK_PASS_PARAMS) {                                          \
         const uint16_t *dp = (const uint16_t *)(base + nb * 512);                                 \
         __m512 acc[NR];                                                                           \
         const int8_t *aq[NR];                                                                     \
@@ -115,27 +132,19 @@ CK_AVX512 static float dot_f16_avx(const float *a, const uint16_t *b, int64_t n)
             const uint8_t *pf = base + CK_PF + b * 544;                                           \
             if (pf < end)                                                                         \
                 for (int c = 0; c < 576; c += 64) _mm_prefetch((const char *)pf + c, _MM_HINT_T0); \
-            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);           \
-            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);    \
-            const __m512i w4 = _mm512_loadu_si512(w + 256), w5 = _mm512_loadu_si512(w + 320);    \
-            const __m512i w6 = _mm512_loadu_si512(w + 384), w7 = _mm512_loadu_si512(w + 448);    \
+            __m512i W[8];                                                                         \
+            _Pragma("clang loop unroll(full)")                                                    \
+            for (int j = 0; j < 8; j++) W[j] = _mm512_loadu_si512(w + 64 * j);                    \
             const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dp + b * 16))); \
             _Pragma("clang loop unroll(full)")                                                    \
             for (int i = 0; i < NR; i++) {                                                        \
-                const int8_t *x = aq[i] + b * 32;                                                 \
-                __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w0, BCAST(x));          \
-                __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w4, BCAST(x + 16));     \
-                s0 = _mm512_dpbusd_epi32(s0, w1, BCAST(x + 4));                                   \
-                s1 = _mm512_dpbusd_epi32(s1, w5, BCAST(x + 20));                                  \
-                s0 = _mm512_dpbusd_epi32(s0, w2, BCAST(x + 8));                                   \
-                s1 = _mm512_dpbusd_epi32(s1, w6, BCAST(x + 24));                                  \
-                s0 = _mm512_dpbusd_epi32(s0, w3, BCAST(x + 12));                                  \
-                s1 = _mm512_dpbusd_epi32(s1, w7, BCAST(x + 28));                                  \
+                __m512i s0, s1;                                                                   \
+                dot_block(W, W + 4, aq[i] + b * 32, &s0, &s1);                                    \
                 const __m512i si = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32(ac[i][b])); \
                 acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(si), _mm512_mul_ps(dw, _mm512_set1_ps(ad[i][b])), acc[i]); \
             }                                                                                     \
         }                                                                                         \
-        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);     \
+        for (int i = 0; i < NR; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, (__mmask16)lanes, acc[i]); \
     }
 
 Q4_GROUP_BODY(1) Q4_GROUP_BODY(2) Q4_GROUP_BODY(3) Q4_GROUP_BODY(4)
@@ -143,9 +152,11 @@ Q4_GROUP_BODY(5) Q4_GROUP_BODY(6) Q4_GROUP_BODY(7) Q4_GROUP_BODY(8)
 Q8_GROUP_BODY(1) Q8_GROUP_BODY(2) Q8_GROUP_BODY(3) Q8_GROUP_BODY(4)
 Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 
+/// Activation rows per Q4 or Q8_0 pass (1 to 8).
 #ifndef CK_NR
 #define CK_NR 4
 #endif
+_Static_assert(CK_NR >= 1 && CK_NR <= 8, "CK_NR: 1 to 8 rows (the q4_group and q8_group passes)");
 
 
 // The kq formats (Q5_0, Q5_1, K-quants; layout in internal.h, arithmetic in kernels_scalar.c): a
@@ -155,13 +166,12 @@ Q8_GROUP_BODY(5) Q8_GROUP_BODY(6) Q8_GROUP_BODY(7) Q8_GROUP_BODY(8)
 // of the block are summed apart, so per-16 scales (Q2_K, Q3_K, Q6_K) cost two more fmas, not a
 // second pass. Specialised per (bits, halves, rows) by inlining.
 CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int bits, const int halves, const int nr,
-                                                                      const int off, const uint8_t *base, int64_t nb, const ck_acts *a,
-                                                                      int64_t r0, float *y, int64_t ldy, __mmask16 mask,
-                                                                      const uint8_t *end) {
-    const __m512i lo = _mm512_set1_epi8(0x0F), b4 = _mm512_set1_epi8(0x10);
+                                                                      CK_PASS_PARAMS) {
+    const int off = ck_kq_offset(fmt);
+    const __m512i b4 = _mm512_set1_epi8(0x10);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const int64_t wb = ck_kq_wbytes_of(bits), bb = ck_kq_block_bytes_of(bits, halves, off);
     const uint16_t *dd = (const uint16_t *)(base + nb * bb);
     __m512 acc[4];
     for (int i = 0; i < nr; i++) acc[i] = _mm512_setzero_ps();
@@ -173,11 +183,9 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
         __m512i L[4], H[4];
         const __m512i p4 = bits >= 5 ? _mm512_loadu_si512(w + 256) : _mm512_setzero_si512();
         const __m512i p5 = bits >= 6 ? _mm512_loadu_si512(w + 320) : _mm512_setzero_si512();
+        nibbles(w, L, H);
         _Pragma("clang loop unroll(full)")
         for (int j = 0; j < 4; j++) {
-            const __m512i raw = _mm512_loadu_si512(w + 64 * j);
-            L[j] = _mm512_and_si512(raw, lo);
-            H[j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), lo);
             if (bits >= 5) {
                 L[j] = _mm512_or_si512(L[j], _mm512_and_si512(_mm512_slli_epi32(p4, 4 - j), b4));
                 H[j] = _mm512_or_si512(H[j], _mm512_and_si512(_mm512_srli_epi32(p4, j), b4));
@@ -202,15 +210,8 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
         const __m512 mn1 = !halves ? mn0 : off ? _mm512_mul_ps(sc1, _mm512_set1_ps((float)-off)) : _mm512_loadu_ps(sp + 48);
         _Pragma("clang loop unroll(full)")
         for (int i = 0; i < nr; i++) {
-            const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
-            __m512i s0 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), L[0], BCAST(x));
-            __m512i s1 = _mm512_dpbusd_epi32(_mm512_setzero_si512(), H[0], BCAST(x + 16));
-            s0 = _mm512_dpbusd_epi32(s0, L[1], BCAST(x + 4));
-            s1 = _mm512_dpbusd_epi32(s1, H[1], BCAST(x + 20));
-            s0 = _mm512_dpbusd_epi32(s0, L[2], BCAST(x + 8));
-            s1 = _mm512_dpbusd_epi32(s1, H[2], BCAST(x + 24));
-            s0 = _mm512_dpbusd_epi32(s0, L[3], BCAST(x + 12));
-            s1 = _mm512_dpbusd_epi32(s1, H[3], BCAST(x + 28));
+            __m512i s0, s1;
+            dot_block(L, H, a->q + (r0 + i) * a->ldq + b * 32, &s0, &s1);
             const __m512 da = _mm512_set1_ps(a->d[(r0 + i) * a->ldb + b]);
             if (halves) {
                 const float *h = a->h + (r0 + i) * 2 * a->ldb + 2 * b;
@@ -224,92 +225,25 @@ CK_AVX512 static inline __attribute__((always_inline)) void kq_group(const int b
             }
         }
     }
-    for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, mask, acc[i]);
+    for (int i = 0; i < nr; i++) _mm512_mask_storeu_ps(y + (r0 + i) * ldy, (__mmask16)lanes, acc[i]);
 }
 
-typedef void (*kq_group_fn)(int, const uint8_t *, int64_t, const ck_acts *, int64_t, float *, int64_t, __mmask16,
-                            const uint8_t *);
-#define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_AVX512 static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, const ck_acts *a, \
-                                                      int64_t r0, float *y, int64_t ldy, __mmask16 mask, const uint8_t *end) { \
-        kq_group(BITS, HALVES, NR, off, base, nb, a, r0, y, ldy, mask, end);                      \
-    }
-#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
-KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
-#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2, kq_##BITS##_##HALVES##_3, kq_##BITS##_##HALVES##_4}
+CK_DEFINE_KQ_PASSES(CK_AVX512, kq_group, 4)
 
-CK_AVX512 static void matmul_kq_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                       int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    static const kq_group_fn fns[4][4] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
-    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
-    const kq_group_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const __mmask16 mask = (__mmask16)ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        float *yg = y + (g * CK_GROUP - out_lo);
-        for (int64_t r0 = 0; r0 < a->rows;) {
-            const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
-            f[nr - 1](ck_kq_offset(fmt), base, nb, a, r0, yg, ldy, mask, end);
-            r0 += nr;
-        }
-    }
+/// How a group runs: whole, by every format's passes; CK_NR rows a pass for Q4 and Q8_0, 4 for the
+/// kq formats.
+CK_AVX512 static ck_plan plan_avx512(int fmt, const ck_acts *a) {
+    static const ck_pass_fn q4[] = {q4_group_1, q4_group_2, q4_group_3, q4_group_4,
+                                    q4_group_5, q4_group_6, q4_group_7, q4_group_8},
+                            q8[] = {q8_group_1, q8_group_2, q8_group_3, q8_group_4,
+                                    q8_group_5, q8_group_6, q8_group_7, q8_group_8};
+    if (ck_is_kq(fmt)) return (ck_plan){1, 4, kq_passes[ck_kq_kind(fmt)]};
+    return (ck_plan){1, CK_NR, fmt == CK_Q8_0 ? q8 : q4};
 }
 
 CK_AVX512 static void matmul_avx512(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (ck_is_kq(fmt)) {
-        matmul_kq_avx512(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
-    }
-    if (fmt == CK_F32 || fmt == CK_F16) {
-        for (int64_t o = out_lo; o < out_hi; o++)
-            for (int64_t r = 0; r < a->rows; r++) {
-                const float *x = a->x + r * a->ldx;
-                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot_avx512(x, (const float *)packed + o * in, in)
-                                                          : dot_f16_avx(x, (const uint16_t *)packed + o * in, in);
-            }
-        return;
-    }
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const int is_q41 = fmt == CK_Q4_1;
-    const uint8_t *end = (const uint8_t *)packed + ck_ngroups(out) * gs;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const int64_t first = g * CK_GROUP;
-        const __mmask16 mask = (__mmask16)ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        float *yg = y + (first - out_lo);
-        int64_t r0 = 0;
-        while (r0 < a->rows) {
-            int64_t nr = a->rows - r0;
-            if (nr > CK_NR) nr = CK_NR;
-            if (fmt == CK_Q8_0) {
-                switch (nr) {
-                case 1: q8_group_1(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 2: q8_group_2(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 3: q8_group_3(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 4: q8_group_4(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 5: q8_group_5(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 6: q8_group_6(base, nb, a, r0, yg, ldy, mask, end); break;
-                case 7: q8_group_7(base, nb, a, r0, yg, ldy, mask, end); break;
-                default: q8_group_8(base, nb, a, r0, yg, ldy, mask, end); break;
-                }
-            } else {
-                switch (nr) {
-                case 1: q4_group_1(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 2: q4_group_2(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 3: q4_group_3(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 4: q4_group_4(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 5: q4_group_5(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 6: q4_group_6(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                case 7: q4_group_7(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                default: q4_group_8(base, nb, is_q41, a, r0, yg, ldy, mask, end); break;
-                }
-            }
-            r0 += nr;
-        }
-    }
+                                    int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
+    ck_matmul_frontend(fmt, packed, out, in, a, out_lo, out_hi, y, ldy, dot_avx512, dot_f16_avx512, plan_avx512);
 }
 
 // ------------------------------------------------------------------ activation quantization
@@ -320,17 +254,15 @@ CK_AVX512 static void quantize_row_avx512(const float *x, int64_t k, int8_t *q, 
         const __m512 x0 = _mm512_loadu_ps(x + b * CK_QK), x1 = _mm512_loadu_ps(x + b * CK_QK + 16);
         const __m512 a = _mm512_max_ps(_mm512_and_ps(x0, signless), _mm512_and_ps(x1, signless));
         const float amax = _mm512_reduce_max_ps(a);
-        const float db = amax / 127.0f;
-        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id;
+        const float db = ck_block_scale(amax, &id);
         const __m512 vid = _mm512_set1_ps(id);
         const __m512i q0 = _mm512_cvtps_epi32(_mm512_mul_ps(x0, vid));
         const __m512i q1 = _mm512_cvtps_epi32(_mm512_mul_ps(x1, vid));
         _mm_storeu_si128((__m128i *)(q + b * CK_QK), _mm512_cvtepi32_epi8(q0));
         _mm_storeu_si128((__m128i *)(q + b * CK_QK + 16), _mm512_cvtepi32_epi8(q1));
         const int32_t sum = _mm512_reduce_add_epi32(_mm512_add_epi32(q0, q1));
-        d[b] = db;
-        s[b] = db * (float)sum;
-        c[b] = 128 * sum;
+        ck_block_sums(b, db, sum, d, s, c);
     }
 }
 
@@ -348,16 +280,16 @@ CK_AVX512 static void axpy_avx512(float alpha, const float *x, float *y, int64_t
 // 0 below -87.3.
 CK_AVX512 static inline __m512 exp_avx(__m512 x0) {
     const __m512 x = _mm512_max_ps(_mm512_min_ps(x0, _mm512_set1_ps(88.5f)), _mm512_set1_ps(-103.0f));
-    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+    const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(CK_EXP_LOG2E)),
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CK_EXP_LN2_HI), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(CK_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(CK_EXP_P0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(CK_EXP_P1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(CK_EXP_P2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(CK_EXP_P3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(CK_EXP_P4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(CK_EXP_P5));
     p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
     // 0 below -87.3 (as the other sets) and for NaN: a banned logit (-infinity) gets probability 0.
     return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x0, _mm512_set1_ps(-87.3f), _CMP_GE_OQ), _mm512_scalef_ps(p, n));
@@ -427,12 +359,7 @@ CK_AVX512 static float logits_summary_avx512(const float *x, int64_t n, int k, i
         const __m512 v = _mm512_maskz_loadu_ps(m, x + i);
         acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(m, exp_avx(_mm512_sub_ps(v, vm))));
         __mmask16 hot = filled < k ? m : _mm512_mask_cmp_ps_mask(m, v, _mm512_set1_ps(kth), _CMP_GT_OQ);
-        while (hot) {
-            const int lane = __builtin_ctz(hot);
-            hot &= hot - 1;
-            ck_topk_insert(x[i + lane], (int32_t)(i + lane), k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        ck_topk_offer(x, i, hot, k, &filled, ids, vals, &kth);
     }
     return mx + logf(_mm512_reduce_add_ps(acc));
 }

@@ -7,8 +7,12 @@
 // x signed int8 straight into int32, so Q8_0 needs no offset correction and Q4's nibbles enter as
 // small positive int8. Integer sums are exact and the float steps are the scalar reference's, in
 // its order: every output is bit-identical to the scalar set.
+//
+// The matmul front-end and the attention dispatch are kernel_frontends.h's; this file holds the
+// passes, the plan that picks them per format, and the rest of the set's bodies.
 #include "ckernels.h"
 #include "internal.h"
+#include "kernel_frontends.h"
 #include <math.h>
 #include <string.h>
 #if defined(__aarch64__)
@@ -40,6 +44,7 @@ CK_NEON static float dot16_neon(const float *a, const void *b, int is_f16, int64
 }
 
 CK_NEON static float dot_neon(const float *a, const float *b, int64_t n) { return dot16_neon(a, b, 0, n); }
+CK_NEON static float dot_f16_neon(const float *a, const uint16_t *b, int64_t n) { return dot16_neon(a, b, 1, n); }
 
 // ------------------------------------------------------------------ quantized matmul
 
@@ -56,10 +61,20 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
         if (lanes & (1u << l)) y[l] = t[l];
 }
 
-// Four output rows (quarter `quarter` of a group) against NR activation rows from r0.
+// Block b's activations of rows r0 .. r0 + N - 1 (N <= 4): x0[i] values 0-15, x1[i] values 16-31, whose
+// 4-value groups vdotq_laneq_s32 takes by lane.
+#define BLOCK_ACTS(N)                                                                               \
+    int8x16_t x0[4], x1[4];                                                                         \
+    for (int i = 0; i < (N); i++) {                                                                 \
+        const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                        \
+        x0[i] = vld1q_s8(x);                                                                        \
+        x1[i] = vld1q_s8(x + 16);                                                                   \
+    }
+
+// Four output rows (quarter `part` of a group) against NR activation rows from r0.
 #define Q4_QUARTER_BODY(NR)                                                                         \
-    CK_NEON static void q4_quarter_##NR(const uint8_t *base, int64_t nb, int is_q41, int quarter,   \
-                                        const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
+    CK_NEON static void q4_quarter_##NR(CK_PASS_PARAMS) {                                           \
+        const int is_q41 = fmt == CK_Q4_1, quarter = part;                                          \
         const uint8x16_t low = vdupq_n_u8(0x0F);                                                   \
         const uint16_t *dp = (const uint16_t *)(base + nb * 256) + quarter * 4;                     \
         const uint16_t *mp = dp + nb * 16;                                                          \
@@ -67,14 +82,9 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
         for (int i = 0; i < NR; i++) acc[i] = vdupq_n_f32(0);                                       \
         for (int64_t b = 0; b < nb; b++) {                                                          \
             const uint8_t *w = base + b * 256 + quarter * 16;                                       \
+            BLOCK_ACTS(NR)                                                                          \
             int32x4_t s[NR];                                                                        \
-            int8x16_t x0[NR], x1[NR];                                                               \
-            for (int i = 0; i < NR; i++) {                                                          \
-                const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                \
-                x0[i] = vld1q_s8(x);                                                                \
-                x1[i] = vld1q_s8(x + 16);                                                           \
-                s[i] = vdupq_n_s32(0);                                                              \
-            }                                                                                       \
+            for (int i = 0; i < NR; i++) s[i] = vdupq_n_s32(0);                                     \
             Q4_CHUNK(NR, 0) Q4_CHUNK(NR, 1) Q4_CHUNK(NR, 2) Q4_CHUNK(NR, 3)                         \
             const float32x4_t dw = half4(dp + b * 16);                                              \
             const float32x4_t mw = is_q41 ? half4(mp + b * 16) : vmulq_n_f32(dw, -8.0f);            \
@@ -99,22 +109,17 @@ CK_NEON static inline void store_lanes4(float *y, float32x4_t v, uint32_t lanes)
     }
 
 #define Q8_QUARTER_BODY(NR)                                                                         \
-    CK_NEON static void q8_quarter_##NR(const uint8_t *base, int64_t nb, int quarter, const ck_acts *a, \
-                                        int64_t r0, float *y, int64_t ldy, uint32_t lanes) {        \
+    CK_NEON static void q8_quarter_##NR(CK_PASS_PARAMS) {                                           \
+        const int quarter = part;                                                                   \
         const uint8x16_t flip = vdupq_n_u8(0x80);                                                  \
         const uint16_t *dp = (const uint16_t *)(base + nb * 512) + quarter * 4;                     \
         float32x4_t acc[NR];                                                                        \
         for (int i = 0; i < NR; i++) acc[i] = vdupq_n_f32(0);                                       \
         for (int64_t b = 0; b < nb; b++) {                                                          \
             const uint8_t *w = base + b * 512 + quarter * 16;                                       \
+            BLOCK_ACTS(NR)                                                                          \
             int32x4_t s[NR];                                                                        \
-            int8x16_t x0[NR], x1[NR];                                                               \
-            for (int i = 0; i < NR; i++) {                                                          \
-                const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;                                \
-                x0[i] = vld1q_s8(x);                                                                \
-                x1[i] = vld1q_s8(x + 16);                                                           \
-                s[i] = vdupq_n_s32(0);                                                              \
-            }                                                                                       \
+            for (int i = 0; i < NR; i++) s[i] = vdupq_n_s32(0);                                     \
             Q8_CHUNK(NR, 0, x0, 0) Q8_CHUNK(NR, 1, x0, 1) Q8_CHUNK(NR, 2, x0, 2) Q8_CHUNK(NR, 3, x0, 3) \
             Q8_CHUNK(NR, 4, x1, 0) Q8_CHUNK(NR, 5, x1, 1) Q8_CHUNK(NR, 6, x1, 2) Q8_CHUNK(NR, 7, x1, 3) \
             const float32x4_t dw = half4(dp + b * 16);                                              \
@@ -145,13 +150,12 @@ Q8_QUARTER_BODY(1) Q8_QUARTER_BODY(2) Q8_QUARTER_BODY(3) Q8_QUARTER_BODY(4)
         s1[i] = vdotq_laneq_s32(s1[i], H[J], x1[i], J);                                             \
     }
 CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int bits, const int halves, const int nr,
-                                                                      const int off, const uint8_t *base, int64_t nb, int quarter,
-                                                                      const ck_acts *a, int64_t r0, float *y, int64_t ldy,
-                                                                      uint32_t lanes) {
+                                                                      CK_PASS_PARAMS) {
+    const int off = ck_kq_offset(fmt), quarter = part;
     const uint8x16_t low = vdupq_n_u8(0x0F), b4 = vdupq_n_u8(0x10);
     // Q3_K and Q6_K (halves with an offset) keep int8 scales and f16 d per 256 values (internal.h).
     const int compact = halves && off;
-    const int64_t wb = 256 + 64 * (bits - 4), bb = wb + (compact ? 32 : (halves ? 128 : 64) * (off ? 1 : 2));
+    const int64_t wb = ck_kq_wbytes_of(bits), bb = ck_kq_block_bytes_of(bits, halves, off);
     const uint16_t *dd = (const uint16_t *)(base + nb * bb) + 4 * quarter;
     float32x4_t acc[4];
     for (int i = 0; i < nr; i++) acc[i] = vdupq_n_f32(0);
@@ -175,15 +179,9 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
             L[j] = vreinterpretq_s8_u8(l);
             H[j] = vreinterpretq_s8_u8(h);
         }
+        BLOCK_ACTS(nr)
         int32x4_t s0[4], s1[4];
-        int8x16_t x0[4], x1[4];
-        for (int i = 0; i < nr; i++) {
-            const int8_t *x = a->q + (r0 + i) * a->ldq + b * 32;
-            x0[i] = vld1q_s8(x);
-            x1[i] = vld1q_s8(x + 16);
-            s0[i] = vdupq_n_s32(0);
-            s1[i] = vdupq_n_s32(0);
-        }
+        for (int i = 0; i < nr; i++) s0[i] = s1[i] = vdupq_n_s32(0);
         KQ_DOT(0) KQ_DOT(1) KQ_DOT(2) KQ_DOT(3)
         const float *sp = (const float *)(w + wb) + 4 * quarter;
         float32x4_t sc0, sc1;
@@ -218,83 +216,19 @@ CK_NEON static inline __attribute__((always_inline)) void kq_quarter(const int b
     for (int i = 0; i < nr; i++) store_lanes4(y + (r0 + i) * ldy, acc[i], lanes);
 }
 
-typedef void (*kq_quarter_fn)(int, const uint8_t *, int64_t, int, const ck_acts *, int64_t, float *, int64_t, uint32_t);
-#define KQ_FN(BITS, HALVES, NR)                                                                    \
-    CK_NEON static void kq_##BITS##_##HALVES##_##NR(int off, const uint8_t *base, int64_t nb, int quarter,        \
-                                                    const ck_acts *a, int64_t r0, float *y, int64_t ldy, uint32_t lanes) { \
-        kq_quarter(BITS, HALVES, NR, off, base, nb, quarter, a, r0, y, ldy, lanes);                \
-    }
-#define KQ_FNS(BITS, HALVES) KQ_FN(BITS, HALVES, 1) KQ_FN(BITS, HALVES, 2) KQ_FN(BITS, HALVES, 3) KQ_FN(BITS, HALVES, 4)
-KQ_FNS(4, 0) KQ_FNS(4, 1) KQ_FNS(5, 0) KQ_FNS(6, 1)
-#define KQ_ROW(BITS, HALVES) {kq_##BITS##_##HALVES##_1, kq_##BITS##_##HALVES##_2, kq_##BITS##_##HALVES##_3, kq_##BITS##_##HALVES##_4}
+CK_DEFINE_KQ_PASSES(CK_NEON, kq_quarter, 4)
 
-CK_NEON static void matmul_kq_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
-                                   int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    (void)out;
-    static const kq_quarter_fn fns[4][4] = {KQ_ROW(4, 0), KQ_ROW(4, 1), KQ_ROW(5, 0), KQ_ROW(6, 1)};
-    const int bits = ck_kq_bits(fmt), halves = ck_kq_halves(fmt);
-    const kq_quarter_fn *f = fns[bits == 4 ? halves : bits == 5 ? 2 : 3];
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        for (int quarter = 0; quarter < 4; quarter++) {
-            const uint32_t lanes = (mask >> (4 * quarter)) & 0xF;
-            if (!lanes) continue;
-            float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows;) {
-                const int64_t nr = a->rows - r0 < 4 ? a->rows - r0 : 4;
-                f[nr - 1](ck_kq_offset(fmt), base, nb, quarter, a, r0, yq, ldy, lanes);
-                r0 += nr;
-            }
-        }
-    }
+/// How a group runs: a quarter (4 rows, one register) per pass, up to 4 activation rows, in every
+/// format.
+CK_NEON static ck_plan plan_neon(int fmt, const ck_acts *a) {
+    static const ck_pass_fn q4[] = {q4_quarter_1, q4_quarter_2, q4_quarter_3, q4_quarter_4},
+                            q8[] = {q8_quarter_1, q8_quarter_2, q8_quarter_3, q8_quarter_4};
+    return (ck_plan){4, 4, ck_is_kq(fmt) ? kq_passes[ck_kq_kind(fmt)] : fmt == CK_Q8_0 ? q8 : q4};
 }
 
 CK_NEON static void matmul_neon(int fmt, const void *packed, int64_t out, int64_t in, const ck_acts *a,
                                 int64_t out_lo, int64_t out_hi, float *y, int64_t ldy) {
-    if (ck_is_kq(fmt)) {
-        matmul_kq_neon(fmt, packed, out, in, a, out_lo, out_hi, y, ldy);
-        return;
-    }
-    if (fmt == CK_F32 || fmt == CK_F16) {
-        for (int64_t o = out_lo; o < out_hi; o++)
-            for (int64_t r = 0; r < a->rows; r++)
-                y[r * ldy + (o - out_lo)] = fmt == CK_F32 ? dot16_neon(a->x + r * a->ldx, (const float *)packed + o * in, 0, in)
-                                                          : dot16_neon(a->x + r * a->ldx, (const uint16_t *)packed + o * in, 1, in);
-        return;
-    }
-    const int64_t nb = in / CK_QK, gs = ck_group_stride(fmt, in);
-    const int is_q41 = fmt == CK_Q4_1;
-    for (int64_t g = out_lo / CK_GROUP; g * CK_GROUP < out_hi; g++) {
-        const uint32_t mask = ck_group_mask(g, out_lo, out_hi);
-        const uint8_t *base = (const uint8_t *)packed + g * gs;
-        for (int quarter = 0; quarter < 4; quarter++) {
-            const uint32_t lanes = (mask >> (4 * quarter)) & 0xF;
-            if (!lanes) continue;
-            float *yq = y + (g * CK_GROUP + 4 * quarter - out_lo);
-            for (int64_t r0 = 0; r0 < a->rows;) {
-                int64_t nr = a->rows - r0;
-                if (nr > 4) nr = 4;
-                if (fmt == CK_Q8_0) {
-                    switch (nr) {
-                    case 1: q8_quarter_1(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    case 2: q8_quarter_2(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    case 3: q8_quarter_3(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    default: q8_quarter_4(base, nb, quarter, a, r0, yq, ldy, lanes); break;
-                    }
-                } else {
-                    switch (nr) {
-                    case 1: q4_quarter_1(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    case 2: q4_quarter_2(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    case 3: q4_quarter_3(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    default: q4_quarter_4(base, nb, is_q41, quarter, a, r0, yq, ldy, lanes); break;
-                    }
-                }
-                r0 += nr;
-            }
-        }
-    }
+    ck_matmul_frontend(fmt, packed, out, in, a, out_lo, out_hi, y, ldy, dot_neon, dot_f16_neon, plan_neon);
 }
 
 // ------------------------------------------------------------------ activation quantization
@@ -309,8 +243,8 @@ CK_NEON static void quantize_row_neon(const float *x, int64_t n, int8_t *q, floa
             m = vmaxq_f32(m, vabsq_f32(v[i]));
         }
         const float amax = vmaxvq_f32(m);
-        const float db = amax / 127.0f;
-        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id;
+        const float db = ck_block_scale(amax, &id);
         int32x4_t sum = vdupq_n_s32(0);
         int16x8_t h[4];
         for (int i = 0; i < 4; i++) {
@@ -322,9 +256,7 @@ CK_NEON static void quantize_row_neon(const float *x, int64_t n, int8_t *q, floa
         vst1q_s8(q + b * CK_QK, vcombine_s8(vqmovn_s16(h[0]), vqmovn_s16(h[1])));
         vst1q_s8(q + b * CK_QK + 16, vcombine_s8(vqmovn_s16(h[2]), vqmovn_s16(h[3])));
         const int32_t total = vaddvq_s32(sum);
-        d[b] = db;
-        s[b] = db * (float)total;
-        c[b] = 128 * total;
+        ck_block_sums(b, db, total, d, s, c);
     }
 }
 
@@ -348,15 +280,15 @@ CK_NEON static void scale_mul_neon(const float *x, const float *w, float scale, 
 /// exp(x) for 4 lanes (the Cephes expf polynomial, as the avx2 set), 0 below -87.3.
 CK_NEON static inline float32x4_t exp4(float32x4_t x0) {
     const float32x4_t x = vmaxq_f32(vminq_f32(x0, vdupq_n_f32(88.0f)), vdupq_n_f32(-87.3f));
-    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
-    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
-    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
-    float32x4_t p = vdupq_n_f32(1.9875691500E-4f);
-    p = vfmaq_f32(vdupq_n_f32(1.3981999507E-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(8.3334519073E-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(4.1665795894E-2f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.6666665459E-1f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(5.0000001201E-1f), p, r);
+    const float32x4_t n = vrndnq_f32(vmulq_n_f32(x, CK_EXP_LOG2E));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(CK_EXP_LN2_HI));
+    r = vfmsq_f32(r, n, vdupq_n_f32(CK_EXP_LN2_LO));
+    float32x4_t p = vdupq_n_f32(CK_EXP_P0);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P1), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P4), p, r);
+    p = vfmaq_f32(vdupq_n_f32(CK_EXP_P5), p, r);
     p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), vmulq_f32(p, r), r);
     const int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
     const float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
@@ -418,20 +350,13 @@ CK_NEON static float logits_summary_neon(const float *x, int64_t n, int k, int32
     for (; i + 4 <= n; i += 4) {
         const float32x4_t v = vld1q_f32(x + i);
         acc = vaddq_f32(acc, exp4(vsubq_f32(v, vdupq_n_f32(mx))));
-        if (filled == k && vmaxvq_u32(vcgtq_f32(v, vdupq_n_f32(kth))) == 0) continue;
-        for (int l = 0; l < 4; l++) {
-            if (filled == k && !(x[i + l] > kth)) continue;
-            ck_topk_insert(x[i + l], (int32_t)(i + l), k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        // Offered lanes at or below the k-th value leave a full list as it is (ck_topk_insert).
+        if (filled < k || vmaxvq_u32(vcgtq_f32(v, vdupq_n_f32(kth))) != 0) ck_topk_offer(x, i, 0xF, k, &filled, ids, vals, &kth);
     }
     float tail = 0;
     for (; i < n; i++) {
         tail += expf(x[i] - mx);
-        if (filled < k || x[i] > kth) {
-            ck_topk_insert(x[i], (int32_t)i, k, &filled, ids, vals);
-            if (filled == k) kth = vals[k - 1];
-        }
+        ck_topk_offer(x, i, 1, k, &filled, ids, vals, &kth);
     }
     return mx + logf(vaddvq_f32(acc) + tail);
 }
@@ -460,14 +385,7 @@ CK_NEON static void rope_neon(float *x, int64_t heads, int64_t head_dim, const f
                 vst2q_f32(v + 2 * i, p);
             }
         }
-        for (; i < half; i++) {
-            float *p0 = neox ? v + i : v + 2 * i;
-            float *p1 = neox ? v + i + half : v + 2 * i + 1;
-            const float x0 = *p0, x1 = *p1;
-            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
-            *p0 = a - b;
-            *p1 = c + d;
-        }
+        for (; i < half; i++) ck_rope_pair(v, i, half, neox, cs, sn);
     }
 }
 
@@ -557,18 +475,7 @@ CK_NEON static inline __attribute__((always_inline)) void attend_body(const floa
     }
 }
 
-CK_NEON static void attend_neon(const float *q, int64_t group, int64_t hd, float scale, const ck_kv_view *kv, int64_t begin,
-                                int64_t end, float *scores, float *acc, float *max_sum) {
-    if (hd % 32 != 0) {
-        ck_attend_scalar(q, group, hd, scale, kv, begin, end, scores, acc, max_sum);
-        return;
-    }
-    switch (kv->type) {
-    case CK_KV_F16: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F16); break;
-    case CK_KV_Q8_0: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_Q8_0); break;
-    default: attend_body(q, group, hd, scale, kv, begin, end, scores, acc, max_sum, CK_KV_F32); break;
-    }
-}
+CK_DEFINE_ATTEND(CK_NEON static void attend_neon, attend_body)
 
 const ck_kernels ck_kernels_neon = {
     .id = CK_SET_NEON,

@@ -144,17 +144,15 @@ static void quantize_row_scalar(const float *x, int64_t n, int8_t *q, float *d, 
         const float *xb = x + b * CK_QK;
         float amax = 0.0f;
         for (int i = 0; i < CK_QK; i++) amax = fmaxf(amax, fabsf(xb[i]));
-        const float db = amax / 127.0f;
-        const float id = db != 0.0f ? 1.0f / db : 0.0f;
+        float id;
+        const float db = ck_block_scale(amax, &id);
         int32_t sum = 0;
         for (int i = 0; i < CK_QK; i++) {
             const int32_t v = (int32_t)nearbyintf(xb[i] * id);
             q[b * CK_QK + i] = (int8_t)v;
             sum += v;
         }
-        d[b] = db;
-        s[b] = db * (float)sum;
-        c[b] = 128 * sum;
+        ck_block_sums(b, db, sum, d, s, c);
     }
 }
 
@@ -204,20 +202,12 @@ static inline void gated_mul_scalar(const int gelu, float *g, const float *u, in
 static void silu_mul_scalar(float *g, const float *u, int64_t n) { gated_mul_scalar(0, g, u, n); }
 static void gelu_tanh_mul_scalar(float *g, const float *u, int64_t n) { gated_mul_scalar(1, g, u, n); }
 
-/// Rotation of one pair: (x0 c - x1 s, x0 s + x1 c), each product rounded (no fused operations,
-/// so every set computes the same bits).
+/// Every pair by ck_rope_pair (whose bits every set reproduces).
 static void rope_scalar(float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox) {
     const int64_t half = head_dim / 2;
     for (int64_t h = 0; h < heads; h++) {
         float *v = x + h * head_dim;
-        for (int64_t i = 0; i < half; i++) {
-            float *p0 = neox ? v + i : v + 2 * i;
-            float *p1 = neox ? v + i + half : v + 2 * i + 1;
-            const float x0 = *p0, x1 = *p1;
-            const float a = x0 * cs[i], b = x1 * sn[i], c = x0 * sn[i], d = x1 * cs[i];
-            *p0 = a - b;
-            *p1 = c + d;
-        }
+        for (int64_t i = 0; i < half; i++) ck_rope_pair(v, i, half, neox, cs, sn);
     }
 }
 

@@ -21,33 +21,16 @@ public enum Ops {
         for i in 0..<count { y[i] = x[i] * scale * weight[i] }
     }
 
-    /// RoPE angles of one position (ggml's, by repeated multiplication in f32): `cos` and `sin` of
-    /// position * theta^(-2i/headDim) for i in 0..<headDim/2 into `cos`/`sin` (headDim/2 values each).
-    public static func ropeAngles(position: Int, theta: Float, headDim: Int, cos: UnsafeMutablePointer<Float>,
+    /// RoPE angles of one position, as ggml's rope cache computes them (ck_rope_angles, their one
+    /// implementation): `cos` and `sin` of angle_i = frequencyScale * (t_i / factors[i]) with
+    /// t_i = position * theta^(-2i/headDim) by repeated multiplication in f32, for i in
+    /// 0..<headDim/2 (headDim/2 values each). `frequencyScale` is linear scaling (1: none);
+    /// `factors` Llama 3's `rope_freqs` (headDim/2 divisors) or nil. With 1 and nil, angle_i = t_i.
+    public static func ropeAngles(position: Int, theta: Float, headDim: Int, frequencyScale: Float = 1,
+                                  factors: UnsafePointer<Float>? = nil, cos: UnsafeMutablePointer<Float>,
                                   sin: UnsafeMutablePointer<Float>) {
         precondition(headDim % 2 == 0 && headDim <= 1024, "rope: headDim must be even and <= 1024")
-        ck_rope_angles(Int64(position), theta, Int64(headDim), cos, sin)
-    }
-
-    /// RoPE angles with scaling (ggml's rope cache): angle_i = frequencyScale * (t_i / factors[i]) with
-    /// t_i = position * theta^(-2i/headDim) by repeated multiplication in f32, as `ropeAngles`
-    /// (`factors`: Llama 3's `rope_freqs`, headDim/2 divisors, or nil). With scale 1 and no factors
-    /// the result equals `ropeAngles` bit for bit.
-    public static func ropeAngles(position: Int, theta: Float, headDim: Int, frequencyScale: Float, factors: UnsafePointer<Float>?,
-                                  cos: UnsafeMutablePointer<Float>, sin: UnsafeMutablePointer<Float>) {
-        precondition(headDim % 2 == 0 && headDim <= 1024, "rope: headDim must be even and <= 1024")
-        if frequencyScale == 1 && factors == nil {
-            ck_rope_angles(Int64(position), theta, Int64(headDim), cos, sin)
-            return
-        }
-        let scale = powf(theta, -2 / Float(headDim))
-        var t = Float(position)
-        for i in 0..<(headDim / 2) {
-            let a = frequencyScale * (factors.map { t / $0[i] } ?? t)
-            cos[i] = cosf(a)
-            sin[i] = sinf(a)
-            t *= scale
-        }
+        ck_rope_angles(Int64(position), theta, Int64(headDim), frequencyScale, factors, cos, sin)
     }
 
     /// Rotates each of `heads` heads of `headDim` values in place by angles from `ropeAngles`: the

@@ -349,7 +349,7 @@ static void test_rope(const ck_kernels *k, const ck_kernels *ref) {
         for (int neox = 0; neox < 2; neox++) {
             const int64_t hd = dims[di], heads = 3;
             float cs[512], sn[512], x1[3 * 256], x2[3 * 256];
-            ck_rope_angles(1234, 10000.0f, hd, cs, sn);
+            ck_rope_angles(1234, 10000.0f, hd, 1.0f, NULL, cs, sn);
             for (int64_t i = 0; i < heads * hd; i++) x1[i] = x2[i] = rndf(3.0f);
             ck_rope(k, x1, heads, hd, cs, sn, neox);
             ck_rope(ref, x2, heads, hd, cs, sn, neox);

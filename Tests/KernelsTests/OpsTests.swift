@@ -155,6 +155,29 @@ private let lengths = [1, 3, 15, 16, 17, 31, 33, 127, 129, 1000]
         if count > 3 { #expect(g1[2] == 200 * u[2] && abs(g1[0]) < 1e-30 && g1[3] == 0, "\(kernels): tails and zero") }
     }
 
+    /// Linear scaling and Llama 3's factors divide the angles as ggml does: halving t_i (scale 1/2, or
+    /// factors of 2) is exact in f32, so position 2p so scaled gives position p's angles bit for bit;
+    /// other scales and factors match the formula in f64 (within the drift of the repeated product).
+    @Test(arguments: [0, 1, 7, 100, 4095])
+    func ropeAnglesApplyScaleAndFactors(position: Int) {
+        let headDim = 64, half = headDim / 2, theta: Float = 500000
+        var cs = [Float](repeating: 0, count: half), sn = cs, cs2 = cs, sn2 = cs
+        Ops.ropeAngles(position: position, theta: theta, headDim: headDim, cos: &cs, sin: &sn)
+        Ops.ropeAngles(position: 2 * position, theta: theta, headDim: headDim, frequencyScale: 0.5, cos: &cs2, sin: &sn2)
+        #expect(bits(cs2) == bits(cs) && bits(sn2) == bits(sn), "scale 1/2 at 2p is not position p")
+        let twos = [Float](repeating: 2, count: half)
+        Ops.ropeAngles(position: 2 * position, theta: theta, headDim: headDim, factors: twos, cos: &cs2, sin: &sn2)
+        #expect(bits(cs2) == bits(cs) && bits(sn2) == bits(sn), "factors 2 at 2p is not position p")
+        let factors = (0..<half).map { Float(1 + $0 % 8) }, scale: Float = 0.25
+        Ops.ropeAngles(position: position, theta: theta, headDim: headDim, frequencyScale: scale, factors: factors,
+                       cos: &cs2, sin: &sn2)
+        for i in 0..<half {
+            let angle = Double(scale) * Double(position) * pow(Double(theta), -2 * Double(i) / Double(headDim)) / Double(factors[i])
+            let drift = Double(i + 2) * 1.2e-7 * angle + 1e-6
+            #expect(abs(Double(cs2[i]) - cos(angle)) <= drift && abs(Double(sn2[i]) - sin(angle)) <= drift, "i \(i)")
+        }
+    }
+
     @Test(arguments: runnableSets, [0, 1, 7, 100, 1000])
     func ropeRotatesPairs(kernels: KernelSet, position: Int) throws {
         for neox in [false, true] {

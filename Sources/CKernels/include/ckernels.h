@@ -171,9 +171,13 @@ void ck_silu_mul(const ck_kernels *k, float *g, const float *u, int64_t n);
 /// g[i] = gelu(g[i]) * u[i], GELU's tanh approximation (PyTorch `gelu_pytorch_tanh`), computed as
 /// g / (1 + exp(-2 sqrt(2/pi) (g + 0.044715 g^3))) with the set's vector exp.
 void ck_gelu_tanh_mul(const ck_kernels *k, float *g, const float *u, int64_t n);
-/// RoPE angles of one position, as ggml computes them ("normal" mode, no scaling): angle_i =
-/// pos * theta^(-2i/head_dim) by repeated multiplication in f32; cs/sn get head_dim/2 values.
-void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float *cs, float *sn);
+/// RoPE angles of one position, as ggml's rope cache computes them: t_i = pos * theta^(-2i/head_dim)
+/// by repeated multiplication in f32, angle_i = freq_scale * (t_i / factors[i]) (freq_scale: linear
+/// scaling, 1 for none; factors: Llama 3's `rope_freqs`, head_dim/2 divisors, or NULL for none; with
+/// 1 and NULL, angle_i = t_i exactly); cs/sn get the cos and sin of the head_dim/2 angles. The one
+/// implementation of the angles (Swift's Ops.ropeAngles calls it).
+void ck_rope_angles(int64_t pos, float theta, int64_t head_dim, float freq_scale, const float *factors, float *cs,
+                    float *sn);
 /// Rotates `heads` heads of `head_dim` values in place by the angles of ck_rope_angles. `neox`
 /// pairs x[i] with x[i + head_dim/2] (GPT-NeoX style); otherwise x[2i] with x[2i+1] (llama).
 void ck_rope(const ck_kernels *k, float *x, int64_t heads, int64_t head_dim, const float *cs, const float *sn, int neox);
