@@ -4,13 +4,14 @@ import Kernels
 import Model
 import Testing
 
-/// Real K-quant weights: SmolLM2 re-quantized by llama.cpp (tools/reference/requantize.py, `make
-/// kquant-models`) to Q4_K_M, Q5_K_M, Q6_K and Q2_K. Each file mixes a K-quant (the 1536-wide
-/// ffn_down rows, and Q6_K/Q4_K where llama.cpp's mix puts them) with its 32-block fallback for the
-/// 576-wide rows (Q5_0, Q5_1, Q8_0, IQ4_NL). Our logits on every kernel set this CPU runs are
-/// compared with the float64 reference pass over the same file (models/kquant_logits_reference.json,
-/// written with the files by tools/reference/gen_kquant_reference.py: llama.cpp's quantizer is not
-/// bit-reproducible across builds, so the reference is made from the files themselves).
+/// Real K-quant weights: SmolLM2's weights re-quantized to the Q4_K_M, Q5_K_M, Q6_K and Q2_K mixes
+/// (`make kquant-models`: tools/reference/kquantize.py, a numpy quantizer writing ggml's block layouts
+/// with llama.cpp's per-tensor types; the files' sha256s are in tools/reference/MANIFEST.json). Each
+/// file mixes K-quants (the 1536-wide ffn_down rows: Q4_K or Q5_K with Q6_K in the layers llama.cpp
+/// gives more bits, Q6_K, Q3_K) with 32-block fallbacks for the 576-wide rows (Q5_0, Q5_1, Q8_0,
+/// Q4_0). Our logits on every kernel set this CPU runs are compared with the float64 reference pass
+/// over the same file (models/kquant_logits_reference.json, written with the files by
+/// tools/reference/gen_kquant_reference.py).
 ///
 /// Tolerances: the weights enter exactly (packed dequantization is gguf's, bit for bit), so the
 /// difference is the int8 activations', as for the default model (LogitsReferenceTests): chaotic at
@@ -81,7 +82,7 @@ private func sha256(_ path: String) throws -> String {
         let path = modelPath(entry.file)
         let hash = try sha256(path)
         try #require(hash == entry.sha256,
-                     "\(entry.file) has sha256 \(hash), the fixture was made from \(entry.sha256): re-run tools/reference/requantize.py and gen_kquant_reference.py together")
+                     "\(entry.file) has sha256 \(hash), the fixture was made from \(entry.sha256): re-run `make kquant-models` (kquantize.py and gen_kquant_reference.py together)")
         let file = try GGUFFile(path: path)
         var types: [String: Int] = [:]
         for t in file.tensors { types[t.type.name, default: 0] += 1 }
