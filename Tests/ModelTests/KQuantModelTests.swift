@@ -17,9 +17,11 @@ import Testing
 /// difference is the int8 activations', as for the default model (LogitsReferenceTests): chaotic at
 /// the worst position (a one-ulp change can flip a rounding), steady at the median. Keys and values
 /// are kept as f32 here (the least noise). Measured on this 2-core AVX-512 host, 15 positions per
-/// file, worst / median over the scalar, avx2 and avx512 sets: Q4_K_M 1.33 / 0.54, Q5_K_M 1.56 / 0.70,
-/// Q6_K 1.07 / 0.44, Q2_K 1.63 / 0.53 (with an f16 cache the worst reached 2.27 on Q5_K_M, medians
-/// unchanged). A wrong layout or scale moves every position by many times the median bound.
+/// file, worst / median over the scalar, avx2 and avx512 sets, on the kquantize.py files: Q4_K_M
+/// 1.04 / 0.57, Q5_K_M 1.46 / 0.59, Q6_K 1.00 / 0.52, Q2_K 1.49 / 0.55; on llama.cpp's own files of
+/// the same mixes (requantize.py): Q4_K_M 1.33 / 0.54, Q5_K_M 1.56 / 0.70, Q6_K 1.07 / 0.44, Q2_K
+/// 1.63 / 0.53 (with an f16 cache the worst reached 2.27 on Q5_K_M, medians unchanged). A wrong
+/// layout or scale moves every position by many times the median bound.
 enum KQuantLogitTolerance {
     /// Largest |Δlogit| over every compared logit (the top 20 and 64 probe ids at 15 positions):
     /// `maxAbsoluteLogitErrorLossyKV`, the default model's bound for its worst position.
