@@ -129,26 +129,26 @@ bench-formats:
 	clang $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/format_bench.c -lm -lpthread -o .build-kernels/format-bench
 	.build-kernels/format-bench
 
-## The default model re-quantized by llama.cpp (llama-cpp-python's llama_model_quantize) to the K-quant
-## mixes KQuantModelTests checks, plus their float64 reference logits (tools/reference/requantize.py,
-## gen_kquant_reference.py; never committed). Installs llama-cpp-python (a source build, minutes) when
-## it is missing.
+## The default model re-quantized to the K-quant mixes KQuantModelTests checks (Q4_K_M, Q5_K_M, Q6_K,
+## Q2_K: llama.cpp's per-tensor types, written by the numpy quantizer tools/reference/kquantize.py, no
+## llama.cpp build), checked against the sha256s in tools/reference/MANIFEST.json ("kquant_models"),
+## plus their float64 reference logits (gen_kquant_reference.py). Never committed.
 ## KQUANT_DIR (absolute, or relative to the repository root) is where they go; the tests read
 ## CASTSERVE_KQUANT_DIR, default models/.
 KQUANT_TYPES := Q4_K_M Q5_K_M Q6_K Q2_K
 KQUANT_DIR ?= models
 KQUANT_ABS := $(abspath $(KQUANT_DIR))
 KQUANT_MODELS := $(foreach t,$(KQUANT_TYPES),$(KQUANT_ABS)/SmolLM2-135M-Instruct.$(t).gguf)
-LLAMA_CPP_PYTHON := llama-cpp-python==0.3.36
 kquant-models: $(KQUANT_ABS)/kquant_logits_reference.json
 
-$(KQUANT_MODELS): $(KQUANT_ABS)/SmolLM2-135M-Instruct.%.gguf: $(MODEL)
+$(KQUANT_MODELS): $(KQUANT_ABS)/SmolLM2-135M-Instruct.%.gguf: $(MODEL) tools/reference/kquantize.py
 	@mkdir -p $(KQUANT_ABS)
-	@$(PYTHON) -c 'import llama_cpp' 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 \
-	  CMAKE_ARGS="-DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
-	  $(PYTHON) -m pip install --quiet $(LLAMA_CPP_PYTHON)
 	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
-	cd tools/reference && $(PYTHON) requantize.py --out $(KQUANT_ABS) $*
+	cd tools/reference && $(PYTHON) kquantize.py --out $(KQUANT_ABS) $*
+	@$(PYTHON) -c 'import hashlib, json, os, sys; m = json.load(open("tools/reference/MANIFEST.json"))["kquant_models"]; \
+	  f = sys.argv[1]; h = hashlib.sha256(open(f, "rb").read()).hexdigest(); \
+	  sys.exit(0 if h == m[os.path.basename(f)]["sha256"] else f"{f} differs from MANIFEST.json (sha256 {h}; other gguf/numpy?)")' $@ \
+	  || { rm -f $@; exit 1; }
 
 $(KQUANT_ABS)/kquant_logits_reference.json: $(KQUANT_MODELS)
 	cd tools/reference && OPENBLAS_NUM_THREADS=1 $(PYTHON) gen_kquant_reference.py --dir $(KQUANT_ABS)

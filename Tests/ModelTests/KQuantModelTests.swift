@@ -4,21 +4,24 @@ import Kernels
 import Model
 import Testing
 
-/// Real K-quant weights: SmolLM2 re-quantized by llama.cpp (tools/reference/requantize.py, `make
-/// kquant-models`) to Q4_K_M, Q5_K_M, Q6_K and Q2_K. Each file mixes a K-quant (the 1536-wide
-/// ffn_down rows, and Q6_K/Q4_K where llama.cpp's mix puts them) with its 32-block fallback for the
-/// 576-wide rows (Q5_0, Q5_1, Q8_0, IQ4_NL). Our logits on every kernel set this CPU runs are
-/// compared with the float64 reference pass over the same file (models/kquant_logits_reference.json,
-/// written with the files by tools/reference/gen_kquant_reference.py: llama.cpp's quantizer is not
-/// bit-reproducible across builds, so the reference is made from the files themselves).
+/// Real K-quant weights: SmolLM2's weights re-quantized to the Q4_K_M, Q5_K_M, Q6_K and Q2_K mixes
+/// (`make kquant-models`: tools/reference/kquantize.py, a numpy quantizer writing ggml's block layouts
+/// with llama.cpp's per-tensor types; the files' sha256s are in tools/reference/MANIFEST.json). Each
+/// file mixes K-quants (the 1536-wide ffn_down rows: Q4_K or Q5_K with Q6_K in the layers llama.cpp
+/// gives more bits, Q6_K, Q3_K) with 32-block fallbacks for the 576-wide rows (Q5_0, Q5_1, Q8_0,
+/// Q4_0). Our logits on every kernel set this CPU runs are compared with the float64 reference pass
+/// over the same file (models/kquant_logits_reference.json, written with the files by
+/// tools/reference/gen_kquant_reference.py).
 ///
 /// Tolerances: the weights enter exactly (packed dequantization is gguf's, bit for bit), so the
 /// difference is the int8 activations', as for the default model (LogitsReferenceTests): chaotic at
 /// the worst position (a one-ulp change can flip a rounding), steady at the median. Keys and values
 /// are kept as f32 here (the least noise). Measured on this 2-core AVX-512 host, 15 positions per
-/// file, worst / median over the scalar, avx2 and avx512 sets: Q4_K_M 1.33 / 0.54, Q5_K_M 1.56 / 0.70,
-/// Q6_K 1.07 / 0.44, Q2_K 1.63 / 0.53 (with an f16 cache the worst reached 2.27 on Q5_K_M, medians
-/// unchanged). A wrong layout or scale moves every position by many times the median bound.
+/// file, worst / median over the scalar, avx2 and avx512 sets, on the kquantize.py files: Q4_K_M
+/// 1.04 / 0.57, Q5_K_M 1.46 / 0.59, Q6_K 1.00 / 0.52, Q2_K 1.49 / 0.55; on llama.cpp's own files of
+/// the same mixes (requantize.py): Q4_K_M 1.33 / 0.54, Q5_K_M 1.56 / 0.70, Q6_K 1.07 / 0.44, Q2_K
+/// 1.63 / 0.53 (with an f16 cache the worst reached 2.27 on Q5_K_M, medians unchanged). A wrong
+/// layout or scale moves every position by many times the median bound.
 enum KQuantLogitTolerance {
     /// Largest |Δlogit| over every compared logit (the top 20 and 64 probe ids at 15 positions):
     /// `maxAbsoluteLogitErrorLossyKV`, the default model's bound for its worst position.
@@ -81,7 +84,7 @@ private func sha256(_ path: String) throws -> String {
         let path = modelPath(entry.file)
         let hash = try sha256(path)
         try #require(hash == entry.sha256,
-                     "\(entry.file) has sha256 \(hash), the fixture was made from \(entry.sha256): re-run tools/reference/requantize.py and gen_kquant_reference.py together")
+                     "\(entry.file) has sha256 \(hash), the fixture was made from \(entry.sha256): re-run `make kquant-models` (kquantize.py and gen_kquant_reference.py together)")
         let file = try GGUFFile(path: path)
         var types: [String: Int] = [:]
         for t in file.tensors { types[t.type.name, default: 0] += 1 }

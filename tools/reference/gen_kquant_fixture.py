@@ -8,7 +8,7 @@ Needs numpy and gguf (PyPI). Per format, a small matrix (2 rows) of:
   - "quantized": for Q5_0, Q5_1 and BF16, random floats put through `gguf.quants.quantize`;
   - "real" (optional, --real FILE...): the leading 256 (K-quants) or 128 values of the first 2 rows
     of the first tensor of each format found in the given GGUF files (the committed fixture used the
-    re-quantized SmolLM2 files of `make kquant-models`: Q4_K, Q5_K, Q6_K, Q3_K, Q5_0, Q5_1 blocks).
+    SmolLM2 files llama.cpp re-quantized, requantize.py: Q4_K, Q5_K, Q6_K, Q3_K, Q5_0, Q5_1 blocks).
 Values are stored as little-endian float32 bytes in base64, raw blocks likewise in base64.
 
 Usage: python3 gen_kquant_fixture.py [--real models/SmolLM2-135M-Instruct.{Q4_K_M,Q5_K_M,Q6_K,Q2_K}.gguf]

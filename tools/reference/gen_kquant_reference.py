@@ -1,10 +1,10 @@
 """Writes models/kquant_logits_reference.json: float64 reference logits (float_ref.py, weights
-through gguf's `dequantize`) of the re-quantized SmolLM2 files requantize.py writes, for
+through gguf's `dequantize`) of the re-quantized SmolLM2 files kquantize.py writes, for
 KQuantModelTests (our logits on each file against the float64 pass over the same file).
 
-Written beside the models (never committed), by `make kquant-models` right after requantize.py:
-llama.cpp's quantizer is not bit-reproducible across builds (compiler, FMA contraction), so the
-reference is made from the very files the test reads. Small (three prompts, the positions
+Written beside the models (never committed), by `make kquant-models` right after kquantize.py, from
+the very files the test reads (the files are checked against MANIFEST.json; the reference's BLAS
+sums need not be bit-identical across hosts). Small (three prompts, the positions
 {0, n/4, n/2, 3n/4, n-1}, the top 20 and 64 probe ids per position); each file's sha256 is
 recorded and the test refuses a file whose hash differs.
 
@@ -24,7 +24,7 @@ from gguf import GGUFReader
 import common
 from float_ref import Cache, FloatLlama, sha256_file
 from gen_float_reference import positions_for, r, tokenizer_cases
-from requantize import FTYPES, output_path
+from kquantize import MIX_NAMES, output_path
 
 PROMPTS = ["chat-1", "logits-plain-short", "logits-plain-code"]
 N_PROBE = 64
@@ -61,15 +61,15 @@ def reference(kind: str, cases: dict, directory: pathlib.Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--dir", default=str(common.ROOT / "models"), help="where requantize.py wrote the files")
+    ap.add_argument("--dir", default=str(common.ROOT / "models"), help="where kquantize.py wrote the files")
     ap.add_argument("types", nargs="*")
     args = ap.parse_args()
     directory = pathlib.Path(args.dir)
-    args.types = args.types or [k for k in FTYPES if output_path(directory, k).exists()]
+    args.types = args.types or [k for k in MIX_NAMES if output_path(directory, k).exists()]
     cases = tokenizer_cases()
     doc = {"meta": {"generator": "tools/reference/gen_kquant_reference.py",
                     "source_model_sha256": common.MODEL_SHA256,
-                    "requantized_by": "tools/reference/requantize.py (llama_model_quantize, allow_requantize)",
+                    "requantized_by": "tools/reference/kquantize.py (numpy; llama.cpp's per-tensor types)",
                     "reference": "numpy float64 forward pass over gguf.quants.dequantize'd weights (float_ref.py)",
                     "probe_seed": PROBE_SEED},
            "models": [reference(kind, cases, directory) for kind in args.types]}

@@ -1,6 +1,7 @@
-"""Writes tools/reference/MANIFEST.json: model hash, generator scripts, fixture hashes, versions, date.
+"""Writes tools/reference/MANIFEST.json: model hash, generator scripts, fixture hashes, the hashes of
+the K-quant files kquantize.py writes (`make kquant-models` checks them), versions, date.
 
-Usage: python3 make_manifest.py [--llama-cpp-commit SHA]
+Usage: python3 make_manifest.py [--llama-cpp-commit SHA] [--kquant-dir models]
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import numpy
 import gguf
 
 import common
+from kquantize import MIX_NAMES, output_path
 
 HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
            "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py", "thin_cost_steps.py",
            "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py", "gen_gemma3.py", "gen_synthetic.py",
-           "requantize_gguf.py", "compare_gemma3_greedy.py", "compare_gemma3_logits_llamacpp.py"]
+           "requantize_gguf.py", "compare_gemma3_greedy.py", "compare_gemma3_logits_llamacpp.py", "kquantize.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
@@ -56,7 +58,14 @@ def version(mod: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp-commit", default="0c1e57098 (vendored in llama-cpp-python 0.3.36, ggml 0.25.3)")
+    ap.add_argument("--kquant-dir", default=str(common.ROOT / "models"), help="where `make kquant-models` wrote the files")
     args = ap.parse_args()
+    kquant = {}
+    for mix in MIX_NAMES:
+        p = output_path(pathlib.Path(args.kquant_dir), mix)
+        if not p.exists():
+            raise SystemExit(f"{p} is missing: run `make kquant-models` (KQUANT_DIR={args.kquant_dir}) first")
+        kquant[p.name] = {"sha256": sha(p), "bytes": p.stat().st_size, "generated_by": f"kquantize.py {mix}"}
     fixtures = {}
     for name, by in FIXTURES.items():
         p = common.FIXTURES / name
@@ -74,6 +83,7 @@ def main() -> None:
         "bench_prompts": {"file": "../shared/bench/prompts.jsonl", "sha256": sha(common.PROMPTS)},
         "scripts": {f"tools/reference/{s}": sha(HERE / s) for s in SCRIPTS},
         "fixtures": fixtures,
+        "kquant_models": kquant,
         "versions": {
             "python": platform.python_version(),
             "numpy": numpy.__version__,

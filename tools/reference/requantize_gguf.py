@@ -15,9 +15,10 @@ from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.quants import dequantize, quantize
 
 
-def copy_metadata(reader: GGUFReader, writer: GGUFWriter) -> None:
+def copy_metadata(reader: GGUFReader, writer: GGUFWriter, skip: tuple[str, ...] = ()) -> None:
+    """Every key of `reader` but GGUF.*, general.architecture (GGUFWriter writes it) and `skip`."""
     for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key == "general.architecture":
+        if key.startswith("GGUF.") or key == "general.architecture" or key in skip:
             continue
         vtype = GGUFValueType(field.types[0])
         if vtype == GGUFValueType.ARRAY:
