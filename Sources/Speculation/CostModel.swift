@@ -187,10 +187,10 @@ public struct CostModel: Sendable, Codable, Equatable {
         return m
     }
 
-    /// Folds in one observed step (nothing for a fixed model): the forward time moves the correction of the nearest body
-    /// point (an EMA of the log ratio, weight `alpha`: a geometric mean, so the rare slow step
-    /// a preempted thread makes does not drag the typical prediction up), the host time refines
-    /// the host fit.
+    /// Folds in one observed step (nothing for a fixed model): the forward time moves the
+    /// correction of the nearest body point (an EMA of the log ratio, weight `alpha`: a geometric
+    /// mean, so the rare slow step a preempted thread makes does not drag the typical prediction
+    /// up), the host time refines the host fit.
     public mutating func observe(_ s: StepShape, forwardMs: Double, hostMs: Double, alpha: Double = 0.1) {
         guard !isFixed else { return }
         let predicted = forwardMilliseconds(s) / scale(rows: s.rows)
