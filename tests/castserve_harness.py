@@ -4,6 +4,11 @@ wait until it is ready, talk to it (JSON over HTTP, raw sockets, curl), and stop
 The binary is $CASTSERVE_BIN, else .build/release/cast-serve (what `make test` builds), else the
 newest .build*/release/cast-serve under the repository root. The model is $CASTSERVE_MODEL, else
 models/SmolLM2-135M-Instruct.Q4_1.gguf. Every wait here is bounded.
+
+Servers speculate with the fixed cost model FIXED_COST_MODEL (`--cost-model`) unless a test asks
+for a measured one (`cost_model=None`): what the planner decides is then the same on any host at
+any load (tests/README.md, Host independence). $CASTSERVE_E2E_KERNELS forces a kernel set
+(e.g. avx2) on every server that does not choose its own.
 """
 
 import glob
@@ -46,14 +51,19 @@ def require_model():
 
 
 COST_CACHE_DIR = tempfile.mkdtemp(prefix="castserve-e2e-cost-")
+# A synthetic step-cost curve where extra rows are nearly free: drafting pays on any host.
+FIXED_COST_MODEL = os.path.join(ROOT, "tests", "fixtures", "cost_model_rows_free.json")
 
 
 class Server:
     """One cast-serve process. `start()` returns once GET /health answers 200."""
 
-    def __init__(self, slots=4, env=None, args=(), context_length=1024, tls=None):
-        """`tls`: (certificate path, key path) to serve HTTPS; clients then verify against that certificate."""
+    def __init__(self, slots=4, env=None, args=(), context_length=1024, tls=None, cost_model=FIXED_COST_MODEL):
+        """`tls`: (certificate path, key path) to serve HTTPS; clients then verify against that certificate.
+        `cost_model`: the fixed step-cost model file served with; None measures one at start-up (or
+        takes it from the cost cache), as a production server does."""
         self.slots = slots
+        self.cost_model = cost_model
         self.tls = tls
         self.extra_env = dict(env or {})
         self.args = list(args)
@@ -72,10 +82,14 @@ class Server:
         env["CASTSERVE_THREADS"] = os.environ.get("CASTSERVE_E2E_THREADS", "1")
         # Measured step-cost tables go to one temporary directory per test run, not ~/.cache.
         env["CASTSERVE_COST_CACHE_DIR"] = COST_CACHE_DIR
+        if os.environ.get("CASTSERVE_E2E_KERNELS"):
+            env["CASTSERVE_KERNELS"] = os.environ["CASTSERVE_E2E_KERNELS"]
         env.update(self.extra_env)
         config = os.path.join(ROOT, "config.json")
         cmd = [binary_path(), "serve", "--port", "0", "--config", config, "--model", MODEL,
                "--slots", str(self.slots)] + self.args
+        if self.cost_model is not None:
+            cmd += ["--cost-model", self.cost_model]
         if self.tls:
             cmd += ["--tls-cert", self.tls[0], "--tls-key", self.tls[1]]
         self.log = tempfile.NamedTemporaryFile(prefix="castserve-e2e-", suffix=".log", delete=False)
@@ -88,7 +102,9 @@ class Server:
             raise AssertionError(f"unexpected first stdout line {line!r}; log:\n{self.log_text()}")
         self.port = int(line[len(prefix):].strip())
         if wait_ready:
-            self.wait_ready()
+            # A measured cost model is measured while /health answers 503: on a slow host with
+            # CPU-bound neighbours that takes minutes, and the wait is a bound, not a speed test.
+            self.wait_ready(START_TIMEOUT if self.cost_model is not None else 4 * START_TIMEOUT)
         return self
 
     def _first_line(self, timeout):

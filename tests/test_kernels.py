@@ -52,7 +52,8 @@ class KernelChoiceTests(unittest.TestCase):
         return body["choices"][0]["message"]["content"]
 
     def test_auto_picks_the_best_set_and_reports_it_everywhere(self):
-        server = self.serve()
+        # Auto named explicitly: CASTSERVE_E2E_KERNELS forces a set only where a test names none.
+        server = self.serve(env={"CASTSERVE_KERNELS": "auto"})
         status, health = server.json("GET", "/health")
         self.assertEqual((status, health["kernels"]), (200, BEST))
         _, models = server.json("GET", "/v1/models")

@@ -167,7 +167,8 @@ public struct EngineSnapshot: Sendable {
     public var decodeRoots = 0
     /// The step-cost model the planner uses, after online refresh (nil: speculation off).
     public var costModel: CostModel?
-    /// Whether the cost model was measured at start-up (false: loaded from the on-disk cache).
+    /// Whether the cost model was measured at start-up (false: given in the configuration, from
+    /// the on-disk cache or fixed; `costModel?.isFixed` tells which).
     public var costMeasured = false
     /// Whether the drafter started from state saved by an earlier run (`drafterStatePath`).
     public var drafterStateLoaded = false
@@ -273,6 +274,8 @@ public struct EngineConfiguration: Sendable {
     /// restart keeps what it learned); nil: not kept.
     public var drafterStatePath: String?
     /// A step-cost model to use instead of measuring one at start-up (e.g. from the on-disk cache).
+    /// A fixed one (`CostModel.fixed()`, `CostModelFile`) is never refreshed and turns the
+    /// speculator's measured guards off: planning then does not depend on the host's speed.
     public var costModel: CostModel?
     /// Called on the engine thread with (done, total) while the cost model is measured.
     public var calibrationProgress: (@Sendable (Int, Int) -> Void)?

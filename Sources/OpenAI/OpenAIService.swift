@@ -193,7 +193,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                 body["ms_per_position"] = cost.msPerPosition
                 body["host_ms"] = ["fixed": cost.host.coefficients[0], "per_logit_row": cost.host.coefficients[1],
                                    "per_draft_node": cost.host.coefficients[2]]
-                body["source"] = snapshot.costMeasured ? "measured" : "cache"
+                // fixed: given by --cost-model, never refreshed; measured at start-up; or from the cache.
+                body["source"] = cost.isFixed ? "fixed" : snapshot.costMeasured ? "measured" : "cache"
                 var accuracy: [String: Any] = ["steps": snapshot.costErrorSteps]
                 if let m = snapshot.costErrorMedian, let p = snapshot.costErrorP90 {
                     accuracy["median_abs_relative_error"] = m

@@ -37,6 +37,11 @@ public struct StepShape: Sendable, Equatable, Codable, CustomStringConvertible {
 /// is a factor per `body` point (an EMA of observed / predicted), the host model a recursive
 /// least-squares fit. `accuracy` keeps recent prediction errors.
 ///
+/// A *fixed* model (`fixed()`: a recorded table or a synthetic curve, given by a test or by
+/// `--cost-model`) is never refreshed: `observe` changes nothing, and the speculator's measured
+/// guards are off under it, so what the planner decides depends on the table and the drafts alone,
+/// the same on any host at any load.
+///
 /// Thread-safety: a value type; the engine thread owns it.
 public struct CostModel: Sendable, Codable, Equatable {
     public struct Point: Sendable, Codable, Equatable {
@@ -58,6 +63,12 @@ public struct CostModel: Sendable, Codable, Equatable {
     public private(set) var scales: [Double]
     /// Host-side milliseconds per step.
     public private(set) var host: HostCost
+    /// Whether the model is fixed (see `fixed()`); not stored: a cached table is a measured one.
+    public private(set) var isFixed = false
+
+    enum CodingKeys: String, CodingKey {
+        case body, head, msPerPosition, scales, host
+    }
 
     /// A model from its tables. `head` empty means the body times include the head (every row
     /// with logits, as the model of one sequence's verification chain).
@@ -168,11 +179,20 @@ public struct CostModel: Sendable, Codable, Equatable {
 
     // MARK: - Online refresh
 
-    /// Folds in one observed step: the forward time moves the correction of the nearest body
-    /// point (an EMA of the log ratio, weight `alpha`: a geometric mean, so the rare slow step
-    /// a preempted thread makes does not drag the typical prediction up), the host time refines
-    /// the host fit.
+    /// This model, fixed: observations no longer change it, and a speculator planning with it
+    /// drafts wherever the plan says it pays, whatever the steps measure (no measured guards).
+    public func fixed() -> CostModel {
+        var m = self
+        m.isFixed = true
+        return m
+    }
+
+    /// Folds in one observed step (nothing for a fixed model): the forward time moves the
+    /// correction of the nearest body point (an EMA of the log ratio, weight `alpha`: a geometric
+    /// mean, so the rare slow step a preempted thread makes does not drag the typical prediction
+    /// up), the host time refines the host fit.
     public mutating func observe(_ s: StepShape, forwardMs: Double, hostMs: Double, alpha: Double = 0.1) {
+        guard !isFixed else { return }
         let predicted = forwardMilliseconds(s) / scale(rows: s.rows)
         if predicted > 0 && forwardMs > 0 {
             let (a, b, t) = segment(s.rows)

@@ -28,6 +28,12 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
 ///   goodput at this batch size, only every 8th step drafts (a probe); while it pays, every 16th
 ///   step is plain (so the plain figure stays current). Runs a grammar forces cost no drafting.
 ///
+/// Both guards act on live measurement (step times, or plans made on a cost model that step times
+/// refresh), so both are off when the cost model is fixed (`CostModel.fixed()`): then the drafter
+/// runs every step and the planner alone decides, from the given table, and the same requests
+/// draft the same trees on any host at any load. The A/B figures are still recorded (they are
+/// shown at GET /v1/cast/cost) but decide nothing.
+///
 /// Thread-safety: engine thread only.
 public final class Speculator {
     public let drafter: any Drafter
@@ -63,11 +69,11 @@ public final class Speculator {
     // MARK: - Proposals
 
     /// Whether the drafter runs this step of `decodeRoots` decoding sequences (counts the step;
-    /// see the guards above).
+    /// see the guards above: always with a fixed cost model).
     public func shouldDraft(decodeRoots: Int = 1) -> Bool {
         plannedSteps += 1
         plannedRoots = decodeRoots
-        guard strategy == .cast else { return true }
+        guard strategy == .cast, !cost.isFixed else { return true }
         let bucket = measured[BucketGoodput.bucket(decodeRoots)]
         switch bucket.verdict {
         case .losing: return plannedSteps % 8 == 0

@@ -47,6 +47,10 @@ extension CastServe {
         @Flag(help: "Measure the step-cost model again instead of reusing the cached one.")
         var recalibrate = false
 
+        @Option(help: ArgumentHelp("Serve with the fixed step-cost model in this JSON file (GET /v1/cast/cost's format) instead of measuring one (overrides \"cost_model_file\").",
+                                   valueName: "file"))
+        var costModel: String?
+
         @Option(help: "Kernel set: auto, avx512, avx2, neon or scalar (overrides \"kernels\"; auto picks the fastest this CPU runs).")
         var kernels: String?
 
@@ -94,6 +98,12 @@ extension CastServe {
             // The kernel set, before anything listens: a set this CPU cannot run stops the start.
             let kernelSet = try KernelSet.select(settings.kernels)
             note("kernels: \(kernelSet) (\(kernelSetSummary(settings.kernels)))")
+            // A cost-model file, before anything listens: a missing or malformed one stops the start.
+            if let costModel { settings.costModelFile = costModel }
+            if recalibrate && settings.costModelFile != nil {
+                throw ValidationError("--recalibrate measures the step-cost model, --cost-model (\"cost_model_file\") fixes it; give one of them")
+            }
+            let fixedCost = try settings.costModelFile.map { try CostModelFile.load(path: $0) }
 
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)
@@ -164,7 +174,7 @@ extension CastServe {
                 engineConfig.maxDraftNodes = settings.maxDraftNodes
                 engineConfig.maxDraftDepth = settings.maxDraftDepth
                 if settings.speculation {
-                    try prepareCostModel(&engineConfig, settings: settings, kernels: kernelSet, recalibrate: recalibrate)
+                    try prepareCostModel(&engineConfig, settings: settings, kernels: kernelSet, recalibrate: recalibrate, fixed: fixedCost)
                 }
                 let e = Engine(model: transformer, configuration: engineConfig)
                 let metrics = service.metrics
@@ -199,9 +209,11 @@ extension CastServe {
 }
 
 extension CastServe.Serve {
-    /// Loads the step-cost model from the on-disk cache (unless `recalibrate`), or arranges for
-    /// the engine to measure it at start-up with progress on stderr and to cache the result.
-    func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, kernels: KernelSet, recalibrate: Bool) throws {
+    /// Takes the `fixed` step-cost model (from `--cost-model`), or loads the model from the on-disk
+    /// cache (unless `recalibrate`), or arranges for the engine to measure it at start-up with
+    /// progress on stderr and to cache the result.
+    func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, kernels: KernelSet, recalibrate: Bool,
+                          fixed: CostModel?) throws {
         let directory = settings.costCacheDir ?? CostModelCache.defaultDirectory
         let key: CostModelCache.Key?
         if directory.isEmpty {
@@ -214,6 +226,13 @@ extension CastServe.Serve {
         let cache = CostModelCache(directory: directory)
         // The recycle drafter's table lives beside the cost models, one per model file.
         if let key { config.drafterStatePath = directory + "/recycle-" + key.modelHash + ".bin" }
+        if let fixed, let path = settings.costModelFile {
+            config.costModel = fixed
+            let body = fixed.body.map { String(format: "%d:%.2f", $0.rows, $0.ms) }.joined(separator: " ")
+            note("step-cost model: fixed, from \(path) (not measured: no step time refreshes it and the measured guards are off, "
+                 + "so drafting does not depend on this host's speed or load); body by rows \(body)")
+            return
+        }
         if let key, !recalibrate, let known = cache.load(key) {
             config.costModel = known
             note("step-cost model from \(directory)/\(key.fileName) (--recalibrate measures a new one)")

@@ -32,6 +32,8 @@ struct ServerConfig: Equatable {
     var maxDraftDepth = 8
     /// Where measured step-cost tables are cached; "" disables the cache.
     var costCacheDir: String?
+    /// A fixed step-cost model to serve with instead of a measured one (`CostModelFile`).
+    var costModelFile: String?
     var tlsCert: String?
     var tlsKey: String?
     var tlsHandshakeTimeoutSeconds = 10.0
@@ -91,7 +93,7 @@ struct ServerConfig: Equatable {
                             "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "max_draft_nodes",
-                            "max_draft_depth", "cost_cache_dir", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
+                            "max_draft_depth", "cost_cache_dir", "cost_model_file", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
                             "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
@@ -165,6 +167,7 @@ struct ServerConfig: Equatable {
         case "max_draft_nodes": maxDraftNodes = try int(1...256)
         case "max_draft_depth": maxDraftDepth = try int(1...64)
         case "cost_cache_dir": costCacheDir = try optionalString()
+        case "cost_model_file": costModelFile = try optionalString()
         case "sampling_defaults": samplingDefaults = try Self.samplingDefaults(value, source: source)
         case "kernels":
             let name = try string()

@@ -66,7 +66,11 @@ extension EngineTests {
         func outputs(speculation: Bool) throws -> ([[Int32]], SpeculationUsage) {
             // A grammar per engine run: its masks are computed afresh.
             let grammar = TokenGrammar(grammar: try Grammar(gbnf: gbnf), vocabulary: vocabulary)
-            let engine = Engine(model: model, configuration: EngineConfiguration(slots: 4, contextLength: 512, speculation: speculation))
+            // A fixed cost model where rows are free: whether forced runs are drafted is then the
+            // planner's decision on a given table, not on this host's speed at start-up.
+            var config = EngineConfiguration(slots: 4, contextLength: 512, speculation: speculation)
+            config.costModel = EngineTests.givenCostModel(rowsAreFree: true)
+            let engine = Engine(model: model, configuration: config)
             defer { engine.shutdown() }
             let events = try prompts.map {
                 try submitCollecting(engine, GenerationRequest(promptTokens: $0, maxTokens: 80, sampling: .greedy, stopTokens: formatter.stopTokens,

@@ -168,6 +168,11 @@ import Testing
     }
 
     @Test func serverInflatesGzipBodiesAndKeepsTheConnectionAfterRefusals() throws {
+        // The bodies are compressed before connecting: compressing 50 MB takes seconds on a busy
+        // host, longer than the test server keeps an idle connection (2 s).
+        let fits = Gzip.compress(Self.sample(count: 90_000, compressible: true))
+        // ~50 KB on the wire (under the body limit), 50 MB inflated.
+        let inflatesTooFar = Gzip.compress(Data(count: 50_000_000), level: 9)
         let server = try startTestServer({ $0.maxBodyBytes = 100_000 }, handler: echoHandler)
         defer { server.shutdown(drainDeadline: .seconds(1)) }
         let client = try RawClient(port: server.port)
@@ -176,11 +181,10 @@ import Testing
             client.send([UInt8](body))
             return try client.readResponse()
         }
-        let ok = try post(Gzip.compress(Self.sample(count: 90_000, compressible: true)), encoding: "gzip")
+        let ok = try post(fits, encoding: "gzip")
         #expect(ok.statusCode == 200)
         #expect(ok.text == "POST /up 90000")
-        // ~50 KB on the wire (under the body limit), 50 MB inflated.
-        let bomb = try post(Gzip.compress(Data(count: 50_000_000), level: 9), encoding: "gzip")
+        let bomb = try post(inflatesTooFar, encoding: "gzip")
         #expect(bomb.statusCode == 413)
         #expect(bomb.text.contains("inflates to more than the limit of 100000 bytes"))
         let unsupported = try post(Data("x".utf8), encoding: "compress")

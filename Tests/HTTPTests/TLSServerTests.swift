@@ -129,7 +129,7 @@ import Glibc
     @Test func stalledHandshakeNeitherBlocksOthersNorLivesPastItsTimeout() throws {
         let certificates = try Certificates()
         let events = Box<[String]>([])
-        let server = try startTLSServer(certificates, handshakeTimeout: .milliseconds(500)) { event in
+        let server = try startTLSServer(certificates, handshakeTimeout: .seconds(3)) { event in
             if case .tlsHandshakeFailed(let reason) = event { events.update { $0.append(reason) } }
         }
         defer { server.shutdown(drainDeadline: .seconds(1)) }
@@ -140,9 +140,11 @@ import Glibc
         let started = clock.now
         let served = try runCurl(["--cacert", certificates.certificate, "https://localhost:\(server.port)/other"])
         #expect(served.1 == "GET /other 0")
-        #expect(clock.now - started < .milliseconds(450), "the stalled handshakes delayed another client")
-        #expect(stalled.isClosedByServer(timeout: 3))
-        #expect(half.isClosedByServer(timeout: 3))
+        // Served well before the stalled handshakes time out (3 s): not queued behind them. The
+        // margin covers starting curl on a slow, busy host.
+        #expect(clock.now - started < .milliseconds(2500), "the stalled handshakes delayed another client")
+        #expect(stalled.isClosedByServer(timeout: 8))
+        #expect(half.isClosedByServer(timeout: 8))
         #expect(events.get.filter { $0.contains("no TLS handshake within") }.count == 2)
     }
 

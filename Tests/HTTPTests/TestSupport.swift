@@ -57,6 +57,10 @@ final class RawClient {
 
     deinit { close(fd) }
 
+    /// How long a read waits for the server by default: a bound on the wait, not a speed check (a
+    /// slow 2-core host with CPU-bound neighbours can starve the server's thread for seconds).
+    static let waitSeconds = 30.0
+
     func send(_ text: String) { send(Array(text.utf8)) }
 
     func send(_ bytes: [UInt8]) {
@@ -98,7 +102,7 @@ final class RawClient {
     }
 
     /// Reads until `marker` appears in the buffer; returns and consumes everything up to and including it.
-    func read(until marker: String, timeout: Double = 5) throws -> String {
+    func read(until marker: String, timeout: Double = waitSeconds) throws -> String {
         let needle = Array(marker.utf8)
         let deadline = Date().addingTimeInterval(timeout)
         while true {
@@ -115,7 +119,7 @@ final class RawClient {
 
     /// Reads one response: head, then a Content-Length, chunked or close-delimited body
     /// (no body for HEAD requests and 1xx/204/304).
-    func readResponse(forHead: Bool = false, timeout: Double = 5) throws -> RawResponse {
+    func readResponse(forHead: Bool = false, timeout: Double = waitSeconds) throws -> RawResponse {
         let head = try read(until: "\r\n\r\n", timeout: timeout)
         var lines = head.components(separatedBy: "\r\n").filter { !$0.isEmpty }
         guard !lines.isEmpty else { throw TestClientError.malformed(head) }
@@ -148,7 +152,7 @@ final class RawClient {
         return response
     }
 
-    func readExactly(_ count: Int, timeout: Double = 5) throws -> [UInt8] {
+    func readExactly(_ count: Int, timeout: Double = waitSeconds) throws -> [UInt8] {
         let deadline = Date().addingTimeInterval(timeout)
         while buffer.count < count {
             let left = deadline.timeIntervalSinceNow

@@ -92,8 +92,10 @@ import Tokenizer
         }
         print("encode: \(count) tokens in \(best)")
         #expect(count >= 2000)
-        // Budget is 10 ms for 2000 tokens on an idle core; allow headroom for a shared 2-core machine.
-        #expect(best < .milliseconds(10) * (Double(count) / 2000) * 3)
+        // Budget is 10 ms for 2000 tokens on an idle core. A regression guard (a quadratic merge
+        // loop takes seconds), with 10x headroom: the best of 5 on a slow 2-core host with
+        // CPU-bound neighbours and the other suites running beside it.
+        #expect(best < .milliseconds(10) * (Double(count) / 2000) * 10)
     }
 }
 
