@@ -37,6 +37,8 @@ struct ChoiceState {
     var tokens: [GeneratedToken] = []
     var completionTokens = 0
     var promptTokens = 0
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    var cachedTokens = 0
     var finish: FinishReason?
     var failed: EngineError?
     var handle: RequestHandle?
@@ -57,8 +59,9 @@ struct ChoiceState {
     /// Takes one engine event; returns the new text to emit for it.
     mutating func take(_ event: TokenEvent, stopTokens: Set<Int32>) -> String {
         switch event {
-        case .started(let n):
+        case .started(let n, let cached):
             promptTokens = n
+            cachedTokens = cached
             return ""
         case .promptLogprobs(let scores):
             promptScores = scores
