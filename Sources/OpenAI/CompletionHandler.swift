@@ -92,6 +92,7 @@ extension OpenAIService {
                                           stopTokens: stopTokens, logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
                                           grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
                 var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
+                state.readsToolCalls = r.usesTools
                 do {
                     state.handle = try b.engine.submit(g) { queue.push(index, $0) }
                 } catch let e as EngineError {

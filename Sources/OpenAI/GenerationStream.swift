@@ -48,6 +48,8 @@ struct ChoiceState {
     var embedding: [Float] = []
     /// Raw generated text (before stop strings), for reading tool calls.
     var raw = ""
+    /// Whether the reply is read as tool calls: a call that repeats an earlier one ends it.
+    var readsToolCalls = false
 
     init(tokenizer: Tokenizer, stops: [String]) {
         decoder = Tokenizer.StreamingDecoder(tokenizer: tokenizer, skipSpecial: true)
@@ -76,6 +78,11 @@ struct ChoiceState {
             if stopTokens.contains(t.id) { return "" }
             let decoded = decoder.append(t.id)
             raw += decoded
+            if readsToolCalls, let cut = ToolCallFormat.cutAtRepeatedCall(raw) {
+                raw = cut
+                finish = .stop
+                return ""
+            }
             let (piece, stopped) = stop.append(decoded)
             text += piece
             if stopped { finish = .stop }
