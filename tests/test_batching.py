@@ -57,6 +57,38 @@ class PrefixReuseTest(unittest.TestCase):
             s.stop()
 
 
+class CachedTokensTest(unittest.TestCase):
+    def test_usage_reports_reused_prompt_tokens_and_the_counter_moves(self):
+        s = Server(slots=2).start()
+        try:
+            client = s.openai()
+            counter = lambda: metric_value(s.metrics(), "castserve_prompt_cached_tokens")
+            self.assertEqual(counter(), 0)
+            messages = lambda q: [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+            first = client.chat.completions.create(model="default", messages=messages("What is rain?"), max_tokens=4, temperature=0)
+            self.assertEqual(first.usage.prompt_tokens_details.cached_tokens, 0)
+            second = client.chat.completions.create(model="default", messages=messages("Why is the sky blue?"), max_tokens=4, temperature=0)
+            cached = second.usage.prompt_tokens_details.cached_tokens
+            self.assertGreaterEqual(cached, 32, "the shared system prompt was not reported as cached")
+            self.assertLessEqual(cached, second.usage.prompt_tokens)
+            self.assertEqual(counter(), cached)
+            # Streamed usage, and the completions endpoint, report it too.
+            chunks = list(client.chat.completions.create(model="default", messages=messages("What is a prime number?"), max_tokens=4,
+                                                         temperature=0, stream=True, stream_options={"include_usage": True}))
+            streamed = chunks[-1].usage
+            self.assertGreaterEqual(streamed.prompt_tokens_details.cached_tokens, 32)
+            self.assertLessEqual(streamed.prompt_tokens_details.cached_tokens, streamed.prompt_tokens)
+            prompt = SYSTEM + " Question: what is snow? Answer:"
+            cold = client.completions.create(model="default", prompt=prompt, max_tokens=2, temperature=0)
+            warm = client.completions.create(model="default", prompt=prompt, max_tokens=2, temperature=0)
+            self.assertEqual(cold.usage.prompt_tokens_details.cached_tokens, 0)
+            self.assertGreater(warm.usage.prompt_tokens_details.cached_tokens, 0)
+            self.assertLess(warm.usage.prompt_tokens_details.cached_tokens, warm.usage.prompt_tokens)
+            self.assertEqual(counter(), cached + streamed.prompt_tokens_details.cached_tokens + warm.usage.prompt_tokens_details.cached_tokens)
+        finally:
+            s.stop()
+
+
 class FloodTest(unittest.TestCase):
     def test_flood_gets_429s_everything_admitted_completes_memory_returns(self):
         s = Server(slots=2, env={"CASTSERVE_MAX_WAITING_REQUESTS": "2"})

@@ -1,12 +1,16 @@
 """Structured outputs by constrained decoding, through the `openai` client: `chat.completions.parse`
 with pydantic models, `response_format` json_schema / json_object (every reply validated with the
-`jsonschema` package over several prompts), llama.cpp's `grammar` and `json_schema` fields,
+`jsonschema` package over several prompts), the keywords pydantic writes (`Field(ge=, le=, gt=, lt=,
+pattern=)`, nested models as `$defs`, `Optional`, `Literal`, tagged unions as `oneOf`, `date` and
+`uuid` formats), llama.cpp's `grammar` and `json_schema` fields,
 `logit_bias`, `sampling_defaults`, and 400s naming the field for what the server cannot honour."""
 
+import datetime
 import json
 import re
 import unittest
-from typing import Annotated, List, Literal, Optional
+import uuid
+from typing import Annotated, List, Literal, Optional, Union
 
 import jsonschema
 import openai
@@ -71,6 +75,42 @@ class Pet(BaseModel):
     owner: Optional[Short]
 
 
+class Address(BaseModel):
+    street: Short
+    zip_code: str = Field(pattern=r"^\d{5}$")
+
+
+class Booking(BaseModel):
+    """Every keyword pydantic writes for these fields must be honoured, not refused."""
+    guest: Short
+    guests: int = Field(ge=1, le=12)
+    nights: int = Field(gt=0, lt=31)
+    rating: float = Field(ge=0, le=5)
+    discount: float = Field(gt=-1, lt=0)
+    room: Literal["single", "double", "suite"]
+    code: str = Field(pattern=r"^[A-Z]{3}-[0-9]{3}$")
+    address: Address
+    previous: Optional[Address]
+    arrival: datetime.date
+    ref: uuid.UUID
+    notes: Optional[Short] = None
+
+
+class Cat(BaseModel):
+    kind: Literal["cat"]
+    lives: int = Field(ge=1, le=9)
+
+
+class Dog(BaseModel):
+    kind: Literal["dog"]
+    good: bool
+
+
+class Owner(BaseModel):
+    name: Short
+    pet: Union[Cat, Dog] = Field(discriminator="kind")
+
+
 def setUpModule():
     global server, client
     server = Server(slots=4, args=["--speculation", "on"]).start()
@@ -114,6 +154,45 @@ class JSONSchemaTests(unittest.TestCase):
             self.assertIsInstance(pet, Pet, r.choices[0].message.content)
             self.assertIn(pet.species, ("cat", "dog", "bird"))
             jsonschema.validate(json.loads(r.choices[0].message.content), Pet.model_json_schema())
+
+    def test_parse_with_bounds_patterns_formats_and_nested_models(self):
+        schema = Booking.model_json_schema()
+        checker = jsonschema.FormatChecker()
+        for prompt, seed in [("Book a room for two in Rome.", 1), ("I need a suite for a week, three guests.", 2),
+                             ("Make up a booking.", 3), ("Reserve a single room, arriving next Monday.", 4)]:
+            r = client.chat.completions.parse(model=MODEL_ID, messages=[{"role": "user", "content": prompt}], response_format=Booking,
+                                              max_tokens=400, temperature=0.9, seed=seed)
+            content = r.choices[0].message.content
+            self.assertEqual(r.choices[0].finish_reason, "stop", content)
+            booking = r.choices[0].message.parsed
+            self.assertIsInstance(booking, Booking, content)
+            self.assertTrue(1 <= booking.guests <= 12 and 0 < booking.nights < 31 and 0 <= booking.rating <= 5, content)
+            self.assertTrue(re.fullmatch(r"[A-Z]{3}-[0-9]{3}", booking.code), content)
+            self.assertTrue(re.fullmatch(r"\d{5}", booking.address.zip_code), content)
+            jsonschema.validate(json.loads(content), schema, format_checker=checker)
+
+    def test_parse_tagged_union(self):
+        for prompt, seed in [("Tell me about Ann and her cat.", 5), ("Bob has a dog.", 6), ("Describe a pet owner.", 7)]:
+            r = client.chat.completions.parse(model=MODEL_ID, messages=[{"role": "user", "content": prompt}], response_format=Owner,
+                                              max_tokens=120, temperature=0.9, seed=seed)
+            owner = r.choices[0].message.parsed
+            self.assertIsInstance(owner, Owner, r.choices[0].message.content)
+            jsonschema.validate(json.loads(r.choices[0].message.content), Owner.model_json_schema())
+
+    def test_integer_range_boundaries_with_biased_digits(self):
+        # A digit pushed far above the rest must still stop at the bounds: the grammar, not the
+        # model, ends "9..." at 99 (999 > 300) and "-9..." at -99 (-999 < -123).
+        status, nine = server.json("POST", "/tokenize", {"content": "9"})
+        self.assertEqual((status, len(nine["tokens"])), (200, 1), nine)
+        digits = {str(nine["tokens"][0]): 30}
+        schema = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 15, "maximum": 300},
+                                                   "b": {"type": "integer", "minimum": -123, "exclusiveMaximum": 0}},
+                  "required": ["a", "b"], "additionalProperties": False}
+        r = chat(PROMPTS[0], response_format={"type": "json_schema", "json_schema": {"name": "r", "schema": schema}},
+                 logit_bias=digits, max_tokens=40)
+        value = json.loads(r.choices[0].message.content)
+        jsonschema.validate(value, schema)
+        self.assertEqual((value["a"], value["b"]), (99, -99), value)
 
     def test_streamed_reply_equals_whole_and_validates(self):
         fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": PERSON}}
@@ -208,14 +287,22 @@ class RefusalTests(unittest.TestCase):
         return reply
 
     def test_unsupported_schema_keywords(self):
-        for keyword, value in [("pattern", "^a+$"), ("format", "email"), ("minimum", 0)]:
-            schema = {"type": "object", "properties": {"x": {"type": "string" if keyword != "minimum" else "integer", keyword: value}}}
+        for keyword, value in [("multipleOf", 3), ("uniqueItems", True), ("patternProperties", {"^a": {}})]:
+            schema = {"type": "object", "properties": {"x": {"type": "integer", keyword: value}}}
             reply = self.expect_400("response_format.json_schema.schema", f"'{keyword}' at #/properties/x",
                                     response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
             self.assertIn("supported keywords", reply["error"]["message"])
-        self.expect_400("json_schema", "'oneOf'", json_schema={"oneOf": [{"type": "string"}]})
+        # Supported keywords used in ways the compiler does not support name the keyword and the construct.
+        for sub, fragment in [({"type": "string", "pattern": "^(a)\\1$"}, "'pattern' at #/properties/x: backreferences"),
+                              ({"type": "string", "pattern": "(?=a)"}, "'pattern' at #/properties/x: lookaround"),
+                              ({"type": "string", "format": "email"}, "'format' at #/properties/x: format 'email' is not supported"),
+                              ({"type": "number", "minimum": 0.5}, "'minimum' at #/properties/x: a fractional bound")]:
+            schema = {"type": "object", "properties": {"x": sub}}
+            self.expect_400("response_format.json_schema.schema", fragment,
+                            response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema}})
+        self.expect_400("json_schema", "'minLength' beside 'oneOf'", json_schema={"oneOf": [{"type": "string"}], "minLength": 2})
         self.expect_400("tools[0].function.parameters", "'pattern'",
-                        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "pattern": "x"}}}}}])
+                        tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "string", "pattern": "\\bx"}}}}}])
 
     def test_invalid_grammars(self):
         self.expect_400("grammar", "left-recursive", grammar="root ::= root \"a\" | \"a\"")

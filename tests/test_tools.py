@@ -124,6 +124,45 @@ class OpenAIToolTests(unittest.TestCase):
         self.assertEqual(calls[0]["arguments"], whole.function.arguments)
         jsonschema.validate(json.loads(calls[0]["arguments"]), SCHEMAS["get_weather"])
 
+    def test_one_argument_call_fits_in_64_tokens(self):
+        # A small model that has made a call tends to repeat it until max_tokens (7 of these 12
+        # sampled "required" replies did before); a repeated call now ends the reply.
+        city = {"type": "function", "function": {"name": "get_weather", "description": "Get the current weather in a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+        schema = city["function"]["parameters"]
+        for choice in ["required", {"type": "function", "function": {"name": "get_weather"}}]:
+            for prompt in ["What is the weather like in Paris today?", "Is it raining in Tokyo?", "weather berlin", "Tell me a joke"]:
+                for seed in [1, 2, 3]:
+                    r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}], tools=[city],
+                                                       tool_choice=choice, max_tokens=64, temperature=0.8, seed=seed)
+                    c = r.choices[0]
+                    label = f"{choice} {prompt!r} seed {seed}: {r.usage.completion_tokens} tokens, {c.message}"
+                    self.assertEqual(c.finish_reason, "tool_calls", label)
+                    self.assertLessEqual(r.usage.completion_tokens, 64, label)
+                    calls = c.message.tool_calls
+                    self.assertTrue(calls, label)
+                    for call in calls:
+                        self.assertEqual(call.function.name, "get_weather")
+                        jsonschema.validate(json.loads(call.function.arguments), schema)
+                    self.assertEqual(len({call.function.arguments for call in calls}), len(calls), f"a call repeats: {label}")
+
+    def test_a_repeated_call_is_never_streamed(self):
+        city = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+        kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": "Is it raining in Tokyo?"}], tools=[city], tool_choice="required",
+                      max_tokens=64, temperature=0.8)
+        for seed in [1, 3]:
+            whole = client.chat.completions.create(seed=seed, **kwargs).choices[0].message.tool_calls
+            calls, finish = {}, None
+            for chunk in client.chat.completions.create(stream=True, seed=seed, **kwargs):
+                for ch in chunk.choices:
+                    for d in ch.delta.tool_calls or []:
+                        entry = calls.setdefault(d.index, {"name": "", "arguments": ""})
+                        entry["name"] += (d.function.name or "") if d.function else ""
+                        entry["arguments"] += (d.function.arguments or "") if d.function else ""
+                    finish = ch.finish_reason or finish
+            self.assertEqual(finish, "tool_calls")
+            self.assertEqual([(c["name"], c["arguments"]) for c in calls.values()], [(c.function.name, c.function.arguments) for c in whole])
+
     def test_history_with_tool_results(self):
         first = client.chat.completions.create(model=MODEL_ID, messages=ASK, tools=TOOLS, tool_choice="required",
                                                parallel_tool_calls=False, max_tokens=80, temperature=0)

@@ -31,13 +31,15 @@ extension Engine {
     func admitWaiting(stop: Bool) {
         while !stop, let s = waiting.first, let free = running.firstIndex(where: { $0 == nil }) {
             cache.reset(slot: free)
-            if !(s.request.needsPromptRows && !s.started) { _ = cache.attachPrefix(slot: free, tokens: s.tokens) }
+            var attached = 0
+            if !(s.request.needsPromptRows && !s.started) { attached = cache.attachPrefix(slot: free, tokens: s.tokens) }
             guard cache.reserve(slot: free, positions: s.tokens.count + 1) else {
                 cache.reset(slot: free)
                 if order.isEmpty { fail(waiting.removeFirst(), .modelFailure("the KV cache cannot hold this prompt")) }
                 break
             }
             waiting.removeFirst()
+            if s.cachedPromptTokens == nil { s.cachedPromptTokens = min(attached, s.request.promptTokens.count) }
             // Room for every token the slot can hold: decoding never grows the array.
             s.tokens.reserveCapacity(cache.capacity)
             s.slot = free

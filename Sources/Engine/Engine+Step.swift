@@ -134,7 +134,7 @@ extension Engine {
                 outcome.promptTokens += s.request.promptTokens.count
                 if s.request.promptLogprobs != nil { s.onEvent(.promptLogprobs(s.promptScores)) }
                 if s.request.embedding { s.onEvent(.embedding(pooledEmbedding(s))) }
-                s.onEvent(.started(promptTokens: s.request.promptTokens.count))
+                s.onEvent(.started(promptTokens: s.request.promptTokens.count, cachedTokens: s.cachedPromptTokens ?? 0))
                 if s.request.embedding || s.request.maxTokens == 0 {
                     finish(s, s.request.embedding ? .stop : .length)
                     continue

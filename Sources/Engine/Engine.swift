@@ -63,6 +63,10 @@ public final class Engine: @unchecked Sendable {
         var tokens: [Int32]
         var generated = 0
         var started = false
+        /// Prompt tokens whose keys and values came from the prefix cache at the first admission
+        /// (nil before it; a re-admission after preemption reattaches blocks this sequence
+        /// computed itself, which are not cached tokens).
+        var cachedPromptTokens: Int?
         var sampler: Sampler
         var history: TokenCounts
         var usage = SpeculationUsage()

@@ -72,8 +72,9 @@ public struct GeneratedToken: Sendable {
 
 /// Events of one request, delivered in order on the engine thread. Handlers must not block.
 public enum TokenEvent: Sendable {
-    /// Prefill finished; generation starts.
-    case started(promptTokens: Int)
+    /// Prefill finished; generation starts. `cachedTokens` of the prompt's tokens were not
+    /// computed: their keys and values came from the prefix cache (a multiple of the block size).
+    case started(promptTokens: Int, cachedTokens: Int)
     /// The prompt's tokens with their log-probabilities under the model (the first has none),
     /// when the request asked (`promptLogprobs`); sent just before `started`.
     case promptLogprobs([GeneratedToken])

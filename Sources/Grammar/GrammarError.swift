@@ -13,6 +13,9 @@ public enum GrammarError: Error, CustomStringConvertible, Equatable, Sendable {
     case tooLarge(String)
     /// A JSON-schema keyword the compiler does not support, at a schema path.
     case unsupportedKeyword(keyword: String, path: String)
+    /// A supported keyword used in a way the compiler does not support (a regular-expression
+    /// construct in `pattern`, an unknown `format`, a fractional bound on a number, ...).
+    case unsupportedFeature(keyword: String, path: String, message: String)
     /// A JSON schema that is malformed at a path (wrong type of a keyword's value, bad $ref, ...).
     case invalidSchema(path: String, message: String)
 
@@ -30,6 +33,8 @@ public enum GrammarError: Error, CustomStringConvertible, Equatable, Sendable {
             return "the grammar is too large: \(what)"
         case .unsupportedKeyword(let keyword, let path):
             return "JSON schema keyword '\(keyword)' at \(path) is not supported; supported keywords: \(JSONSchemaGrammar.supportedKeywords.joined(separator: ", "))"
+        case .unsupportedFeature(let keyword, let path, let message):
+            return "JSON schema keyword '\(keyword)' at \(path): \(message)"
         case .invalidSchema(let path, let message):
             return "invalid JSON schema at \(path): \(message)"
         }

@@ -37,12 +37,24 @@ struct Usage: Encodable {
     var promptTokens: Int
     var completionTokens: Int
     var totalTokens: Int
+    /// Prompt tokens served from the prefix cache.
+    var promptTokensDetails: PromptTokensDetails
     /// CastServe extension: what speculative decoding did (only with speculation on).
     var speculation: SpeculationBody?
 
     enum CodingKeys: String, CodingKey {
-        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens", speculation
+        case promptTokens = "prompt_tokens", completionTokens = "completion_tokens", totalTokens = "total_tokens"
+        case promptTokensDetails = "prompt_tokens_details", speculation
     }
+}
+
+/// `usage.prompt_tokens_details`: of the prompt tokens, those whose keys and values were reused
+/// from the prefix cache instead of computed (whole KV blocks of a prefix an earlier request
+/// left, so a multiple of the block size per choice).
+struct PromptTokensDetails: Encodable {
+    var cachedTokens: Int
+
+    enum CodingKeys: String, CodingKey { case cachedTokens = "cached_tokens" }
 }
 
 struct SpeculationBody: Encodable {

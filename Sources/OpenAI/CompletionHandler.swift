@@ -92,6 +92,7 @@ extension OpenAIService {
                                           stopTokens: stopTokens, logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
                                           grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
                 var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
+                state.readsToolCalls = r.usesTools
                 do {
                     state.handle = try b.engine.submit(g) { queue.push(index, $0) }
                 } catch let e as EngineError {
@@ -159,6 +160,7 @@ extension OpenAIService {
         }
         let usage = run.usage(choices)
         metrics.promptTokens.increment(by: Int64(usage.promptTokens))
+        metrics.promptCachedTokens.increment(by: Int64(usage.promptTokensDetails.cachedTokens))
         metrics.completionTokens.increment(by: Int64(usage.completionTokens))
         log.promptTokens = usage.promptTokens
         log.completionTokens = usage.completionTokens
@@ -283,7 +285,9 @@ struct CompletionRun {
     func usage(_ choices: [ChoiceState]) -> Usage {
         let promptTotal = prompts.reduce(0) { $0 + $1.count } * request.n
         let completionTotal = choices.reduce(0) { $0 + $1.completionTokens }
-        var usage = Usage(promptTokens: promptTotal, completionTokens: completionTotal, totalTokens: promptTotal + completionTotal)
+        let cachedTotal = choices.reduce(0) { $0 + $1.cachedTokens }
+        var usage = Usage(promptTokens: promptTotal, completionTokens: completionTotal, totalTokens: promptTotal + completionTotal,
+                          promptTokensDetails: PromptTokensDetails(cachedTokens: cachedTotal))
         if backend.engine.configuration.speculation {
             // An extension: clients that do not know the field ignore it.
             let sum = { (f: (SpeculationUsage) -> Int) in choices.reduce(0) { $0 + f($1.speculation) } }

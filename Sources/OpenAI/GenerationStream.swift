@@ -37,6 +37,8 @@ struct ChoiceState {
     var tokens: [GeneratedToken] = []
     var completionTokens = 0
     var promptTokens = 0
+    /// Prompt tokens whose keys and values came from the prefix cache.
+    var cachedTokens = 0
     var finish: FinishReason?
     var failed: EngineError?
     var handle: RequestHandle?
@@ -46,6 +48,8 @@ struct ChoiceState {
     var embedding: [Float] = []
     /// Raw generated text (before stop strings), for reading tool calls.
     var raw = ""
+    /// Whether the reply is read as tool calls: a call that repeats an earlier one ends it.
+    var readsToolCalls = false
 
     init(tokenizer: Tokenizer, stops: [String]) {
         decoder = Tokenizer.StreamingDecoder(tokenizer: tokenizer, skipSpecial: true)
@@ -57,8 +61,9 @@ struct ChoiceState {
     /// Takes one engine event; returns the new text to emit for it.
     mutating func take(_ event: TokenEvent, stopTokens: Set<Int32>) -> String {
         switch event {
-        case .started(let n):
+        case .started(let n, let cached):
             promptTokens = n
+            cachedTokens = cached
             return ""
         case .promptLogprobs(let scores):
             promptScores = scores
@@ -73,6 +78,11 @@ struct ChoiceState {
             if stopTokens.contains(t.id) { return "" }
             let decoded = decoder.append(t.id)
             raw += decoded
+            if readsToolCalls, let cut = ToolCallFormat.cutAtRepeatedCall(raw) {
+                raw = cut
+                finish = .stop
+                return ""
+            }
             let (piece, stopped) = stop.append(decoded)
             text += piece
             if stopped { finish = .stop }

@@ -10,6 +10,8 @@ public final class ServerMetrics: @unchecked Sendable {
     private let lock = NSLock()
     private var requestCounters: [String: Counter] = [:]
     let promptTokens: Counter
+    /// Prompt tokens reported as `cached_tokens` in usage (keys and values reused from the prefix cache).
+    let promptCachedTokens: Counter
     let completionTokens: Counter
     let timeToFirstToken: DurationHistogram
     let requestDuration: DurationHistogram
@@ -53,6 +55,8 @@ public final class ServerMetrics: @unchecked Sendable {
         let latencyBuckets: [Duration] = [.milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
                                           .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30), .seconds(60)]
         promptTokens = registry.makeCounter(name: "castserve_prompt_tokens_total", help: "Prompt tokens processed.")
+        promptCachedTokens = registry.makeCounter(name: "castserve_prompt_cached_tokens_total",
+                                                  help: "Prompt tokens of completed requests whose keys and values came from the prefix cache (usage cached_tokens).")
         completionTokens = registry.makeCounter(name: "castserve_completion_tokens_total", help: "Completion tokens generated.")
         timeToFirstToken = registry.makeDurationHistogram(name: "castserve_time_to_first_token_seconds", buckets: latencyBuckets,
                                                           help: "Time from request arrival to the first generated token.")
