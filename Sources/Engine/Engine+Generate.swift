@@ -50,7 +50,7 @@ private final class BlockingRun: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         switch event {
-        case .started(let promptTokens):
+        case .started(let promptTokens, _):
             let now = clock.now
             started = now
             stats.promptTokens = promptTokens
