@@ -38,7 +38,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models synthetic-models bench-formats drafters
+.PHONY: reference-python all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models synthetic-models bench-formats drafters
 
 all: build
 
@@ -89,16 +89,28 @@ generate: build model
 	$(RELEASE_BIN)/cast-serve generate --chat --model $(MODEL) --prompt "What is the capital of France? Answer in one sentence." --max-tokens 64
 
 ## Unit and fixture tests (release: the kernels are tens of times slower unoptimised),
-## then the end-to-end tests against the real binaries.
-test: test-deps model $(GEMMA3_MODEL)
-	$(MAKE) --no-print-directory test-kernels
-	$(MAKE) --no-print-directory kquant-models synthetic-models
-	$(SWIFT) build -c release
-	$(SWIFT) test -c release
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check $(PY_TEST_PACKAGES)
-	$(MAKE) --no-print-directory lint-deploy host-build
-	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
-	$(MAKE) fuzz
+## then the end-to-end tests against the real binaries. Each phase is timed (tools/ci/phase.sh) and
+## the breakdown is printed at the end (tests/README.md has a fresh 2-core host's). The test clients
+## download in the background while the kernels and the Swift code build: that is network, not cores.
+PHASE := tools/ci/phase.sh
+CI_DIR := .build-ci
+test:
+	@mkdir -p $(CI_DIR) && rm -f $(CI_DIR)/times $(CI_DIR)/pip.rc
+	$(PHASE) apt $(MAKE) --no-print-directory test-deps
+	$(PHASE) models $(MAKE) --no-print-directory model gemma3-model
+	$(PHASE) reference-python $(MAKE) --no-print-directory reference-python
+	@( $(PHASE) test-clients-background $(PYTHON) -m pip install --quiet --disable-pip-version-check \
+	    $(PY_TEST_PACKAGES) $(DEPLOY_LINT_PACKAGES) > $(CI_DIR)/pip.log 2>&1; echo $$? > $(CI_DIR)/pip.rc ) &
+	$(PHASE) test-kernels $(MAKE) --no-print-directory test-kernels
+	$(PHASE) test-models $(MAKE) --no-print-directory kquant-models synthetic-models
+	$(PHASE) swift-build $(SWIFT) build -c release
+	$(PHASE) swift-test $(SWIFT) test -c release
+	$(PHASE) wait-test-clients sh -c 'while [ ! -f $(CI_DIR)/pip.rc ]; do sleep 1; done; cat $(CI_DIR)/pip.log; exit $$(cat $(CI_DIR)/pip.rc)'
+	$(PHASE) lint-deploy $(MAKE) --no-print-directory lint-deploy
+	$(PHASE) host-build $(MAKE) --no-print-directory host-build
+	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PHASE) e2e $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
+	$(PHASE) fuzz $(MAKE) --no-print-directory fuzz
+	@$(PHASE) --report
 
 ## Every kernel set against the scalar reference, kernel by kernel (Tests/CKernelsDriver): natively
 ## (the x86 sets this CPU runs) and the neon set cross-compiled for aarch64, run under qemu-aarch64.
@@ -135,7 +147,7 @@ $(KQUANT_MODELS): $(KQUANT_ABS)/SmolLM2-135M-Instruct.%.gguf: $(MODEL)
 	@$(PYTHON) -c 'import llama_cpp' 2>/dev/null || CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	  CMAKE_ARGS="-DLLAMA_CURL=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF" \
 	  $(PYTHON) -m pip install --quiet $(LLAMA_CPP_PYTHON)
-	@$(PYTHON) -c 'import gguf, numpy' 2>/dev/null || $(PYTHON) -m pip install --quiet $(REFERENCE_PY_PACKAGES)
+	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
 	cd tools/reference && $(PYTHON) requantize.py --out $(KQUANT_ABS) $*
 
 $(KQUANT_ABS)/kquant_logits_reference.json: $(KQUANT_MODELS)
@@ -146,11 +158,19 @@ $(KQUANT_ABS)/kquant_logits_reference.json: $(KQUANT_MODELS)
 ## with the gguf and numpy versions the reference logits were made with, then checked against the
 ## sha256s in tools/reference/MANIFEST.json.
 REFERENCE_PY_PACKAGES := gguf==0.19.0 numpy==2.4.6
+# Installs pinned packages unless exactly those versions are already there (no second pip touching
+# site-packages while the test clients install in the background).
+pip_ensure = $(PYTHON) -c 'import sys, importlib.metadata as m; sys.exit(any(m.version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])))' $(1) 2>/dev/null \
+	|| $(PYTHON) -m pip install --quiet --disable-pip-version-check $(1)
 SYNTHETIC_MODELS := $(foreach m,qwen2 qwen3 llama3_rope gemma3_swa,Tests/Fixtures/synthetic/$(m).gguf)
 synthetic-models: $(SYNTHETIC_MODELS)
 
+## The pinned gguf and numpy the reference scripts and fixture generators need.
+reference-python:
+	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
+
 $(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py
-	@$(PYTHON) -m pip install --quiet --disable-pip-version-check $(REFERENCE_PY_PACKAGES)
+	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
 	$(PYTHON) tools/reference/gen_synthetic.py --models-only
 	@$(PYTHON) -c 'import hashlib, json, sys; m = json.load(open("tools/reference/MANIFEST.json"))["fixtures"]; \
 	  bad = [f for f in sys.argv[1:] if hashlib.sha256(open(f, "rb").read()).hexdigest() != m[f]["sha256"]]; \
@@ -163,7 +183,7 @@ $(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py
 DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 256 --steps 250 --batch 256
 DRAFTER_TRAIN_GEMMA3 := --vocab 4096 --ffn 512 --steps 150 --batch 256
 drafters: build model $(GEMMA3_MODEL)
-	@$(PYTHON) -m pip install --quiet --disable-pip-version-check $(REFERENCE_PY_PACKAGES)
+	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
 	$(PYTHON) tools/drafter/pipeline.py --model $(DEFAULT_MODEL) --out drafters/$(basename $(MODEL_FILE)).drafter.gguf \
 	  --per-category 30 --max-tokens 96 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_SMOLLM2)
 	$(PYTHON) tools/drafter/pipeline.py --model $(GEMMA3_MODEL) --out drafters/$(basename $(GEMMA3_FILE)).drafter.gguf \
@@ -197,4 +217,4 @@ bench: build model
 	$(RELEASE_BIN)/cast-bench run --model $(MODEL) --prompts ../shared/bench/prompts.jsonl
 
 clean:
-	rm -rf .build .build-image .build-kernels
+	rm -rf .build .build-image .build-kernels .build-ci
