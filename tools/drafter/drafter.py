@@ -1,4 +1,4 @@
-"""The learned drafter ("feature-mlp", /work/notes/drafter-contract.md) in numpy: the target's
+"""The learned drafter ("feature-mlp", the format in drafters/README.md) in numpy: the target's
 frozen parts read from its GGUF, the features file of `cast-bench features`, the drafter's forward
 and hand-written backward, and the drafter GGUF writer and checker.
 
@@ -337,3 +337,17 @@ def check_gguf(path: Path) -> dict:
     meta["draft_vocab_size"] = k
     meta["types"] = {name: t[name].tensor_type.name for name in want}
     return meta
+
+
+def read_gguf(path: Path) -> tuple[Drafter, np.ndarray]:
+    """A drafter file's parameters (float32, the target's feature scale) and draft vocabulary."""
+    import gguf
+    r = gguf.GGUFReader(str(path))
+    t = {x.name: np.asarray(x.data) for x in r.tensors}
+    names = {"enorm": "draft.enorm.weight", "fnorm": "draft.fnorm.weight", "w_in": "draft.in.weight",
+             "b_in": "draft.in.bias", "mnorm": "draft.mnorm.weight", "gate": "draft.gate.weight",
+             "up": "draft.up.weight", "down": "draft.down.weight"}
+    out = Drafter.__new__(Drafter)
+    out.p = {k: t[v].astype(np.float32) for k, v in names.items()}
+    out.d, out.m = out.p["w_in"].shape[0], out.p["gate"].shape[0]
+    return out, t["draft.vocab"].astype(np.int32)

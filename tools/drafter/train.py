@@ -3,7 +3,7 @@
 
 Inputs: the replies of `cast-bench replies` (JSON lines with tokens, prompt_tokens, top1,
 category, id, mode) and the features of `cast-bench features` over the same lines, in order.
-Output: the drafter GGUF (/work/notes/drafter-contract.md) and a JSON report (coverage of the
+Output: the drafter GGUF (format: drafters/README.md) and a JSON report (coverage of the
 draft vocabulary, offline acceptance per depth on the held-out prompts, per category).
 
 Loss per unrolled step k = 1..U (the drafter's own predicted feature feeds step k + 1, the data's
