@@ -38,7 +38,7 @@ K8S_VERSION := 1.30.0
 
 RELEASE_BIN := .build/release
 
-.PHONY: reference-python all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models synthetic-models bench-formats
+.PHONY: reference-python all deps test-deps model gemma3-model build run generate test clean bench lint-deploy host-build fuzz soak test-kernels kquant-models synthetic-models bench-formats drafters
 
 all: build
 
@@ -175,6 +175,19 @@ $(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py
 	@$(PYTHON) -c 'import hashlib, json, sys; m = json.load(open("tools/reference/MANIFEST.json"))["fixtures"]; \
 	  bad = [f for f in sys.argv[1:] if hashlib.sha256(open(f, "rb").read()).hexdigest() != m[f]["sha256"]]; \
 	  sys.exit("synthetic models differ from MANIFEST.json (other gguf/numpy?): " + " ".join(bad) if bad else 0)' $(SYNTHETIC_MODELS)
+
+## The learned drafters of both shipped models (drafters/README.md), trained here on the CPU by
+## tools/drafter/pipeline.py: prompts from pinned PyPI wheels (never the bench workload), the
+## target's own greedy and sampled replies (cast-bench replies), its features (cast-bench
+## features), numpy training with a fixed seed. Not part of `make test` (about half an hour a model).
+DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 256 --steps 250 --batch 256
+DRAFTER_TRAIN_GEMMA3 := --vocab 4096 --ffn 512 --steps 150 --batch 256
+drafters: build model $(GEMMA3_MODEL)
+	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
+	$(PYTHON) tools/drafter/pipeline.py --model $(DEFAULT_MODEL) --out drafters/$(basename $(MODEL_FILE)).drafter.gguf \
+	  --per-category 30 --max-tokens 96 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_SMOLLM2)
+	$(PYTHON) tools/drafter/pipeline.py --model $(GEMMA3_MODEL) --out drafters/$(basename $(GEMMA3_FILE)).drafter.gguf \
+	  --per-category 24 --max-tokens 96 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_GEMMA3)
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.

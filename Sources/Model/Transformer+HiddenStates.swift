@@ -14,3 +14,15 @@ extension Transformer {
         }
     }
 }
+
+extension Transformer {
+    /// The feature of `row` of the last forward call (counted from the call's first computed
+    /// row): the residual stream after the last decoder layer, before the output norm (what a
+    /// learned drafter reads; `[config.embeddingLength]` floats).
+    ///
+    /// Valid until the next forward call; engine thread only, like `forward`.
+    public func lastLayerFeature(row: Int) -> UnsafePointer<Float> {
+        precondition(row >= 0 && row < maxStepRows, "row \(row) outside the step")
+        return UnsafePointer(hidden + row * config.embeddingLength)
+    }
+}

@@ -11,10 +11,12 @@ struct BenchPrompt: Decodable {
     var category: String
     var messages: [Message]?
     var prompt: String?
+    /// Prompt token ids, used as they are (no template); for models without a usable tokenizer.
+    var tokens: [Int32]?
     var maxTokens: Int
 
     enum CodingKeys: String, CodingKey {
-        case id, category, messages, prompt
+        case id, category, messages, prompt, tokens
         case maxTokens = "max_tokens"
     }
 
@@ -28,8 +30,8 @@ struct BenchPrompt: Decodable {
         where !line.trimmingCharacters(in: .whitespaces).isEmpty {
             do {
                 let p = try JSONDecoder().decode(BenchPrompt.self, from: Data(line.utf8))
-                guard (p.messages == nil) != (p.prompt == nil) else {
-                    throw BenchError.badPrompt(path: path, line: i + 1, reason: "needs exactly one of 'messages' or 'prompt'")
+                guard [p.messages != nil, p.prompt != nil, p.tokens != nil].filter({ $0 }).count == 1 else {
+                    throw BenchError.badPrompt(path: path, line: i + 1, reason: "needs exactly one of 'messages', 'prompt' or 'tokens'")
                 }
                 prompts.append(p)
             } catch let e as BenchError {

@@ -1,7 +1,9 @@
 """Writes tools/reference/MANIFEST.json: model hash, generator scripts, fixture hashes, the hashes of
-the K-quant files kquantize.py writes (`make kquant-models` checks them), versions, date.
+the K-quant files kquantize.py writes (`make kquant-models` checks them), versions, date, and the
+learned drafters (drafters/*.drafter.gguf) with the scripts that train them.
 
 Usage: python3 make_manifest.py [--llama-cpp-commit SHA] [--kquant-dir models]
+       python3 make_manifest.py --drafters-only     (rewrites only the "drafters" entry)
 """
 
 from __future__ import annotations
@@ -42,6 +44,24 @@ FIXTURES = {
 }
 
 
+REPO = HERE.parents[1]
+DRAFTER_SCRIPTS = ["data.py", "drafter.py", "gradcheck.py", "pipeline.py", "train.py"]
+
+
+def drafters() -> dict:
+    """The committed drafter files (sha256, size, the target they were trained for) and the
+    training scripts' hashes."""
+    files = {}
+    for p in sorted((REPO / "drafters").glob("*.drafter.gguf")):
+        reader = gguf.GGUFReader(str(p))
+        field = reader.fields["cast-drafter.target.sha256"]
+        files[f"drafters/{p.name}"] = {"sha256": sha(p), "bytes": p.stat().st_size,
+                                       "target_sha256": bytes(field.parts[field.data[0]]).decode(),
+                                       "generated_by": "tools/drafter/pipeline.py (make drafters)"}
+    return {"files": files,
+            "scripts": {f"tools/drafter/{s}": sha(REPO / "tools" / "drafter" / s) for s in DRAFTER_SCRIPTS}}
+
+
 def sha(path: pathlib.Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -59,7 +79,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--llama-cpp-commit", default="0c1e57098 (vendored in llama-cpp-python 0.3.36, ggml 0.25.3)")
     ap.add_argument("--kquant-dir", default=str(common.ROOT / "models"), help="where `make kquant-models` wrote the files")
+    ap.add_argument("--drafters-only", action="store_true", help="update only the drafters entry of MANIFEST.json")
     args = ap.parse_args()
+    if args.drafters_only:
+        manifest = json.loads((HERE / "MANIFEST.json").read_text(encoding="utf-8"))
+        manifest["drafters"] = drafters()
+        (HERE / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        print(json.dumps(manifest["drafters"], indent=2))
+        return
     kquant = {}
     for mix in MIX_NAMES:
         p = output_path(pathlib.Path(args.kquant_dir), mix)
@@ -84,6 +111,7 @@ def main() -> None:
         "scripts": {f"tools/reference/{s}": sha(HERE / s) for s in SCRIPTS},
         "fixtures": fixtures,
         "kquant_models": kquant,
+        "drafters": drafters(),
         "versions": {
             "python": platform.python_version(),
             "numpy": numpy.__version__,

