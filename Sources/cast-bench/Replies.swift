@@ -1,4 +1,5 @@
 import ArgumentParser
+import ChatTemplate
 import Engine
 import Foundation
 import GGUF
