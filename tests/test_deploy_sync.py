@@ -122,8 +122,10 @@ class DeploySyncTests(unittest.TestCase):
         self.assertEqual(builds[0], host_command)
         # host-build reuses `make test`'s build only if `make test` builds with the same command.
         test_recipe = re.search(r"^test:.*\n((?:\t.*\n)+)", self.makefile, flags=re.M).group(1)
-        make_builds = [shlex.split(line.strip().replace("$(SWIFT)", "swift")) for line in test_recipe.splitlines()
-                       if re.match(r"\s*\$\(SWIFT\) build\b", line)]
+        # A recipe line may run through the phase timer: `$(PHASE) NAME $(SWIFT) build ...`.
+        timed = re.compile(r"\s*(?:\$\(PHASE\) \S+ )?(\$\(SWIFT\) build\b.*)")
+        make_builds = [shlex.split(m.group(1).strip().replace("$(SWIFT)", "swift")) for m in map(timed.match, test_recipe.splitlines())
+                       if m]
         self.assertIn(host_command, make_builds)
 
     def test_same_staging_model_and_config_steps(self):
