@@ -38,7 +38,7 @@ let package = Package(
         .target(name: "ChatTemplate", dependencies: ["GGUF"], exclude: ["README.md"]),
         .target(name: "Model", dependencies: ["GGUF", "Kernels", "Tokenizer", "ChatTemplate"], exclude: ["README.md"],
                 swiftSettings: hotLoopSettings),
-        .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
+        .target(name: "Speculation", dependencies: ["Model", "Kernels", "GGUF"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
         .target(name: "Grammar", exclude: ["README.md"], swiftSettings: hotLoopSettings),
         .target(name: "Engine", dependencies: ["Model", "Speculation", "Kernels", "Grammar"], exclude: ["README.md"]),

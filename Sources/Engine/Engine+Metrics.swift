@@ -63,6 +63,11 @@ extension Engine {
             snapshotValue.lastObservedMilliseconds = speculator.lastStep?.observedMs
             snapshotValue.draftSecondsTotal = speculator.draftSecondsTotal
             snapshotValue.measuredGoodput = speculator.measured
+            snapshotValue.drafterLayerCost = speculator.drafter.layerCost
+            snapshotValue.drafterSlotsHeld = speculator.drafter.slotsHeld
+            if speculator.accuracy.count % 32 == 1 || step == nil {
+                snapshotValue.learnedAcceptanceByDepth = speculator.calibration.acceptanceByDepth(source: DraftSource.learned)
+            }
         }
         if let step {
             snapshotValue.stepsTotal += 1

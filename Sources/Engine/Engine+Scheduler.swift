@@ -38,6 +38,7 @@ extension Engine {
                 break
             }
             waiting.removeFirst()
+            speculator?.drafter.release(slot: free)
             // Room for every token the slot can hold: decoding never grows the array.
             s.tokens.reserveCapacity(cache.capacity)
             s.slot = free
@@ -94,6 +95,7 @@ extension Engine {
     func preempt(_ s: Sequence) {
         cache.registerPrefix(slot: s.slot)
         cache.reset(slot: s.slot)
+        speculator?.drafter.release(slot: s.slot)
         running[s.slot] = nil
         order.removeAll { $0 === s }
         s.slot = -1
@@ -108,6 +110,7 @@ extension Engine {
             running[s.slot] = nil
             cache.registerPrefix(slot: s.slot)
             cache.reset(slot: s.slot)
+            speculator?.drafter.release(slot: s.slot)
             order.removeAll { $0 === s }
             // The corpus drafters learn from every finished text.
             if reason != .cancelled { speculator?.drafter.finished(history: s.tokens) }
@@ -120,6 +123,7 @@ extension Engine {
         if s.slot >= 0 && running[s.slot] === s {
             running[s.slot] = nil
             cache.reset(slot: s.slot)
+            speculator?.drafter.release(slot: s.slot)
             order.removeAll { $0 === s }
         }
         release()

@@ -172,6 +172,12 @@ public struct EngineSnapshot: Sendable {
     public var costErrorSteps = 0
     /// The speculator's measured A/B test per batch bucket (decode rows 1, 2-3, 4-7, ...).
     public var measuredGoodput: [BucketGoodput] = []
+    /// A layered drafter's cost D per frontier layer by rows (after online correction; nil: none).
+    public var drafterLayerCost: LayerCost?
+    /// The learned drafter's nodes by depth (1, 2, ...): verified with their parent accepted, and accepted.
+    public var learnedAcceptanceByDepth: [(observed: Int, accepted: Int)] = []
+    /// Slots whose drafter state (the learned drafter's root feature) is held.
+    public var drafterSlotsHeld = 0
     public var lastPredictedMilliseconds: Double?
     public var lastObservedMilliseconds: Double?
 }
@@ -232,6 +238,9 @@ public enum DrafterKind: String, Sendable, CaseIterable {
     case recycle
     /// The target with a few middle layers skipped (self-speculation; runs the model to draft).
     case skip
+    /// The learned drafter alone (`EngineConfiguration.learnedDrafter`; without one: `recycle`).
+    /// With a learned drafter configured, `recycle`, `suffix` and `ngram` draft merged with it.
+    case learned
 }
 
 /// Engine settings.
@@ -263,6 +272,11 @@ public struct EngineConfiguration: Sendable {
     /// Where the recycle drafter's table is loaded from at start and saved to at shutdown (so a
     /// restart keeps what it learned); nil: not kept.
     public var drafterStatePath: String?
+    /// A learned drafter for this model (loaded and checked by the caller): drafts alone with
+    /// `drafter = .learned`, merged with the copy drafters of `recycle`, `suffix` and `ngram`.
+    public var learnedDrafter: LearnedDrafterWeights?
+    /// The learned drafter's layer cost D to use instead of measuring it at start-up.
+    public var learnedLayerCost: LayerCost?
     /// A step-cost model to use instead of measuring one at start-up (e.g. from the on-disk cache).
     public var costModel: CostModel?
     /// Called on the engine thread with (done, total) while the cost model is measured.

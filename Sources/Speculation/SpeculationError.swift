@@ -1,4 +1,4 @@
-/// A drafter configured with values it cannot use.
+/// A drafter configured with values it cannot use, or a learned drafter's file that does not fit.
 public enum SpeculationError: Error, CustomStringConvertible, Equatable {
     /// An early-exit depth outside the target's layers.
     case invalidSkipLayers(requested: Int, available: Int)
@@ -8,6 +8,16 @@ public enum SpeculationError: Error, CustomStringConvertible, Equatable {
     case invalidHeadTokens(Int, vocabularySize: Int)
     /// A branching width or level budget below one.
     case invalidDraftWidth(parameter: String, value: Int)
+    /// A learned drafter's file that cannot be read as GGUF.
+    case drafterUnreadable(path: String, reason: String)
+    /// A learned drafter's file without a required metadata key, or with a value of the wrong type.
+    case drafterMissingKey(path: String, key: String, expected: String)
+    /// A learned drafter's file of another kind (`general.architecture`, `cast-drafter.kind`).
+    case drafterWrongKind(path: String, key: String, expected: String, found: String)
+    /// A learned drafter trained for another target: the key, the drafter's value and the target's.
+    case drafterTargetMismatch(path: String, key: String, drafter: String, target: String)
+    /// A learned drafter's tensor that is missing or has the wrong shape or type.
+    case drafterTensor(path: String, tensor: String, problem: String)
 
     public var description: String {
         switch self {
@@ -19,6 +29,16 @@ public enum SpeculationError: Error, CustomStringConvertible, Equatable {
             return "the skip drafter's head shortlist of \(head) tokens is invalid; use 1...\(vocabulary)"
         case .invalidDraftWidth(let parameter, let value):
             return "the skip drafter's \(parameter) is \(value); it must be at least 1"
+        case .drafterUnreadable(let path, let reason):
+            return "cannot read the learned drafter \(path): \(reason); pass a drafter GGUF written by the training tool (drafters/README.md) to --drafter-model or \"drafter_model\""
+        case .drafterMissingKey(let path, let key, let expected):
+            return "the learned drafter \(path) lacks metadata key \(key) (\(expected)); it was not written by the drafter training tool or is damaged: write it again (drafters/README.md)"
+        case .drafterWrongKind(let path, let key, let expected, let found):
+            return "\(path) is not a feature-MLP drafter: \(key) is '\(found)', expected '\(expected)'; pass a drafter GGUF (drafters/<model>.drafter.gguf), not a model"
+        case .drafterTargetMismatch(let path, let key, let drafter, let target):
+            return "the learned drafter \(path) was trained for another model: its \(key) is \(drafter) but the served model's is \(target); use the drafter trained for this model (drafters/<model file stem>.drafter.gguf) or train one for it (drafters/README.md)"
+        case .drafterTensor(let path, let tensor, let problem):
+            return "the learned drafter \(path): tensor \(tensor) \(problem); write the file again with the training tool (drafters/README.md)"
         }
     }
 }

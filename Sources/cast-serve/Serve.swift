@@ -40,8 +40,11 @@ extension CastServe {
         @Option(help: "Speculative decoding with CAST-planned draft trees: on (the default) or off (overrides \"speculation\").")
         var speculation: String?
 
-        @Option(help: "Draft source for speculation: recycle, suffix, ngram or skip (overrides \"drafter\").")
+        @Option(help: "Draft source for speculation: recycle, suffix, ngram, skip or learned (overrides \"drafter\").")
         var drafter: String?
+
+        @Option(help: "Learned drafter GGUF (overrides \"drafter_model\"; default: drafters/<model file stem>.drafter.gguf when present; \"\" turns it off).")
+        var drafterModel: String?
 
         @Flag(help: "Measure the step-cost model again instead of reusing the cached one.")
         var recalibrate = false
@@ -88,6 +91,7 @@ extension CastServe {
                 settings.speculation = speculation == "on"
             }
             if let drafter { try settings.set("drafter", drafter, source: "--drafter") }
+            if let drafterModel { settings.drafterModel = drafterModel }
             if let kernels { try settings.set("kernels", kernels, source: "--kernels") }
             if let kvCacheType { try settings.set("kv_cache_type", kvCacheType, source: "--kv-cache-type") }
             // The kernel set, before anything listens: a set this CPU cannot run stops the start.
@@ -162,6 +166,14 @@ extension CastServe {
                 engineConfig.drafter = DrafterKind(rawValue: settings.drafter) ?? .recycle
                 engineConfig.maxDraftNodes = settings.maxDraftNodes
                 engineConfig.maxDraftDepth = settings.maxDraftDepth
+                if settings.speculation, let path = settings.learnedDrafterPath {
+                    let weights = try LearnedDrafterWeights(path: path, target: transformer)
+                    engineConfig.learnedDrafter = weights
+                    note(String(format: "learned drafter: %@ (%d draft tokens, MLP width %d, %.1f MB as %@)", path, weights.vocabularyCount,
+                                weights.feedForwardLength, Double(weights.weightBytes) / 1e6, weights.matrixFormat.description))
+                } else if settings.speculation && settings.drafter == "learned" {
+                    throw ValidationError("--drafter learned needs a drafter file: pass --drafter-model PATH (\"drafter_model\"), or put drafters/<model file stem>.drafter.gguf in place")
+                }
                 if settings.speculation {
                     try prepareCostModel(&engineConfig, settings: settings, kernels: kernelSet, recalibrate: recalibrate)
                 }
