@@ -72,9 +72,61 @@ public final class LearnedDrafterWeights: @unchecked Sendable {
         try self.init(file: file, target: target, matrixFormat: matrixFormat)
     }
 
+    /// The trained values, as f32 (row-major matrices `[rows x columns]`).
+    public struct Parameters: Sendable {
+        /// The draft vocabulary: target token ids, most frequent first (`[K]`).
+        public var vocabulary: [Int32]
+        public var embeddingNorm: [Float]   // [d]
+        public var featureNorm: [Float]     // [d]
+        public var inputWeight: [Float]     // [d x 2d]
+        public var inputBias: [Float]       // [d]
+        public var middleNorm: [Float]      // [d]
+        public var gateWeight: [Float]      // [m x d]
+        public var upWeight: [Float]        // [m x d]
+        public var downWeight: [Float]      // [d x m]
+
+        public init(vocabulary: [Int32], embeddingNorm: [Float], featureNorm: [Float], inputWeight: [Float], inputBias: [Float],
+                    middleNorm: [Float], gateWeight: [Float], upWeight: [Float], downWeight: [Float]) {
+            self.vocabulary = vocabulary
+            self.embeddingNorm = embeddingNorm
+            self.featureNorm = featureNorm
+            self.inputWeight = inputWeight
+            self.inputBias = inputBias
+            self.middleNorm = middleNorm
+            self.gateWeight = gateWeight
+            self.upWeight = upWeight
+            self.downWeight = downWeight
+        }
+
+        /// d and m.
+        public var embeddingLength: Int { embeddingNorm.count }
+        public var feedForwardLength: Int { gateWeight.count / max(embeddingNorm.count, 1) }
+
+        /// An untrained drafter (for tests, and for measuring a drafter's cost before one is
+        /// trained): norms near 1, matrices uniform in ±1/√(input width), the first `draftTokens`
+        /// token ids as draft vocabulary; the same `seed` gives the same values.
+        public static func random(embeddingLength d: Int, feedForwardLength m: Int, draftTokens: Int, seed: UInt64) -> Parameters {
+            var state = seed &+ 0x9E37_79B9_7F4A_7C15
+            func next() -> Float {
+                // splitmix64
+                state = state &+ 0x9E37_79B9_7F4A_7C15
+                var z = state
+                z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+                z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+                z ^= z >> 31
+                return Float(z >> 40) / Float(1 << 24) * 2 - 1
+            }
+            func values(_ n: Int, scale: Float, offset: Float = 0) -> [Float] { (0..<n).map { _ in offset + scale * next() } }
+            return Parameters(vocabulary: (0..<draftTokens).map(Int32.init), embeddingNorm: values(d, scale: 0.1, offset: 1),
+                              featureNorm: values(d, scale: 0.1, offset: 1), inputWeight: values(d * 2 * d, scale: 1 / Float(2 * d).squareRoot()),
+                              inputBias: values(d, scale: 0.01), middleNorm: values(d, scale: 0.1, offset: 1),
+                              gateWeight: values(m * d, scale: 1 / Float(d).squareRoot()), upWeight: values(m * d, scale: 1 / Float(d).squareRoot()),
+                              downWeight: values(d * m, scale: 1 / Float(m).squareRoot()))
+        }
+    }
+
     /// Loads the drafter from an open file (copied; the file may be closed after).
-    public init(file: GGUFFile, target: Transformer, matrixFormat: WeightFormat = .q8_0) throws {
-        precondition(matrixFormat == .q8_0 || matrixFormat == .f32, "the learned drafter holds its matrices as Q8_0 or F32")
+    public convenience init(file: GGUFFile, target: Transformer, matrixFormat: WeightFormat = .q8_0) throws {
         let path = file.path
         func string(_ key: String) throws -> String {
             guard let s = file.metadata[key]?.stringValue else { throw SpeculationError.drafterMissingKey(path: path, key: key, expected: "a string") }
@@ -98,8 +150,8 @@ public final class LearnedDrafterWeights: @unchecked Sendable {
         let targetArchitecture = try string("cast-drafter.target.architecture")
         let targetVocabulary = try int("cast-drafter.target.vocab_size")
         let targetEmbedding = try int("cast-drafter.target.embedding_length")
-        targetSHA256 = try string("cast-drafter.target.sha256")
-        training = try string("cast-drafter.training")
+        let sha = try string("cast-drafter.target.sha256")
+        let training = try string("cast-drafter.training")
         let checks: [(String, String, String)] = [
             ("cast-drafter.target.architecture", targetArchitecture, config.architecture),
             ("cast-drafter.target.vocab_size", String(targetVocabulary), String(config.vocabularySize)),
@@ -132,12 +184,9 @@ public final class LearnedDrafterWeights: @unchecked Sendable {
         /// A matrix `[rows x columns]` (ggml ne0 = columns) as f32, row-major.
         func matrix(_ name: String, rows: Int, columns: Int) throws -> [Float] {
             let t = try tensor(name, [columns, rows], types: [.f32, .f16, .q8_0])
-            guard let format = WeightFormat(ggmlName: t.type.name) else {
-                throw SpeculationError.drafterTensor(path: path, tensor: name, problem: "has type \(t.type.name); expected F32, F16 or Q8_0")
-            }
             let raw: LinearWeights
             do {
-                raw = try LinearWeights(format: format, outFeatures: rows, inFeatures: columns, bytes: file.bytes(of: t))
+                raw = try LinearWeights(format: WeightFormat(ggmlName: t.type.name)!, outFeatures: rows, inFeatures: columns, bytes: file.bytes(of: t))
             } catch {
                 throw SpeculationError.drafterTensor(path: path, tensor: name, problem: "cannot be read: \(error)")
             }
@@ -151,18 +200,42 @@ public final class LearnedDrafterWeights: @unchecked Sendable {
         // The draft vocabulary: one dimension of K I32 token ids.
         let draftCount = file.tensor(named: "draft.vocab").flatMap { $0.dimensions.count == 1 ? $0.dimensions[0] : nil } ?? -1
         let vocabularyTensor = try tensor("draft.vocab", [draftCount], types: [GGMLType(rawValue: 26)!])
-        let ids = Array(file.bytes(of: vocabularyTensor).bindMemory(to: Int32.self))
-        guard !ids.isEmpty else { throw SpeculationError.drafterTensor(path: path, tensor: "draft.vocab", problem: "is empty") }
-        if let bad = ids.firstIndex(where: { $0 < 0 || Int($0) >= config.vocabularySize }) {
-            throw SpeculationError.drafterTensor(path: path, tensor: "draft.vocab",
-                                                 problem: "holds token \(ids[bad]) at \(bad), outside the target's vocabulary of \(config.vocabularySize)")
-        }
-        vocabulary = ids
-        embeddingNorm = try vector("draft.enorm.weight", d)
-        featureNorm = try vector("draft.fnorm.weight", d)
-        inputBias = try vector("draft.in.bias", d)
-        middleNorm = try vector("draft.mnorm.weight", d)
+        let parameters = Parameters(
+            vocabulary: Array(file.bytes(of: vocabularyTensor).bindMemory(to: Int32.self)),
+            embeddingNorm: try vector("draft.enorm.weight", d), featureNorm: try vector("draft.fnorm.weight", d),
+            inputWeight: try matrix("draft.in.weight", rows: d, columns: 2 * d), inputBias: try vector("draft.in.bias", d),
+            middleNorm: try vector("draft.mnorm.weight", d), gateWeight: try matrix("draft.gate.weight", rows: m, columns: d),
+            upWeight: try matrix("draft.up.weight", rows: m, columns: d), downWeight: try matrix("draft.down.weight", rows: d, columns: m))
+        try self.init(parameters: parameters, target: target, matrixFormat: matrixFormat, path: path, targetSHA256: sha, training: training)
+    }
 
+    /// A drafter from its values (the file loader's last step; tests build untrained ones).
+    /// - Parameter path: where the values came from, for messages ("" when built in memory).
+    /// - Throws: `SpeculationError` when the shapes do not fit the target or a draft token is
+    ///   outside the target's vocabulary.
+    public init(parameters p: Parameters, target: Transformer, matrixFormat: WeightFormat = .q8_0, path: String = "",
+                targetSHA256: String = "", training: String = "") throws {
+        precondition(matrixFormat == .q8_0 || matrixFormat == .f32, "the learned drafter holds its matrices as Q8_0 or F32")
+        let config = target.config
+        let d = p.embeddingLength, m = p.feedForwardLength
+        guard d == config.embeddingLength else {
+            throw SpeculationError.drafterTargetMismatch(path: path, key: "cast-drafter.embedding_length", drafter: String(d),
+                                                         target: String(config.embeddingLength))
+        }
+        let shapes: [(String, Int, Int)] = [
+            ("draft.fnorm.weight", p.featureNorm.count, d), ("draft.in.weight", p.inputWeight.count, d * 2 * d),
+            ("draft.in.bias", p.inputBias.count, d), ("draft.mnorm.weight", p.middleNorm.count, d),
+            ("draft.gate.weight", p.gateWeight.count, m * d), ("draft.up.weight", p.upWeight.count, m * d),
+            ("draft.down.weight", p.downWeight.count, d * m),
+        ]
+        for (name, found, expected) in shapes where found != expected || m < 1 {
+            throw SpeculationError.drafterTensor(path: path, tensor: name, problem: "has \(found) values; expected \(expected)")
+        }
+        guard !p.vocabulary.isEmpty else { throw SpeculationError.drafterTensor(path: path, tensor: "draft.vocab", problem: "is empty") }
+        if let bad = p.vocabulary.firstIndex(where: { $0 < 0 || Int($0) >= config.vocabularySize }) {
+            throw SpeculationError.drafterTensor(path: path, tensor: "draft.vocab",
+                                                 problem: "holds token \(p.vocabulary[bad]) at \(bad), outside the target's vocabulary of \(config.vocabularySize)")
+        }
         func prepared(_ values: [Float], rows: Int, columns: Int) throws -> LinearWeights {
             try values.withUnsafeBufferPointer { v in
                 if matrixFormat == .q8_0 && columns % 32 == 0 {
@@ -171,22 +244,27 @@ public final class LearnedDrafterWeights: @unchecked Sendable {
                 return try LinearWeights(format: .f32, outFeatures: rows, inFeatures: columns, bytes: UnsafeRawBufferPointer(v))
             }
         }
-        input = try prepared(matrix("draft.in.weight", rows: d, columns: 2 * d), rows: d, columns: 2 * d)
-        gateUp = try prepared(matrix("draft.gate.weight", rows: m, columns: d) + matrix("draft.up.weight", rows: m, columns: d),
-                              rows: 2 * m, columns: d)
-        down = try prepared(matrix("draft.down.weight", rows: d, columns: m), rows: d, columns: m)
+        input = try prepared(p.inputWeight, rows: d, columns: 2 * d)
+        gateUp = try prepared(p.gateWeight + p.upWeight, rows: 2 * m, columns: d)
+        down = try prepared(p.downWeight, rows: d, columns: m)
         // The target's head rows of the draft vocabulary (a Q8_0 head requantizes to itself exactly).
-        var rows = [Float](repeating: 0, count: ids.count * d)
+        var rows = [Float](repeating: 0, count: p.vocabulary.count * d)
         rows.withUnsafeMutableBufferPointer { r in
-            for (k, id) in ids.enumerated() { target.outputHeadRow(Int(id), into: r.baseAddress! + k * d) }
+            for (k, id) in p.vocabulary.enumerated() { target.outputHeadRow(Int(id), into: r.baseAddress! + k * d) }
         }
-        head = try prepared(rows, rows: ids.count, columns: d)
-
+        head = try prepared(rows, rows: p.vocabulary.count, columns: d)
+        vocabulary = p.vocabulary
+        embeddingNorm = p.embeddingNorm
+        featureNorm = p.featureNorm
+        inputBias = p.inputBias
+        middleNorm = p.middleNorm
         self.path = path
         embeddingLength = d
         feedForwardLength = m
         self.matrixFormat = matrixFormat
         self.target = target
+        self.targetSHA256 = targetSHA256
+        self.training = training
         outputNorm = target.outputNormWeights
         epsilon = config.rmsEpsilon
         softcap = config.finalLogitSoftcap
