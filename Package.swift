@@ -66,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
+                "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels", "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

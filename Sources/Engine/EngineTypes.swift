@@ -174,7 +174,8 @@ public struct EngineSnapshot: Sendable {
     public var measuredGoodput: [BucketGoodput] = []
     /// A layered drafter's cost D per frontier layer by rows (after online correction; nil: none).
     public var drafterLayerCost: LayerCost?
-    /// The learned drafter's nodes by depth (1, 2, ...): verified with their parent accepted, and accepted.
+    /// The learned drafter's nodes by depth (1, 2, ...): verified with their parent accepted, and
+    /// accepted (a node a copy drafter proposed too counts as the copy drafter's: they merge first).
     public var learnedAcceptanceByDepth: [(observed: Int, accepted: Int)] = []
     /// Slots whose drafter state (the learned drafter's root feature) is held.
     public var drafterSlotsHeld = 0
