@@ -20,10 +20,8 @@ extension Engine {
 
     /// Saves what the drafter learned (the recycle table) where the configuration says.
     func saveDrafterState() {
-        guard let path = configuration.drafterStatePath, let drafter = speculator?.drafter else { return }
-        for d in (drafter as? MergedDrafter)?.drafters ?? [drafter] {
-            if let recycle = d as? RecycleDrafter { try? recycle.save(to: path) }
-        }
+        guard let path = configuration.drafterStatePath else { return }
+        try? speculator?.drafter.saveState(to: path)
     }
 
     func publish(now: Double, tokens: Int, promptTokens: Int, step: (rows: Int, seconds: Double)?) {

@@ -154,7 +154,8 @@ public final class Engine: @unchecked Sendable {
                 if let cost { config.onCalibrated?(cost) }
             }
             if let cost {
-                let (drafter, loaded) = Self.makeDrafter(config, model: model, cache: cache)
+                let (drafter, loaded) = DrafterFactory.make(config.drafter, model: model, cache: cache, learned: config.learnedDrafter,
+                                                            learnedCost: config.learnedLayerCost, statePath: config.drafterStatePath)
                 speculator = Speculator(drafter: drafter, cost: cost, strategy: config.strategy)
                 snapshotValue.drafterStateLoaded = loaded
             }
@@ -173,32 +174,6 @@ public final class Engine: @unchecked Sendable {
     deinit {
         rawLogits.deallocate()
         scratchLogits.deallocate()
-    }
-
-    /// The configured drafter, and whether it started from saved state (the recycle table is
-    /// loaded from `drafterStatePath` when a matching file is there). A learned drafter drafts
-    /// alone (`.learned`) or after the copy drafters of `recycle`, `suffix` or `ngram`, in one tree.
-    static func makeDrafter(_ config: EngineConfiguration, model: Transformer, cache: KVCache) -> (any Drafter, Bool) {
-        let vocab = model.config.vocabularySize
-        let learned = config.learnedDrafter.flatMap {
-            try? LearnedDrafter(weights: $0, slots: cache.slotCount, cost: config.learnedLayerCost)
-        }
-        func withLearned(_ copy: [any Drafter]) -> any Drafter {
-            let all = copy + (learned.map { [$0] } ?? [])
-            return all.count == 1 ? all[0] : MergedDrafter(all)
-        }
-        switch config.drafter {
-        case .ngram: return (withLearned([NGramDrafter()]), false)
-        case .suffix: return (withLearned([NGramDrafter(), SuffixDrafter()]), false)
-        case .recycle, .learned:
-            if config.drafter == .learned, let learned { return (learned, false) }
-            let recycle = RecycleDrafter(vocabularySize: vocab)
-            let loaded = config.drafterStatePath.map { recycle.load(from: $0) } ?? false
-            return (withLearned([recycle, SuffixDrafter()]), loaded)
-        case .skip:
-            // The measured default layer set and head shortlist are valid for every model.
-            return ((try? SkipDrafter(model: model, cache: cache)) ?? RecycleDrafter(vocabularySize: vocab), false)
-        }
     }
 
     /// Queues a request. Throws `queueFull`, `promptTooLong`, `emptyPrompt` or `shuttingDown`.

@@ -228,21 +228,8 @@ final class ManagedAtomicFlag: @unchecked Sendable {
 /// How the engine sizes draft trees (defined in Speculation).
 public typealias DraftStrategy = Speculation.DraftStrategy
 
-/// The drafters the engine can use (see Speculation).
-public enum DrafterKind: String, Sendable, CaseIterable {
-    /// Prompt lookup only.
-    case ngram
-    /// The global corpus of earlier requests (suffix drafter), merged with prompt lookup.
-    case suffix
-    /// The target's own recorded top-k successors, merged with prompt lookup and the corpus of
-    /// earlier requests: every train-free source in one tree (the default).
-    case recycle
-    /// The target with a few middle layers skipped (self-speculation; runs the model to draft).
-    case skip
-    /// The learned drafter alone (`EngineConfiguration.learnedDrafter`; without one: `recycle`).
-    /// With a learned drafter configured, `recycle`, `suffix` and `ngram` draft merged with it.
-    case learned
-}
+/// The drafters the engine can use (defined in Speculation).
+public typealias DrafterKind = Speculation.DrafterKind
 
 /// Engine settings.
 public struct EngineConfiguration: Sendable {

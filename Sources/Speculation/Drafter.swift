@@ -57,6 +57,9 @@ public protocol Drafter: AnyObject {
     func release(slot: Int)
     /// Slots whose per-slot state the drafter holds. Default: 0.
     var slotsHeld: Int { get }
+    /// Saves what the drafter learned that is worth keeping across restarts to `path` (the
+    /// recycle table). Default: nothing to save.
+    func saveState(to path: String) throws
 }
 
 extension Drafter {
@@ -69,6 +72,7 @@ extension Drafter {
     public func observeFeature(slot: Int, position: Int, feature: UnsafePointer<Float>) {}
     public func release(slot: Int) {}
     public var slotsHeld: Int { 0 }
+    public func saveState(to path: String) throws {}
 }
 
 /// A frontier node a layered drafter may expand next: tree `tree` (an index into the drafter's
@@ -163,6 +167,10 @@ public final class MergedDrafter: Drafter {
     }
 
     public var slotsHeld: Int { drafters.reduce(0) { $0 + $1.slotsHeld } }
+
+    public func saveState(to path: String) throws {
+        for d in drafters { try d.saveState(to: path) }
+    }
 
     public func observe(previous: Int32, token: Int32, logits: UnsafePointer<Float>, vocabularySize: Int) {
         for d in drafters { d.observe(previous: previous, token: token, logits: logits, vocabularySize: vocabularySize) }

@@ -229,7 +229,7 @@ extension EngineTests {
 
     /// Every drafter but the learned one (tested with its weights below).
     @Test(arguments: DrafterKind.allCases.filter { $0 != .learned })
-    func speculationNeverChangesGreedyOutput(drafter: DrafterKind) throws {
+    func speculationNeverChangesGreedyOutput(drafter: Speculation.DrafterKind) throws {
         let model = try Self.model.get()
         let prompts = try Self.benchPrompts(limit: 2)
         #expect(prompts.count == 14)
@@ -350,7 +350,7 @@ extension EngineTests {
     }
 
     @Test(arguments: [DrafterKind.learned, .recycle], [Speculation.DraftStrategy.chain4, .cast])
-    func learnedDrafterNeverChangesGreedyOutput(drafter: DrafterKind, strategy: Speculation.DraftStrategy) throws {
+    func learnedDrafterNeverChangesGreedyOutput(drafter: Speculation.DrafterKind, strategy: Speculation.DraftStrategy) throws {
         let model = try Self.model.get()
         let weights = try Self.learnedWeights(model)
         let prompts = try Self.benchPrompts(limit: 1)
