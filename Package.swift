@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "ChatTemplate", dependencies: ["GGUF", "Tokenizer", "JSONText"], exclude: ["README.md"]),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"],
                 swiftSettings: hotLoopSettings),
-        .target(name: "Speculation", dependencies: ["Model", "Kernels"], exclude: ["README.md"]),
+        .target(name: "Speculation", dependencies: ["Model", "Kernels", "GGUF"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
         .target(name: "Grammar", dependencies: ["JSONText"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
         .target(name: "Engine", dependencies: ["Model", "Speculation", "Grammar"], exclude: ["README.md"]),
@@ -68,7 +68,7 @@ let package = Package(
         .executableTarget(
             name: "cast-serve",
             dependencies: [
-                "GGUF", "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels",
+                "GGUF", "Model", "Tokenizer", "ChatTemplate", "Engine", "HTTP", "OpenAI", "Speculation", "Kernels", "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

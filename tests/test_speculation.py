@@ -142,10 +142,24 @@ class DrafterConfigTest(unittest.TestCase):
         out = self.run_serve("--drafter", "eagle")
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("drafter", out.stderr)
-        self.assertIn("recycle, suffix, ngram or skip", out.stderr)
+        self.assertIn("recycle, suffix, ngram, skip or learned", out.stderr)
         out = self.run_serve(env={"CASTSERVE_DRAFTER": "eagle"})
         self.assertNotEqual(out.returncode, 0)
         self.assertIn("CASTSERVE_DRAFTER", out.stderr)
+
+    def test_a_bad_learned_drafter_file_is_a_clear_error(self):
+        # The model itself is a GGUF, but not a drafter: the key is named.
+        out = self.run_serve("--drafter-model", MODEL)
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("general.architecture", out.stderr)
+        self.assertIn("cast-drafter", out.stderr)
+        out = self.run_serve("--drafter-model", "/nonexistent/x.drafter.gguf")
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("/nonexistent/x.drafter.gguf", out.stderr)
+        # The learned drafter alone needs a file.
+        out = self.run_serve("--drafter", "learned", "--drafter-model", "")
+        self.assertNotEqual(out.returncode, 0)
+        self.assertIn("--drafter-model", out.stderr)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-// OpenSSL for the HTTP target's TLS. The inline wrappers expose what OpenSSL defines as macros
+// OpenSSL for the HTTP target's TLS (and cast-serve's sha256 of a model file). The inline wrappers expose what OpenSSL defines as macros
 // (Swift imports functions, not function-like macros).
 #ifndef CASTSERVE_COPENSSL_SHIM_H
 #define CASTSERVE_COPENSSL_SHIM_H
 
 #include <openssl/ssl.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 
 static inline int castserve_ssl_ctx_set_min_tls12(SSL_CTX *ctx) {
     return (int)SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);

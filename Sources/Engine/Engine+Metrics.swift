@@ -20,10 +20,8 @@ extension Engine {
 
     /// Saves what the drafter learned (the recycle table) where the configuration says.
     func saveDrafterState() {
-        guard let path = configuration.drafterStatePath, let drafter = speculator?.drafter else { return }
-        for d in (drafter as? MergedDrafter)?.drafters ?? [drafter] {
-            if let recycle = d as? RecycleDrafter { try? recycle.save(to: path) }
-        }
+        guard let path = configuration.drafterStatePath else { return }
+        try? speculator?.drafter.saveState(to: path)
     }
 
     func publish(now: Double, tokens: Int, promptTokens: Int, step: (rows: Int, seconds: Double)?) {
@@ -63,6 +61,11 @@ extension Engine {
             snapshotValue.lastObservedMilliseconds = speculator.lastStep?.observedMs
             snapshotValue.draftSecondsTotal = speculator.draftSecondsTotal
             snapshotValue.measuredGoodput = speculator.measured
+            snapshotValue.drafterLayerCost = speculator.drafter.layerCost
+            snapshotValue.drafterSlotsHeld = speculator.drafter.slotsHeld
+            if speculator.accuracy.count % 32 == 1 || step == nil {
+                snapshotValue.learnedAcceptanceByDepth = speculator.calibration.acceptanceByDepth(source: DraftSource.learned)
+            }
         }
         if let step {
             snapshotValue.stepsTotal += 1

@@ -40,6 +40,7 @@ extension Engine {
             }
             waiting.removeFirst()
             if s.cachedPromptTokens == nil { s.cachedPromptTokens = min(attached, s.request.promptTokens.count) }
+            speculator?.drafter.release(slot: free)
             // Room for every token the slot can hold: decoding never grows the array.
             s.tokens.reserveCapacity(cache.capacity)
             s.slot = free
@@ -96,6 +97,7 @@ extension Engine {
     func preempt(_ s: Sequence) {
         cache.registerPrefix(slot: s.slot)
         cache.reset(slot: s.slot)
+        speculator?.drafter.release(slot: s.slot)
         running[s.slot] = nil
         order.removeAll { $0 === s }
         s.slot = -1
@@ -110,6 +112,7 @@ extension Engine {
             running[s.slot] = nil
             cache.registerPrefix(slot: s.slot)
             cache.reset(slot: s.slot)
+            speculator?.drafter.release(slot: s.slot)
             order.removeAll { $0 === s }
             // The corpus drafters learn from every finished text.
             if reason != .cancelled { speculator?.drafter.finished(history: s.tokens) }
@@ -122,6 +125,7 @@ extension Engine {
         if s.slot >= 0 && running[s.slot] === s {
             running[s.slot] = nil
             cache.reset(slot: s.slot)
+            speculator?.drafter.release(slot: s.slot)
             order.removeAll { $0 === s }
         }
         release()

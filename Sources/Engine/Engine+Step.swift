@@ -44,10 +44,12 @@ extension Engine {
             inputs.append(DraftInput(slot: s.slot, history: s.tokens, maxNodes: caps.nodes, maxDepth: caps.depth))
             inputOwners.append(i)
         }
+        let logitRows = step.rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
+        let maxRows = min(model.maxStepRows, step.rows.count + model.maxLogitRows - logitRows)
         var proposals: [Proposal] = []
-        for (k, raw) in speculator.draft(inputs).enumerated() {
+        for (k, raw) in speculator.draft(inputs, base: step.shape, baseTokens: step.decodeRoots, maxRows: maxRows).enumerated() {
             let owner = inputOwners[k]
-            let tree = grammarFiltered(speculator.calibrated(raw), sequence: step.owners[owner].sequence)
+            let tree = grammarFiltered(speculator.calibrated(raw, maxNodes: inputs[k].maxNodes), sequence: step.owners[owner].sequence)
             guard !tree.isEmpty else { continue }
             proposals.append(Proposal(owner: owner, tree: tree, rootPosition: step.rows[step.owners[owner].firstRow].position))
         }
@@ -56,8 +58,6 @@ extension Engine {
                                       forced: true))
         }
         guard !proposals.isEmpty else { return }
-        let logitRows = step.rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
-        let maxRows = min(model.maxStepRows, step.rows.count + model.maxLogitRows - logitRows)
         let sizes = speculator.plan(proposals, base: step.shape, baseTokens: max(step.decodeRoots, 1), maxRows: maxRows)
         for (k, p) in proposals.enumerated() where sizes[k] > 0 {
             let tree = p.tree.pruned(to: sizes[k])
@@ -112,8 +112,14 @@ extension Engine {
                 for node in v.acceptedNodes { step.keep.append(plan.row(of: node)) }
                 record(plan, v, sequence: s)
                 outcome.acceptedPerSequence.append(v.acceptedNodes.count)
-            } else if o.wantsLogits && canSpeculate(s), (k + observeRotation) % observeEvery == 0,
-                      let drafter = speculator?.drafter {
+            }
+            if o.wantsLogits, let drafter = speculator?.drafter, drafter.readsFeatures, canSpeculate(s) {
+                // The feature of the row whose logits give the next root: the last accepted one.
+                let row = verification?.lastRow ?? o.firstRow + o.count - 1
+                drafter.observeFeature(slot: s.slot, position: step.rows[row].position, feature: model.lastLayerFeature(row: row))
+            }
+            if o.plan == nil && o.wantsLogits && canSpeculate(s), (k + observeRotation) % observeEvery == 0,
+               let drafter = speculator?.drafter {
                 let row = o.firstRow + o.count - 1
                 drafter.observe(previous: previousToken(row, rows: step.rows, sequence: s), token: step.rows[row].token,
                                 logits: model.logits + step.logitIndex[row] * vocab, vocabularySize: vocab)

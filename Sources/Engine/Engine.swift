@@ -158,7 +158,8 @@ public final class Engine: @unchecked Sendable {
                 if let cost { config.onCalibrated?(cost) }
             }
             if let cost {
-                let (drafter, loaded) = Self.makeDrafter(config, model: model, cache: cache)
+                let (drafter, loaded) = DrafterFactory.make(config.drafter, model: model, cache: cache, learned: config.learnedDrafter,
+                                                            learnedCost: config.learnedLayerCost, statePath: config.drafterStatePath)
                 speculator = Speculator(drafter: drafter, cost: cost, strategy: config.strategy)
                 snapshotValue.drafterStateLoaded = loaded
             }
@@ -177,23 +178,6 @@ public final class Engine: @unchecked Sendable {
     deinit {
         rawLogits.deallocate()
         scratchLogits.deallocate()
-    }
-
-    /// The configured drafter, and whether it started from saved state (the recycle table is
-    /// loaded from `drafterStatePath` when a matching file is there).
-    static func makeDrafter(_ config: EngineConfiguration, model: Transformer, cache: KVCache) -> (any Drafter, Bool) {
-        let vocab = model.config.vocabularySize
-        switch config.drafter {
-        case .ngram: return (NGramDrafter(), false)
-        case .suffix: return (MergedDrafter([NGramDrafter(), SuffixDrafter()]), false)
-        case .recycle:
-            let recycle = RecycleDrafter(vocabularySize: vocab)
-            let loaded = config.drafterStatePath.map { recycle.load(from: $0) } ?? false
-            return (MergedDrafter([recycle, SuffixDrafter()]), loaded)
-        case .skip:
-            // The measured default layer set and head shortlist are valid for every model.
-            return ((try? SkipDrafter(model: model, cache: cache)) ?? RecycleDrafter(vocabularySize: vocab), false)
-        }
     }
 
     /// Queues a request. Throws `queueFull`, `promptTooLong`, `emptyPrompt` or `shuttingDown`.

@@ -183,6 +183,13 @@ public struct EngineSnapshot: Sendable {
     public var costErrorSteps = 0
     /// The speculator's measured A/B test per batch bucket (decode rows 1, 2-3, 4-7, ...).
     public var measuredGoodput: [BucketGoodput] = []
+    /// A layered drafter's cost D per frontier layer by rows (after online correction; nil: none).
+    public var drafterLayerCost: LayerCost?
+    /// The learned drafter's nodes by depth (1, 2, ...): verified with their parent accepted, and
+    /// accepted (a node a copy drafter proposed too counts as the copy drafter's: they merge first).
+    public var learnedAcceptanceByDepth: [(observed: Int, accepted: Int)] = []
+    /// Slots whose drafter state (the learned drafter's root feature) is held.
+    public var drafterSlotsHeld = 0
     public var lastPredictedMilliseconds: Double?
     public var lastObservedMilliseconds: Double?
 }
@@ -232,18 +239,8 @@ final class ManagedAtomicFlag: @unchecked Sendable {
 /// How the engine sizes draft trees (defined in Speculation).
 public typealias DraftStrategy = Speculation.DraftStrategy
 
-/// The drafters the engine can use (see Speculation).
-public enum DrafterKind: String, Sendable, CaseIterable {
-    /// Prompt lookup only.
-    case ngram
-    /// The global corpus of earlier requests (suffix drafter), merged with prompt lookup.
-    case suffix
-    /// The target's own recorded top-k successors, merged with prompt lookup and the corpus of
-    /// earlier requests: every train-free source in one tree (the default).
-    case recycle
-    /// The target with a few middle layers skipped (self-speculation; runs the model to draft).
-    case skip
-}
+/// The drafters the engine can use (defined in Speculation).
+public typealias DrafterKind = Speculation.DrafterKind
 
 /// Engine settings.
 public struct EngineConfiguration: Sendable {
@@ -274,6 +271,11 @@ public struct EngineConfiguration: Sendable {
     /// Where the recycle drafter's table is loaded from at start and saved to at shutdown (so a
     /// restart keeps what it learned); nil: not kept.
     public var drafterStatePath: String?
+    /// A learned drafter for this model (loaded and checked by the caller): drafts alone with
+    /// `drafter = .learned`, merged with the copy drafters of `recycle`, `suffix` and `ngram`.
+    public var learnedDrafter: LearnedDrafterWeights?
+    /// The learned drafter's layer cost D to use instead of measuring it at start-up.
+    public var learnedLayerCost: LayerCost?
     /// A step-cost model to use instead of measuring one at start-up (e.g. from the on-disk cache).
     /// A fixed one (`CostModel.fixed()`, `CostModelFile`) is never refreshed and turns the
     /// speculator's measured guards off: planning then does not depend on the host's speed.

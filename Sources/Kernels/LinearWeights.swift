@@ -70,6 +70,35 @@ public final class LinearWeights: @unchecked Sendable {
                       bytes: UnsafeRawBufferPointer(rebasing: joined[0..<byteCount]))
     }
 
+    /// Quantizes `outFeatures` rows of `inFeatures` f32 values (row-major) to Q8_0 and packs them:
+    /// for weights the loader computes in f32 (a drafter's matrices, a gathered head) and wants on the
+    /// int8 kernels. Each 32-value block is quantized as ggml's `quantize_row_q8_0_ref` does: d =
+    /// amax / 127 (stored as f16), q = round(x * (1 / d)) half away from zero, all 0 when amax = 0.
+    /// Throws `KernelError` for an empty shape or rows that are not whole 32-value blocks.
+    public convenience init(quantizingToQ8_0 values: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int) throws {
+        let format = WeightFormat.q8_0
+        guard outFeatures >= 1, inFeatures >= 1 else {
+            throw KernelError.emptyShape(outFeatures: outFeatures, inFeatures: inFeatures)
+        }
+        guard inFeatures % format.blockSize == 0 else {
+            throw KernelError.inFeaturesNotMultipleOfBlock(format: format, inFeatures: inFeatures, blockSize: format.blockSize)
+        }
+        let blocks = outFeatures * inFeatures / 32
+        let raw = UnsafeMutableRawBufferPointer.allocate(byteCount: blocks * format.bytesPerBlock, alignment: 16)
+        defer { raw.deallocate() }
+        for b in 0..<blocks {
+            let x = values + b * 32
+            var amax: Float = 0
+            for j in 0..<32 { amax = max(amax, abs(x[j])) }
+            let d = amax / 127
+            let id: Float = d != 0 ? 1 / d : 0
+            let block = raw.baseAddress! + b * format.bytesPerBlock
+            block.storeBytes(of: ck_f32_to_f16(d), as: UInt16.self)
+            for j in 0..<32 { block.storeBytes(of: Int8((x[j] * id).rounded(.toNearestOrAwayFromZero)), toByteOffset: 2 + j, as: Int8.self) }
+        }
+        try self.init(format: format, outFeatures: outFeatures, inFeatures: inFeatures, bytes: UnsafeRawBufferPointer(raw))
+    }
+
     deinit { packed.deallocate() }
 
     /// Dequantizes output row `r` into `dst[0..<inFeatures]`, exactly as the scalar ggml dequantization

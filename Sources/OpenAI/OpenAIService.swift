@@ -184,7 +184,20 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
                 "speculative_steps": snapshot.speculativeSteps,
                 "planned_goodput_tokens_per_second": snapshot.plannedGoodput,
                 "plain_goodput_tokens_per_second": snapshot.plainGoodput,
+                // Drafting time over step time plus drafting time, since start.
+                "draft_share": snapshot.draftSecondsTotal / max(snapshot.stepSecondsTotal + snapshot.draftSecondsTotal, 1e-9),
             ]
+            if let learned = engine.configuration.learnedDrafter {
+                var drafter: [String: Any] = ["file": learned.path, "draft_tokens": learned.vocabularyCount,
+                                              "matrix_format": learned.matrixFormat.description]
+                // D: one frontier layer's cost by rows (after online correction).
+                if let cost = snapshot.drafterLayerCost { drafter["layer_cost"] = cost.corrected.map { ["rows": $0.rows, "ms": $0.ms] } }
+                drafter["acceptance_by_depth"] = snapshot.learnedAcceptanceByDepth.enumerated().map { d, a -> [String: Any] in
+                    ["depth": d + 1, "verified": a.observed, "accepted": a.accepted,
+                     "rate": a.observed > 0 ? Double(a.accepted) / Double(a.observed) : 0]
+                }
+                body["learned_drafter"] = drafter
+            }
             if let cost = snapshot.costModel {
                 // T = step_cost[rows] + head_cost[rows with logits] (interpolated, after online
                 // correction) + ms_per_position * positions + host (fixed + per logit row + per node).

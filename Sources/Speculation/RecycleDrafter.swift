@@ -99,6 +99,9 @@ public final class RecycleDrafter: Drafter {
     private static let magic: UInt32 = 0x5452_5343  // "CSRT"
     private static let version: UInt32 = 1
 
+    /// The tables are the state worth keeping (`save(to:)`).
+    public func saveState(to path: String) throws { try save(to: path) }
+
     /// Writes the tables to `path` (atomically: a temporary file, then a rename), so a restart keeps
     /// what verification taught them. About 7 MiB for a 49,152-token vocabulary.
     public func save(to path: String) throws {

@@ -46,6 +46,24 @@ public struct ScoreCalibration: Sendable {
         return (Float(accepted[d][b]) + priorWeight * prior) / (Float(observed[d][b]) + priorWeight)
     }
 
+    /// The acceptance of `source`'s nodes at `depth` over every confidence bucket (given the
+    /// parent's), with a prior of `priorTrust` / 2 worth `priorWeight` observations: what a node
+    /// not yet drafted is expected to bring.
+    public func meanAcceptance(depth: Int, source: UInt8) -> Float {
+        let d = cell(depth: depth, source: source)
+        let seen = observed[d].reduce(0, +), kept = accepted[d].reduce(0, +)
+        return (Float(kept) + priorWeight * priorTrust / 2) / (Float(seen) + priorWeight)
+    }
+
+    /// Acceptance per depth (1...maxDepth) of `source`'s nodes: (observed, accepted) summed over
+    /// the confidence buckets.
+    public func acceptanceByDepth(source: UInt8) -> [(observed: Int, accepted: Int)] {
+        (1...maxDepth).map { depth in
+            let d = cell(depth: depth, source: source)
+            return (observed[d].reduce(0, +), accepted[d].reduce(0, +))
+        }
+    }
+
     /// Calibrated path scores for `tree` (edge probabilities multiplied down each path).
     public func calibrated(_ tree: DraftTree) -> DraftTree {
         var t = tree

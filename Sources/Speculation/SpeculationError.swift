@@ -1,4 +1,5 @@
-/// A drafter or a cost-model file with values speculation cannot use.
+/// A drafter configured with values it cannot use, a learned drafter's file that does not fit, or
+/// a cost-model file speculation cannot use.
 public enum SpeculationError: Error, CustomStringConvertible, Equatable {
     /// An early-exit depth outside the target's layers.
     case invalidSkipLayers(requested: Int, available: Int)
@@ -12,6 +13,16 @@ public enum SpeculationError: Error, CustomStringConvertible, Equatable {
     case costModelFileUnreadable(path: String)
     /// A cost-model file whose contents are not a cost model (the reason names the field).
     case invalidCostModelFile(path: String, reason: String)
+    /// A learned drafter's file that cannot be read as GGUF.
+    case drafterUnreadable(path: String, reason: String)
+    /// A learned drafter's file without a required metadata key, or with a value of the wrong type.
+    case drafterMissingKey(path: String, key: String, expected: String)
+    /// A learned drafter's file of another kind (`general.architecture`, `cast-drafter.kind`).
+    case drafterWrongKind(path: String, key: String, expected: String, found: String)
+    /// A learned drafter trained for another target: the key, the drafter's value and the target's.
+    case drafterTargetMismatch(path: String, key: String, drafter: String, target: String)
+    /// A learned drafter's tensor that is missing or has the wrong shape or type.
+    case drafterTensor(path: String, tensor: String, problem: String)
 
     public var description: String {
         switch self {
@@ -29,6 +40,16 @@ public enum SpeculationError: Error, CustomStringConvertible, Equatable {
         case .invalidCostModelFile(let path, let reason):
             return "cost-model file \(path) is not a cost model: \(reason); the format is GET /v1/cast/cost's "
                 + "(step_cost [{rows, ms}], optional head_cost, ms_per_position, host_ms), see docs/CONFIG.md"
+        case .drafterUnreadable(let path, let reason):
+            return "cannot read the learned drafter \(path): \(reason); pass a drafter GGUF written by the training tool (drafters/README.md) to --drafter-model or \"drafter_model\""
+        case .drafterMissingKey(let path, let key, let expected):
+            return "the learned drafter \(path) lacks metadata key \(key) (\(expected)); it was not written by the drafter training tool or is damaged: write it again (drafters/README.md)"
+        case .drafterWrongKind(let path, let key, let expected, let found):
+            return "\(path) is not a feature-MLP drafter: \(key) is '\(found)', expected '\(expected)'; pass a drafter GGUF (drafters/<model>.drafter.gguf), not a model"
+        case .drafterTargetMismatch(let path, let key, let drafter, let target):
+            return "the learned drafter \(path) was trained for another model: its \(key) is \(drafter) but the served model's is \(target); use the drafter trained for this model (drafters/<model file stem>.drafter.gguf) or train one for it (drafters/README.md)"
+        case .drafterTensor(let path, let tensor, let problem):
+            return "the learned drafter \(path): tensor \(tensor) \(problem); write the file again with the training tool (drafters/README.md)"
         }
     }
 }

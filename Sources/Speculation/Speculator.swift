@@ -52,6 +52,9 @@ public final class Speculator {
     public private(set) var measured = [BucketGoodput](repeating: BucketGoodput(), count: 8)
     /// Decode rows of the step being planned.
     private var plannedRoots = 1
+    /// The step being drafted (for `expansion`): its shape without drafts, the tokens it commits
+    /// anyway, its row limit; nil outside `draft` or when not given.
+    private var drafting: (base: StepShape, tokens: Int, maxRows: Int)?
     /// Drafting time of the step being planned (ms), and in all (s).
     public private(set) var draftMilliseconds = 0.0
     public private(set) var draftSecondsTotal = 0.0
@@ -80,7 +83,8 @@ public final class Speculator {
         case .paying where plannedSteps % 16 == 0: return false
         default: break
         }
-        let probeEvery = drafter.usesModel ? 32 : 4
+        // A drafter whose layers the planner gates costs little when it drafts nothing.
+        let probeEvery = drafter.usesModel && drafter.layerCost == nil ? 32 : 4
         return !(plainPlansInARow >= 8 && plannedSteps % probeEvery != 0)
     }
 
@@ -93,24 +97,31 @@ public final class Speculator {
         case .tree: nodes = 24
         case .castB1, .cast: nodes = maxNodes
         }
-        // A model drafter pays a forward per level: shallow, narrow trees.
-        let depth = strategy == .chain4 || drafter.usesModel ? min(room, 4) : room
-        return (drafter.usesModel ? min(nodes, 8) : nodes, depth)
+        // A model drafter pays a forward per level: shallow, narrow trees (unless the planner
+        // gates its layers, see `expansion`).
+        let shallow = drafter.usesModel && drafter.layerCost == nil
+        let depth = strategy == .chain4 || shallow ? min(room, 4) : room
+        return (shallow ? min(nodes, 8) : nodes, depth)
     }
 
-    /// The drafter's raw trees for `inputs` (timed: drafting is part of the step's cost).
-    public func draft(_ inputs: [DraftInput]) -> [DraftTree] {
+    /// The drafter's raw trees for `inputs` (timed: drafting is part of the step's cost). A
+    /// drafter that runs in layers asks the speculator before each one (`expansion`), against
+    /// `base` (the step without drafts), `baseTokens` (what it commits anyway) and `maxRows`.
+    public func draft(_ inputs: [DraftInput], base: StepShape? = nil, baseTokens: Int = 1, maxRows: Int = Int.max) -> [DraftTree] {
         guard !inputs.isEmpty else { return [] }
+        drafting = base.map { ($0, max(baseTokens, 1), maxRows) }
+        defer { drafting = nil }
         let start = ContinuousClock.now
-        let trees = (try? drafter.propose(inputs)) ?? []
+        let trees = (try? drafter.propose(inputs, gate: self)) ?? []
         draftMilliseconds = (ContinuousClock.now - start).seconds * 1000
         draftSecondsTotal += draftMilliseconds / 1000
         return trees
     }
 
-    /// A raw tree with calibrated scores (and, for the chain strategy, its best path).
-    public func calibrated(_ tree: DraftTree) -> DraftTree {
-        let t = calibration.calibrated(tree)
+    /// A raw tree with calibrated scores, cut to its `maxNodes` best (a merged tree may carry
+    /// every member's candidates), and for the chain strategy its best path.
+    public func calibrated(_ tree: DraftTree, maxNodes: Int = Int.max) -> DraftTree {
+        let t = calibration.calibrated(tree).pruned(to: maxNodes)
         return strategy == .chain4 ? t.bestPath(maxDepth: 4) : t
     }
 
@@ -192,6 +203,55 @@ public final class Speculator {
         draftMilliseconds = 0
         cost.observe(shape, forwardMs: forwardMs, hostMs: hostMs)
         return error
+    }
+}
+
+// MARK: - The layer gate
+
+extension Speculator: LayerGate {
+    /// CAST's breadth and depth rule for a drafter that spends time per frontier layer: the
+    /// number k of frontier nodes (best first) whose expansion maximises the step's goodput with
+    /// drafting time, (expected tokens) / (T + drafting so far + D(k)), k = 0 included (stop).
+    /// Expected tokens and T come from the planner's best cut of the calibrated trees so far plus,
+    /// for each expanded frontier node, the child it is expected to bring: its path score times the
+    /// calibrated acceptance of a child below a node of its confidence at the next depth (at the
+    /// roots, the source's mean acceptance at depth 1). k is tried at 0, 1, 2, 4, ... and all.
+    /// Strategies other than `cast` expand everything (their trees are sized without a planner).
+    public func expansion(of frontier: [FrontierNode], trees: [DraftTree], inputs: [DraftInput], source: UInt8,
+                          spentMilliseconds: Double, layerMilliseconds: (Int) -> Double) -> Int {
+        guard strategy == .cast, let step = drafting, !frontier.isEmpty else { return frontier.count }
+        let calibrated = trees.map { calibration.calibrated($0) }
+        var candidates: [CASTPlanner.Candidate] = []
+        for (t, tree) in calibrated.enumerated() {
+            let rootPosition = inputs[t].history.count - 1
+            for n in 0..<tree.count {
+                candidates.append(CASTPlanner.Candidate(sequence: t, node: n, score: tree.scores[n], depth: tree.depths[n],
+                                                        positions: rootPosition + tree.depths[n] + 1))
+            }
+        }
+        let expected = frontier.map { f -> CASTPlanner.Candidate in
+            let tree = calibrated[f.tree]
+            let depth = f.node < 0 ? 1 : tree.depths[f.node] + 1
+            let edge = f.node < 0 ? calibration.meanAcceptance(depth: 1, source: source)
+                : calibration.probability(confidence: trees[f.tree].confidences[f.node], depth: depth, source: source)
+            return CASTPlanner.Candidate(sequence: f.tree, node: -1, score: (f.node < 0 ? 1 : tree.scores[f.node]) * edge, depth: depth,
+                                         positions: inputs[f.tree].history.count + depth)
+        }
+        func goodput(_ k: Int) -> Double {
+            let plan = CASTPlanner.plan(candidates: candidates + expected.prefix(k), sequences: inputs.count, base: step.base,
+                                        baseTokens: step.tokens, maxRows: step.maxRows, cost: cost, minimumGain: 0)
+            let ms = cost.milliseconds(plan.shape)
+            return plan.goodput / 1000 * ms / (ms + spentMilliseconds + layerMilliseconds(k))
+        }
+        var best = 0, bestGoodput = goodput(0)
+        var k = 1
+        while true {
+            let g = goodput(k)
+            if g > bestGoodput { best = k; bestGoodput = g }
+            if k == frontier.count { break }
+            k = min(2 * k, frontier.count)
+        }
+        return best
     }
 }
 

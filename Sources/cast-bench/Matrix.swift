@@ -39,6 +39,11 @@ struct MatrixCell: Codable {
     /// Of `stepMs`, the forward call; and drafting time per step (outside `stepMs`).
     var forwardMs: Double
     var draftMs: Double
+    /// The drafter's share of step time: draftMs / (stepMs + draftMs).
+    var draftShare: Double
+    /// The learned drafter's nodes accepted over those verified with their parent accepted, by
+    /// depth 1, 2, ... (empty without a learned drafter).
+    var learnedAcceptanceByDepth: [Double]
     var completionTokens: Int
     /// The cost model's |observed - predicted| / predicted over the cell's steps (speculating strategies).
     var costError: Spread?
@@ -47,6 +52,8 @@ struct MatrixCell: Codable {
     var categoryTokensPerStep: [String: Double]
     /// Per category, the paired ratio to plain decoding (median over units and rounds).
     var categoryRatio: [String: Double]
+    /// Per category, draft tokens accepted over draft tokens verified.
+    var categoryAcceptance: [String: Double]
 
     enum CodingKeys: String, CodingKey {
         case strategy, batch, categories
@@ -59,6 +66,9 @@ struct MatrixCell: Codable {
         case stepMs = "step_ms"
         case forwardMs = "forward_ms"
         case draftMs = "draft_ms"
+        case draftShare = "draft_share"
+        case learnedAcceptanceByDepth = "learned_acceptance_by_depth"
+        case categoryAcceptance = "category_acceptance"
         case completionTokens = "completion_tokens"
         case costError = "cost_model_abs_error"
     }
@@ -72,6 +82,8 @@ struct MatrixReport: Codable {
     var prompts: Int
     var rounds: Int
     var drafter: String
+    /// The learned drafter's file (nil: none).
+    var drafterModel: String?
     var cells: [MatrixCell]
 }
 
@@ -147,8 +159,11 @@ extension CastBench {
         @Option(help: "Rounds over the whole matrix, each with fresh engines.")
         var rounds = 2
 
-        @Option(help: "Draft source: recycle, suffix, ngram or skip.")
+        @Option(help: "Draft source: recycle, suffix, ngram, skip or learned.")
         var drafter = "recycle"
+
+        @Option(help: "Learned drafter GGUF (default: drafters/<model file stem>.drafter.gguf when present; \"\" for none).")
+        var drafterModel: String?
 
         @Option(help: "Use at most N prompts per category.")
         var perCategory: Int?
@@ -179,7 +194,15 @@ extension CastBench {
             let model = try Transformer(file: file, threads: common.threads, maxStepRows: 512, maxLogitRows: 256, maxContext: 2048,
                                         kernels: kernels)
             try cacheType.validate(headDimension: model.config.headDimension)
-            log("\(kernels) kernels, \(cacheType.rawValue) KV cache, drafter \(drafter), \(rounds) rounds")
+            let learnedPath = drafterModel.map { $0.isEmpty ? nil : $0 } ?? {
+                let stem = ((common.model as NSString).lastPathComponent as NSString).deletingPathExtension
+                return FileManager.default.fileExists(atPath: "drafters/\(stem).drafter.gguf") ? "drafters/\(stem).drafter.gguf" : nil
+            }()
+            let learned = try learnedPath.map { try LearnedDrafterWeights(path: $0, target: model) }
+            if drafterKind == .learned && learned == nil {
+                throw ValidationError("--drafter learned needs a drafter file: pass --drafter-model PATH or put drafters/<model file stem>.drafter.gguf in place")
+            }
+            log("\(kernels) kernels, \(cacheType.rawValue) KV cache, drafter \(drafter)\(learnedPath.map { " + learned \($0)" } ?? ""), \(rounds) rounds")
             let formatter = try PromptFormatter(file: file)
             var prompts = try BenchPrompt.load(path: common.prompts)
             if let perCategory {
@@ -211,6 +234,7 @@ extension CastBench {
                         var config = EngineConfiguration(slots: batch, contextLength: 2048, maxWaiting: prompts.count, prefillChunk: 256,
                                                          speculation: name != "plain", strategy: DraftStrategy(rawValue: name) ?? .cast)
                         config.drafter = drafterKind
+                        config.learnedDrafter = learned
                         config.kvCacheType = cacheType
                         config.costModel = cost
                         let engine = Engine(model: model, configuration: config)
@@ -247,7 +271,7 @@ extension CastBench {
             }
             let report = MatrixReport(machine: .current(), model: (common.model as NSString).lastPathComponent,
                                       threads: common.threads, kernels: kernels.description, prompts: prompts.count, rounds: rounds,
-                                      drafter: drafter, cells: cells)
+                                      drafter: drafter, drafterModel: learnedPath, cells: cells)
             if let svg { try MatrixChart.svg(report).write(toFile: svg, atomically: true, encoding: .utf8) }
             if let path = recordSteps {
                 let encoder = JSONEncoder()
@@ -274,6 +298,8 @@ extension CastBench {
             var seconds: Double
             /// Per category: completion tokens, request seconds, decode steps.
             var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)]
+            /// Per category: draft tokens verified and accepted.
+            var draftsByCategory: [String: (drafted: Int, accepted: Int)]
         }
 
         /// Engine counters summed over rounds.
@@ -281,7 +307,12 @@ extension CastBench {
             var roots = 0, steps = 0, drafted = 0
             var stepSeconds = 0.0, forwardSeconds = 0.0, draftSeconds = 0.0
             var errors: [Double] = []
+            var learnedByDepth: [(observed: Int, accepted: Int)] = []
             mutating func add(_ s: EngineSnapshot) {
+                for (d, a) in s.learnedAcceptanceByDepth.enumerated() {
+                    if d == learnedByDepth.count { learnedByDepth.append((0, 0)) }
+                    learnedByDepth[d] = (learnedByDepth[d].observed + a.observed, learnedByDepth[d].accepted + a.accepted)
+                }
                 roots += s.decodeRoots
                 steps += s.stepsTotal
                 drafted += s.draftedTokens
@@ -300,6 +331,7 @@ extension CastBench {
                 let lock = NSLock()
                 var completion = 0
                 var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)] = [:]
+                var drafts: [String: (drafted: Int, accepted: Int)] = [:]
             }
             let tally = Tally()
             let clock = ContinuousClock()
@@ -315,6 +347,8 @@ extension CastBench {
                         tally.completion += completion
                         let old = tally.byCategory[category] ?? (0, 0, 0)
                         tally.byCategory[category] = (old.tokens + completion, old.seconds + seconds, old.steps + usage.decodeSteps + 1)
+                        let drafts = tally.drafts[category] ?? (0, 0)
+                        tally.drafts[category] = (drafts.drafted + usage.draftedTokens, drafts.accepted + usage.acceptedTokens)
                         tally.lock.unlock()
                         done.signal()
                     case .failed:
@@ -326,7 +360,7 @@ extension CastBench {
             }
             for _ in unit { done.wait() }
             return UnitRun(round: round, unit: unit, tokens: tally.completion, seconds: (clock.now - start).seconds,
-                           byCategory: tally.byCategory)
+                           byCategory: tally.byCategory, draftsByCategory: tally.drafts)
         }
 
         func cell(_ name: String, batch: Int, runs: [UnitRun], plain: [UnitRun]?, stats: EngineStats) -> MatrixCell {
@@ -354,16 +388,27 @@ extension CastBench {
                     byCategory[c] = (old.tokens + v.tokens, old.seconds + v.seconds, old.steps + v.steps)
                 }
             }
+            var drafts: [String: (drafted: Int, accepted: Int)] = [:]
+            for r in runs {
+                for (c, v) in r.draftsByCategory {
+                    let old = drafts[c] ?? (0, 0)
+                    drafts[c] = (old.drafted + v.drafted, old.accepted + v.accepted)
+                }
+            }
             let completion = runs.reduce(0) { $0 + $1.tokens }
             let steps = max(stats.steps, 1), roots = max(stats.roots, 1)
             return MatrixCell(
                 strategy: name, batch: batch, tokS: Spread(perRound)?.median ?? 0, pairedRatio: Spread(ratios),
                 acceptedPerStep: Double(completion) / Double(roots), treeRows: Double(stats.drafted) / Double(roots),
                 stepMs: stats.stepSeconds * 1000 / Double(steps), forwardMs: stats.forwardSeconds * 1000 / Double(steps),
-                draftMs: stats.draftSeconds * 1000 / Double(steps), completionTokens: completion, costError: Spread(stats.errors),
+                draftMs: stats.draftSeconds * 1000 / Double(steps),
+                draftShare: stats.draftSeconds / max(stats.stepSeconds + stats.draftSeconds, 1e-9),
+                learnedAcceptanceByDepth: stats.learnedByDepth.prefix { $0.observed > 0 }.map { Double($0.accepted) / Double($0.observed) },
+                completionTokens: completion, costError: Spread(stats.errors),
                 categories: byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
                 categoryTokensPerStep: byCategory.mapValues { Double($0.tokens) / Double(max($0.steps, 1)) },
-                categoryRatio: categoryRatios.compactMapValues { Spread($0)?.median })
+                categoryRatio: categoryRatios.compactMapValues { Spread($0)?.median },
+                categoryAcceptance: drafts.compactMapValues { $0.drafted > 0 ? Double($0.accepted) / Double($0.drafted) : nil })
         }
     }
 }
@@ -396,22 +441,24 @@ enum MatrixChart {
             guard let s else { return "" }
             return String(format: "%.2f (%.2f-%.2f)", s.median, s.p10, s.p90)
         }
-        var out = ["CastServe speculation matrix — \(r.model), \(r.threads) threads, \(r.kernels) kernels, drafter \(r.drafter), "
+        var out = ["CastServe speculation matrix — \(r.model), \(r.threads) threads, \(r.kernels) kernels, drafter \(r.drafter)"
+                   + (r.drafterModel.map { " + learned (\($0))" } ?? "") + ", "
                    + "\(r.prompts) prompts, \(r.rounds) paired rounds, commit \(r.machine.commit)", "",
-                   "| strategy | B | tok/s | x plain, paired (p10-p90) | tokens/step | draft rows/step | step ms | cost model abs error |",
-                   "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                   "| strategy | B | tok/s | x plain, paired (p10-p90) | tokens/step | draft rows/step | step ms | draft share | learned acceptance by depth | cost model abs error |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for c in r.cells {
-            out.append(String(format: "| %@ | %d | %.1f | %@ | %.2f | %.2f | %.2f | %@ |", c.strategy, c.batch, c.tokS,
-                              spread(c.pairedRatio), c.acceptedPerStep, c.treeRows, c.stepMs,
+            out.append(String(format: "| %@ | %d | %.1f | %@ | %.2f | %.2f | %.2f | %.3f | %@ | %@ |", c.strategy, c.batch, c.tokS,
+                              spread(c.pairedRatio), c.acceptedPerStep, c.treeRows, c.stepMs, c.draftShare,
+                              c.learnedAcceptanceByDepth.prefix(6).map { String(format: "%.2f", $0) }.joined(separator: " "),
                               c.costError.map { String(format: "%.3f", $0.median) } ?? ""))
         }
         let categories = Array(Set(r.cells.flatMap { $0.categories.keys })).sorted()
-        out += ["", "Per category at B = 1: paired ratio to plain (tokens committed per decode step):", "",
+        out += ["", "Per category at B = 1: paired ratio to plain (tokens committed per decode step; draft tokens accepted / verified):", "",
                 "| strategy | " + categories.joined(separator: " | ") + " |",
                 "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
         for c in r.cells where c.batch == 1 {
             out.append("| \(c.strategy) | " + categories.map {
-                String(format: "%.2f (%.2f)", c.categoryRatio[$0] ?? 1, c.categoryTokensPerStep[$0] ?? 0)
+                String(format: "%.2f (%.2f; %.2f)", c.categoryRatio[$0] ?? 1, c.categoryTokensPerStep[$0] ?? 0, c.categoryAcceptance[$0] ?? 0)
             }.joined(separator: " | ") + " |")
         }
         return out.joined(separator: "\n")

@@ -1,5 +1,6 @@
 import ArgumentParser
 import ChatTemplate
+import COpenSSL
 import Dispatch
 import Engine
 import Foundation
@@ -41,8 +42,11 @@ extension CastServe {
         @Option(help: "Speculative decoding with CAST-planned draft trees: on (the default) or off (overrides \"speculation\").")
         var speculation: String?
 
-        @Option(help: "Draft source for speculation: recycle, suffix, ngram or skip (overrides \"drafter\").")
+        @Option(help: "Draft source for speculation: recycle, suffix, ngram, skip or learned (overrides \"drafter\").")
         var drafter: String?
+
+        @Option(help: "Learned drafter GGUF (overrides \"drafter_model\"; default: drafters/<model file stem>.drafter.gguf when present; \"\" turns it off).")
+        var drafterModel: String?
 
         @Flag(help: "Measure the step-cost model again instead of reusing the cached one.")
         var recalibrate = false
@@ -93,6 +97,7 @@ extension CastServe {
                 settings.speculation = speculation == "on"
             }
             if let drafter { try settings.set("drafter", drafter, source: "--drafter") }
+            if let drafterModel { settings.drafterModel = drafterModel }
             if let kernels { try settings.set("kernels", kernels, source: "--kernels") }
             if let kvCacheType { try settings.set("kv_cache_type", kvCacheType, source: "--kv-cache-type") }
             // The kernel set, before anything listens: a set this CPU cannot run stops the start.
@@ -173,6 +178,19 @@ extension CastServe {
                 engineConfig.drafter = DrafterKind(rawValue: settings.drafter) ?? .recycle
                 engineConfig.maxDraftNodes = settings.maxDraftNodes
                 engineConfig.maxDraftDepth = settings.maxDraftDepth
+                if settings.speculation, let path = settings.learnedDrafterPath {
+                    let weights = try LearnedDrafterWeights(path: path, target: transformer)
+                    engineConfig.learnedDrafter = weights
+                    note(String(format: "learned drafter: %@ (%d draft tokens, MLP width %d, %.1f MB as %@)", path, weights.vocabularyCount,
+                                weights.feedForwardLength, Double(weights.weightBytes) / 1e6, weights.matrixFormat.description))
+                    // Another file of the same model (re-quantized) still works: a warning, not an error.
+                    if let sha = sha256(file: settings.model), sha != weights.targetSHA256 {
+                        note("warning: the learned drafter was trained on a model file with sha256 \(weights.targetSHA256), not this one (\(sha)); "
+                             + "it drafts, but its acceptance may be lower: train one for this file (drafters/README.md)")
+                    }
+                } else if settings.speculation && settings.drafter == "learned" {
+                    throw ValidationError("--drafter learned needs a drafter file: pass --drafter-model PATH (\"drafter_model\"), or put drafters/<model file stem>.drafter.gguf in place")
+                }
                 if settings.speculation {
                     try prepareCostModel(&engineConfig, settings: settings, kernels: kernelSet, recalibrate: recalibrate, fixed: fixedCost)
                 }
@@ -261,6 +279,16 @@ func kernelSetSummary(_ choice: KernelChoice) -> String {
     let unavailable = KernelSet.Name.allCases.compactMap { name in KernelSet.missingFeatures(name).map { "\(name): \($0)" } }
     let how = choice == .auto ? "auto: the fastest set this CPU runs" : "forced by configuration"
     return unavailable.isEmpty ? how : how + "; not available here: " + unavailable.joined(separator: "; ")
+}
+
+/// The sha256 of a file, lowercase hex (nil when it cannot be read).
+func sha256(file path: String) -> String? {
+    guard let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) else { return nil }
+    var digest = [UInt8](repeating: 0, count: 32)
+    var length: UInt32 = 0
+    let ok = data.withUnsafeBytes { EVP_Digest($0.baseAddress, $0.count, &digest, &length, EVP_sha256(), nil) }
+    guard ok == 1, length == 32 else { return nil }
+    return digest.map { String(format: "%02x", $0) }.joined()
 }
 
 /// Resident memory of this process (`/proc/self/statm`), or 0 where it cannot be read.

@@ -28,6 +28,9 @@ struct ServerConfig: Equatable {
     var kvCacheTokens = 0
     var speculation = true
     var drafter = "recycle"
+    /// The learned drafter's file: nil looks for `drafters/<model file stem>.drafter.gguf`, ""
+    /// turns the learned drafter off.
+    var drafterModel: String?
     var maxDraftNodes = 16
     var maxDraftDepth = 8
     /// Where measured step-cost tables are cached; "" disables the cache.
@@ -42,6 +45,15 @@ struct ServerConfig: Equatable {
     var samplingDefaults = SamplingDefaults.llamaCpp
     var kernels = KernelChoice.auto
     var kvCacheType = KVCacheType.f16
+
+    /// The learned drafter's file to load: `drafter_model` when set (nil when it is ""), else
+    /// `drafters/<model file stem>.drafter.gguf` when that file exists.
+    var learnedDrafterPath: String? {
+        if let drafterModel { return drafterModel.isEmpty ? nil : drafterModel }
+        let stem = ((model as NSString).lastPathComponent as NSString).deletingPathExtension
+        let path = "drafters/\(stem).drafter.gguf"
+        return FileManager.default.fileExists(atPath: path) ? path : nil
+    }
 
     /// Threads to use: the configured count, or every core when 0.
     var effectiveThreads: Int { threads > 0 ? threads : ProcessInfo.processInfo.activeProcessorCount }
@@ -92,7 +104,7 @@ struct ServerConfig: Equatable {
     static let knownKeys = ["model", "model_aliases", "threads", "context_length", "max_step_rows", "chat_template", "host", "port",
                             "api_keys", "max_connections", "max_header_bytes", "max_body_bytes", "header_timeout_seconds",
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
-                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "max_draft_nodes",
+                            "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "drafter_model", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "cost_model_file", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
                             "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults"]
 
@@ -160,10 +172,11 @@ struct ServerConfig: Equatable {
             }
         case "drafter":
             let name = try string()
-            guard ["ngram", "suffix", "recycle", "skip"].contains(name) else {
-                throw ConfigError.outOfRange(key: key, value: name, allowed: "recycle, suffix, ngram or skip", source: source)
+            guard ["ngram", "suffix", "recycle", "skip", "learned"].contains(name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: "recycle, suffix, ngram, skip or learned", source: source)
             }
             drafter = name
+        case "drafter_model": drafterModel = value is NSNull ? nil : try string()
         case "max_draft_nodes": maxDraftNodes = try int(1...256)
         case "max_draft_depth": maxDraftDepth = try int(1...64)
         case "cost_cache_dir": costCacheDir = try optionalString()

@@ -228,8 +228,9 @@ extension EngineTests {
                      : CostModel(points: [1, 2, 4, 8, 16, 32, 64, 128, 256].map { ($0, 1000.0 * Double($0)) })).fixed()
     }
 
-    @Test(arguments: DrafterKind.allCases)
-    func speculationNeverChangesGreedyOutput(drafter: DrafterKind) throws {
+    /// Every drafter but the learned one (tested with its weights below).
+    @Test(arguments: DrafterKind.allCases.filter { $0 != .learned })
+    func speculationNeverChangesGreedyOutput(drafter: Speculation.DrafterKind) throws {
         let model = try Self.model.get()
         let prompts = try Self.benchPrompts(limit: 2)
         #expect(prompts.count == 14)
@@ -335,5 +336,75 @@ extension EngineTests {
         // (fewer when the request ends inside an accepted path).
         #expect(usage.tokens.count <= 1 + u.decodeSteps + u.acceptedTokens && usage.tokens.count >= 1 + u.decodeSteps, "\(u) \(usage.tokens.count)")
         print("sampled speculation: \(u), \(usage.tokens.count) tokens")
+    }
+}
+
+/// The learned drafter in the engine, with untrained seeded weights (its drafts are rarely right,
+/// which is what the identity must survive): alone and merged with the copy drafters, under the
+/// fixed chain strategy (drafts every step) and under CAST with a given cost model and a given
+/// drafting cost under which drafting pays, greedy output is plain decoding's; sampled requests
+/// complete; and no slot keeps drafter state once its sequence has ended.
+extension EngineTests {
+    static func learnedWeights(_ model: Transformer) throws -> LearnedDrafterWeights {
+        try LearnedDrafterWeights(parameters: .random(embeddingLength: model.config.embeddingLength, feedForwardLength: 256,
+                                                      draftTokens: 4096, seed: 5), target: model)
+    }
+
+    @Test(arguments: [DrafterKind.learned, .recycle], [Speculation.DraftStrategy.chain4, .cast])
+    func learnedDrafterNeverChangesGreedyOutput(drafter: Speculation.DrafterKind, strategy: Speculation.DraftStrategy) throws {
+        let model = try Self.model.get()
+        let weights = try Self.learnedWeights(model)
+        let prompts = try Self.benchPrompts(limit: 1)
+        func outputs(speculation: Bool) throws -> ([[Int32]], EngineSnapshot) {
+            var config = EngineConfiguration(slots: 4, contextLength: 512, maxWaiting: 16, speculation: speculation, strategy: strategy)
+            config.costModel = Self.givenCostModel(rowsAreFree: true)
+            config.drafter = drafter
+            config.learnedDrafter = weights
+            config.learnedLayerCost = LayerCost(points: [(1, 0.01), (64, 0.02)])
+            let engine = Engine(model: model, configuration: config)
+            defer { engine.shutdown() }
+            let collectors = try prompts.map { try runGreedy(engine, $0, maxTokens: 32) }
+            var results: [[Int32]] = []
+            for c in collectors { #expect(c.wait()); results.append(c.tokens) }
+            engine.shutdown()
+            #expect(engine.waitUntilStopped(timeout: .seconds(30)))
+            return (results, engine.snapshot)
+        }
+        let (plain, _) = try outputs(speculation: false)
+        let (speculative, stats) = try outputs(speculation: true)
+        for i in prompts.indices { #expect(speculative[i] == plain[i], "prompt \(i): the learned drafter (\(drafter), \(strategy)) changed the output") }
+        #expect(stats.draftedTokens > 0, "nothing drafted")
+        #expect(stats.learnedAcceptanceByDepth.first.map { $0.observed > 0 } == true, "no learned node verified: \(stats.learnedAcceptanceByDepth)")
+        if drafter == .recycle { #expect(stats.acceptedTokens > 0) }
+        #expect(stats.drafterSlotsHeld == 0, "drafter state outlived its sequences")
+        #expect(stats.drafterLayerCost != nil)
+        print("learned drafter (\(drafter), \(strategy)): \(stats.acceptedTokens)/\(stats.draftedTokens) accepted; learned by depth \(stats.learnedAcceptanceByDepth.prefix(4))")
+    }
+
+    @Test func sampledRequestsDraftWithTheLearnedDrafter() throws {
+        let model = try Self.model.get()
+        var config = EngineConfiguration(slots: 2, contextLength: 512, speculation: true, strategy: .chain4)
+        config.costModel = Self.givenCostModel(rowsAreFree: true)
+        config.drafter = .learned
+        config.learnedDrafter = try Self.learnedWeights(model)
+        config.learnedLayerCost = LayerCost(points: [(1, 0.01)])
+        let engine = Engine(model: model, configuration: config)
+        defer { engine.shutdown() }
+        final class Usage: @unchecked Sendable { var value: SpeculationUsage?; var tokens: [Int32] = []; let done = DispatchSemaphore(value: 0) }
+        let usage = Usage()
+        try engine.submit(GenerationRequest(promptTokens: Self.prompts[1], maxTokens: 32, sampling: SamplingParameters(temperature: 0.8),
+                                            stopTokens: [])) { event in
+            switch event {
+            case .token(let t): usage.tokens.append(t.id)
+            case .finished(_, _, _, let s): usage.value = s; usage.done.signal()
+            case .failed: usage.done.signal()
+            default: break
+            }
+        }
+        #expect(usage.done.wait(timeout: .now() + 120) == .success)
+        let u = try #require(usage.value)
+        #expect(usage.tokens.count == 32 && usage.tokens.allSatisfy { $0 >= 0 && Int($0) < model.config.vocabularySize })
+        #expect(u.draftedTokens > 0 && u.speculativeSteps > 0, "\(u)")
+        #expect(usage.tokens.count <= 1 + u.decodeSteps + u.acceptedTokens && usage.tokens.count >= 1 + u.decodeSteps, "\(u)")
     }
 }

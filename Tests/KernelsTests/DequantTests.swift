@@ -29,6 +29,33 @@ import Kernels
         }
     }
 
+    /// `LinearWeights(quantizingToQ8_0:)` is ggml's `quantize_row_q8_0_ref`: per 32 values d =
+    /// amax / 127 stored as f16, q = round(x / d) (half away from zero); a zero block stays zero.
+    @Test(arguments: [1, 3, 17])
+    func q8_0QuantizationFollowsGgml(rows: Int) throws {
+        let inFeatures = 64
+        var state: UInt64 = UInt64(rows) * 7919
+        let x: [Float] = (0..<(rows * inFeatures)).map { i in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return i < 32 ? 0 : (Float(state >> 40) / Float(1 << 24) * 2 - 1) * Float(1 + i % 5)
+        }
+        let w = try x.withUnsafeBufferPointer { try LinearWeights(quantizingToQ8_0: $0.baseAddress!, outFeatures: rows, inFeatures: inFeatures) }
+        #expect(w.format == .q8_0)
+        var row = [Float](repeating: 0, count: inFeatures)
+        for r in 0..<rows {
+            row.withUnsafeMutableBufferPointer { w.dequantizeRow(r, into: $0.baseAddress!) }
+            for b in 0..<(inFeatures / 32) {
+                let block = Array(x[(r * inFeatures + b * 32)..<(r * inFeatures + b * 32 + 32)])
+                let d = (block.map(abs).max() ?? 0) / 127
+                let id: Float = d != 0 ? 1 / d : 0
+                let expected = block.map { ($0 * id).rounded(.toNearestOrAwayFromZero) * Float(Float16(d)) }
+                #expect(Array(row[(b * 32)..<(b * 32 + 32)]) == expected, "row \(r) block \(b)")
+            }
+        }
+        #expect(row.count == inFeatures)
+        #expect(throws: KernelError.self) { try x.withUnsafeBufferPointer { try LinearWeights(quantizingToQ8_0: $0.baseAddress!, outFeatures: 1, inFeatures: 48) } }
+    }
+
     @Test func q8_0HandBuiltBlock() throws {
         // d = 2; values -128, -127, ..., and 127 at the end.
         var raw: [UInt8] = [0x00, 0x40]
