@@ -94,6 +94,10 @@ generate: build model
 ## download in the background while the kernels and the Swift code build: that is network, not cores.
 PHASE := tools/ci/phase.sh
 CI_DIR := .build-ci
+# host-build runs right after the release build, whose products it reuses: after `swift test` (whose
+# build adds testability) it rebuilt for 87 s. The fuzzers run 10 s each here (the committed corpus
+# also replays in HTTPTests); `make fuzz` alone runs FUZZ_SECONDS (30).
+TEST_FUZZ_SECONDS ?= 10
 test:
 	@mkdir -p $(CI_DIR) && rm -f $(CI_DIR)/times $(CI_DIR)/pip.rc
 	$(PHASE) apt $(MAKE) --no-print-directory test-deps
@@ -104,12 +108,12 @@ test:
 	$(PHASE) test-kernels $(MAKE) --no-print-directory test-kernels
 	$(PHASE) test-models $(MAKE) --no-print-directory kquant-models synthetic-models
 	$(PHASE) swift-build $(SWIFT) build -c release
+	$(PHASE) host-build $(MAKE) --no-print-directory host-build
 	$(PHASE) swift-test $(SWIFT) test -c release
 	$(PHASE) wait-test-clients sh -c 'while [ ! -f $(CI_DIR)/pip.rc ]; do sleep 1; done; cat $(CI_DIR)/pip.log; exit $$(cat $(CI_DIR)/pip.rc)'
 	$(PHASE) lint-deploy $(MAKE) --no-print-directory lint-deploy
-	$(PHASE) host-build $(MAKE) --no-print-directory host-build
 	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PHASE) e2e $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
-	$(PHASE) fuzz $(MAKE) --no-print-directory fuzz
+	$(PHASE) fuzz $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	@$(PHASE) --report
 
 ## Every kernel set against the scalar reference, kernel by kernel (Tests/CKernelsDriver): natively
