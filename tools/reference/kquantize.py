@@ -228,23 +228,26 @@ def _pack_bitplane(bits: np.ndarray) -> np.ndarray:
     return out
 
 
-def quantize_q4_k(x: np.ndarray) -> np.ndarray:
-    """Q4_K: d, dmin (f16), 12 bytes of 6-bit scales/minimums for 8 sub-blocks of 32, 128 bytes of codes."""
+def _affine_k(x: np.ndarray, qmax: int):
+    """Q4_K's and Q5_K's common part: 8 sub-blocks of 32 with a scale and a minimum each, both 6-bit
+    against the super-block's f16 d and dmin; codes 0..qmax. Returns (d, dmin, sc, mn, q)."""
     xb = x.reshape(-1, 8, 32)
-    s, m = _fit_affine(xb, 15, DELTAS_AFFINE)
+    s, m = _fit_affine(xb, qmax, DELTAS_AFFINE)
     d, sc = _super_scale(s, 63)
     dmin, mn = _super_scale(m, 63)
-    q = _codes_affine(xb, d.astype(np.float32)[:, None] * sc, dmin.astype(np.float32)[:, None] * mn, 15)
+    q = _codes_affine(xb, d.astype(np.float32)[:, None] * sc, dmin.astype(np.float32)[:, None] * mn, qmax)
+    return d, dmin, sc, mn, q
+
+
+def quantize_q4_k(x: np.ndarray) -> np.ndarray:
+    """Q4_K: d, dmin (f16), 12 bytes of 6-bit scales/minimums for 8 sub-blocks of 32, 128 bytes of codes."""
+    d, dmin, sc, mn, q = _affine_k(x, 15)
     return np.concatenate([_f16_bytes(d), _f16_bytes(dmin), _pack_k_scales(sc, mn), _pack_nibbles_k(q)], axis=1)
 
 
 def quantize_q5_k(x: np.ndarray) -> np.ndarray:
     """Q5_K: Q4_K's scales with 5-bit codes: d, dmin, 12 scale bytes, 32 bytes of high bits, 128 of low nibbles."""
-    xb = x.reshape(-1, 8, 32)
-    s, m = _fit_affine(xb, 31, DELTAS_AFFINE)
-    d, sc = _super_scale(s, 63)
-    dmin, mn = _super_scale(m, 63)
-    q = _codes_affine(xb, d.astype(np.float32)[:, None] * sc, dmin.astype(np.float32)[:, None] * mn, 31)
+    d, dmin, sc, mn, q = _affine_k(x, 31)
     return np.concatenate([_f16_bytes(d), _f16_bytes(dmin), _pack_k_scales(sc, mn),
                            _pack_bitplane(q >> 4), _pack_nibbles_k(q)], axis=1)
 
