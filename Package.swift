@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "ChatTemplate", dependencies: ["GGUF", "Tokenizer", "JSONText"], exclude: ["README.md"]),
         .target(name: "Model", dependencies: ["GGUF", "Kernels"], exclude: ["README.md"],
                 swiftSettings: hotLoopSettings),
-        .target(name: "Speculation", dependencies: ["Model", "Kernels", "GGUF"], exclude: ["README.md"]),
+        .target(name: "Speculation", dependencies: ["Model", "Kernels", "GGUF", "Grammar"], exclude: ["README.md"]),
         // Grammars for constrained decoding: GBNF, JSON schema -> grammar, token masks over a vocabulary trie.
         .target(name: "Grammar", dependencies: ["JSONText"], exclude: ["README.md"], swiftSettings: hotLoopSettings),
         .target(name: "Engine", dependencies: ["Model", "Speculation", "Grammar"], exclude: ["README.md"]),

@@ -7,10 +7,9 @@ import Glibc
 #endif
 
 /// What a request asks of its logits beyond the model's own: a grammar (constrained decoding)
-/// and a logit bias, applied the same way when a token is sampled and when a draft is verified,
-/// so speculation never changes the output; the grammar's forced runs as free draft trees; and
-/// what a prompt row gives besides the next token (prompt log-probabilities, embeddings).
-/// Engine thread only.
+/// and a logit bias, applied the same way when a token is sampled and when a draft is verified
+/// (`RequestRules`), so speculation never changes the output; and what a prompt row gives besides
+/// the next token (prompt log-probabilities, embeddings). Engine thread only.
 extension Engine {
     // MARK: - Constraints on logits
 
@@ -61,43 +60,27 @@ extension Engine {
         return scratchLogits
     }
 
-    // MARK: - Grammar drafts
+    /// A sequence's rules as the speculator's verifier asks for them: its sampler under its grammar
+    /// and logit bias (the engine's scratch row for masked copies).
+    struct RequestRules: TokenRules {
+        let engine: Engine
+        let sequence: Sequence
 
-    /// For every decoding sequence whose grammar forces the next tokens, a chain of them with
-    /// raw confidence 1: no drafter guessed their text, but the target may prefer a different
-    /// split of it into tokens, so their scores are calibrated like any drafter's (source
-    /// `DraftTree.grammarSource`).
-    func forcedRuns(_ owners: [Owner]) -> [(owner: Int, tree: DraftTree)] {
-        var out: [(owner: Int, tree: DraftTree)] = []
-        for (i, o) in owners.enumerated() where o.count == 1 && o.wantsLogits && o.sequence.started && canSpeculate(o.sequence) {
-            let s = o.sequence
-            guard let g = s.request.grammar, let state = s.grammarState, s.tokens.count - cache.lengths[s.slot] == 1 else { continue }
-            let room = min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
-            guard room > 0 else { continue }
-            let tokens = g.forcedTokens(state, limit: room, previous: s.tokens.last)
-            guard !tokens.isEmpty else { continue }
-            var tree = DraftTree()
-            for t in tokens { tree.add(token: t, parent: tree.count - 1, confidence: 1, source: DraftTree.grammarSource) }
-            out.append((i, tree))
-        }
-        return out
-    }
+        var isGreedy: Bool { sequence.request.sampling.temperature <= 0 }
+        var grammar: TokenGrammar? { sequence.request.grammar }
+        var grammarState: GrammarState? { sequence.grammarState }
 
-    /// `tree` without the nodes `s`'s grammar rejects (and their subtrees): they cannot be accepted.
-    func grammarFiltered(_ tree: DraftTree, sequence s: Sequence) -> DraftTree {
-        guard let g = s.request.grammar, let root = s.grammarState, !tree.isEmpty else { return tree }
-        var out = DraftTree()
-        var states = [GrammarState?](repeating: nil, count: tree.count)
-        var newIndex = [Int](repeating: -1, count: tree.count)
-        for n in 0..<tree.count {
-            let p = tree.parents[n]
-            let parentState = p < 0 ? root : states[p]
-            guard let parentState, p < 0 || newIndex[p] >= 0, let next = g.advance(parentState, token: tree.tokens[n]) else { continue }
-            states[n] = next
-            newIndex[n] = out.add(token: tree.tokens[n], parent: p < 0 ? -1 : newIndex[p], confidence: tree.confidences[n], source: tree.sources[n])
-            out.scores[newIndex[n]] = tree.scores[n]
+        func choice(logits: UnsafeMutablePointer<Float>, state: GrammarState?) -> Int32 {
+            engine.isConstrained(sequence) ? engine.constrainedArgmax(sequence, logits: logits, state: state)
+                : Sampler.argmax(logits, count: engine.model.config.vocabularySize)
         }
-        return out
+
+        func distribution(logits: UnsafeMutablePointer<Float>, state: GrammarState?) -> (ids: ArraySlice<Int32>, probabilities: ArraySlice<Float>) {
+            let row = engine.isConstrained(sequence) ? engine.constrainedCopy(sequence, logits: logits, state: state) : logits
+            return sequence.sampler.distribution(logits: row, count: engine.model.config.vocabularySize, history: sequence.history)
+        }
+
+        func uniform() -> Double { sequence.sampler.nextUnit() }
     }
 
     // MARK: - Prompt rows

@@ -2,9 +2,9 @@ import Foundation
 import Model
 import Speculation
 
-/// The speculative part of a step and what follows the forward call: proposals and planned trees
-/// (through the `Speculator`), verification, commits, and the tokens each sequence emits.
-/// Engine thread only.
+/// The step's phases around the forward call: plan (the speculator's trees placed as rows), verify
+/// (the speculator, under each request's rules), commit (the KV cache, events and the tokens each
+/// sequence emits). Engine thread only.
 extension Engine {
     // MARK: - Drafts
 
@@ -24,52 +24,30 @@ extension Engine {
         min(configuration.maxDraftDepth, s.request.maxTokens - s.generated - 1, cache.capacity - s.tokens.count - 1)
     }
 
-    /// Proposals -> planned trees: drafts a tree for every decoding sequence that may speculate
-    /// (and takes the runs grammars force), lets the speculator plan them against the step's cost,
-    /// and appends the planned nodes as rows below each root.
-    func addDraftTrees(_ step: inout Step) {
+    /// Plan: the speculator's trees for the decode roots that may speculate (`Speculator.trees`:
+    /// the runs grammars force, the drafter's candidates, the planner's cut), each placed as rows
+    /// below its root where the KV cache has room for it.
+    func plan(_ step: inout Step) {
         guard let speculator else { return }
-        let forced = forcedRuns(step.owners)
-        let forcedOwners = Set(forced.map(\.owner))
-        let drafting = speculator.shouldDraft(decodeRoots: step.decodeRoots)
-        if !drafting && forced.isEmpty { return }
-        var inputs: [DraftInput] = []
-        var inputOwners: [Int] = []
-        for (i, o) in step.owners.enumerated() where drafting && o.isDecodeRoot && canSpeculate(o.sequence) && !forcedOwners.contains(i) {
+        for (i, o) in step.owners.enumerated() where o.isDecodeRoot && canSpeculate(o.sequence) {
             let s = o.sequence
-            guard s.tokens.count - cache.lengths[s.slot] == 1 else { continue }
             let room = draftRoom(s)
-            guard room > 0 else { continue }
-            let caps = speculator.caps(room: room, maxNodes: configuration.maxDraftNodes)
-            inputs.append(DraftInput(slot: s.slot, history: s.tokens, maxNodes: caps.nodes, maxDepth: caps.depth))
-            inputOwners.append(i)
+            guard s.tokens.count - cache.lengths[s.slot] == 1, room > 0 else { continue }
+            step.requests.append(TreeRequest(owner: i, slot: s.slot, history: s.tokens, rootPosition: step.rows[o.firstRow].position,
+                                             room: room, grammar: s.request.grammar, grammarState: s.grammarState, forcing: s.started))
         }
         let logitRows = step.rows.reduce(0) { $0 + ($1.wantsLogits ? 1 : 0) }
         let maxRows = min(model.maxStepRows, step.rows.count + model.maxLogitRows - logitRows)
-        var proposals: [Proposal] = []
-        for (k, raw) in speculator.draft(inputs, base: step.shape, baseTokens: step.decodeRoots, maxRows: maxRows).enumerated() {
-            let owner = inputOwners[k]
-            let tree = grammarFiltered(speculator.calibrated(raw, maxNodes: inputs[k].maxNodes), sequence: step.owners[owner].sequence)
-            guard !tree.isEmpty else { continue }
-            proposals.append(Proposal(owner: owner, tree: tree, rootPosition: step.rows[step.owners[owner].firstRow].position))
-        }
-        for (owner, raw) in forced {
-            proposals.append(Proposal(owner: owner, tree: speculator.calibrated(raw), rootPosition: step.rows[step.owners[owner].firstRow].position,
-                                      forced: true))
-        }
-        guard !proposals.isEmpty else { return }
-        let sizes = speculator.plan(proposals, base: step.shape, baseTokens: max(step.decodeRoots, 1), maxRows: maxRows)
-        for (k, p) in proposals.enumerated() where sizes[k] > 0 {
-            let tree = p.tree.pruned(to: sizes[k])
+        let trees = speculator.trees(for: step.requests, base: step.shape, decodeRoots: step.decodeRoots, maxRows: maxRows,
+                                     maxNodes: configuration.maxDraftNodes)
+        // The requests hold the sequences' token arrays: let go before tokens are appended to them.
+        step.requests.removeAll(keepingCapacity: true)
+        for p in trees {
             let o = step.owners[p.owner]
-            let s = o.sequence
-            guard cache.reserve(slot: s.slot, positions: p.rootPosition + 1 + tree.maxDepth) else { continue }
-            let planned = PlannedTree(owner: p.owner, tree: tree, rootRow: o.firstRow, firstRow: step.rows.count, forced: p.forced)
+            guard cache.reserve(slot: o.sequence.slot, positions: p.rootPosition + 1 + p.tree.maxDepth) else { continue }
+            let planned = PlannedTree(owner: p.owner, tree: p.tree, rootRow: o.firstRow, firstRow: step.rows.count, forced: p.forced)
+            planned.appendRows(to: &step.rows, slot: o.sequence.slot, rootPosition: p.rootPosition)
             step.owners[p.owner].plan = planned
-            for n in 0..<tree.count {
-                step.rows.append(BatchRow(slot: s.slot, token: tree.tokens[n], position: p.rootPosition + tree.depths[n],
-                                          parent: planned.row(of: tree.parents[n])))
-            }
         }
     }
 
@@ -83,20 +61,31 @@ extension Engine {
         }
     }
 
-    // MARK: - Verify, commit, emit
+    // MARK: - Verify
 
-    /// For each sequence of the step: verifies its planned tree, commits the kept rows (the chunk
-    /// or root and the accepted path) to the KV cache, reports prompt rows, and emits its tokens.
-    func verifyCommitAndEmit(_ step: inout Step) -> StepOutcome {
+    /// Verify: for every sequence that speculates, the speculator verifies its planned tree under
+    /// the request's rules (`RequestRules`) and learns from the step's logits and features.
+    func verify(_ step: inout Step) {
+        guard let speculator else { return }
+        let output = StepOutput(model: model, rows: step.rows, logitIndex: step.logitIndex)
+        speculator.beginVerification(decodeRoots: step.decodeRoots)
+        for k in step.owners.indices where step.owners[k].wantsLogits && canSpeculate(step.owners[k].sequence) {
+            let o = step.owners[k]
+            step.owners[k].verification = speculator.verify(o.plan, index: k, lastRow: o.firstRow + o.count - 1, slot: o.sequence.slot,
+                                                            history: o.sequence.tokens, output: output,
+                                                            rules: RequestRules(engine: self, sequence: o.sequence))
+        }
+    }
+
+    // MARK: - Commit
+
+    /// Commit: for each sequence of the step, commits the kept rows (the chunk or root and the
+    /// accepted path) to the KV cache, reports prompt rows, and emits its tokens (a verified tree's
+    /// accepted tokens and the one after them; else the one sampled from its last row).
+    func commit(_ step: inout Step) -> StepOutcome {
         var outcome = StepOutcome()
         let vocab = model.config.vocabularySize
-        // The drafter learns from the logits of about `observedRootsPerStep` sequences a step
-        // (a top-k with log-sum-exp over the vocabulary each), rotating over the batch: its tables
-        // are shared by every sequence, and at large batches the host time would cost more than the
-        // freshness is worth. Rows of verified trees are always shown.
-        let observeEvery = max(1, (step.decodeRoots + Self.observedRootsPerStep - 1) / Self.observedRootsPerStep)
-        observeRotation &+= 1
-        for (k, o) in step.owners.enumerated() {
+        for o in step.owners {
             let s = o.sequence
             guard s.slot >= 0 && running[s.slot] === s else { continue }
             step.keep.removeAll(keepingCapacity: true)
@@ -105,24 +94,10 @@ extension Engine {
                 decodeRoots += 1
                 s.usage.decodeSteps += 1
             }
-            var verification: Verification?
-            if let plan = o.plan {
-                let v = verify(plan, sequence: s, step: step)
-                verification = v
+            if let plan = o.plan, let v = o.verification {
                 for node in v.acceptedNodes { step.keep.append(plan.row(of: node)) }
-                record(plan, v, sequence: s)
+                count(plan, v, sequence: s)
                 outcome.acceptedPerSequence.append(v.acceptedNodes.count)
-            }
-            if o.wantsLogits, let drafter = speculator?.drafter, drafter.readsFeatures, canSpeculate(s) {
-                // The feature of the row whose logits give the next root: the last accepted one.
-                let row = verification?.lastRow ?? o.firstRow + o.count - 1
-                drafter.observeFeature(slot: s.slot, position: step.rows[row].position, feature: model.lastLayerFeature(row: row))
-            }
-            if o.plan == nil && o.wantsLogits && canSpeculate(s), (k + observeRotation) % observeEvery == 0,
-               let drafter = speculator?.drafter {
-                let row = o.firstRow + o.count - 1
-                drafter.observe(previous: previousToken(row, rows: step.rows, sequence: s), token: step.rows[row].token,
-                                logits: model.logits + step.logitIndex[row] * vocab, vocabularySize: vocab)
             }
             do {
                 step.keepTokens.removeAll(keepingCapacity: true)
@@ -147,59 +122,26 @@ extension Engine {
                 }
             }
             guard o.wantsLogits else { continue }
-            if let v = verification, s.request.sampling.temperature > 0 {
-                // Sampled verification drew every token (the accepted ones, then the recovered or bonus one).
-                for token in v.sampledTokens {
+            if o.plan != nil, let v = o.verification {
+                for token in v.emittedTokens {
                     deliver(s, token: token, logprob: nil, top: [])
                     outcome.produced += 1
                     if running[s.slot] !== s || s.slot < 0 { break }
                 }
                 continue
             }
-            // One token per kept row whose logits exist: the accepted tokens, then the bonus. Of
-            // a prefill chunk only the last row counts (a scored prompt has logits for all).
-            for row in step.keep where step.logitIndex[row] >= 0 && row >= o.firstRow + o.count - 1 {
-                emitToken(s, logits: model.logits + step.logitIndex[row] * vocab)
-                outcome.produced += 1
-                if running[s.slot] !== s || s.slot < 0 { break }
-            }
+            // Of a prefill chunk only the last row gives a token (a scored prompt has logits for all).
+            let row = o.firstRow + o.count - 1
+            guard step.logitIndex[row] >= 0 else { continue }
+            emitToken(s, logits: model.logits + step.logitIndex[row] * vocab)
+            outcome.produced += 1
         }
         if !outcome.acceptedPerSequence.isEmpty { speculativeSteps += 1 }
         return outcome
     }
 
-    /// Verifies `plan` against this step's logits. Greedy requests follow the target's argmax
-    /// (under their grammar and bias); sampled ones use lossless recursive rejection with the
-    /// request's own sampler and generator. Every verified row's logits are shown to the drafter.
-    func verify(_ plan: PlannedTree, sequence s: Sequence, step: Step) -> Verification {
-        let vocab = model.config.vocabularySize
-        var state = s.grammarState
-        let constrained = isConstrained(s)
-        /// The logits of `row`, after the drafter has seen them; advances the grammar state past
-        /// `node`'s token (the row's input) when below the root.
-        func logits(_ row: Int, _ node: Int) -> UnsafeMutablePointer<Float> {
-            let l = model.logits + step.logitIndex[row] * vocab
-            speculator?.drafter.observe(previous: previousToken(row, rows: step.rows, sequence: s), token: step.rows[row].token,
-                                        logits: l, vocabularySize: vocab)
-            if node >= 0, let g = s.request.grammar, let st = state { state = g.advance(st, token: plan.tree.tokens[node]) }
-            return l
-        }
-        if s.request.sampling.temperature <= 0 {
-            return TreeWalk.greedy(plan) { row, node in
-                let l = logits(row, node)
-                return constrained ? constrainedArgmax(s, logits: l, state: state) : Sampler.argmax(l, count: vocab)
-            }
-        }
-        return TreeWalk.sampled(plan, distribution: { row, node in
-            let l = logits(row, node)
-            let rowLogits = constrained ? constrainedCopy(s, logits: l, state: state) : l
-            let (ids, probabilities) = s.sampler.distribution(logits: rowLogits, count: vocab, history: s.history)
-            return (Array(ids), Array(probabilities))
-        }, uniform: { s.sampler.nextUnit() })
-    }
-
-    /// Counts one verified tree (engine totals, the request's usage) and teaches the speculator.
-    private func record(_ plan: PlannedTree, _ v: Verification, sequence s: Sequence) {
+    /// Counts one verified tree (engine totals, the request's usage).
+    private func count(_ plan: PlannedTree, _ v: Verification, sequence s: Sequence) {
         let count = plan.tree.count, kept = v.acceptedNodes.count
         if plan.forced {
             forcedDrafted += count
@@ -207,20 +149,11 @@ extension Engine {
             s.usage.forcedDraftedTokens += count
             s.usage.forcedAcceptedTokens += kept
         }
-        speculator?.record(plan.tree, acceptedNodes: v.acceptedNodes)
         drafted += count
         accepted += kept
         s.usage.draftedTokens += count
         s.usage.acceptedTokens += kept
         s.usage.speculativeSteps += 1
-    }
-
-    /// The token before `row`'s in its sequence: its parent row's, or the sequence's token at the
-    /// position before (-1 at position 0).
-    func previousToken(_ row: Int, rows: [BatchRow], sequence s: Sequence) -> Int32 {
-        let r = rows[row]
-        if r.parent >= 0 { return rows[r.parent].token }
-        return r.position > 0 && r.position - 1 < s.tokens.count ? s.tokens[r.position - 1] : -1
     }
 
     // MARK: - Tokens

@@ -10,8 +10,8 @@ import Speculation
 /// `submit` and `cancel` are thread-safe; events are delivered on the engine thread.
 ///
 /// Files: this one (state, the public surface, the step loop), `Engine+Scheduler` (admission,
-/// packing, preemption, ends of sequences), `Engine+Step` (drafts, verification, commit, tokens),
-/// `Engine+Constraints` (grammars, logit bias, prompt rows), `Engine+Metrics` (counters),
+/// packing, preemption, ends of sequences), `Engine+Step` (plan, verify, commit, tokens),
+/// `Engine+Constraints` (a request's rules on logits: grammar, logit bias; prompt rows), `Engine+Metrics` (counters),
 /// `Engine+Generate` (one request run to its end, for one-shot callers).
 public final class Engine: @unchecked Sendable {
     public let model: Transformer
@@ -42,9 +42,6 @@ public final class Engine: @unchecked Sendable {
     var forcedDrafted = 0
     var forcedAccepted = 0
     var decodeRoots = 0
-    /// Rotates which sequences' logits the drafter learns from (see `verifyCommitAndEmit`).
-    var observeRotation = 0
-    static let observedRootsPerStep = 2
     var forwardSeconds = 0.0
     var recent: [(time: Double, tokens: Int)] = []
     /// Signalled once when the loop ends.
@@ -89,13 +86,14 @@ public final class Engine: @unchecked Sendable {
     }
 
     /// One sequence's part of a step: `count` rows from `firstRow` (a prefill chunk or a decode
-    /// root) and, for a root with a planned draft tree, the tree's rows.
+    /// root) and, for a root with a planned draft tree, the tree's rows and their verification.
     struct Owner {
         var sequence: Sequence
         var firstRow: Int
         var count: Int
         var wantsLogits: Bool
         var plan: PlannedTree?
+        var verification: Verification?
 
         /// A decode root (one row whose logits give the next token).
         var isDecodeRoot: Bool { count == 1 && wantsLogits }
@@ -111,9 +109,12 @@ public final class Engine: @unchecked Sendable {
         /// The rows one sequence commits, and their tokens.
         var keep: [Int] = []
         var keepTokens: [Int32] = []
+        /// The decode roots that may get a tree (emptied after planning).
+        var requests: [TreeRequest] = []
 
         init(capacity: Int) {
             rows.reserveCapacity(capacity)
+            requests.reserveCapacity(capacity)
             logitIndex.reserveCapacity(capacity)
             keep.reserveCapacity(capacity)
             keepTokens.reserveCapacity(capacity)
@@ -242,7 +243,7 @@ public final class Engine: @unchecked Sendable {
 
     // MARK: - Step loop
 
-    /// Admit, pack, plan, forward, verify, commit, emit, learn: one step per turn.
+    /// Admit, pack, plan, forward, verify, commit, learn: one step per turn.
     private func loop() {
         let clock = ContinuousClock()
         let start = clock.now
@@ -264,7 +265,7 @@ public final class Engine: @unchecked Sendable {
             if step.rows.isEmpty { continue }
             let base = step.shape
             let baseTokens = step.decodeRoots
-            addDraftTrees(&step)
+            plan(&step)
             indexLogits(&step)
 
             let tForward = clock.now
@@ -277,7 +278,8 @@ public final class Engine: @unchecked Sendable {
             let forwardMs = (clock.now - tForward).seconds * 1000
             forwardSeconds += forwardMs / 1000
 
-            let outcome = verifyCommitAndEmit(&step)
+            verify(&step)
+            let outcome = commit(&step)
             let stepTime = clock.now - t0
             let timing = learn(from: step, base: base, baseTokens: baseTokens, outcome: outcome, forwardMs: forwardMs,
                                stepMs: stepTime.seconds * 1000)

@@ -14,8 +14,8 @@ public struct DraftTree: Sendable, Equatable {
     /// Which source proposed each node (`DraftSource`), so each source's confidences are
     /// calibrated separately.
     public var sources: [UInt8] = []
-    /// The source of nodes a grammar forces (the engine drafts them itself, raw confidence 1:
-    /// their text is certain, their split into tokens is not, so their acceptance is learned).
+    /// The source of nodes a grammar forces (`GrammarDrafter`, raw confidence 1: their text is
+    /// certain, their split into tokens is not, so their acceptance is learned).
     public static let grammarSource: UInt8 = DraftSource.forced
     public var scores: [Float] = []
 

@@ -1,4 +1,6 @@
-/// What the engine tells a drafter about one sequence it wants a candidate tree for.
+import Grammar
+
+/// What the speculator tells a drafter about one sequence it wants a candidate tree for.
 public struct DraftInput: Sendable {
     /// The sequence's KV-cache slot.
     public var slot: Int
@@ -8,12 +10,19 @@ public struct DraftInput: Sendable {
     /// Node and depth caps for the candidate tree.
     public var maxNodes: Int
     public var maxDepth: Int
+    /// The request's output grammar and where the output is in it, the root included (nil: none);
+    /// `GrammarDrafter` drafts the runs it forces.
+    public var grammar: TokenGrammar?
+    public var grammarState: GrammarState?
 
-    public init(slot: Int, history: [Int32], maxNodes: Int, maxDepth: Int) {
+    public init(slot: Int, history: [Int32], maxNodes: Int, maxDepth: Int, grammar: TokenGrammar? = nil,
+                grammarState: GrammarState? = nil) {
         self.slot = slot
         self.history = history
         self.maxNodes = maxNodes
         self.maxDepth = maxDepth
+        self.grammar = grammar
+        self.grammarState = grammarState
     }
 }
 

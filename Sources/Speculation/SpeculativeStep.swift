@@ -11,7 +11,7 @@ public struct Proposal: Sendable {
     public var tree: DraftTree
     /// The position of the sequence's decode row (nodes sit at position + depth).
     public var rootPosition: Int
-    /// A run of tokens the request's grammar forces (drafted without the drafter).
+    /// A run of tokens the request's grammar forces (`GrammarDrafter`, drafted for free).
     public var forced: Bool
 
     public init(owner: Int, tree: DraftTree, rootPosition: Int, forced: Bool = false) {
@@ -48,37 +48,40 @@ public struct Verification: Sendable, Equatable {
     /// The accepted path: node indices (root excluded) and their tokens, root first.
     public var acceptedNodes: [Int] = []
     public var acceptedTokens: [Int32] = []
-    /// Sampling: the token drawn where the path ended, from the residual after a rejected child
-    /// (`recovered`) or from the target's distribution at a leaf (`bonus`); exactly one of them.
-    /// Greedy: both nil; the bonus token is the target's choice at `lastRow`.
+    /// The token after the accepted path; exactly one of them. Sampling: drawn from the residual
+    /// after a rejected child (`recovered`) or from the target's distribution at a leaf (`bonus`).
+    /// Greedy: the target's choice at `lastRow` (`bonus`, whether or not children were drafted there).
     public var recovered: Int32?
     public var bonus: Int32?
     /// The step row whose logits follow the accepted path (the last accepted node's, else the root's).
     public var lastRow: Int
 
-    /// Every token the sequence emits for this tree under sampling (accepted, then recovered or
-    /// bonus); greedy callers add the target's choice at `lastRow` themselves.
-    public var sampledTokens: [Int32] { acceptedTokens + [recovered ?? bonus].compactMap { $0 } }
+    /// Every token the sequence emits for this tree, in order: the accepted ones, then the recovered
+    /// or bonus one.
+    public var emittedTokens: [Int32] { acceptedTokens + [recovered ?? bonus].compactMap { $0 } }
 }
 
 /// Verification walks: from the root down the drafted tree, one verified row at a time.
 public enum TreeWalk {
     /// Greedy: at each row the target's choice `choose(row, node)` (node: the accepted node whose
     /// row it is, -1 for the root) is compared with the children; the path continues into the child
-    /// carrying it and ends where none does. The output equals plain greedy decoding's.
+    /// carrying it and ends where none does, with the choice there as the bonus token. The output
+    /// equals plain greedy decoding's.
     public static func greedy(_ planned: PlannedTree, choose: (_ row: Int, _ node: Int) -> Int32) -> Verification {
         let tree = planned.tree
         var v = Verification(lastRow: planned.rootRow)
         var node = -1
         while true {
             let next = choose(planned.row(of: node), node)
-            guard let child = tree.children(of: node).first(where: { tree.tokens[$0] == next }) else { break }
+            guard let child = tree.child(of: node, token: next) else {
+                v.bonus = next
+                return v
+            }
             node = child
             v.acceptedNodes.append(node)
             v.acceptedTokens.append(tree.tokens[node])
             v.lastRow = planned.row(of: node)
         }
-        return v
     }
 
     /// Sampling: lossless recursive rejection (`TreeVerifier`) at each row over its children (most

@@ -12,11 +12,13 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
     case cast
 }
 
-/// CAST's side of the engine's step, between packing the rows and running them: asks the drafter
-/// for candidate trees, calibrates them, lets the planner cut them across the batch with the
-/// step-cost model, and afterwards learns from what the step did (acceptance per source, bucket
-/// and depth; forward and host time; realized goodput). The engine keeps the sequences and rows;
-/// this keeps everything speculation learns.
+/// CAST's side of the engine's step. Between packing the rows and running them it builds the trees
+/// (`trees(for:...)`: the runs grammars force, the drafter's candidate trees, calibrated, cut across
+/// the batch by the planner with the step-cost model); after the forward it verifies them
+/// (`verify`: the accepted path and the token after it, recovered or bonus) and learns from what the
+/// step did (acceptance per source, bucket and depth; the target's logits and features; forward and
+/// host time; realized goodput). The engine keeps the sequences, rows and KV cache; this keeps
+/// everything speculation decides and learns.
 ///
 /// Guards, because the objective does not see everything (a cost model is a model; drafting and
 /// verification take host time of their own):
@@ -36,7 +38,10 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
 ///
 /// Thread-safety: engine thread only.
 public final class Speculator {
+    /// The configured drafter.
     public let drafter: any Drafter
+    /// The runs grammars force, drafted beside `drafter` for free (`trees(for:...)`).
+    public let forcedDrafter = GrammarDrafter()
     public let strategy: DraftStrategy
     public private(set) var calibration = ScoreCalibration()
     public private(set) var cost: CostModel
@@ -62,6 +67,9 @@ public final class Speculator {
     /// predicted and observed milliseconds.
     public private(set) var lastPlan: (goodput: Double, plain: Double)?
     public private(set) var lastStep: (predictedMs: Double, observedMs: Double)?
+    /// Which unverified roots the drafter learns from this step (`beginVerification`).
+    var observeRotation = 0
+    var observeEvery = 1
 
     public init(drafter: any Drafter, cost: CostModel, strategy: DraftStrategy = .cast) {
         self.drafter = drafter
