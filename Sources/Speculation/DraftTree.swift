@@ -21,6 +21,20 @@ public struct DraftTree: Sendable, Equatable {
 
     public init() {}
 
+    /// Nodes a tree's arrays are reserved for at its first node (the engine's default node cap):
+    /// building a tree of up to this many nodes allocates each array once.
+    public static let reservedNodes = 16
+
+    /// Reserves room for `n` nodes in every array.
+    public mutating func reserveCapacity(_ n: Int) {
+        tokens.reserveCapacity(n)
+        parents.reserveCapacity(n)
+        depths.reserveCapacity(n)
+        confidences.reserveCapacity(n)
+        sources.reserveCapacity(n)
+        scores.reserveCapacity(n)
+    }
+
     public var count: Int { tokens.count }
     public var isEmpty: Bool { tokens.isEmpty }
     public var maxDepth: Int { depths.max() ?? 0 }
@@ -30,6 +44,7 @@ public struct DraftTree: Sendable, Equatable {
     @discardableResult
     public mutating func add(token: Int32, parent: Int, confidence: Float, source: UInt8 = 0) -> Int {
         precondition(parent < count, "a node's parent must come before it")
+        if tokens.capacity == 0 { reserveCapacity(Self.reservedNodes) }
         let c = min(max(confidence, 0), 1)
         tokens.append(token)
         parents.append(parent)
@@ -65,6 +80,7 @@ public struct DraftTree: Sendable, Equatable {
     /// nodes in all: a node already here keeps its source and takes the higher confidence. Scores
     /// are recomputed from the confidences.
     public mutating func merge(_ other: DraftTree, maxNodes: Int) {
+        if !other.isEmpty { reserveCapacity(min(maxNodes, count + other.count)) }
         var mapped = [Int](repeating: -2, count: other.count)
         for i in 0..<other.count {
             let p = other.parents[i]
@@ -99,10 +115,12 @@ public struct DraftTree: Sendable, Equatable {
     public func pruned(to n: Int) -> DraftTree {
         guard n < count else { return self }
         let order = (0..<count).sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : depths[$0] < depths[$1] }
-        let keep = Set(order.prefix(n))
+        // newIndex: -2 not kept, -1 kept and not placed (yet), else the node's index in `out`.
+        var newIndex = [Int](repeating: -2, count: count)
+        for i in order.prefix(n) { newIndex[i] = -1 }
         var out = DraftTree()
-        var newIndex = [Int](repeating: -1, count: count)
-        for i in 0..<count where keep.contains(i) {
+        out.reserveCapacity(n)
+        for i in 0..<count where newIndex[i] == -1 {
             let p = parents[i]
             guard p < 0 || newIndex[p] >= 0 else { continue }
             newIndex[i] = out.add(token: tokens[i], parent: p < 0 ? -1 : newIndex[p], confidence: confidences[i], source: sources[i])

@@ -74,15 +74,14 @@ public struct ScoreCalibration: Sendable {
     /// Records one verified tree: `acceptedNodes` is the accepted path (node indices, root first
     /// excluded). Nodes below a rejected node were never tested and are not counted.
     public mutating func record(tree: DraftTree, acceptedNodes: [Int]) {
-        var isAccepted = [Bool](repeating: false, count: tree.count)
-        for n in acceptedNodes { isAccepted[n] = true }
+        // The accepted nodes are one path (a few nodes): a lookup in it allocates nothing.
         for i in 0..<tree.count {
             let p = tree.parents[i]
-            guard p < 0 || isAccepted[p] else { continue }
+            guard p < 0 || acceptedNodes.contains(p) else { continue }
             let d = cell(depth: tree.depths[i], source: tree.sources[i])
             let b = Self.bucket(tree.confidences[i])
             observed[d][b] += 1
-            if isAccepted[i] { accepted[d][b] += 1 }
+            if acceptedNodes.contains(i) { accepted[d][b] += 1 }
         }
     }
 

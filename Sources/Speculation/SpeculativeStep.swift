@@ -45,9 +45,11 @@ public struct PlannedTree: Sendable {
 
 /// What the target decided about one planned tree.
 public struct Verification: Sendable, Equatable {
-    /// The accepted path: node indices (root excluded) and their tokens, root first.
+    /// The accepted path: node indices (root excluded), root first.
     public var acceptedNodes: [Int] = []
-    public var acceptedTokens: [Int32] = []
+    /// Every token the sequence emits for this tree, in order: the accepted nodes' tokens, then the
+    /// recovered or bonus one.
+    public private(set) var emittedTokens: [Int32] = []
     /// The token after the accepted path; exactly one of them. Sampling: drawn from the residual
     /// after a rejected child (`recovered`) or from the target's distribution at a leaf (`bonus`).
     /// Greedy: the target's choice at `lastRow` (`bonus`, whether or not children were drafted there).
@@ -56,9 +58,30 @@ public struct Verification: Sendable, Equatable {
     /// The step row whose logits follow the accepted path (the last accepted node's, else the root's).
     public var lastRow: Int
 
-    /// Every token the sequence emits for this tree, in order: the accepted ones, then the recovered
-    /// or bonus one.
-    public var emittedTokens: [Int32] { acceptedTokens + [recovered ?? bonus].compactMap { $0 } }
+    /// The accepted nodes' tokens.
+    public var acceptedTokens: ArraySlice<Int32> { emittedTokens.prefix(acceptedNodes.count) }
+
+    /// The start of a walk of `planned` (room reserved for its deepest path and the token after it).
+    init(walking planned: PlannedTree) {
+        lastRow = planned.rootRow
+        let room = planned.tree.maxDepth + 1
+        acceptedNodes.reserveCapacity(room)
+        emittedTokens.reserveCapacity(room)
+    }
+
+    /// Node `node` of `planned` is accepted.
+    mutating func accept(_ node: Int, of planned: PlannedTree) {
+        acceptedNodes.append(node)
+        emittedTokens.append(planned.tree.tokens[node])
+        lastRow = planned.row(of: node)
+    }
+
+    /// The walk ended with `token` after the accepted path: `bonus` at a leaf (or greedy), else
+    /// `recovered`.
+    mutating func end(with token: Int32, recovered isRecovered: Bool) {
+        if isRecovered { recovered = token } else { bonus = token }
+        emittedTokens.append(token)
+    }
 }
 
 /// Verification walks: from the root down the drafted tree, one verified row at a time.
@@ -68,19 +91,16 @@ public enum TreeWalk {
     /// carrying it and ends where none does, with the choice there as the bonus token. The output
     /// equals plain greedy decoding's.
     public static func greedy(_ planned: PlannedTree, choose: (_ row: Int, _ node: Int) -> Int32) -> Verification {
-        let tree = planned.tree
-        var v = Verification(lastRow: planned.rootRow)
+        var v = Verification(walking: planned)
         var node = -1
         while true {
             let next = choose(planned.row(of: node), node)
-            guard let child = tree.child(of: node, token: next) else {
-                v.bonus = next
+            guard let child = planned.tree.child(of: node, token: next) else {
+                v.end(with: next, recovered: false)
                 return v
             }
             node = child
-            v.acceptedNodes.append(node)
-            v.acceptedTokens.append(tree.tokens[node])
-            v.lastRow = planned.row(of: node)
+            v.accept(node, of: planned)
         }
     }
 
@@ -90,7 +110,7 @@ public enum TreeWalk {
     public static func sampled(_ planned: PlannedTree, distribution: (_ row: Int, _ node: Int) -> (ids: [Int32], probabilities: [Float]),
                                uniform: () -> Double) -> Verification {
         let tree = planned.tree
-        var v = Verification(lastRow: planned.rootRow)
+        var v = Verification(walking: planned)
         var node = -1
         while true {
             let children = tree.children(of: node).sorted { tree.scores[$0] > tree.scores[$1] }
@@ -100,11 +120,9 @@ public enum TreeWalk {
             switch outcome {
             case .accepted(let c):
                 node = children[c]
-                v.acceptedNodes.append(node)
-                v.acceptedTokens.append(tree.tokens[node])
-                v.lastRow = planned.row(of: node)
+                v.accept(node, of: planned)
             case .rejected(let token):
-                if children.isEmpty { v.bonus = token } else { v.recovered = token }
+                v.end(with: token, recovered: !children.isEmpty)
                 return v
             }
         }

@@ -64,6 +64,8 @@ extension Speculator {
         var inputs: [DraftInput] = []
         var inputRequests: [Int] = []
         if drafting {
+            inputs.reserveCapacity(requests.count)
+            inputRequests.reserveCapacity(requests.count)
             for (i, r) in requests.enumerated() where !forced.contains(where: { $0.request == i }) {
                 let caps = caps(room: r.room, maxNodes: maxNodes)
                 inputs.append(DraftInput(slot: r.slot, history: r.history, maxNodes: caps.nodes, maxDepth: caps.depth))
@@ -71,6 +73,7 @@ extension Speculator {
             }
         }
         var proposals: [Proposal] = []
+        proposals.reserveCapacity(inputs.count + forced.count)
         for (k, raw) in draft(inputs, base: base, baseTokens: decodeRoots, maxRows: maxRows).enumerated() {
             let r = requests[inputRequests[k]]
             let tree = calibrated(raw, maxNodes: inputs[k].maxNodes).allowed(by: r.grammar, from: r.grammarState)
@@ -83,6 +86,7 @@ extension Speculator {
         guard !proposals.isEmpty else { return [] }
         let sizes = plan(proposals, base: base, baseTokens: max(decodeRoots, 1), maxRows: maxRows)
         var planned: [Proposal] = []
+        planned.reserveCapacity(proposals.count)
         for (k, p) in proposals.enumerated() where sizes[k] > 0 {
             var kept = p
             kept.tree = p.tree.pruned(to: sizes[k])

@@ -142,12 +142,17 @@ public final class Speculator {
     ///   - maxRows: the step's row limit (rows and logit rows).
     public func plan(_ proposals: [Proposal], base: StepShape, baseTokens: Int, maxRows: Int) -> [Int] {
         lastPlan = nil
-        func candidates(_ k: Int, as sequence: Int) -> [CASTPlanner.Candidate] {
-            let tree = proposals[k].tree
-            return (0..<tree.count).map {
-                CASTPlanner.Candidate(sequence: sequence, node: $0, score: tree.scores[$0], depth: tree.depths[$0],
-                                      positions: proposals[k].rootPosition + tree.depths[$0] + 1)
+        func candidates(_ ks: Range<Int>, as sequence: (Int) -> Int) -> [CASTPlanner.Candidate] {
+            var out: [CASTPlanner.Candidate] = []
+            out.reserveCapacity(ks.reduce(0) { $0 + proposals[$1].tree.count })
+            for k in ks {
+                let tree = proposals[k].tree
+                for n in 0..<tree.count {
+                    out.append(CASTPlanner.Candidate(sequence: sequence(k), node: n, score: tree.scores[n], depth: tree.depths[n],
+                                                     positions: proposals[k].rootPosition + tree.depths[n] + 1))
+                }
             }
+            return out
         }
         /// Unplanned sizes take the step's free rows first come, first served.
         func fitToRoom(_ sizes: [Int]) -> [Int] {
@@ -164,11 +169,11 @@ public final class Speculator {
         case .castB1:
             return fitToRoom(proposals.indices.map { k in
                 let root = StepShape(rows: 1, logitRows: 1, positions: proposals[k].rootPosition + 1)
-                return CASTPlanner.plan(candidates: candidates(k, as: 0), sequences: 1, base: root, baseTokens: 1,
+                return CASTPlanner.plan(candidates: candidates(k..<(k + 1), as: { _ in 0 }), sequences: 1, base: root, baseTokens: 1,
                                         maxRows: maxRows, cost: cost).perSequence[0]
             })
         case .cast:
-            let plan = CASTPlanner.plan(candidates: proposals.indices.flatMap { candidates($0, as: $0) }, sequences: proposals.count,
+            let plan = CASTPlanner.plan(candidates: candidates(proposals.indices, as: { $0 }), sequences: proposals.count,
                                         base: base, baseTokens: baseTokens, maxRows: maxRows, cost: cost)
             lastPlan = (plan.goodput, plan.plainGoodput)
             plainPlansInARow = plan.perSequence.allSatisfy { $0 == 0 } ? plainPlansInARow + 1 : 0
