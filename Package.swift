@@ -82,7 +82,7 @@ let package = Package(
         ),
         // Heap allocation counting for the steady-state decode test (tests/test_allocations.py).
         .target(name: "AllocationCounter"),
-        .executableTarget(name: "alloc-probe", dependencies: ["AllocationCounter", "Engine", "Model", "Kernels", "GGUF"]),
+        .executableTarget(name: "alloc-probe", dependencies: ["AllocationCounter", "Engine", "Model", "Kernels", "GGUF", "Speculation"]),
         // Fuzz targets (fuzz/README.md): ordinary builds make corpus replayers; fuzz/run.sh builds them
         // with --sanitize=fuzzer -Xswiftc -parse-as-library -Xswiftc -DFUZZING.
         .target(name: "FuzzSupport", exclude: ["README.md"]),

@@ -4,6 +4,7 @@ import Foundation
 import GGUF
 import Kernels
 import Model
+import Speculation
 
 // alloc-probe: heap allocations per generated token in steady-state decode, as one JSON object on
 // stdout (tests/test_allocations.py compares it with tests/allocation_thresholds.json). The process
@@ -12,6 +13,9 @@ import Model
 //                      work of every decode step).
 //   engine_per_token:  a greedy request through the engine: step loop, scheduling, sampling and the
 //                      token events its callback receives.
+//   speculative_engine_per_token: the same with speculation on (default drafter, a fixed cost model
+//                      on which rows are free: every step drafts, plans, verifies): the tree
+//                      bookkeeping of drafting and verification.
 // Usage: alloc-probe [MODEL] [KERNELS]
 let arguments = CommandLine.arguments
 let modelPath = arguments.count > 1 ? arguments[1] : "models/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -45,25 +49,39 @@ final class Counts: @unchecked Sendable {
     var last: Int64 = 0
     let done = DispatchSemaphore(value: 0)
 }
-let counts = Counts()
-let engine = Engine(model: model, configuration: EngineConfiguration(slots: 2, contextLength: 512, maxWaiting: 4))
-try engine.submit(GenerationRequest(promptTokens: [1, 9690, 198, 2683, 359, 253, 5356, 5646], maxTokens: 320,
-                                    sampling: .greedy, stopTokens: [])) { event in
-    switch event {
-    case .token:
-        counts.tokens += 1
-        if counts.tokens == 100 { counts.first = allocation_count() }
-        if counts.tokens == 300 { counts.last = allocation_count() }
-    case .finished, .failed:
-        counts.done.signal()
-    case .started, .promptLogprobs, .embedding:
-        break
+
+/// Allocations per token between the 100th and the 300th token of one greedy request through an
+/// engine with `configuration`, and the tokens it produced.
+func enginePerToken(_ configuration: EngineConfiguration) throws -> (perToken: Double, tokens: Int) {
+    let counts = Counts()
+    let engine = Engine(model: model, configuration: configuration)
+    try engine.submit(GenerationRequest(promptTokens: [1, 9690, 198, 2683, 359, 253, 5356, 5646], maxTokens: 320,
+                                        sampling: .greedy, stopTokens: [])) { event in
+        switch event {
+        case .token:
+            counts.tokens += 1
+            if counts.tokens == 100 { counts.first = allocation_count() }
+            if counts.tokens == 300 { counts.last = allocation_count() }
+        case .finished, .failed:
+            counts.done.signal()
+        case .started, .promptLogprobs, .embedding:
+            break
+        }
     }
+    counts.done.wait()
+    engine.shutdown()
+    engine.waitUntilStopped(timeout: .seconds(10))
+    return (Double(counts.last - counts.first) / 200, counts.tokens)
 }
-counts.done.wait()
-engine.shutdown()
-let enginePerToken = Double(counts.last - counts.first) / 200
+let plain = try enginePerToken(EngineConfiguration(slots: 2, contextLength: 512, maxWaiting: 4))
+
+// Speculative: the default drafter under a fixed cost model where rows are free, so the guards are
+// off and every step drafts, plans and verifies trees (the tree bookkeeping is what it counts).
+var speculative = EngineConfiguration(slots: 2, contextLength: 512, maxWaiting: 4, speculation: true)
+speculative.costModel = CostModel(body: [(1, 1.0), (64, 1.0)]).fixed()
+let drafting = try enginePerToken(speculative)
 
 let result: [String: Any] = ["kernels": kernels.description, "counter_works": counterWorks, "forward_per_token": forwardPerToken,
-                             "engine_per_token": enginePerToken, "tokens": counts.tokens]
+                             "engine_per_token": plain.perToken, "tokens": plain.tokens,
+                             "speculative_engine_per_token": drafting.perToken, "speculative_tokens": drafting.tokens]
 print(String(decoding: try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]), as: UTF8.self))
