@@ -6,7 +6,7 @@ import Speculation
 /// (the speculator, under each request's rules), commit (the KV cache, events and the tokens each
 /// sequence emits). Engine thread only.
 extension Engine {
-    // MARK: - Drafts
+    // MARK: - Plan
 
     /// Whether `s` may draft: no penalties (they depend on the path), no log-probabilities, not
     /// seeded sampling, not opted out.
