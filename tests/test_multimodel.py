@@ -14,13 +14,15 @@ beside a corrupt GGUF there.
 """
 
 import concurrent.futures
+import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import unittest
 
-from castserve_harness import MODEL, MODEL_ID, ROOT, Server, metric_value
+from castserve_harness import MODEL, MODEL_ID, ROOT, Server, binary_path, metric_value
 
 GEMMA = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
 GEMMA_ID = "gemma-3-270m-q4_k_m"
@@ -214,6 +216,39 @@ class EvictionTests(unittest.TestCase):
                 server.stop()
         finally:
             shutil.rmtree(own, ignore_errors=True)
+
+
+class ConfigErrorTests(unittest.TestCase):
+    """A mistake in the model list stops the start with a message naming the key and the fix."""
+
+    def run_failing(self, config, args=()):
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+            json.dump(config, f)
+        self.addCleanup(os.unlink, f.name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CASTSERVE_")}
+        proc = subprocess.run([binary_path(), "serve", "--port", "0", "--config", f.name] + list(args), cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+        self.assertNotEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertNotIn("listening on", proc.stdout)
+        return proc.stderr
+
+    def test_entry_keys_are_checked_by_name(self):
+        err = self.run_failing({"models": [{"path": GEMMA, "slots": 0}]})
+        self.assertIn("configuration key 'models[0].slots'", err)
+        self.assertIn("1...256", err)
+        err = self.run_failing({"models": [{"path": GEMMA, "slot": 2}]})
+        self.assertIn("unknown configuration key 'models[0].slot'", err)
+        self.assertIn("did you mean 'models[0].slots'?", err)
+        err = self.run_failing({"models": [{"id": "gemma3"}]})
+        self.assertIn("'models[0].path'", err)
+
+    def test_two_files_with_one_id_and_a_missing_directory(self):
+        err = self.run_failing({"model": MODEL, "models": [{"id": MODEL_ID, "path": GEMMA}]})
+        self.assertIn(f"two models have the id '{MODEL_ID}'", err)
+        err = self.run_failing({"model": MODEL, "models": [{"path": GEMMA, "aliases": ["default"]}]})
+        self.assertIn("the name 'default' is an id or alias of two models", err)
+        err = self.run_failing({}, args=["--models-dir", "/nonexistent-castserve-models"])
+        self.assertIn("models_dir (--models-dir) /nonexistent-castserve-models cannot be read", err)
 
 
 if __name__ == "__main__":

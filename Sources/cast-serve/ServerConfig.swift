@@ -124,16 +124,16 @@ struct ServerConfig: Equatable {
     /// Sets `key` from a parsed JSON `value`; errors name `reportedKey` when given (a key inside an
     /// entry of `models`, such as `models[1].slots`).
     mutating func set(_ key: String, _ value: Any, source: String, as reportedKey: String? = nil) throws {
-        let name = reportedKey ?? key
+        let reported = reportedKey ?? key
         func string() throws -> String {
-            guard let s = value as? String else { throw ConfigError.wrongType(key: name, expected: "a string", source: source) }
+            guard let s = value as? String else { throw ConfigError.wrongType(key: reported, expected: "a string", source: source) }
             return s
         }
         func optionalString() throws -> String? { value is NSNull ? nil : try string() }
         func strings() throws -> [String] {
             if let s = value as? String { return s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             guard let a = value as? [Any], let s = a as? [String] else {
-                throw ConfigError.wrongType(key: name, expected: "a list of strings", source: source)
+                throw ConfigError.wrongType(key: reported, expected: "a list of strings", source: source)
             }
             return s
         }
@@ -141,16 +141,16 @@ struct ServerConfig: Equatable {
             var parsed: Int?
             if let n = value as? NSNumber, !isJSONBool(value), n.doubleValue == n.doubleValue.rounded() { parsed = n.intValue }
             if let s = value as? String { parsed = Int(s) }
-            guard let i = parsed else { throw ConfigError.wrongType(key: name, expected: "an integer", source: source) }
-            guard range.contains(i) else { throw ConfigError.outOfRange(key: name, value: String(i), allowed: "\(range.lowerBound)...\(range.upperBound)", source: source) }
+            guard let i = parsed else { throw ConfigError.wrongType(key: reported, expected: "an integer", source: source) }
+            guard range.contains(i) else { throw ConfigError.outOfRange(key: reported, value: String(i), allowed: "\(range.lowerBound)...\(range.upperBound)", source: source) }
             return i
         }
         func seconds() throws -> Double {
             var parsed: Double?
             if let n = value as? NSNumber, !isJSONBool(value) { parsed = n.doubleValue }
             if let s = value as? String { parsed = Double(s) }
-            guard let d = parsed else { throw ConfigError.wrongType(key: name, expected: "a number of seconds", source: source) }
-            guard d > 0 && d <= 86400 else { throw ConfigError.outOfRange(key: name, value: String(d), allowed: "more than 0, at most 86400", source: source) }
+            guard let d = parsed else { throw ConfigError.wrongType(key: reported, expected: "a number of seconds", source: source) }
+            guard d > 0 && d <= 86400 else { throw ConfigError.outOfRange(key: reported, value: String(d), allowed: "more than 0, at most 86400", source: source) }
             return d
         }
         switch key {
@@ -184,12 +184,12 @@ struct ServerConfig: Equatable {
             } else if isJSONBool(value), let b = value as? Bool {
                 speculation = b
             } else {
-                throw ConfigError.wrongType(key: name, expected: "true or false (\"on\" or \"off\")", source: source)
+                throw ConfigError.wrongType(key: reported, expected: "true or false (\"on\" or \"off\")", source: source)
             }
         case "drafter":
             let name = try string()
             guard ["ngram", "suffix", "recycle", "skip", "learned"].contains(name) else {
-                throw ConfigError.outOfRange(key: name, value: name, allowed: "recycle, suffix, ngram, skip or learned", source: source)
+                throw ConfigError.outOfRange(key: reported, value: name, allowed: "recycle, suffix, ngram, skip or learned", source: source)
             }
             drafter = name
         case "drafter_model": drafterModel = value is NSNull ? nil : try string()
@@ -200,7 +200,7 @@ struct ServerConfig: Equatable {
         case "sampling_defaults": samplingDefaults = try Self.samplingDefaults(value, source: source)
         case "models":
             guard let list = value as? [Any] else {
-                throw ConfigError.wrongType(key: name, expected: "a list of objects such as [{\"id\": \"gemma3\", \"path\": \"models/gemma-3-270m-q4_k_m.gguf\"}]",
+                throw ConfigError.wrongType(key: reported, expected: "a list of objects such as [{\"id\": \"gemma3\", \"path\": \"models/gemma-3-270m-q4_k_m.gguf\"}]",
                                             source: source)
             }
             models = try list.enumerated().map { try ModelEntry.parse($1, index: $0, source: source) }
@@ -218,13 +218,13 @@ struct ServerConfig: Equatable {
         case "kernels":
             let name = try string()
             guard let choice = try? KernelChoice(parsing: name) else {
-                throw ConfigError.outOfRange(key: name, value: name, allowed: "auto, avx512, avx2, neon or scalar", source: source)
+                throw ConfigError.outOfRange(key: reported, value: name, allowed: "auto, avx512, avx2, neon or scalar", source: source)
             }
             kernels = choice
         case "kv_cache_type":
             let name = try string()
             guard let type = try? KVCacheType(parsing: name) else {
-                throw ConfigError.outOfRange(key: name, value: name, allowed: "f16, q8_0 or f32", source: source)
+                throw ConfigError.outOfRange(key: reported, value: name, allowed: "f16, q8_0 or f32", source: source)
             }
             kvCacheType = type
         default:
