@@ -253,13 +253,14 @@ public final class Engine: @unchecked Sendable {
             if stop && running.allSatisfy({ $0 == nil }) {
                 refuseWaiting()
                 saveDrafterState()
+                model.gate?.remove(self)
                 publish(now: (clock.now - start).seconds, tokens: 0, promptTokens: 0, step: nil)
                 stopped.signal()
                 return
             }
             // With other models on the same cores, a step is one turn of the shared gate; the wait
             // is part of what the step costs this model's tokens (see `learn`).
-            let waitedMs = (model.gate?.enter() ?? 0) * 1000
+            let waitedMs = (model.gate?.enter(self) ?? 0) * 1000
             let t0 = clock.now
             dropCancelled()
             admitWaiting(stop: stop)

@@ -4,7 +4,8 @@ import Foundation
 /// `ThreadPool` between them) take a turn for each step, so their steps never run at once (the
 /// cores are never oversubscribed) and interleave round-robin: an engine that asks again right
 /// after its turn queues behind every engine already waiting. A long prefill is chunked into
-/// steps, so it delays another model's decode by one chunk per turn, never by the whole prompt.
+/// steps, and while another engine shares the cores its chunks shrink to `sharedPrefillRows`, so it
+/// delays another model's decode by one short chunk per turn, never by the whole prompt.
 ///
 /// Thread-safety: any thread may take and leave turns; a turn is not reentrant (taking it again
 /// from inside a turn deadlocks, a programmer error).
@@ -13,23 +14,23 @@ public final class StepGate: @unchecked Sendable {
     /// The ticket of the next arrival and of the turn being served (a ticket lock: FIFO order).
     private var nextTicket: UInt64 = 0
     private var serving: UInt64 = 0
-    private var waitedSecondsTotal = 0.0
-    private var turnsTotal = 0
-    private var contendedTurnsTotal = 0
+    /// When each engine (by identity) last took a turn, in uptime nanoseconds.
+    private var lastTurn: [ObjectIdentifier: UInt64] = [:]
 
-    public init() {}
+    /// Prompt rows one step of an engine may take while another engine uses the cores too.
+    public let sharedPrefillRows: Int
+    /// How recent another engine's turn must be for the cores to count as shared.
+    public let sharingWindowSeconds: Double
 
-    /// Waits for this caller's turn, runs `body`, then passes the turn on. Returns what `body`
-    /// returns and how long the caller waited for the turn (seconds).
-    public func withTurn<T>(_ body: () throws -> T) rethrows -> (value: T, waitedSeconds: Double) {
-        let waited = enter()
-        defer { leave() }
-        return (try body(), waited)
+    public init(sharedPrefillRows: Int = 32, sharingWindowSeconds: Double = 0.25) {
+        self.sharedPrefillRows = max(1, sharedPrefillRows)
+        self.sharingWindowSeconds = sharingWindowSeconds
     }
 
-    /// Takes a ticket and waits until it is served; returns the seconds waited.
+    /// Takes a ticket and waits until it is served; returns the seconds waited. `owner` (an
+    /// engine) is remembered as using the cores, for `isShared(by:)`.
     @discardableResult
-    public func enter() -> Double {
+    public func enter(_ owner: AnyObject? = nil) -> Double {
         condition.lock()
         let ticket = nextTicket
         nextTicket += 1
@@ -38,12 +39,29 @@ public final class StepGate: @unchecked Sendable {
             let start = DispatchTime.now().uptimeNanoseconds
             while ticket != serving { condition.wait() }
             waited = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-            contendedTurnsTotal += 1
         }
-        turnsTotal += 1
-        waitedSecondsTotal += waited
+        if let owner { lastTurn[ObjectIdentifier(owner)] = DispatchTime.now().uptimeNanoseconds }
         condition.unlock()
         return waited
+    }
+
+    /// Whether an engine other than `owner` waits for a turn now or took one within
+    /// `sharingWindowSeconds`: its decodes would wait behind a long step of `owner`.
+    public func isShared(by owner: AnyObject) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if nextTicket > serving + 1 { return true }
+        let now = DispatchTime.now().uptimeNanoseconds
+        let window = UInt64(sharingWindowSeconds * 1e9)
+        let me = ObjectIdentifier(owner)
+        return lastTurn.contains { $0.key != me && now - $0.value < window }
+    }
+
+    /// Forgets `owner` (an engine that stopped), so it no longer counts as sharing the cores.
+    public func remove(_ owner: AnyObject) {
+        condition.lock()
+        lastTurn[ObjectIdentifier(owner)] = nil
+        condition.unlock()
     }
 
     /// Ends the current turn and wakes the waiters (the next ticket proceeds).
@@ -52,12 +70,5 @@ public final class StepGate: @unchecked Sendable {
         serving += 1
         condition.broadcast()
         condition.unlock()
-    }
-
-    /// Turns taken, turns that had to wait for another holder, and seconds waited in all.
-    public var statistics: (turns: Int, contendedTurns: Int, waitedSeconds: Double) {
-        condition.lock()
-        defer { condition.unlock() }
-        return (turnsTotal, contendedTurnsTotal, waitedSecondsTotal)
     }
 }
