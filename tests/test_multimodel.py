@@ -10,7 +10,9 @@ beside a corrupt GGUF there.
 - POST /v1/models/{id}/load and /unload need the key;
 - /health reports each model's state, /metrics labels every series with its model;
 - under a small memory_budget_bytes, loading a model unloads the least recently used idle one and
-  the process's resident memory (VmRSS) falls.
+  the process's resident memory (VmRSS) falls; a model bigger than the budget is refused with the
+  reason; keep_alive_seconds unloads idle models;
+- a mistake in the model list stops the start naming the key.
 """
 
 import concurrent.futures
@@ -212,6 +214,29 @@ class EvictionTests(unittest.TestCase):
                 self.assertEqual(body["error"]["code"], "model_too_large")
                 self.assertIn("memory_budget_bytes", body["error"]["message"])
                 self.assertEqual(complete(server, MODEL_ID, "Hi", headers=None)[0], 200)
+            finally:
+                server.stop()
+        finally:
+            shutil.rmtree(own, ignore_errors=True)
+
+    def test_keep_alive_unloads_idle_models_and_a_request_loads_them_again(self):
+        own = tempfile.mkdtemp(prefix="castserve-keepalive-")
+        try:
+            os.symlink(MODEL, os.path.join(own, "smol-a.gguf"))
+            server = Server(slots=4, args=["--models-dir", own], env={"CASTSERVE_KEEP_ALIVE_SECONDS": "1"}).start()
+            try:
+                self.assertEqual(complete(server, "smol-a", "Hi", headers=None)[0], 200)
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline:
+                    states = {m: s["state"] for m, s in models(server, headers=None).items()}
+                    if states == {MODEL_ID: "unloaded", "smol-a": "unloaded"}:
+                        break
+                    time.sleep(0.2)
+                self.assertEqual(states, {MODEL_ID: "unloaded", "smol-a": "unloaded"})
+                self.assertIn("(idle for 1 s (keep_alive_seconds))", server.log_text(tail=200_000))
+                self.assertEqual(server.json("GET", "/health")[0], 200)
+                status, body = complete(server, MODEL_ID, "Hi", headers=None)
+                self.assertEqual(status, 200, body)
             finally:
                 server.stop()
         finally:
