@@ -183,7 +183,8 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
             let e = error as? OpenAIError ?? OpenAIError(status: .internalServerError, message: "internal error: \(error)",
                                                          type: "server_error", param: nil, code: "internal_error")
             if !responder.hasStarted { responder.send(e.response) }
-            metrics.countRequest(route: "other", status: e.status.code)
+            // Under the route's own label, as the services count what they answer.
+            metrics.countRequest(route: OpenAIService.routes[path] != nil ? path : "other", status: e.status.code)
             logger.info("request_id=\(responder.requestID) method=\(request.method) route=\(path) status=\(e.status.code) error=\"\(e.message.replacingOccurrences(of: "\"", with: "'"))\"")
         }
     }
