@@ -3,26 +3,40 @@ import Testing
 import Kernels
 
 /// The turn engines of several models take per step: turns never overlap, waiters are served in
-/// arrival order (an engine that asks again queues behind the others), and `isShared` sees another
-/// engine waiting or recently served.
+/// arrival order (an engine that asks again queues behind the one waiting), and `isShared` sees
+/// another engine waiting or recently served.
 @Suite struct StepGateTests {
     final class Owner {}
 
-    @Test func turnsNeverOverlapAndAlternate() {
+    /// Names appended from several threads, in order.
+    final class Recorder: @unchecked Sendable {
+        private let lock = NSLock()
+        private var names: [String] = []
+        func append(_ name: String) {
+            lock.lock()
+            names.append(name)
+            lock.unlock()
+        }
+        var order: [String] {
+            lock.lock()
+            defer { lock.unlock() }
+            return names
+        }
+    }
+
+    @Test func turnsNeverOverlap() {
         let gate = StepGate()
         let lock = NSLock()
-        var inside = 0, maxInside = 0
-        var order: [Int] = []
-        let threads = 2, turns = 50
-        DispatchQueue.concurrentPerform(iterations: threads) { t in
-            for _ in 0..<turns {
+        var inside = 0, maxInside = 0, turns = 0
+        DispatchQueue.concurrentPerform(iterations: 3) { _ in
+            for _ in 0..<30 {
                 gate.enter()
                 lock.lock()
                 inside += 1
                 maxInside = max(maxInside, inside)
-                order.append(t)
+                turns += 1
                 lock.unlock()
-                usleep(200)  // a step's work, long enough for the other thread to queue
+                usleep(100)
                 lock.lock()
                 inside -= 1
                 lock.unlock()
@@ -30,14 +44,29 @@ import Kernels
             }
         }
         #expect(maxInside == 1)
-        #expect(order.count == threads * turns)
-        // Once both queue, turns alternate: a long run of one thread means the gate is not FIFO.
-        var longest = 1, run = 1
-        for i in 1..<order.count {
-            run = order[i] == order[i - 1] ? run + 1 : 1
-            longest = max(longest, run)
+        #expect(turns == 90)
+    }
+
+    /// An engine that asks again right after its turn queues behind the one already waiting.
+    @Test func aWaiterGoesBeforeTheHolderAskingAgain() throws {
+        let gate = StepGate()
+        let recorder = Recorder()
+        gate.enter()  // this thread holds the turn
+        let other = Thread {
+            gate.enter()
+            recorder.append("waiter")
+            gate.leave()
         }
-        #expect(longest <= 3, "longest run of one thread's turns: \(longest)")
+        other.start()
+        // Until the other thread holds a ticket (a waiter makes the cores shared for anyone).
+        let deadline = Date(timeIntervalSinceNow: 30)
+        while !gate.isShared(by: Owner()) && Date() < deadline { usleep(1000) }
+        try #require(gate.isShared(by: Owner()), "the other thread never queued")
+        gate.leave()
+        gate.enter()
+        recorder.append("holder")
+        gate.leave()
+        #expect(recorder.order == ["waiter", "holder"])
     }
 
     @Test func sharingIsSeenFromAnotherOwnersRecentTurn() {
