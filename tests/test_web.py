@@ -7,7 +7,9 @@ key required when configured, the stream ended at once by a drain), both under t
 In headless Chromium (Debian `chromium` and `chromium-driver`, PyPI `selenium`; skipped when they
 are missing): a message sent with Enter streams a reply that fills in its figures; the engine view
 updates while a second client (the openai SDK) streams; with an API key configured a wrong key shows
-an error and the right one works. Every wait is bounded; none is a sleep.
+an error and the right one works; against a server of two models, the model picker lists both with
+their states, a chat goes to the picked model (loading it), and the engine view follows the pick.
+Every wait is bounded; none is a sleep.
 
 Screenshots of both views go to $CASTSERVE_WEB_SCREENSHOTS when set (docs/ holds the README's:
 `CASTSERVE_WEB_SCREENSHOTS=docs python3 -m unittest tests.test_web`).
@@ -19,11 +21,12 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 import unittest
 
-from castserve_harness import MODEL_ID, Server
+from castserve_harness import MODEL_ID, ROOT, Server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -382,6 +385,65 @@ class BrowserTest(unittest.TestCase):
         self.assertGreater(len(self.driver.find_elements(By.CSS_SELECTOR, "#chart-rows rect")), 2)
         self.assertGreater(len(self.driver.find_elements(By.CSS_SELECTOR, "#chart-kv rect")), 0)
         screenshot(self.driver, "screenshot-engine.png")
+
+
+GEMMA = os.path.join(ROOT, "models", "gemma-3-270m-q4_k_m.gguf")
+GEMMA_ID = "gemma-3-270m-q4_k_m"
+
+
+@unittest.skipUnless(os.path.exists(GEMMA), "the Gemma 3 model is missing (make gemma3-model)")
+class BrowserModelPickerTest(unittest.TestCase):
+    """The page against a server of SmolLM2 (the default) and Gemma 3 (from --models-dir)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.directory = tempfile.mkdtemp(prefix="castserve-web-models-")
+        os.symlink(GEMMA, os.path.join(cls.directory, GEMMA_ID + ".gguf"))
+        cls.server = Server(slots=SLOTS, args=["--models-dir", cls.directory]).start()
+        try:
+            cls.driver = browser(1000, 1250)
+        except BaseException:
+            cls.server.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.driver.quit()
+        cls.server.stop()
+        shutil.rmtree(cls.directory, ignore_errors=True)
+
+    def test_picker_routes_the_chat_and_the_engine_view_follows(self):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.ui import Select
+        d = self.driver
+        d.get(self.server.base_url + "/")
+        picker = d.find_element(By.ID, "model-picker")
+        wait(d, lambda _: picker.is_displayed() and len(Select(picker).options) == 2, message="the picker never listed both models")
+        options = [o.text for o in Select(picker).options]
+        self.assertEqual(options, [MODEL_ID, GEMMA_ID + " (unloaded)"])
+        self.assertEqual(Select(picker).first_selected_option.get_attribute("value"), MODEL_ID)
+        self.assertIn(MODEL_ID, d.find_element(By.ID, "model").text)
+
+        # Gemma picked: a chat goes to it, which loads it; the picker then shows it loaded.
+        Select(picker).select_by_value(GEMMA_ID)
+        wait(d, lambda _: GEMMA_ID in d.find_element(By.ID, "model").text, message="the picked model was not shown")
+        set_max_tokens(d, 8)
+        d.find_element(By.ID, "prompt").send_keys("Hi!", Keys.ENTER)
+        reply = wait(d, lambda _: d.find_elements(By.CSS_SELECTOR, ".message.assistant"))[0]
+        wait(d, lambda _: reply.find_elements(By.CSS_SELECTOR, ".figures .usage"), message="no reply from the picked model")
+        wait(d, lambda _: [o.text for o in Select(picker).options] == [MODEL_ID, GEMMA_ID], message="the picker never showed Gemma loaded")
+        _, listed = self.server.json("GET", "/v1/models")
+        self.assertEqual({m["id"]: m["state"] for m in listed["data"]}, {MODEL_ID: "loaded", GEMMA_ID: "loaded"})
+
+        # The engine view shows the picked model's engine, and follows a new pick.
+        d.find_element(By.ID, "tab-engine").click()
+        status = d.find_element(By.ID, "engine-status")
+        wait(d, lambda _: status.text.startswith(GEMMA_ID), message="the engine view did not show Gemma's engine")
+        self.assertGreater(int(d.find_element(By.ID, "stat-steps").text), 0)
+        Select(picker).select_by_value(MODEL_ID)
+        wait(d, lambda _: status.text.startswith(MODEL_ID), message="the engine view did not follow the pick")
+        screenshot(d, "screenshot-models.png")
 
 
 class BrowserKeyTest(unittest.TestCase):

@@ -72,6 +72,8 @@ extension Engine {
             index += 1
         }
         var budget = configuration.prefillChunk
+        // Another model's engine shares the cores: short chunks, so its decodes wait one short step.
+        if let gate = model.gate, gate.isShared(by: self) { budget = min(budget, gate.sharedPrefillRows) }
         var logitRows = step.rows.count
         for s in order where budget > 0 {
             let cached = cache.lengths[s.slot]

@@ -254,15 +254,22 @@ public final class Engine: @unchecked Sendable {
             if stop && running.allSatisfy({ $0 == nil }) {
                 refuseWaiting()
                 saveDrafterState()
+                model.gate?.remove(self)
                 publish(now: (clock.now - start).seconds, tokens: 0, promptTokens: 0, step: nil)
                 stopped.signal()
                 return
             }
+            // With other models on the same cores, a step is one turn of the shared gate; the wait
+            // is part of what the step costs this model's tokens (see `learn`).
+            let waitedMs = (model.gate?.enter(self) ?? 0) * 1000
             let t0 = clock.now
             dropCancelled()
             admitWaiting(stop: stop)
             pack(&step)
-            if step.rows.isEmpty { continue }
+            if step.rows.isEmpty {
+                model.gate?.leave()
+                continue
+            }
             let base = step.shape
             let baseTokens = step.decodeRoots
             plan(&step)
@@ -272,6 +279,7 @@ public final class Engine: @unchecked Sendable {
             do {
                 try model.forward(step.rows, cache: cache)
             } catch {
+                model.gate?.leave()
                 for o in step.owners { fail(o.sequence, .modelFailure("\(error)")) }
                 continue
             }
@@ -281,8 +289,9 @@ public final class Engine: @unchecked Sendable {
             verify(&step)
             let outcome = commit(&step)
             let stepTime = clock.now - t0
+            model.gate?.leave()
             let timing = learn(from: step, base: base, baseTokens: baseTokens, outcome: outcome, forwardMs: forwardMs,
-                               stepMs: stepTime.seconds * 1000)
+                               stepMs: stepTime.seconds * 1000, sharedWaitMs: waitedMs)
             report(step, outcome: outcome, duration: stepTime, timing: timing)
             publish(now: (clock.now - start).seconds, tokens: outcome.produced, promptTokens: outcome.promptTokens,
                     step: (step.rows.count, stepTime.seconds))
@@ -321,11 +330,14 @@ public final class Engine: @unchecked Sendable {
 
     /// Feeds the step to CAST's cost model and guards (forward and host time apart; drafting
     /// time is the speculator's own). Returns what the model predicted and what the step took.
+    /// `sharedWaitMs`, the wait for the turn of cores shared with other models, counts as host
+    /// time: a step of this model really costs its tokens that wait too, whatever its shape, so
+    /// the planner sees it as the fixed per-step cost it is (and drafts deeper when waits are long).
     private func learn(from step: Step, base: StepShape, baseTokens: Int, outcome: StepOutcome, forwardMs: Double,
-                       stepMs: Double) -> StepTiming? {
+                       stepMs: Double, sharedWaitMs: Double) -> StepTiming? {
         guard let speculator else { return nil }
         let shape = step.shape
-        let hostMs = max(0, stepMs - forwardMs - speculator.draftMilliseconds)
+        let hostMs = max(0, stepMs + sharedWaitMs - forwardMs - speculator.draftMilliseconds)
         let committed = baseTokens + outcome.acceptedPerSequence.reduce(0, +)
         speculator.observe(shape, forwardMs: forwardMs, hostMs: hostMs, base: base, baseTokens: baseTokens,
                            committed: committed)

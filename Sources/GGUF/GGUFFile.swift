@@ -75,7 +75,9 @@ public final class GGUFFile: @unchecked Sendable {
             let kvCount: UInt64 = try reader.scalar("the metadata count")
             // Each entry takes at least 12 bytes; a count beyond that is corruption, not a big file.
             guard kvCount < UInt64(size / 12), tensorCount < UInt64(size / 12) else {
-                throw GGUFError.truncated(path: path, offset: reader.offset, needed: Int(clamping: max(kvCount, tensorCount) * 12),
+                // A count near 2^64 (a garbage header) must not overflow the figure reported.
+                let needed = max(kvCount, tensorCount).multipliedReportingOverflow(by: 12)
+                throw GGUFError.truncated(path: path, offset: reader.offset, needed: needed.overflow ? Int.max : Int(clamping: needed.partialValue),
                                           fileSize: size, what: "the metadata and tensor table")
             }
             var metadata: [String: MetadataValue] = [:]

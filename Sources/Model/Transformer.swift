@@ -20,7 +20,11 @@ public final class Transformer {
     public let maxLogitRows: Int
     /// Weight bytes the kernels read per step (for bandwidth reports).
     public let weightBytes: Int
+    /// The kernel pool: this model's own, or one shared with other models (then `gate` is set).
     public let pool: ThreadPool
+    /// The turn the engines of models sharing `pool` take for each step and each calibration
+    /// measurement, so their work on the shared cores interleaves fairly and never overlaps.
+    public let gate: StepGate?
     /// The kernel set every computation of this model runs on (chosen at init).
     public let kernels: KernelSet
 
@@ -85,15 +89,20 @@ public final class Transformer {
     ///   - maxStepRows: most rows one forward call takes (prefill chunk plus draft rows).
     ///   - maxContext: the longest sequence (cached positions plus step rows) attention will see.
     ///   - kernels: the kernel set to run on (default: the process-wide one).
+    ///   - pool: a kernel pool shared with other models' transformers (`threads` is then ignored);
+    ///     nil starts one of `threads` threads for this model alone.
+    ///   - gate: the turn the engines sharing `pool` take per step (`StepGate`); nil when the pool
+    ///     is this model's alone.
     public init(file: GGUFFile, threads: Int, maxStepRows: Int = 512, maxLogitRows: Int = 256, maxContext: Int = 8192,
-                kernels: KernelSet = .current) throws {
+                kernels: KernelSet = .current, pool: ThreadPool? = nil, gate: StepGate? = nil) throws {
         let config = try ModelConfig(file: file)
         self.config = config
         self.maxStepRows = maxStepRows
         self.maxLogitRows = min(maxLogitRows, maxStepRows)
         self.maxContext = maxContext
         self.kernels = kernels
-        pool = ThreadPool(threads: max(1, threads))
+        self.pool = pool ?? ThreadPool(threads: max(1, threads))
+        self.gate = gate
         let e = config.embeddingLength, f = config.feedForwardLength, kv = config.kvDimension, qd = config.queryDimension
         let options = config.options
         var bytes = 0
@@ -186,7 +195,7 @@ public final class Transformer {
         gateUpOut = buffer(r * 2 * f)
         projected = buffer(r * e)
         scoreStride = maxContext + maxStepRows
-        attentionItems = 4 * pool.threadCount
+        attentionItems = 4 * self.pool.threadCount
         scores = buffer(attentionItems * config.groupSize * scoreStride)
         chainKeys = .allocate(capacity: attentionItems * maxStepRows)
         chainValues = .allocate(capacity: attentionItems * maxStepRows)

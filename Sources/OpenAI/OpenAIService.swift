@@ -47,7 +47,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     }
 
     public let settings: ServiceSettings
-    public let metrics = ServerMetrics()
+    /// This model's metrics (labelled with its id; `ServerMetrics.sibling(model:)`).
+    public let metrics: ServerMetrics
     /// The engine's recent steps for the engine view; the executable wires `Engine.onStep` to it.
     public let stepHistory = StepHistory()
     let logger: Logger
@@ -55,12 +56,12 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private var state = State.loading
     /// Signalled when draining starts, so long-lived event streams end at once.
     private let drainCondition = NSCondition()
-    private let created = Int(Date().timeIntervalSince1970)
     /// Output grammars of recent requests, bound to the model's vocabulary.
     let grammarCache = GrammarCache()
 
-    public init(settings: ServiceSettings, logger: Logger) {
+    public init(settings: ServiceSettings, metrics: ServerMetrics, logger: Logger) {
         self.settings = settings
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -134,7 +135,9 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
 
     /// Requests the HTTP layer refuses itself (malformed, over a limit, bad Content-Encoding) get
     /// the API's JSON error envelope too.
-    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? {
+    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? { Self.refusal(status: status, message: message) }
+
+    static func refusal(status: HTTPStatus, message: String) -> HTTPResponse {
         let code: String
         switch status.code {
         case 408: code = "request_timeout"
@@ -147,10 +150,10 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         return OpenAIError(status: status, message: message, type: "invalid_request_error", param: nil, code: code).response
     }
 
-    /// Allowed methods per path.
+    /// Allowed methods per path (the model list, /health and /metrics are `ModelRouter`'s).
     static let routes: [String: [String]] = [
-        "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],
-        "/tokenize": ["POST"], "/detokenize": ["POST"], "/health": ["GET", "HEAD"], "/metrics": ["GET", "HEAD"],
+        "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"],
+        "/tokenize": ["POST"], "/detokenize": ["POST"],
         "/v1/cast/cost": ["GET"], "/v1/cast/events": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
         "/": ["GET", "HEAD"], "/index.html": ["GET", "HEAD"], "/app.js": ["GET", "HEAD"], "/app.css": ["GET", "HEAD"],
         "/favicon.svg": ["GET", "HEAD"],
@@ -158,20 +161,11 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
 
     private func route(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
         let path = request.path
-        guard let allowed = Self.routes[path] else {
-            if path.hasPrefix("/v1/models/") && request.method == "GET" { return try model(String(path.dropFirst("/v1/models/".count)), responder, &log) }
-            throw OpenAIError.notFound(path)
-        }
+        guard let allowed = Self.routes[path] else { throw OpenAIError.notFound(path) }
         guard allowed.contains(request.method) else { throw OpenAIError.methodNotAllowed(request.method, path, allowed: allowed) }
         switch path {
-        case "/health": health(responder, &log)
         case _ where Self.isPagePath(path): pageAsset(request, responder, &log)
         case "/v1/cast/events": try events(request, responder, &log)
-        case "/metrics":
-            let backend: Backend? = { if case .ready(let b) = current { return b } else { return nil } }()
-            responder.send(HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
-                                        body: metrics.render(engine: backend?.engine.snapshot)))
-        case "/v1/models": try models(responder, &log)
         case "/v1/cast/cost":
             let engine = try ready().engine
             let snapshot = engine.snapshot
@@ -239,15 +233,19 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         }
     }
 
-    private func authorize(_ request: HTTPRequest) throws {
-        guard !settings.apiKeys.isEmpty, request.path != "/health", request.path != "/metrics", request.method != "OPTIONS",
+    private func authorize(_ request: HTTPRequest) throws { try Self.authorize(request, apiKeys: settings.apiKeys) }
+
+    /// Throws `unauthorized` unless the request carries one of `apiKeys` (or needs none: no keys
+    /// set, /health, /metrics, the page, CORS preflight).
+    static func authorize(_ request: HTTPRequest, apiKeys: [String]) throws {
+        guard !apiKeys.isEmpty, request.path != "/health", request.path != "/metrics", request.method != "OPTIONS",
               !Self.isPagePath(request.path) else { return }
         let header = request.headers["Authorization"] ?? ""
         let prefix = "Bearer "
         guard header.hasPrefix(prefix) else { throw OpenAIError.unauthorized }
         let given = Array(header.dropFirst(prefix.count).utf8)
         var matched = false
-        for key in settings.apiKeys where Self.constantTimeEquals(given, Array(key.utf8)) { matched = true }
+        for key in apiKeys where Self.constantTimeEquals(given, Array(key.utf8)) { matched = true }
         guard matched else { throw OpenAIError.unauthorized }
     }
 
@@ -269,41 +267,6 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     }
 
     // MARK: - Simple routes
-
-    private func health(_ responder: HTTPResponder, _ log: inout RequestLog) {
-        switch current {
-        case .loading:
-            log.status = 503
-            responder.send(json(["status": "loading"], status: .serviceUnavailable))
-        case .draining:
-            log.status = 503
-            responder.send(json(["status": "draining"], status: .serviceUnavailable))
-        case .ready(let b):
-            let s = b.engine.snapshot
-            responder.send(json(["status": "ok", "model": b.modelID, "running": s.running, "waiting": s.waiting,
-                                 "kernels": b.engine.model.kernels.description]))
-        }
-    }
-
-    private func modelObject(_ b: Backend) -> [String: Any] {
-        ["id": b.modelID, "object": "model", "created": created, "owned_by": "castserve", "context_length": b.contextLength,
-         "aliases": settings.modelAliases, "kernels": b.engine.model.kernels.description,
-         "kv_cache_type": b.engine.configuration.kvCacheType.rawValue,
-         "architecture": b.engine.model.config.architecture, "quantization": b.engine.model.config.quantization]
-    }
-
-    private func models(_ responder: HTTPResponder, _ log: inout RequestLog) throws {
-        let b = try ready()
-        responder.send(json(["object": "list", "data": [modelObject(b)]]))
-    }
-
-    private func model(_ name: String, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
-        let b = try ready()
-        guard name == b.modelID || settings.modelAliases.contains(name) else {
-            throw OpenAIError.modelNotFound(name, available: [b.modelID] + settings.modelAliases)
-        }
-        responder.send(json(modelObject(b)))
-    }
 
     private func body(_ request: HTTPRequest) throws -> [String: Any] {
         guard let o = try? JSONSerialization.jsonObject(with: request.body), let d = o as? [String: Any] else {

@@ -1,4 +1,5 @@
 import Foundation
+import Kernels
 import Model
 
 /// Measures a `CostModel` on the loaded model: real forward steps on one free slot of `cache`.
@@ -11,6 +12,9 @@ import Model
 /// Each figure is the second fastest of `repetitions` runs (the machine's own cost, robust to a busy
 /// neighbour; the online refresh adds load that persists). The host cost starts from zero and is
 /// learned from the first steps. Takes a few seconds (R up to 128 on 2 cores); reports progress.
+/// A model that shares its cores with other models (`Transformer.gate`) takes a turn for each
+/// forward call, timed inside the turn: the others keep serving between measurements and no
+/// measurement runs beside another model's step.
 public enum CostCalibration {
     public static func measure(model: Transformer, cache: KVCache, slot: Int = 0, repetitions: Int = 7,
                                progress: ((Int, Int) -> Void)? = nil) throws -> CostModel {
@@ -25,14 +29,22 @@ public enum CostCalibration {
         let total = 2 * rowCounts.count + longRows.count
         var done = 0
 
+        /// One forward call in a turn of the shared cores (when shared); returns its milliseconds.
+        @discardableResult
+        func forward(_ rows: [BatchRow]) throws -> Double {
+            model.gate?.enter()
+            defer { model.gate?.leave() }
+            let t = clock.now
+            try model.forward(rows, cache: cache)
+            return (clock.now - t).seconds * 1000
+        }
         func fill(context: Int) throws {
             cache.reset(slot: slot)
             let prompt = (0..<context).map { Int32(100 + ($0 * 7919) % 30000) }
             var filled = 0
             while filled < context {
                 let n = min(context - filled, model.maxStepRows)
-                try model.forward(BatchRow.chain(slot: slot, tokens: prompt[filled..<(filled + n)], startPosition: filled,
-                                                 allLogits: false), cache: cache)
+                try forward(BatchRow.chain(slot: slot, tokens: prompt[filled..<(filled + n)], startPosition: filled, allLogits: false))
                 try cache.commit(slot: slot, rows: 0..<n)
                 filled += n
             }
@@ -42,13 +54,9 @@ public enum CostCalibration {
             let tokens = (0..<r).map { Int32(200 + ($0 * 104_729) % 30000) }
             var rows = BatchRow.chain(slot: slot, tokens: tokens[...], startPosition: context, allLogits: logits)
             if !logits { for i in rows.indices { rows[i].wantsLogits = false } }
-            try model.forward(rows, cache: cache)
+            try forward(rows)
             var times: [Double] = []
-            for _ in 0..<repetitions {
-                let t = clock.now
-                try model.forward(rows, cache: cache)
-                times.append((clock.now - t).seconds * 1000)
-            }
+            for _ in 0..<repetitions { times.append(try forward(rows)) }
             done += 1
             progress?(done, total)
             return (rows.reduce(0) { $0 + $1.position + 1 }, times.sorted()[min(1, times.count - 1)])

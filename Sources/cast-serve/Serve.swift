@@ -13,13 +13,18 @@ import OpenAI
 import Speculation
 
 extension CastServe {
-    /// Serves the OpenAI-compatible API. Listens first (GET /health answers 503 while the model
-    /// loads), then loads the model with progress on stderr, then answers 200.
+    /// Serves the OpenAI-compatible API. Listens first (GET /health answers 503 while the default
+    /// model loads), then loads the default model with progress on stderr, then answers 200; the
+    /// other models of the list load when a request names them (`ModelRegistry`).
     struct Serve: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Serve the OpenAI-compatible API (the default subcommand).")
 
-        @Option(help: "Path to a GGUF model (overrides config.json's \"model\").")
+        @Option(help: "Path to a GGUF model, the default model (overrides config.json's \"model\").")
         var model: String?
+
+        @Option(help: ArgumentHelp("Serve every *.gguf in this directory too, id = file name without .gguf, each loaded when a request names it (overrides \"models_dir\").",
+                                   valueName: "dir"))
+        var modelsDir: String?
 
         @Option(help: "Listen address, IPv4 or IPv6 (overrides \"host\").")
         var host: String?
@@ -73,6 +78,7 @@ extension CastServe {
         func run() throws {
             var settings = try ServerConfig.load(path: config ?? "config.json", required: config != nil)
             if let model { settings.model = model }
+            if let modelsDir { settings.modelsDir = modelsDir }
             if let host { settings.host = host }
             if let port {
                 guard (0...65535).contains(port) else { throw ValidationError("--port must be between 0 and 65535") }
@@ -85,7 +91,6 @@ extension CastServe {
                 guard slots >= 1 && slots <= 256 else { throw ValidationError("--slots must be between 1 and 256") }
                 settings.slots = slots
             }
-            let slots = settings.slots
             if let tlsCert { settings.tlsCert = tlsCert }
             if let tlsKey { settings.tlsKey = tlsKey }
             let tls = try settings.tlsFiles().map {
@@ -100,15 +105,23 @@ extension CastServe {
             if let drafterModel { settings.drafterModel = drafterModel }
             if let kernels { try settings.set("kernels", kernels, source: "--kernels") }
             if let kvCacheType { try settings.set("kv_cache_type", kvCacheType, source: "--kv-cache-type") }
-            // The kernel set, before anything listens: a set this CPU cannot run stops the start.
-            let kernelSet = try KernelSet.select(settings.kernels)
-            note("kernels: \(kernelSet) (\(kernelSetSummary(settings.kernels)))")
             // A cost-model file, before anything listens: a missing or malformed one stops the start.
             if let costModel { settings.costModelFile = costModel }
             if recalibrate && settings.costModelFile != nil {
                 throw ValidationError("--recalibrate measures the step-cost model, --cost-model (\"cost_model_file\") fixes it; give one of them")
             }
             let fixedCost = try settings.costModelFile.map { try CostModelFile.load(path: $0) }
+            // The model list and each model's kernel set, before anything listens: a set this CPU
+            // cannot run, a list with two models of one name, stop the start.
+            let entries = try ModelEntry.list(settings: settings)
+            let models = try entries.enumerated().map { index, entry in
+                let modelSettings = settings.applying(entry, isDefault: index == 0)
+                return (entry: entry, settings: modelSettings, kernels: try KernelSet.select(modelSettings.kernels))
+            }
+            note("kernels: \(models[0].kernels) (\(kernelSetSummary(settings.kernels)))")
+            if models.count > 1 {
+                note("models: " + models.map { "\($0.entry.id) (\($0.entry.path))" }.joined(separator: ", ") + "; \(models[0].entry.id) is the default")
+            }
 
             LoggingSystem.bootstrap { label in
                 var h = StreamLogHandler.standardError(label: label)
@@ -116,10 +129,13 @@ extension CastServe {
                 return h
             }
             let logger = Logger(label: "castserve")
-            let service = OpenAIService(
-                settings: ServiceSettings(modelAliases: settings.modelAliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens,
-                                          samplingDefaults: settings.samplingDefaults),
-                logger: logger)
+            // One kernel pool for every model, and the turn their engines take per step.
+            let cores = (pool: ThreadPool(threads: settings.effectiveThreads), gate: StepGate())
+            let rootMetrics = ServerMetrics()
+            let loader = ModelLoader(threads: settings.effectiveThreads, pool: cores.pool, gate: cores.gate, recalibrate: recalibrate,
+                                     fixedCost: fixedCost, metrics: rootMetrics, logger: logger)
+            let registry = ModelRegistry(entries: models, server: settings, loader: loader.load)
+            let router = ModelRouter(catalog: registry, metrics: rootMetrics, apiKeys: settings.apiKeys, logger: logger)
             let httpConfig = HTTPServerConfiguration(
                 host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,
                 maxBodyBytes: settings.maxBodyBytes, headerReadTimeout: .milliseconds(Int(settings.headerTimeoutSeconds * 1000)),
@@ -138,7 +154,7 @@ extension CastServe {
                 note("warning: the open-file limit \(descriptors.soft) is below the \(needed) that max_connections = \(settings.maxConnections) "
                      + "can need (3 per busy connection); raise the hard limit (ulimit -Hn, systemd LimitNOFILE=) or lower max_connections")
             }
-            let server = HTTPServer(configuration: httpConfig, handler: service)
+            let server = HTTPServer(configuration: httpConfig, handler: router)
             try server.start()
             // The bound address on stdout: scripts and tests read it (port 0 picks a free port).
             print("listening on \(tls == nil ? "http" : "https")://\(settings.host.contains(":") ? "[\(settings.host)]" : settings.host):\(server.port)")
@@ -154,72 +170,24 @@ extension CastServe {
                 signalSources.append(source)
             }
 
-            var engine: Engine?
+            // The default model loads now (a start that cannot load it fails, as a one-model server
+            // does); the others when a request names them.
             do {
-                let clock = ContinuousClock()
-                let t0 = clock.now
-                note("loading \(settings.model)")
-                let file = try GGUFFile(path: settings.model)
-                let transformer = try Transformer(file: file, threads: settings.effectiveThreads, maxStepRows: settings.maxStepRows,
-                                                  maxLogitRows: max(slots, 128), maxContext: settings.contextLength, kernels: kernelSet)
-                try settings.kvCacheType.validate(headDimension: transformer.config.headDimension)
-                note(String(format: "weights loaded: %@ %@, %d layers, %.1f MB of weights, resident %.0f MB, %.2f s",
-                            transformer.config.architecture, transformer.config.quantization, transformer.config.layerCount,
-                            Double(transformer.weightBytes) / 1e6, Double(residentBytes()) / 1e6, (clock.now - t0).seconds))
-                let contextLength = min(settings.contextLength, transformer.config.contextLength)
-                let formatter = try PromptFormatter(file: file, templateOverride: settings.chatTemplate)
-                let blockSize = 16
-                let kvBlocks = settings.kvCacheTokens > 0 ? max((settings.kvCacheTokens + blockSize - 1) / blockSize, (contextLength + blockSize - 1) / blockSize) : nil
-                var engineConfig = EngineConfiguration(
-                    slots: slots, contextLength: contextLength, maxWaiting: settings.maxWaitingRequests,
-                    prefillChunk: max(1, settings.maxStepRows - slots), kvBlocks: kvBlocks, blockSize: blockSize,
-                    speculation: settings.speculation)
-                engineConfig.kvCacheType = settings.kvCacheType
-                engineConfig.drafter = DrafterKind(rawValue: settings.drafter) ?? .recycle
-                engineConfig.maxDraftNodes = settings.maxDraftNodes
-                engineConfig.maxDraftDepth = settings.maxDraftDepth
-                if settings.speculation, let path = settings.learnedDrafterPath {
-                    let weights = try LearnedDrafterWeights(path: path, target: transformer)
-                    engineConfig.learnedDrafter = weights
-                    note(String(format: "learned drafter: %@ (%d draft tokens, MLP width %d, %.1f MB as %@)", path, weights.vocabularyCount,
-                                weights.feedForwardLength, Double(weights.weightBytes) / 1e6, weights.matrixFormat.description))
-                    // Another file of the same model (re-quantized) still works: a warning, not an error.
-                    if let sha = sha256(file: settings.model), sha != weights.targetSHA256 {
-                        note("warning: the learned drafter was trained on a model file with sha256 \(weights.targetSHA256), not this one (\(sha)); "
-                             + "it drafts, but its acceptance may be lower: train one for this file (drafters/README.md)")
-                    }
-                } else if settings.speculation && settings.drafter == "learned" {
-                    throw ValidationError("--drafter learned needs a drafter file: pass --drafter-model PATH (\"drafter_model\"), or put drafters/<model file stem>.drafter.gguf in place")
-                }
-                if settings.speculation {
-                    try prepareCostModel(&engineConfig, settings: settings, kernels: kernelSet, recalibrate: recalibrate, fixed: fixedCost)
-                }
-                let e = Engine(model: transformer, configuration: engineConfig)
-                let metrics = service.metrics
-                let stepHistory = service.stepHistory
-                e.onStep = { report in
-                    metrics.record(step: report)
-                    stepHistory.record(report)
-                }
-                engine = e
-                let modelID = ((settings.model as NSString).lastPathComponent as NSString).deletingPathExtension
-                service.setReady(Backend(engine: e, formatter: formatter, modelID: modelID, contextLength: contextLength))
-                note(String(format: "ready: %@ (%d layers, %.1f MB of weights, %d threads, %@ kernels, %d slots × %d positions, KV cache %@ with %d bytes per position, %d blocks of %d positions = %.0f MB reserved) in %.2f s",
-                            modelID, transformer.config.layerCount, Double(transformer.weightBytes) / 1e6, settings.effectiveThreads,
-                            kernelSet.description, slots, contextLength, settings.kvCacheType.rawValue, e.cacheBytesPerPosition,
-                            e.snapshot.kvBlocksTotal, blockSize, Double(e.cacheBytes) / 1e6, (clock.now - t0).seconds))
+                try registry.load(registry.defaultModelID)
             } catch {
-                note("error: \(error)")
+                note("error: \((error as? OpenAIError)?.message ?? "\(error)")")
                 server.shutdown(drainDeadline: .seconds(1))
                 throw ExitCode(1)
             }
+            router.setStarted()
+            registry.startKeepAlive()
 
             drain.wait()
             note("draining: no new connections; in-flight requests get \(Int(settings.drainTimeoutSeconds)) s")
-            service.setDraining()
+            router.setDraining()
+            registry.beginDrain()
             server.shutdown(drainDeadline: .milliseconds(Int(settings.drainTimeoutSeconds * 1000)))
-            engine?.shutdown()
-            engine?.waitUntilStopped(timeout: .seconds(10))
+            registry.stopEngines()
             note("stopped")
             _ = signalSources
         }
@@ -230,7 +198,7 @@ extension CastServe.Serve {
     /// Takes the `fixed` step-cost model (from `--cost-model`), or loads the model from the on-disk
     /// cache (unless `recalibrate`), or arranges for the engine to measure it at start-up with
     /// progress on stderr and to cache the result.
-    func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, kernels: KernelSet, recalibrate: Bool,
+    static func prepareCostModel(_ config: inout EngineConfiguration, settings: ServerConfig, kernels: KernelSet, recalibrate: Bool,
                           fixed: CostModel?) throws {
         let directory = settings.costCacheDir ?? CostModelCache.defaultDirectory
         let key: CostModelCache.Key?

@@ -45,6 +45,18 @@ struct ServerConfig: Equatable {
     var samplingDefaults = SamplingDefaults.llamaCpp
     var kernels = KernelChoice.auto
     var kvCacheType = KVCacheType.f16
+    /// More models beside `model` (config `models`), each with its own settings; see `ModelEntry.list`.
+    var models: [ModelEntry] = []
+    /// Every `*.gguf` in this directory is a model too (id = file stem).
+    var modelsDir: String?
+    /// Most models loaded at once (0: no limit); the least recently used idle one is unloaded first.
+    var maxLoadedModels = 0
+    /// Most bytes of weights plus KV cache all loaded models may hold (0: no limit).
+    var memoryBudgetBytes = 0
+    /// A model idle this long is unloaded (nil: never).
+    var keepAliveSeconds: Double?
+    /// How long a request waits for its model to load before it gets an error.
+    var modelLoadTimeoutSeconds = 300.0
 
     /// The learned drafter's file to load: `drafter_model` when set (nil when it is ""), else
     /// `drafters/<model file stem>.drafter.gguf` when that file exists.
@@ -106,18 +118,22 @@ struct ServerConfig: Equatable {
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "drafter_model", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "cost_model_file", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
-                            "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults"]
+                            "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults", "models", "models_dir", "max_loaded_models",
+                            "memory_budget_bytes", "keep_alive_seconds", "model_load_timeout_seconds"]
 
-    mutating func set(_ key: String, _ value: Any, source: String) throws {
+    /// Sets `key` from a parsed JSON `value`; errors name `reportedKey` when given (a key inside an
+    /// entry of `models`, such as `models[1].slots`).
+    mutating func set(_ key: String, _ value: Any, source: String, as reportedKey: String? = nil) throws {
+        let reported = reportedKey ?? key
         func string() throws -> String {
-            guard let s = value as? String else { throw ConfigError.wrongType(key: key, expected: "a string", source: source) }
+            guard let s = value as? String else { throw ConfigError.wrongType(key: reported, expected: "a string", source: source) }
             return s
         }
         func optionalString() throws -> String? { value is NSNull ? nil : try string() }
         func strings() throws -> [String] {
             if let s = value as? String { return s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
             guard let a = value as? [Any], let s = a as? [String] else {
-                throw ConfigError.wrongType(key: key, expected: "a list of strings", source: source)
+                throw ConfigError.wrongType(key: reported, expected: "a list of strings", source: source)
             }
             return s
         }
@@ -125,16 +141,16 @@ struct ServerConfig: Equatable {
             var parsed: Int?
             if let n = value as? NSNumber, !isJSONBool(value), n.doubleValue == n.doubleValue.rounded() { parsed = n.intValue }
             if let s = value as? String { parsed = Int(s) }
-            guard let i = parsed else { throw ConfigError.wrongType(key: key, expected: "an integer", source: source) }
-            guard range.contains(i) else { throw ConfigError.outOfRange(key: key, value: String(i), allowed: "\(range.lowerBound)...\(range.upperBound)", source: source) }
+            guard let i = parsed else { throw ConfigError.wrongType(key: reported, expected: "an integer", source: source) }
+            guard range.contains(i) else { throw ConfigError.outOfRange(key: reported, value: String(i), allowed: "\(range.lowerBound)...\(range.upperBound)", source: source) }
             return i
         }
         func seconds() throws -> Double {
             var parsed: Double?
             if let n = value as? NSNumber, !isJSONBool(value) { parsed = n.doubleValue }
             if let s = value as? String { parsed = Double(s) }
-            guard let d = parsed else { throw ConfigError.wrongType(key: key, expected: "a number of seconds", source: source) }
-            guard d > 0 && d <= 86400 else { throw ConfigError.outOfRange(key: key, value: String(d), allowed: "more than 0, at most 86400", source: source) }
+            guard let d = parsed else { throw ConfigError.wrongType(key: reported, expected: "a number of seconds", source: source) }
+            guard d > 0 && d <= 86400 else { throw ConfigError.outOfRange(key: reported, value: String(d), allowed: "more than 0, at most 86400", source: source) }
             return d
         }
         switch key {
@@ -168,12 +184,12 @@ struct ServerConfig: Equatable {
             } else if isJSONBool(value), let b = value as? Bool {
                 speculation = b
             } else {
-                throw ConfigError.wrongType(key: key, expected: "true or false (\"on\" or \"off\")", source: source)
+                throw ConfigError.wrongType(key: reported, expected: "true or false (\"on\" or \"off\")", source: source)
             }
         case "drafter":
             let name = try string()
             guard ["ngram", "suffix", "recycle", "skip", "learned"].contains(name) else {
-                throw ConfigError.outOfRange(key: key, value: name, allowed: "recycle, suffix, ngram, skip or learned", source: source)
+                throw ConfigError.outOfRange(key: reported, value: name, allowed: "recycle, suffix, ngram, skip or learned", source: source)
             }
             drafter = name
         case "drafter_model": drafterModel = value is NSNull ? nil : try string()
@@ -182,16 +198,33 @@ struct ServerConfig: Equatable {
         case "cost_cache_dir": costCacheDir = try optionalString()
         case "cost_model_file": costModelFile = try optionalString()
         case "sampling_defaults": samplingDefaults = try Self.samplingDefaults(value, source: source)
+        case "models":
+            guard let list = value as? [Any] else {
+                throw ConfigError.wrongType(key: reported, expected: "a list of objects such as [{\"id\": \"gemma3\", \"path\": \"models/gemma-3-270m-q4_k_m.gguf\"}]",
+                                            source: source)
+            }
+            models = try list.enumerated().map { try ModelEntry.parse($1, index: $0, source: source) }
+        case "models_dir": modelsDir = try optionalString()
+        case "max_loaded_models": maxLoadedModels = try int(0...1024)
+        case "memory_budget_bytes": memoryBudgetBytes = try int(0...(1 << 50))
+        case "keep_alive_seconds":
+            // 0 or null: models stay loaded until evicted.
+            if value is NSNull || (value as? NSNumber).map({ !isJSONBool(value) && $0.doubleValue == 0 }) == true || value as? String == "0" {
+                keepAliveSeconds = nil
+            } else {
+                keepAliveSeconds = try seconds()
+            }
+        case "model_load_timeout_seconds": modelLoadTimeoutSeconds = try seconds()
         case "kernels":
             let name = try string()
             guard let choice = try? KernelChoice(parsing: name) else {
-                throw ConfigError.outOfRange(key: key, value: name, allowed: "auto, avx512, avx2, neon or scalar", source: source)
+                throw ConfigError.outOfRange(key: reported, value: name, allowed: "auto, avx512, avx2, neon or scalar", source: source)
             }
             kernels = choice
         case "kv_cache_type":
             let name = try string()
             guard let type = try? KVCacheType(parsing: name) else {
-                throw ConfigError.outOfRange(key: key, value: name, allowed: "f16, q8_0 or f32", source: source)
+                throw ConfigError.outOfRange(key: reported, value: name, allowed: "f16, q8_0 or f32", source: source)
             }
             kvCacheType = type
         default:
@@ -246,6 +279,9 @@ enum ConfigError: Error, CustomStringConvertible, Equatable {
     case wrongType(key: String, expected: String, source: String)
     case outOfRange(key: String, value: String, allowed: String, source: String)
     case tlsIncomplete(given: String, missing: String)
+    case modelsDirectory(path: String, reason: String)
+    case duplicateModel(id: String, first: String, second: String)
+    case ambiguousModelName(name: String, first: String, second: String)
 
     var description: String {
         switch self {
@@ -263,6 +299,13 @@ enum ConfigError: Error, CustomStringConvertible, Equatable {
         case .tlsIncomplete(let given, let missing):
             return "\(given) is set but \(missing) is not; HTTPS needs both a certificate (tls_cert, --tls-cert) and its private key "
                 + "(tls_key, --tls-key); set both, or neither for plain HTTP"
+        case .modelsDirectory(let path, let reason):
+            return "models_dir (--models-dir) \(path) cannot be read: \(reason); pass a directory of .gguf files"
+        case .duplicateModel(let id, let first, let second):
+            return "two models have the id '\(id)': \(first) and \(second); give one an \"id\" of its own in \"models\", or rename its file"
+        case .ambiguousModelName(let name, let first, let second):
+            return "the name '\(name)' is an id or alias of two models, '\(first)' and '\(second)'; a request could not tell them apart: "
+                + "remove it from one model's \"aliases\" (\"model_aliases\" for the default model)"
         }
     }
 }

@@ -141,6 +141,14 @@ func expectError(_ bytes: [UInt8], _ check: (GGUFError) -> Bool, sourceLocation:
         }
     }
 
+    /// Counts near 2^64 (a garbage header) are corruption reported as truncation, not an
+    /// arithmetic overflow that stops the process (a server keeps serving its other models).
+    @Test func hugeCountsAreTruncationNotACrash() {
+        var bytes = Array(GGUFWriter.sample().prefix(8))
+        bytes += [UInt8](repeating: 0xff, count: 64)
+        expectError(bytes) { if case .truncated = $0 { return true } else { return false } }
+    }
+
     @Test func tensorOutOfBounds() {
         expectError(GGUFWriter.sample(tensorOffset: 1 << 20)) {
             if case .tensorOutOfBounds(let name, _, _, _) = $0 { return name == "norm.weight" } else { return false }

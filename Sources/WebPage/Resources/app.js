@@ -7,7 +7,8 @@ const $ = (id) => document.getElementById(id);
 const state = {
   key: "",            // API key, in memory only
   needsKey: false,
-  model: "default",
+  model: "default",    // the picked model's id: chats go to it, the engine view shows it
+  models: [],         // GET /v1/models' list: {id, state, kernels, context_length, ...}
   messages: [],       // the conversation: {role, content}
   chat: null,         // AbortController of the reply being streamed
   events: null,       // AbortController of the engine events stream
@@ -60,7 +61,8 @@ async function readEvents(response, onEvent) {
 
 // MARK: - API key
 
-/** Asks the server whether it needs a key (GET /v1/models answers 401 without one). */
+/** Asks the server whether it needs a key (GET /v1/models answers 401 without one) and fills
+ *  the model picker with its models and their states (the picked model stays picked). */
 async function probe() {
   try {
     const r = await fetch("/v1/models", { headers: headers() });
@@ -71,10 +73,19 @@ async function probe() {
     }
     if (r.ok) {
       const body = await r.json();
-      const m = body.data && body.data[0];
-      if (m) {
-        state.model = m.id;
-        $("model").textContent = m.id + " · " + m.kernels + " · context " + m.context_length;
+      state.models = body.data || [];
+      if (state.models.length) {
+        if (!state.models.some((m) => m.id === state.model)) state.model = state.models[0].id;
+        const picker = $("model-picker");
+        picker.replaceChildren(...state.models.map((m) => {
+          const option = document.createElement("option");
+          option.value = m.id;
+          option.textContent = m.id + (m.state === "loaded" ? "" : " (" + m.state + ")");
+          return option;
+        }));
+        picker.value = state.model;
+        picker.hidden = false;
+        showModel();
       }
       return true;
     }
@@ -83,6 +94,24 @@ async function probe() {
     $("model").textContent = "server unreachable";
   }
   return false;
+}
+
+/** The picked model's figures beside the picker. */
+function showModel() {
+  const m = state.models.find((x) => x.id === state.model);
+  if (!m) return;
+  $("model").textContent = m.id + " · " + m.kernels + " · context " + m.context_length + (m.state === "loaded" ? "" : " · " + m.state);
+}
+
+/** Another model picked: chats go to it, and the engine view starts over on its engine. */
+function pickModel() {
+  state.model = $("model-picker").value;
+  showModel();
+  engine.samples = [];
+  engine.steps = [];
+  engine.lastTrees = [];
+  engine.count = 0;
+  if (!$("view-engine").hidden) startEvents();
 }
 
 function showKeyForm(error) {
@@ -206,6 +235,7 @@ async function send(event) {
   } finally {
     state.chat = null;
     setBusy(false);
+    probe(); // the model may have loaded for this reply: the picker shows its state
     reply.removeAttribute("aria-busy");
   }
   if (content) history.push({ role: "assistant", content });
@@ -294,7 +324,7 @@ async function startEvents() {
   state.events = controller;
   $("engine-status").textContent = "Connecting…";
   try {
-    const r = await fetch("/v1/cast/events", { headers: headers(), signal: controller.signal });
+    const r = await fetch("/v1/cast/events?model=" + encodeURIComponent(state.model), { headers: headers(), signal: controller.signal });
     if (!r.ok) {
       const message = await errorMessage(r);
       if (r.status === 401) { state.needsKey = true; state.events = null; showKeyForm(message); } // no retry
@@ -473,6 +503,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("stop").addEventListener("click", stop);
   $("new").addEventListener("click", newConversation);
   $("key-form").addEventListener("submit", submitKey);
+  $("model-picker").addEventListener("change", pickModel);
   $("key-button").addEventListener("click", () => showKeyForm(""));
   $("tab-chat").addEventListener("click", () => selectTab("chat"));
   $("tab-engine").addEventListener("click", () => selectTab("engine"));
