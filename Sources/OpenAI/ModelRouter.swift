@@ -182,7 +182,7 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
         } catch {
             let e = error as? OpenAIError ?? OpenAIError(status: .internalServerError, message: "internal error: \(error)",
                                                          type: "server_error", param: nil, code: "internal_error")
-            if !responder.hasStarted { responder.send(e.response) }
+            if !responder.hasStarted { responder.send(OpenAIService.isMessagesPath(path) ? AnthropicError.response(e) : e.response) }
             // Under the route's own label, as the services count what they answer.
             metrics.countRequest(route: OpenAIService.routes[path] != nil ? path : "other", status: e.status.code)
             logger.info("request_id=\(responder.requestID) method=\(request.method) route=\(path) status=\(e.status.code) error=\"\(e.message.replacingOccurrences(of: "\"", with: "'"))\"")
@@ -193,8 +193,8 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
     /// parameter, else the default model.
     func modelID(for request: HTTPRequest) throws -> String {
         var name: String?
-        if !request.body.isEmpty, let object = try? JSONSerialization.jsonObject(with: request.body) as? [String: Any] {
-            name = object["model"] as? String
+        if !request.body.isEmpty, let fields = try? JSONFields.body(request.body), case .string(let model)? = fields["model"] {
+            name = model
         }
         if name == nil || name!.isEmpty { name = OpenAIService.queryItems(request.query)["model"] }
         guard let name, !name.isEmpty else { return catalog.defaultModelID }
@@ -255,7 +255,7 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
                 }
                 responder.send(HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metrics.render()))
             default:
-                responder.send(Self.json(["object": "list", "data": catalog.statuses().map(modelObject)]))
+                responder.send(Self.json(RouterModelListBody(data: catalog.statuses().map(modelObject))))
             }
             return 200
         }
@@ -287,12 +287,10 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
 
     /// An OpenAI model object with CastServe's fields: state, architecture, quantization,
     /// context length, kernels, KV cache type, memory, and the last load error.
-    func modelObject(_ s: ModelStatus) -> [String: Any] {
-        ["id": s.id, "object": "model", "created": created, "owned_by": "castserve", "state": s.state.rawValue, "aliases": s.aliases,
-         "architecture": s.architecture ?? NSNull(), "quantization": s.quantization ?? NSNull(),
-         "context_length": s.contextLength ?? NSNull(), "kernels": s.kernels, "kv_cache_type": s.kvCacheType,
-         "memory_bytes": s.memoryBytes ?? NSNull(), "active_requests": s.activeRequests, "error": s.lastError ?? NSNull(),
-         "load_seconds": s.loadSeconds ?? NSNull()]
+    func modelObject(_ s: ModelStatus) -> RouterModelBody {
+        RouterModelBody(id: s.id, created: created, state: s.state.rawValue, aliases: s.aliases, architecture: s.architecture,
+                        quantization: s.quantization, contextLength: s.contextLength, kernels: s.kernels, kvCacheType: s.kvCacheType,
+                        memoryBytes: s.memoryBytes, activeRequests: s.activeRequests, error: s.lastError, loadSeconds: s.loadSeconds)
     }
 
     /// 200 once the default model has loaded (later loads and unloads do not change it), 503
@@ -301,35 +299,28 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
         let (starting, draining) = phase
         let statuses = catalog.statuses()
         var running = 0, waiting = 0
-        var models: [[String: Any]] = []
+        var models: [HealthBody.Model] = []
         for s in statuses {
-            var entry: [String: Any] = ["id": s.id, "state": s.state.rawValue]
+            var entry = HealthBody.Model(id: s.id, state: s.state.rawValue, error: s.lastError)
             if s.state == .loaded, let service = catalog.loadedService(s.id), let backend = try? service.ready() {
                 let snapshot = backend.engine.snapshot
                 running += snapshot.running
                 waiting += snapshot.waiting
-                entry["running"] = snapshot.running
-                entry["waiting"] = snapshot.waiting
+                entry.running = snapshot.running
+                entry.waiting = snapshot.waiting
             }
-            if let error = s.lastError { entry["error"] = error }
             models.append(entry)
         }
         let state = draining ? "draining" : starting ? "loading" : "ok"
         let first = statuses.first { $0.id == catalog.defaultModelID } ?? statuses.first
-        let body: [String: Any] = ["status": state, "model": catalog.defaultModelID, "running": running, "waiting": waiting,
-                                   "kernels": first?.kernels ?? "", "models": models]
+        let body = HealthBody(status: state, model: catalog.defaultModelID, running: running, waiting: waiting,
+                              kernels: first?.kernels ?? "", models: models)
         let code: HTTPStatus = state == "ok" ? .ok : .serviceUnavailable
         responder.send(Self.json(body, status: code))
         return code.code
     }
 
-    static func json(_ object: [String: Any], status: HTTPStatus = .ok) -> HTTPResponse {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
-        return HTTPResponse(status: status, contentType: "application/json", body: String(decoding: data, as: UTF8.self))
-    }
-
-    /// Requests the HTTP layer refuses itself get the API's JSON error envelope (as the services').
-    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? {
-        OpenAIService.refusal(status: status, message: message)
+    static func json<T: Encodable>(_ body: T, status: HTTPStatus = .ok) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "application/json", body: String(decoding: encodeJSON(body), as: UTF8.self))
     }
 }
