@@ -63,9 +63,8 @@ extension Engine {
             snapshotValue.measuredGoodput = speculator.measured
             snapshotValue.drafterLayerCost = speculator.drafter.layerCost
             snapshotValue.drafterSlotsHeld = speculator.drafter.slotsHeld
-            if speculator.accuracy.count % 32 == 1 || step == nil {
-                snapshotValue.learnedAcceptanceByDepth = speculator.calibration.acceptanceByDepth(source: DraftSource.learned)
-            }
+            // Every step (a few dozen sums): a benchmark reads it after its last request.
+            snapshotValue.learnedAcceptanceByDepth = speculator.calibration.acceptanceByDepth(source: DraftSource.learned)
         }
         if let step {
             snapshotValue.stepsTotal += 1

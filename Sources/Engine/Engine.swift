@@ -160,7 +160,8 @@ public final class Engine: @unchecked Sendable {
             }
             if let cost {
                 let (drafter, loaded) = DrafterFactory.make(config.drafter, model: model, cache: cache, learned: config.learnedDrafter,
-                                                            learnedCost: config.learnedLayerCost, statePath: config.drafterStatePath)
+                                                            learnedCost: config.learnedLayerCost, learnedWidth: config.learnedDraftWidth,
+                                                            statePath: config.drafterStatePath)
                 speculator = Speculator(drafter: drafter, cost: cost, strategy: config.strategy)
                 snapshotValue.drafterStateLoaded = loaded
             }

@@ -282,6 +282,9 @@ public struct EngineConfiguration: Sendable {
     public var learnedDrafter: LearnedDrafterWeights?
     /// The learned drafter's layer cost D to use instead of measuring it at start-up.
     public var learnedLayerCost: LayerCost?
+    /// Children the learned drafter adds below each node it expands (1: chains, what
+    /// `cast-bench drafter-check` compares with the drafter's offline acceptance).
+    public var learnedDraftWidth = 3
     /// A step-cost model to use instead of measuring one at start-up (e.g. from the on-disk cache).
     /// A fixed one (`CostModel.fixed()`, `CostModelFile`) is never refreshed and turns the
     /// speculator's measured guards off: planning then does not depend on the host's speed.

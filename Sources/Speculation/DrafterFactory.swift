@@ -25,10 +25,12 @@ public enum DrafterFactory {
     /// - Parameters:
     ///   - learned: the learned drafter's weights (nil: none).
     ///   - learnedCost: its layer cost D (nil: measured now).
+    ///   - learnedWidth: children the learned drafter adds below each node it expands (1: a chain).
     public static func make(_ kind: DrafterKind, model: Transformer, cache: KVCache, learned weights: LearnedDrafterWeights? = nil,
-                            learnedCost: LayerCost? = nil, statePath: String? = nil) -> (drafter: any Drafter, loadedState: Bool) {
+                            learnedCost: LayerCost? = nil, learnedWidth: Int = 3,
+                            statePath: String? = nil) -> (drafter: any Drafter, loadedState: Bool) {
         let vocab = model.config.vocabularySize
-        let learned = weights.flatMap { try? LearnedDrafter(weights: $0, slots: cache.slotCount, cost: learnedCost) }
+        let learned = weights.flatMap { try? LearnedDrafter(weights: $0, slots: cache.slotCount, width: learnedWidth, cost: learnedCost) }
         func withLearned(_ copy: [any Drafter]) -> any Drafter {
             let all = copy + (learned.map { [$0] } ?? [])
             return all.count == 1 ? all[0] : MergedDrafter(all)

@@ -254,9 +254,10 @@ extension CastBench {
                     }
                     for name in names {
                         let engine = engines[name]!
-                        stats[name, default: [:]][batch, default: EngineStats()].add(engine.snapshot)
+                        // The counters of a request's last step are published after it ends.
                         engine.shutdown()
                         engine.waitUntilStopped(timeout: .seconds(10))
+                        stats[name, default: [:]][batch, default: EngineStats()].add(engine.snapshot)
                         let mine = runs[name]![batch]!.filter { $0.round == round }
                         let t = Double(mine.reduce(0) { $0 + $1.tokens }) / mine.reduce(0) { $0 + $1.seconds }
                         log(String(format: "round %d  %-8@ B=%2d  %7.1f tok/s", round, name as NSString, batch, t))

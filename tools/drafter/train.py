@@ -43,20 +43,32 @@ def held_out_split(prompt_ids: list[str]) -> np.ndarray:
 class Data:
     """Sequences with their labels (the target's greedy token for the next position)."""
 
-    def __init__(self, replies_path: Path, features_path: Path, target: Target, log):
-        rows = [json.loads(l) for l in Path(replies_path).read_text().splitlines() if l.strip()]
-        d, vocab, seqs = read_features(features_path)
-        if d != target.d or vocab != target.vocab_size:
-            raise DrafterError(f"{features_path} has d = {d}, vocab = {vocab}; the target {target.path} has "
-                               f"{target.d}, {target.vocab_size}: compute the features with that model")
-        if len(rows) != len(seqs):
-            raise DrafterError(f"{replies_path} has {len(rows)} lines, {features_path} {len(seqs)} sequences: "
-                               "compute the features from that replies file")
+    def __init__(self, replies_paths, features_paths, target: Target, log):
+        """`replies_paths[i]` and `features_paths[i]` (one path each, or lists of equal length) are
+        a replies file and the features of its lines; the pairs are read in order."""
+        replies_paths = [replies_paths] if isinstance(replies_paths, (str, Path)) else list(replies_paths)
+        features_paths = [features_paths] if isinstance(features_paths, (str, Path)) else list(features_paths)
+        if len(replies_paths) != len(features_paths):
+            raise DrafterError(f"{len(replies_paths)} replies files but {len(features_paths)} features files: "
+                               "pass one features file per replies file, in the same order")
+        rows, seqs = [], []
+        for replies_path, features_path in zip(replies_paths, features_paths):
+            part = [json.loads(l) for l in Path(replies_path).read_text().splitlines() if l.strip()]
+            d, vocab, part_seqs = read_features(features_path)
+            if d != target.d or vocab != target.vocab_size:
+                raise DrafterError(f"{features_path} has d = {d}, vocab = {vocab}; the target {target.path} has "
+                                   f"{target.d}, {target.vocab_size}: compute the features with that model")
+            if len(part) != len(part_seqs):
+                raise DrafterError(f"{replies_path} has {len(part)} lines, {features_path} {len(part_seqs)} sequences: "
+                                   "compute the features from that replies file")
+            for r, s in zip(part, part_seqs):
+                if r["tokens"] != s.tokens.tolist():
+                    raise DrafterError(f"{features_path}: sequence {r.get('id')} differs from {replies_path}")
+            rows += part
+            seqs += part_seqs
         self.rows, self.seqs = rows, seqs
         self.labels = []      # per sequence: [n] target ids of the greedy token at row t + 1, -1 where unknown
         for r, s in zip(rows, seqs):
-            if r["tokens"] != s.tokens.tolist():
-                raise DrafterError(f"{features_path}: sequence {r.get('id')} differs from {replies_path}")
             n, p = len(s.tokens), s.prompt_tokens
             top1 = np.asarray(r.get("top1") or [], dtype=np.int64)
             lab = np.full(n, -1, dtype=np.int64)
@@ -296,8 +308,8 @@ def layer_bytes(target: Target, k: int, m: int, matrix_bytes: int = 2) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path, help="the target GGUF")
-    ap.add_argument("--replies", required=True, type=Path)
-    ap.add_argument("--features", required=True, type=Path)
+    ap.add_argument("--replies", required=True, type=Path, nargs="+", help="replies files (cast-bench replies)")
+    ap.add_argument("--features", required=True, type=Path, nargs="+", help="their features files, in the same order")
     ap.add_argument("--out", required=True, type=Path, help="the drafter GGUF to write")
     ap.add_argument("--report", type=Path, help="JSON report (default: OUT with .json)")
     ap.add_argument("--vocab", type=int, default=4096, help="draft vocabulary size K")
