@@ -70,6 +70,54 @@ extension OpenAIService {
             throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
         }
         let prompts = try promptTokens(r, chat: chat, b)
+        var run = CompletionRun(service: self, backend: b, request: r, chat: chat, prompts: prompts,
+                                id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
+        var stream: HTTPStream?
+        let outcome = try runChoices(r, prompts: prompts, backend: b, responder: responder, log: &log, start: start, submitted: { count in
+            guard r.stream else { return }
+            stream = responder.startEventStream()
+            for i in 0..<count { if let opening = run.openingChunk(i) { try? stream?.sendEvent(opening) } }
+        }, onEvent: { index, event, piece, state, finished in
+            guard let stream else { return }
+            for chunk in run.chunks(index, event: event, piece: piece, state: state, finished: finished) {
+                try stream.sendEvent(chunk)
+            }
+        })
+        guard let choices = outcome else { return }
+        if let failure = choices.compactMap(\.failed).first {
+            if let stream {
+                try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
+                stream.finish()
+                log.status = 200
+                return
+            }
+            throw OpenAIError.from(failure)
+        }
+        let usage = run.usage(choices)
+        record(promptTokens: usage.promptTokens, cachedTokens: usage.promptTokensDetails.cachedTokens,
+               completionTokens: usage.completionTokens, &log)
+        if let stream {
+            if r.includeUsage { try? stream.sendEvent(run.usageChunk(usage)) }
+            try? stream.sendEvent("[DONE]")
+            stream.finish()
+            return
+        }
+        responder.send(jsonResponse(run.response(choices, usage: usage)))
+    }
+}
+
+extension OpenAIService {
+    // MARK: - Running choices
+
+    /// Submits every choice of `r` (one per prompt and `n`) and runs them to the end: the one home
+    /// of the output grammar, stop handling and a client that went away. `submitted(choices)` runs
+    /// once every choice is queued (a refusal such as a full queue throws before it, so nothing is
+    /// sent yet); `onEvent(choice, event, newText, state, justFinished)` runs for every engine event,
+    /// and a throw from it (a failed write) counts as the client gone. Returns the choices, or nil
+    /// when the client went away (every choice cancelled, `log` says 499).
+    func runChoices(_ r: CompletionRequest, prompts: [[Int32]], backend b: Backend, responder: HTTPResponder, log: inout RequestLog,
+                    start: ContinuousClock.Instant, submitted: (Int) -> Void,
+                    onEvent: (Int, TokenEvent, String, ChoiceState, Bool) throws -> Void) throws -> [ChoiceState]? {
         let grammar: TokenGrammar? = try r.outputGrammar.map { text in
             do {
                 return try grammarCache.grammar(text, formatter: b.formatter)
@@ -77,8 +125,9 @@ extension OpenAIService {
                 throw OpenAIError.invalid(r.outputGrammarParam ?? "grammar", "the output grammar could not be built: \(error)")
             }
         }
+        let tokenizer = b.formatter.tokenizer
         let maxTokens = r.maxTokens ?? settings.defaultMaxTokens
-        let scorePrompt = !chat && r.echo && r.logprobs
+        let scorePrompt = r.echo && r.logprobs
         let queue = EventQueue()
         var choices: [ChoiceState] = []
         let stopTokens = b.formatter.stopTokens
@@ -104,13 +153,7 @@ extension OpenAIService {
         }
         let cancelAll = { for c in choices { if let h = c.handle { b.engine.cancel(h) } } }
         responder.onDisconnect { cancelAll() }
-        var run = CompletionRun(service: self, backend: b, request: r, chat: chat, prompts: prompts,
-                                id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
-        var stream: HTTPStream?
-        if r.stream {
-            stream = responder.startEventStream()
-            for i in choices.indices { if let opening = run.openingChunk(i) { try? stream?.sendEvent(opening) } }
-        }
+        submitted(choices.count)
         let clock = ContinuousClock()
         var firstToken = true
         var lastGoneCheck = clock.now
@@ -126,7 +169,7 @@ extension OpenAIService {
             // nothing until the end, so nothing else would notice a client that went away.
             if next == nil || clock.now - lastGoneCheck > .milliseconds(200) {
                 lastGoneCheck = clock.now
-                if responder.isClientGone { clientGone(); return }
+                if responder.isClientGone { clientGone(); return nil }
             }
             guard let (index, event) = next else { continue }
             if case .token = event, firstToken {
@@ -139,39 +182,24 @@ extension OpenAIService {
             if !wasDone, choices[index].finish == .stop, case .token = event, let h = choices[index].handle {
                 b.engine.cancel(h)  // a stop string ended this choice
             }
-            guard let stream else { continue }
             do {
-                for chunk in run.chunks(index, event: event, piece: piece, state: choices[index], finished: !wasDone && choices[index].finish != nil) {
-                    try stream.sendEvent(chunk)
-                }
+                try onEvent(index, event, piece, choices[index], !wasDone && choices[index].finish != nil)
             } catch {
                 clientGone()
-                return
+                return nil
             }
         }
-        if let failure = choices.compactMap(\.failed).first {
-            if let stream {
-                try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
-                stream.finish()
-                log.status = 200
-                return
-            }
-            throw OpenAIError.from(failure)
-        }
-        let usage = run.usage(choices)
-        metrics.promptTokens.increment(by: Int64(usage.promptTokens))
-        metrics.promptCachedTokens.increment(by: Int64(usage.promptTokensDetails.cachedTokens))
-        metrics.completionTokens.increment(by: Int64(usage.completionTokens))
-        log.promptTokens = usage.promptTokens
-        log.completionTokens = usage.completionTokens
+        return choices
+    }
+
+    /// Counts a finished request's usage in the metrics and its log line.
+    func record(promptTokens: Int, cachedTokens: Int, completionTokens: Int, _ log: inout RequestLog) {
+        metrics.promptTokens.increment(by: Int64(promptTokens))
+        metrics.promptCachedTokens.increment(by: Int64(cachedTokens))
+        metrics.completionTokens.increment(by: Int64(completionTokens))
+        log.promptTokens = promptTokens
+        log.completionTokens = completionTokens
         log.status = 200
-        if let stream {
-            if r.includeUsage { try? stream.sendEvent(run.usageChunk(usage)) }
-            try? stream.sendEvent("[DONE]")
-            stream.finish()
-            return
-        }
-        responder.send(jsonResponse(run.response(choices, usage: usage)))
     }
 }
 
