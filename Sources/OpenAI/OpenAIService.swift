@@ -27,12 +27,17 @@ public struct ServiceSettings: Sendable {
     public var defaultMaxTokens: Int
     /// Sampling parameters for the fields a request leaves out (`sampling_defaults`).
     public var samplingDefaults: SamplingDefaults
+    /// How many responses `POST /v1/responses` keeps for `previous_response_id` and `GET`
+    /// (`responses_store_size`; 0 keeps none).
+    public var responsesStoreSize: Int
 
-    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI) {
+    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI,
+                responsesStoreSize: Int = 256) {
         self.modelAliases = modelAliases
         self.apiKeys = apiKeys
         self.defaultMaxTokens = defaultMaxTokens
         self.samplingDefaults = samplingDefaults
+        self.responsesStoreSize = responsesStoreSize
     }
 }
 
@@ -58,10 +63,13 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private let created = Int(Date().timeIntervalSince1970)
     /// Output grammars of recent requests, bound to the model's vocabulary.
     let grammarCache = GrammarCache()
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}`.
+    let responseStore: ResponseStore
 
     public init(settings: ServiceSettings, logger: Logger) {
         self.settings = settings
         self.logger = logger
+        responseStore = ResponseStore(capacity: settings.responsesStoreSize)
     }
 
     /// The model is loaded: start serving.
@@ -152,6 +160,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"], "/v1/models": ["GET"],
         "/tokenize": ["POST"], "/detokenize": ["POST"], "/health": ["GET", "HEAD"], "/metrics": ["GET", "HEAD"],
         "/v1/cast/cost": ["GET"], "/v1/cast/events": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
+        "/v1/responses": ["POST"],
         "/": ["GET", "HEAD"], "/index.html": ["GET", "HEAD"], "/app.js": ["GET", "HEAD"], "/app.css": ["GET", "HEAD"],
         "/favicon.svg": ["GET", "HEAD"],
     ]
@@ -160,6 +169,9 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         let path = request.path
         guard let allowed = Self.routes[path] else {
             if path.hasPrefix("/v1/models/") && request.method == "GET" { return try model(String(path.dropFirst("/v1/models/".count)), responder, &log) }
+            if path.hasPrefix("/v1/responses/"), case let id = path.dropFirst("/v1/responses/".count), !id.isEmpty, !id.contains("/") {
+                return try storedResponse(String(id), method: request.method, responder, &log)
+            }
             throw OpenAIError.notFound(path)
         }
         guard allowed.contains(request.method) else { throw OpenAIError.methodNotAllowed(request.method, path, allowed: allowed) }
@@ -234,6 +246,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         case "/v1/chat/completions": try complete(request, chat: true, responder, &log, start: start)
         case "/v1/completions": try complete(request, chat: false, responder, &log, start: start)
         case "/v1/embeddings": try embeddings(request, responder, &log)
+        case "/v1/responses": try responses(request, responder, &log, start: start)
         case "/tokenizer_info": try tokenizerInfo(responder)
         default: throw OpenAIError.notFound(path)
         }

@@ -118,7 +118,7 @@ extension CastServe {
             let logger = Logger(label: "castserve")
             let service = OpenAIService(
                 settings: ServiceSettings(modelAliases: settings.modelAliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens,
-                                          samplingDefaults: settings.samplingDefaults),
+                                          samplingDefaults: settings.samplingDefaults, responsesStoreSize: settings.responsesStoreSize),
                 logger: logger)
             let httpConfig = HTTPServerConfiguration(
                 host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,
