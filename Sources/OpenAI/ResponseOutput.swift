@@ -9,23 +9,20 @@ import Foundation
 ///     output_item.done                                         (each function call)
 ///
 /// A reply read as tool calls (`ToolCallFormat`) becomes one `function_call` item per call; any
-/// other reply one message. The same builder serves streamed and whole responses, so both carry
+/// other reply one message. Its input is what the request core hands an adapter per step (new
+/// text, or tool-call deltas). The same builder serves streamed and whole responses, so both carry
 /// the same items.
 struct ResponseOutput {
-    /// Whether the reply may be tool calls (tools given and `tool_choice` not none).
-    let usesTools: Bool
     /// The output items so far (in progress until `finish`).
     private(set) var items: [ResponseOutputItem] = []
     /// The events' numbering (shared with the lifecycle events of the same stream).
     var encoder: ResponseEventEncoder
     private var messageIndex: Int?
     private var text = ""
-    private var calls = ToolCallStream()
     /// Output index of each call, by its index in the reply.
     private var callItems: [Int: Int] = [:]
 
-    init(usesTools: Bool, encoder: ResponseEventEncoder = ResponseEventEncoder()) {
-        self.usesTools = usesTools
+    init(encoder: ResponseEventEncoder = ResponseEventEncoder()) {
         self.encoder = encoder
     }
 
@@ -35,26 +32,24 @@ struct ResponseOutput {
         return prefix + "_" + String((0..<32).map { _ in alphabet.randomElement()! })
     }
 
-    /// Takes the reply's new text `piece` (`raw`: the whole reply so far) and returns the events
-    /// it makes.
-    mutating func append(piece: String, raw: String) -> [ResponseEvent] {
+    /// Takes one step of the reply: its new `text`, or, once it reads as tool calls, the new
+    /// tool-call pieces (`ToolCallStream`'s deltas: a call's first piece carries its id and name,
+    /// the next ones argument text). Returns the events it makes.
+    mutating func append(text piece: String, toolCalls: [ToolCallDelta]?) -> [ResponseEvent] {
         var out: [ResponseEvent] = []
-        if usesTools, case .calls = ToolCallFormat.read(raw) {
-            for delta in calls.deltas(raw) {
-                if let callID = delta.id {
-                    let item = ResponseOutputItem.functionCall(id: Self.newID("fc"), callID: callID, name: delta.function.name ?? "",
-                                                               arguments: "", status: "in_progress")
-                    callItems[delta.index] = items.count
-                    items.append(item)
-                    out.append(encoder.event("response.output_item.added", ResponseEventEncoder.Item(outputIndex: items.count - 1, item: item)))
-                }
-                guard let piece = delta.function.arguments, !piece.isEmpty, let i = callItems[delta.index],
-                      case .functionCall(let id, let callID, let name, let arguments, let status) = items[i] else { continue }
-                items[i] = .functionCall(id: id, callID: callID, name: name, arguments: arguments + piece, status: status)
-                out.append(encoder.event("response.function_call_arguments.delta",
-                                         ResponseEventEncoder.Arguments(itemID: id, outputIndex: i, delta: piece)))
+        for delta in toolCalls ?? [] {
+            if let callID = delta.id {
+                let item = ResponseOutputItem.functionCall(id: Self.newID("fc"), callID: callID, name: delta.function.name ?? "",
+                                                           arguments: "", status: "in_progress")
+                callItems[delta.index] = items.count
+                items.append(item)
+                out.append(encoder.event("response.output_item.added", ResponseEventEncoder.Item(outputIndex: items.count - 1, item: item)))
             }
-            return out
+            guard let arguments = delta.function.arguments, !arguments.isEmpty, let i = callItems[delta.index],
+                  case .functionCall(let id, let callID, let name, let sent, let status) = items[i] else { continue }
+            items[i] = .functionCall(id: id, callID: callID, name: name, arguments: sent + arguments, status: status)
+            out.append(encoder.event("response.function_call_arguments.delta",
+                                     ResponseEventEncoder.Arguments(itemID: id, outputIndex: i, delta: arguments)))
         }
         guard !piece.isEmpty else { return out }
         let (m, opened) = openMessage()

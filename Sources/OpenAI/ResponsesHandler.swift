@@ -56,7 +56,8 @@ extension OpenAIService {
                                   text: TextBody(format: format), usage: usage, metadata: Dictionary(wire.metadata, uniquingKeysWith: { $1 }))
         }
 
-        var output = ResponseOutput(usesTools: r.usesTools)
+        var output = ResponseOutput()
+        var calls = ToolCallStream()
         var stream: HTTPStream?
         func send(_ events: [ResponseEvent]) throws {
             guard let stream else { return }
@@ -70,7 +71,13 @@ extension OpenAIService {
                        output.encoder.event("response.in_progress", ResponseEventEncoder.Lifecycle(response: opening))])
         }, onEvent: { _, event, piece, state, _ in
             switch event {
-            case .token, .finished: try send(output.append(piece: piece, raw: state.raw))
+            case .token, .finished:
+                // A reply read as tool calls sends its calls, never its text.
+                if r.usesTools, case .calls = ToolCallFormat.read(state.raw) {
+                    try send(output.append(text: "", toolCalls: calls.deltas(state.raw)))
+                } else {
+                    try send(output.append(text: piece, toolCalls: nil))
+                }
             default: break
             }
         })
