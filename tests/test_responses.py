@@ -7,9 +7,11 @@ Greedy replies equal the same conversation through chat completions; speculation
 
 import json
 import unittest
+from typing import Annotated, Literal, Optional
 
 import jsonschema
 import openai
+from pydantic import BaseModel, Field
 
 from castserve_harness import MODEL_ID, Server
 
@@ -50,6 +52,21 @@ PERSON = {
     "required": ["name", "age", "role"],
     "additionalProperties": False,
 }
+Short = Annotated[str, Field(max_length=20)]
+
+
+class Stop(BaseModel):
+    city: Short
+    zip_code: str = Field(pattern=r"^\d{5}$")
+
+
+class Trip(BaseModel):
+    kind: Literal["train", "bus"]
+    days: int = Field(ge=1, le=14)
+    first: Stop
+    note: Optional[Short]
+
+
 # Long enough to fill whole KV blocks, so a second request reuses them.
 SYSTEM = ("You are a helpful assistant for a weather service. Answer briefly, in plain words, and never make up "
           "numbers you were not given. When a question is not about the weather, say so politely and offer help "
@@ -247,6 +264,16 @@ class TextFormatTest(unittest.TestCase):
             self.assertEqual(r.status, "completed", r.output_text)
             jsonschema.validate(json.loads(r.output_text), PERSON)
             self.assertEqual(r.text.format.type, "json_schema")
+
+    def test_responses_parse_fills_a_pydantic_model(self):
+        for prompt in ["Plan a short train trip.", "Plan a bus trip to Lyon."]:
+            r = client.responses.parse(model=MODEL_ID, input=prompt, text_format=Trip, max_output_tokens=96, temperature=0.7)
+            self.assertEqual(r.status, "completed", r.output_text)
+            trip = r.output_parsed
+            self.assertIsInstance(trip, Trip)
+            self.assertIn(trip.kind, ("train", "bus"))
+            self.assertTrue(1 <= trip.days <= 14)
+            self.assertRegex(trip.first.zip_code, r"^\d{5}$")
 
     def test_json_object_replies_are_objects(self):
         r = client.responses.create(model=MODEL_ID, input="Give me a JSON object about a cat.", max_output_tokens=64,
