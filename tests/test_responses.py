@@ -155,6 +155,15 @@ class EqualsChatTest(unittest.TestCase):
                                  tools=[chat_tool], tool_choice="none")
         self.assertEqual(r.output[0].type, "message")
 
+    def test_speculation_stays_on(self):
+        text = ("The river runs past the old mill, under the stone bridge, and out to the sea. "
+                "Every spring the water rises and every autumn it falls again.")
+        r = self.assertSameReply({"input": "Repeat this text exactly:\n\n" + text},
+                                 [{"role": "user", "content": "Repeat this text exactly:\n\n" + text}])
+        spec = r.usage.model_extra["speculation"]
+        self.assertGreater(spec["drafted_tokens"], 0)
+        self.assertLess(spec["decode_steps"], r.usage.output_tokens - 1)
+
     def test_message_items_with_content_parts(self):
         items = [
             {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]},

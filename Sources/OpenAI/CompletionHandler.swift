@@ -316,17 +316,21 @@ struct CompletionRun {
         let cachedTotal = choices.reduce(0) { $0 + $1.cachedTokens }
         var usage = Usage(promptTokens: promptTotal, completionTokens: completionTotal, totalTokens: promptTotal + completionTotal,
                           promptTokensDetails: PromptTokensDetails(cachedTokens: cachedTotal))
-        if backend.engine.configuration.speculation {
-            // An extension: clients that do not know the field ignore it.
-            let sum = { (f: (SpeculationUsage) -> Int) in choices.reduce(0) { $0 + f($1.speculation) } }
-            let drafted = sum { $0.draftedTokens }, accepted = sum { $0.acceptedTokens }
-            usage.speculation = SpeculationBody(draftedTokens: drafted, acceptedTokens: accepted, decodeSteps: sum { $0.decodeSteps },
-                                                speculativeSteps: sum { $0.speculativeSteps },
-                                                acceptanceRate: drafted > 0 ? Double(accepted) / Double(drafted) : 0,
-                                                forcedDraftedTokens: sum { $0.forcedDraftedTokens },
-                                                forcedAcceptedTokens: sum { $0.forcedAcceptedTokens })
-        }
+        usage.speculation = Self.speculation(choices, backend: backend)
         return usage
+    }
+
+    /// The `usage.speculation` extension (clients that do not know the field ignore it): what
+    /// speculative decoding did over `choices`, nil when the server does not speculate.
+    static func speculation(_ choices: [ChoiceState], backend: Backend) -> SpeculationBody? {
+        guard backend.engine.configuration.speculation else { return nil }
+        let sum = { (f: (SpeculationUsage) -> Int) in choices.reduce(0) { $0 + f($1.speculation) } }
+        let drafted = sum { $0.draftedTokens }, accepted = sum { $0.acceptedTokens }
+        return SpeculationBody(draftedTokens: drafted, acceptedTokens: accepted, decodeSteps: sum { $0.decodeSteps },
+                               speculativeSteps: sum { $0.speculativeSteps },
+                               acceptanceRate: drafted > 0 ? Double(accepted) / Double(drafted) : 0,
+                               forcedDraftedTokens: sum { $0.forcedDraftedTokens },
+                               forcedAcceptedTokens: sum { $0.forcedAcceptedTokens })
     }
 
     func response(_ choices: [ChoiceState], usage: Usage) -> Data {

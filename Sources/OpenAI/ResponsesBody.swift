@@ -55,6 +55,8 @@ struct ResponseUsage: Encodable {
     var outputTokens: Int
     var outputTokensDetails: ReasoningTokens
     var totalTokens: Int
+    /// CastServe extension, as on chat completions: what speculative decoding did.
+    var speculation: SpeculationBody?
 
     struct CachedTokens: Encodable {
         var cachedTokens: Int
@@ -68,7 +70,7 @@ struct ResponseUsage: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case inputTokens = "input_tokens", inputTokensDetails = "input_tokens_details", outputTokens = "output_tokens"
-        case outputTokensDetails = "output_tokens_details", totalTokens = "total_tokens"
+        case outputTokensDetails = "output_tokens_details", totalTokens = "total_tokens", speculation
     }
 }
 

@@ -96,7 +96,8 @@ extension OpenAIService {
         let closing = output.finish(complete: complete)
         let promptCount = prompts[0].count
         let usage = ResponseUsage(inputTokens: promptCount, inputTokensDetails: .init(cachedTokens: choice.cachedTokens),
-                                  outputTokens: choice.completionTokens, outputTokensDetails: .init(), totalTokens: promptCount + choice.completionTokens)
+                                  outputTokens: choice.completionTokens, outputTokensDetails: .init(), totalTokens: promptCount + choice.completionTokens,
+                                  speculation: CompletionRun.speculation(choices, backend: b))
         record(promptTokens: promptCount, cachedTokens: choice.cachedTokens, completionTokens: choice.completionTokens, &log)
         let final = body(status: complete ? "completed" : "incomplete", output: output.items, usage: usage)
         let encoded = encodeJSON(final)
