@@ -5,27 +5,23 @@ import HTTP
 import Model
 import Tokenizer
 
-/// POST /v1/chat/completions and /v1/completions: validated request -> prompts -> one engine
-/// request per (prompt, choice) -> streamed chunks or one typed response.
-///
-/// One home each: the context check (`checkContext`), stop strings (`ChoiceState`, which
-/// cancels its engine request here when one matches), and a client that went away
-/// (`clientGone`, polled while waiting and on a failed write, cancels every choice).
+/// POST /v1/chat/completions and /v1/completions, an adapter over the request core: the body
+/// parses into a `CompletionRequest`, becomes a `RunRequest` (`runRequest`, which the Anthropic
+/// messages adapter shares), and `CompletionRun` maps the run's updates to OpenAI's chunks and
+/// bodies. The context check, stop handling and a client that went away are `RequestRun`'s.
 extension OpenAIService {
-    // MARK: - Prompts
+    // MARK: - Request
 
-    /// Refuses a prompt the context cannot hold with at least one more position.
-    func checkContext(_ ids: [Int32], _ b: Backend, param: String) throws {
-        guard !ids.isEmpty else { throw OpenAIError.invalid(param, "The prompt is empty after tokenization") }
-        guard ids.count < b.contextLength else {
-            throw OpenAIError(status: .badRequest,
-                              message: "This model's context length is \(b.contextLength) tokens, but the prompt has \(ids.count) tokens; shorten the prompt (at least one token must remain for the completion)",
-                              type: "invalid_request_error", param: param, code: "context_length_exceeded")
+    /// Refuses a model name that is neither the loaded model's id nor one of its aliases.
+    func checkModel(_ name: String, _ b: Backend) throws {
+        guard name == b.modelID || settings.modelAliases.contains(name) else {
+            throw OpenAIError.modelNotFound(name, available: [b.modelID] + settings.modelAliases)
         }
     }
 
-    /// Prompt token ids of every prompt of `r`.
-    func promptTokens(_ r: CompletionRequest, chat: Bool, _ b: Backend) throws -> [[Int32]] {
+    /// Prompt token ids of every prompt of `r` (chat messages through the template, with the tool
+    /// instructions when tools are used).
+    func promptTokens(_ r: CompletionRequest, _ b: Backend) throws -> [[Int32]] {
         let tokenizer = b.formatter.tokenizer
         var out: [[Int32]] = []
         for p in r.prompts {
@@ -52,8 +48,32 @@ extension OpenAIService {
                 out.append(ids)
             }
         }
-        for ids in out { try checkContext(ids, b, param: chat ? "messages" : "prompt") }
         return out
+    }
+
+    /// The core's request for a validated chat or completions request: prompts rendered and
+    /// tokenized, the output grammar bound to the vocabulary, sampling and limits.
+    func runRequest(_ r: CompletionRequest, chat: Bool, _ b: Backend) throws -> RunRequest {
+        let tokenizer = b.formatter.tokenizer
+        if let bad = r.logitBias.keys.first(where: { Int($0) >= tokenizer.vocabularySize }) {
+            throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
+        }
+        let prompts = try promptTokens(r, b)
+        let grammar: TokenGrammar? = try r.outputGrammar.map { text in
+            do {
+                return try grammarCache.grammar(text, formatter: b.formatter)
+            } catch {
+                throw OpenAIError.invalid(r.outputGrammarParam ?? "grammar", "the output grammar could not be built: \(error)")
+            }
+        }
+        let scorePrompt = !chat && r.echo && r.logprobs
+        let sampling = SamplingParameters(temperature: r.temperature, topK: r.topK, topP: r.topP, minP: r.minP,
+                                          presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty, seed: r.seed)
+        let generation = GenerationRequest(promptTokens: [], maxTokens: r.maxTokens ?? settings.defaultMaxTokens, sampling: sampling,
+                                           stopTokens: [], logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
+                                           grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
+        return RunRequest(prompts: prompts, promptParam: chat ? "messages" : "prompt", choicesPerPrompt: r.n,
+                          generation: generation, stop: r.stop, readsToolCalls: r.usesTools)
     }
 
     // MARK: - Generation
@@ -62,172 +82,53 @@ extension OpenAIService {
                   start: ContinuousClock.Instant) throws {
         let b = try ready()
         let r = try CompletionRequest.parse(request.body, chat: chat, defaults: settings.samplingDefaults)
-        guard r.model == b.modelID || settings.modelAliases.contains(r.model) else {
-            throw OpenAIError.modelNotFound(r.model, available: [b.modelID] + settings.modelAliases)
-        }
-        let tokenizer = b.formatter.tokenizer
-        if let bad = r.logitBias.keys.first(where: { Int($0) >= tokenizer.vocabularySize }) {
-            throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
-        }
-        let prompts = try promptTokens(r, chat: chat, b)
-        var run = CompletionRun(service: self, backend: b, request: r, chat: chat, prompts: prompts,
-                                id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
+        try checkModel(r.model, b)
+        let run = try startRun(try runRequest(r, chat: chat, b), b)
+        let wire = CompletionRun(backend: b, request: r, chat: chat, prompts: run.request.prompts,
+                                 id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
         var stream: HTTPStream?
-        let outcome = try runChoices(r, prompts: prompts, backend: b, responder: responder, log: &log, start: start, submitted: { count in
-            guard r.stream else { return }
+        if r.stream {
             stream = responder.startEventStream()
-            for i in 0..<count { if let opening = run.openingChunk(i) { try? stream?.sendEvent(opening) } }
-        }, onEvent: { index, event, piece, state, finished in
-            guard let stream else { return }
-            for chunk in run.chunks(index, event: event, piece: piece, state: state, finished: finished) {
-                try stream.sendEvent(chunk)
-            }
-        })
-        guard let choices = outcome else { return }
-        if let failure = choices.compactMap(\.failed).first {
-            if let stream {
-                try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
-                stream.finish()
-                log.status = 200
-                return
-            }
-            throw OpenAIError.from(failure)
+            for i in run.choices.indices { if let opening = wire.openingChunk(i) { try? stream?.sendEvent(opening) } }
         }
-        let usage = run.usage(choices)
-        record(promptTokens: usage.promptTokens, cachedTokens: usage.promptTokensDetails.cachedTokens,
-               completionTokens: usage.completionTokens, &log)
+        let outcome = run.drive(responder) { update in
+            guard let stream else { return }
+            for chunk in wire.chunks(update, run: run) { try stream.sendEvent(chunk) }
+        }
+        record(run, outcome, &log, start: start)
+        switch outcome {
+        case .clientGone: return
+        case .failed(let failure):
+            guard let stream else { throw OpenAIError.from(failure) }
+            try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
+            stream.finish()
+            log.status = 200
+            return
+        case .completed: break
+        }
+        let usage = wire.usage(run.usage)
         if let stream {
-            if r.includeUsage { try? stream.sendEvent(run.usageChunk(usage)) }
+            if r.includeUsage { try? stream.sendEvent(wire.usageChunk(usage)) }
             try? stream.sendEvent("[DONE]")
             stream.finish()
             return
         }
-        responder.send(jsonResponse(run.response(choices, usage: usage)))
+        responder.send(jsonResponse(wire.response(run, usage: usage)))
     }
 }
 
-extension OpenAIService {
-    // MARK: - Running choices
-
-    /// Submits every choice of `r` (one per prompt and `n`) and runs them to the end: the one home
-    /// of the output grammar, stop handling and a client that went away. `submitted(choices)` runs
-    /// once every choice is queued (a refusal such as a full queue throws before it, so nothing is
-    /// sent yet); `onEvent(choice, event, newText, state, justFinished)` runs for every engine event,
-    /// and a throw from it (a failed write) counts as the client gone. Returns the choices, or nil
-    /// when the client went away (every choice cancelled, `log` says 499).
-    func runChoices(_ r: CompletionRequest, prompts: [[Int32]], backend b: Backend, responder: HTTPResponder, log: inout RequestLog,
-                    start: ContinuousClock.Instant, submitted: (Int) -> Void,
-                    onEvent: (Int, TokenEvent, String, ChoiceState, Bool) throws -> Void) throws -> [ChoiceState]? {
-        let grammar: TokenGrammar? = try r.outputGrammar.map { text in
-            do {
-                return try grammarCache.grammar(text, formatter: b.formatter)
-            } catch {
-                throw OpenAIError.invalid(r.outputGrammarParam ?? "grammar", "the output grammar could not be built: \(error)")
-            }
-        }
-        let tokenizer = b.formatter.tokenizer
-        let maxTokens = r.maxTokens ?? settings.defaultMaxTokens
-        let scorePrompt = r.echo && r.logprobs
-        let queue = EventQueue()
-        var choices: [ChoiceState] = []
-        let stopTokens = b.formatter.stopTokens
-        for (p, ids) in prompts.enumerated() {
-            for k in 0..<r.n {
-                let index = p * r.n + k
-                let sampling = SamplingParameters(temperature: r.temperature, topK: r.topK, topP: r.topP, minP: r.minP,
-                                                  presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty,
-                                                  seed: r.seed.map { $0 &+ UInt64(index) })
-                let g = GenerationRequest(promptTokens: ids, maxTokens: min(maxTokens, b.contextLength - ids.count), sampling: sampling,
-                                          stopTokens: stopTokens, logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
-                                          grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
-                var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
-                state.readsToolCalls = r.usesTools
-                do {
-                    state.handle = try b.engine.submit(g) { queue.push(index, $0) }
-                } catch let e as EngineError {
-                    for c in choices { if let h = c.handle { b.engine.cancel(h) } }
-                    throw OpenAIError.from(e)
-                }
-                choices.append(state)
-            }
-        }
-        let cancelAll = { for c in choices { if let h = c.handle { b.engine.cancel(h) } } }
-        responder.onDisconnect { cancelAll() }
-        submitted(choices.count)
-        let clock = ContinuousClock()
-        var firstToken = true
-        var lastGoneCheck = clock.now
-        /// The one place a vanished client ends the request.
-        func clientGone() {
-            cancelAll()
-            log.status = 499
-            log.error = "client disconnected"
-        }
-        while choices.contains(where: { !$0.isDone }) {
-            let next = queue.pop(timeout: 1)
-            // Poll the socket now and then even while tokens flow: a non-streaming response writes
-            // nothing until the end, so nothing else would notice a client that went away.
-            if next == nil || clock.now - lastGoneCheck > .milliseconds(200) {
-                lastGoneCheck = clock.now
-                if responder.isClientGone { clientGone(); return nil }
-            }
-            guard let (index, event) = next else { continue }
-            if case .token = event, firstToken {
-                firstToken = false
-                metrics.timeToFirstToken.record(clock.now - start)
-                log.ttft = clock.now - start
-            }
-            let wasDone = choices[index].finish != nil
-            let piece = choices[index].take(event, stopTokens: stopTokens)
-            if !wasDone, choices[index].finish == .stop, case .token = event, let h = choices[index].handle {
-                b.engine.cancel(h)  // a stop string ended this choice
-            }
-            do {
-                try onEvent(index, event, piece, choices[index], !wasDone && choices[index].finish != nil)
-            } catch {
-                clientGone()
-                return nil
-            }
-        }
-        return choices
-    }
-
-    /// Counts a finished request's usage in the metrics and its log line.
-    func record(promptTokens: Int, cachedTokens: Int, completionTokens: Int, _ log: inout RequestLog) {
-        metrics.promptTokens.increment(by: Int64(promptTokens))
-        metrics.promptCachedTokens.increment(by: Int64(cachedTokens))
-        metrics.completionTokens.increment(by: Int64(completionTokens))
-        log.promptTokens = promptTokens
-        log.completionTokens = completionTokens
-        log.status = 200
-    }
-}
-
-/// The response side of one completion request: chunk and body shapes, log-probabilities,
+/// The wire side of one chat or completions request: chunk and body shapes, log-probabilities,
 /// echo, tool calls.
 struct CompletionRun {
-    let service: OpenAIService
     let backend: Backend
     let request: CompletionRequest
     let chat: Bool
     let prompts: [[Int32]]
     let id: String
     let created: Int
-    /// Per choice: tool-call deltas sent so far (streaming), and whether its reply is calls.
-    var toolStreams: [Int: ToolCallStream] = [:]
 
     var tokenizer: Tokenizer { backend.formatter.tokenizer }
     var model: String { backend.modelID }
-
-    init(service: OpenAIService, backend: Backend, request: CompletionRequest, chat: Bool, prompts: [[Int32]], id: String, created: Int) {
-        self.service = service
-        self.backend = backend
-        self.request = request
-        self.chat = chat
-        self.prompts = prompts
-        self.id = id
-        self.created = created
-    }
 
     func text<T: Encodable>(_ value: T) -> String { String(decoding: encodeJSON(value), as: UTF8.self) }
 
@@ -243,35 +144,32 @@ struct CompletionRun {
         return nil
     }
 
-    /// The chunks an engine event of choice `i` produces (`piece`: its new text).
-    mutating func chunks(_ i: Int, event: TokenEvent, piece: String, state: ChoiceState, finished: Bool) -> [String] {
+    /// The chunks one update of the run produces.
+    func chunks(_ u: ChoiceUpdate, run: RequestRun) -> [String] {
+        let i = u.choice
+        let state = run.choices[i]
         var out: [String] = []
-        if !chat, request.echo, case .started = event {
+        switch u.kind {
+        case .started where !chat && request.echo:
             // The prompt comes first, with its own log-probabilities when asked.
-            let prefix = echoPrefix(i)
             let lp = request.logprobs ? promptLogprobs(state, choice: i) : nil
             out.append(text(Completion(id: id, created: created, model: model,
-                                       choices: [CompletionChoice(index: i, text: prefix, logprobs: lp, finishReason: nil)])))
-        }
-        if case .token(let t) = event, !backend.formatter.stopTokens.contains(t.id) || !piece.isEmpty || (!chat && request.logprobs) {
-            let generated = !backend.formatter.stopTokens.contains(t.id)
+                                       choices: [CompletionChoice(index: i, text: echoPrefix(i), logprobs: lp, finishReason: nil)])))
+        case .token(let t, let endOfTurn) where !endOfTurn || !u.text.isEmpty || (!chat && request.logprobs):
             if chat {
                 var delta = ChatDelta()
                 var logprobs: ChatLogprobs?
-                if request.logprobs && generated { logprobs = ChatLogprobs(content: [chatLogprob(t)]) }
-                if request.usesTools, case .calls = ToolCallFormat.read(state.raw) {
-                    var s = toolStreams[i] ?? ToolCallStream()
-                    let deltas = s.deltas(state.raw)
-                    toolStreams[i] = s
-                    if !deltas.isEmpty { delta.toolCalls = deltas }
-                } else if !piece.isEmpty {
-                    delta.content = piece
+                if request.logprobs && !endOfTurn { logprobs = ChatLogprobs(content: [chatLogprob(t)]) }
+                if let calls = u.toolCalls {
+                    if !calls.isEmpty { delta.toolCalls = calls }
+                } else if !u.text.isEmpty {
+                    delta.content = u.text
                 }
                 if delta.toolCalls != nil || delta.content != nil || logprobs != nil {
                     out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                         choices: [ChatChunkChoice(index: i, delta: delta, logprobs: logprobs, finishReason: nil)])))
                 }
-            } else if !piece.isEmpty || request.logprobs {
+            } else if !u.text.isEmpty || request.logprobs {
                 var lp: CompletionLogprobs?
                 if request.logprobs {
                     var l = CompletionLogprobs()
@@ -279,19 +177,20 @@ struct CompletionRun {
                     lp = l
                 }
                 out.append(text(Completion(id: id, created: created, model: model,
-                                           choices: [CompletionChoice(index: i, text: piece, logprobs: lp, finishReason: nil)])))
+                                           choices: [CompletionChoice(index: i, text: u.text, logprobs: lp, finishReason: nil)])))
             }
-        } else if case .finished = event, !piece.isEmpty {
+        case .ended where !u.text.isEmpty:
             if chat {
                 out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
-                                                    choices: [ChatChunkChoice(index: i, delta: ChatDelta(content: piece), logprobs: nil, finishReason: nil)])))
+                                                    choices: [ChatChunkChoice(index: i, delta: ChatDelta(content: u.text), logprobs: nil, finishReason: nil)])))
             } else {
                 out.append(text(Completion(id: id, created: created, model: model,
-                                           choices: [CompletionChoice(index: i, text: piece, logprobs: nil, finishReason: nil)])))
+                                           choices: [CompletionChoice(index: i, text: u.text, logprobs: nil, finishReason: nil)])))
             }
+        default: break
         }
-        if finished, let reason = state.finish {
-            let finish = finishReason(reason, state: state)
+        if u.finished, let reason = state.finish {
+            let finish = chat && run.endedWithToolCalls(i) ? "tool_calls" : reason.apiValue
             if chat {
                 out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                     choices: [ChatChunkChoice(index: i, delta: ChatDelta(), logprobs: nil, finishReason: finish)])))
@@ -310,43 +209,29 @@ struct CompletionRun {
 
     // MARK: - Whole responses
 
-    func usage(_ choices: [ChoiceState]) -> Usage {
-        let promptTotal = prompts.reduce(0) { $0 + $1.count } * request.n
-        let completionTotal = choices.reduce(0) { $0 + $1.completionTokens }
-        let cachedTotal = choices.reduce(0) { $0 + $1.cachedTokens }
-        var usage = Usage(promptTokens: promptTotal, completionTokens: completionTotal, totalTokens: promptTotal + completionTotal,
-                          promptTokensDetails: PromptTokensDetails(cachedTokens: cachedTotal))
-        usage.speculation = Self.speculation(choices, backend: backend)
+    func usage(_ run: RunUsage) -> Usage {
+        var usage = Usage(promptTokens: run.promptTokens, completionTokens: run.completionTokens,
+                          totalTokens: run.promptTokens + run.completionTokens,
+                          promptTokensDetails: PromptTokensDetails(cachedTokens: run.cachedTokens))
+        usage.speculation = SpeculationBody(run.speculation, backend: backend)
         return usage
     }
 
-    /// The `usage.speculation` extension (clients that do not know the field ignore it): what
-    /// speculative decoding did over `choices`, nil when the server does not speculate.
-    static func speculation(_ choices: [ChoiceState], backend: Backend) -> SpeculationBody? {
-        guard backend.engine.configuration.speculation else { return nil }
-        let sum = { (f: (SpeculationUsage) -> Int) in choices.reduce(0) { $0 + f($1.speculation) } }
-        let drafted = sum { $0.draftedTokens }, accepted = sum { $0.acceptedTokens }
-        return SpeculationBody(draftedTokens: drafted, acceptedTokens: accepted, decodeSteps: sum { $0.decodeSteps },
-                               speculativeSteps: sum { $0.speculativeSteps },
-                               acceptanceRate: drafted > 0 ? Double(accepted) / Double(drafted) : 0,
-                               forcedDraftedTokens: sum { $0.forcedDraftedTokens },
-                               forcedAcceptedTokens: sum { $0.forcedAcceptedTokens })
-    }
-
-    func response(_ choices: [ChoiceState], usage: Usage) -> Data {
+    func response(_ run: RequestRun, usage: Usage) -> Data {
         let stopTokens = backend.formatter.stopTokens
+        let choices = run.choices
         if chat {
             let body = ChatCompletion(id: id, created: created, model: model, choices: choices.enumerated().map { i, c in
                 let generated = c.tokens.filter { !stopTokens.contains($0.id) }
                 var message = ChatMessageBody(content: c.text)
-                if request.usesTools, c.finish != .length, case .calls(let calls) = ToolCallFormat.read(c.raw), !calls.isEmpty,
-                   calls.allSatisfy(\.complete) {
+                if let calls = run.toolCalls(i) {
                     message.content = nil
-                    message.toolCalls = calls.map { ToolCallBody(id: ToolCallFormat.newID(), function: FunctionCallBody(name: $0.name ?? "", arguments: $0.arguments)) }
+                    message.toolCalls = calls.map { ToolCallBody(id: $0.id, function: FunctionCallBody(name: $0.name, arguments: $0.arguments)) }
                 }
+                let finish = message.toolCalls != nil || run.endedWithToolCalls(i) ? "tool_calls" : (c.finish ?? .length).apiValue
                 return ChatChoice(index: i, message: message,
                                   logprobs: request.logprobs ? ChatLogprobs(content: generated.map(chatLogprob)) : nil,
-                                  finishReason: message.toolCalls != nil ? "tool_calls" : finishReason(c.finish ?? .length, state: c))
+                                  finishReason: finish)
             }, usage: usage)
             return encodeJSON(body)
         }
@@ -363,11 +248,6 @@ struct CompletionRun {
             return CompletionChoice(index: i, text: prefix + c.text, logprobs: lp, finishReason: (c.finish ?? .length).apiValue)
         }, usage: usage)
         return encodeJSON(body)
-    }
-
-    func finishReason(_ reason: FinishReason, state: ChoiceState) -> String {
-        if chat, request.usesTools, reason == .stop, case .calls(let calls) = ToolCallFormat.read(state.raw), !calls.isEmpty { return "tool_calls" }
-        return reason.apiValue
     }
 
     // MARK: - Log-probabilities and echo

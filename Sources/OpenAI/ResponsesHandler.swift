@@ -3,8 +3,9 @@ import Foundation
 import HTTP
 
 /// `POST /v1/responses` (the OpenAI Responses API), an adapter over the request core
-/// (`runChoices`): the body becomes one chat conversation and one internal request, the engine's
-/// events become output items and stream events (`ResponseOutput`), and the finished response
+/// (`RequestRun`): the body becomes one chat conversation and the `CompletionRequest` it equals
+/// (so the prompt, grammar and limits are chat's), the run's updates become output items and
+/// stream events (`ResponseOutput`), and the finished response
 /// goes to the `ResponseStore` unless `store` is false. `GET` and `DELETE /v1/responses/{id}`
 /// read and remove stored ones.
 extension OpenAIService {
@@ -13,9 +14,7 @@ extension OpenAIService {
     func responses(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
         let b = try ready()
         let wire = try JSONValueDecoder.decode(ResponsesRequest.self, body: request.body)
-        guard wire.model == b.modelID || settings.modelAliases.contains(wire.model) else {
-            throw OpenAIError.modelNotFound(wire.model, available: [b.modelID] + settings.modelAliases)
-        }
+        try checkModel(wire.model, b)
         if wire.store == true && responseStore.capacity == 0 {
             throw ResponsesRequest.refuse("store", "the response store is off (config responses_store_size is 0); send 'store': false or raise responses_store_size")
         }
@@ -32,7 +31,9 @@ extension OpenAIService {
         }
         let messages = ResponsesRequest.conversation(instructions: wire.instructions, history: history, input: wire.input)
         let r = try wire.completionRequest(messages: messages, defaults: settings.samplingDefaults)
-        let prompts = try promptTokens(r, chat: true, b)
+        var runRequest = try self.runRequest(r, chat: true, b)
+        runRequest.promptParam = "input"
+        let run = try startRun(runRequest, b)
 
         let id = "resp_" + responder.requestID
         let createdAt = Int(Date().timeIntervalSince1970)
@@ -57,32 +58,25 @@ extension OpenAIService {
         }
 
         var output = ResponseOutput()
-        var calls = ToolCallStream()
         var stream: HTTPStream?
         func send(_ events: [ResponseEvent]) throws {
             guard let stream else { return }
             for e in events { try stream.sendEvent(e.data, event: e.name) }
         }
-        let outcome = try runChoices(r, prompts: prompts, backend: b, responder: responder, log: &log, start: start, submitted: { _ in
-            guard wire.stream else { return }
+        if wire.stream {
             stream = responder.startEventStream()
             let opening = body(status: "in_progress", output: [], usage: nil)
             try? send([output.encoder.event("response.created", ResponseEventEncoder.Lifecycle(response: opening)),
                        output.encoder.event("response.in_progress", ResponseEventEncoder.Lifecycle(response: opening))])
-        }, onEvent: { _, event, piece, state, _ in
-            switch event {
-            case .token, .finished:
-                // A reply read as tool calls sends its calls, never its text.
-                if r.usesTools, case .calls = ToolCallFormat.read(state.raw) {
-                    try send(output.append(text: "", toolCalls: calls.deltas(state.raw)))
-                } else {
-                    try send(output.append(text: piece, toolCalls: nil))
-                }
-            default: break
-            }
-        })
-        guard let choices = outcome, let choice = choices.first else { return }
-        if let failure = choice.failed {
+        }
+        // Updates always build the output (streamed or not), so both carry the same items.
+        let outcome = run.drive(responder) { update in
+            try send(output.append(text: update.text, toolCalls: update.toolCalls))
+        }
+        record(run, outcome, &log, start: start)
+        switch outcome {
+        case .clientGone: return
+        case .failed(let failure):
             let error = OpenAIError.from(failure)
             guard stream != nil else { throw error }
             let failed = body(status: "failed", output: output.items, usage: nil,
@@ -91,14 +85,14 @@ extension OpenAIService {
             stream?.finish()
             log.status = 200
             return
+        case .completed: break
         }
-        let complete = choice.finish != .length
+        let complete = run.choices[0].finish != .length
         let closing = output.finish(complete: complete)
-        let promptCount = prompts[0].count
-        let usage = ResponseUsage(inputTokens: promptCount, inputTokensDetails: .init(cachedTokens: choice.cachedTokens),
-                                  outputTokens: choice.completionTokens, outputTokensDetails: .init(), totalTokens: promptCount + choice.completionTokens,
-                                  speculation: CompletionRun.speculation(choices, backend: b))
-        record(promptTokens: promptCount, cachedTokens: choice.cachedTokens, completionTokens: choice.completionTokens, &log)
+        let u = run.usage
+        let usage = ResponseUsage(inputTokens: u.promptTokens, inputTokensDetails: .init(cachedTokens: u.cachedTokens),
+                                  outputTokens: u.completionTokens, outputTokensDetails: .init(), totalTokens: u.promptTokens + u.completionTokens,
+                                  speculation: SpeculationBody(u.speculation, backend: b))
         let final = body(status: complete ? "completed" : "incomplete", output: output.items, usage: usage)
         let encoded = encodeJSON(final)
         if stores {
