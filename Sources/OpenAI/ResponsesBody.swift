@@ -1,5 +1,4 @@
 import Foundation
-import Grammar
 
 // The response object of the Responses API and its streamed events, as Codable types in OpenAI's
 // shapes (fields OpenAI sends as an explicit `null` are `Nullable`).
@@ -138,7 +137,7 @@ struct FunctionToolBody: Encodable {
     var type = "function"
     var name: String
     @Nullable var description: String?
-    var parameters: JSONBody
+    var parameters: JSONFragment
     var strict: Bool
 }
 
@@ -149,36 +148,8 @@ struct TextBody: Encodable {
     struct Format: Encodable {
         var type: String
         var name: String?
-        var schema: JSONBody?
+        var schema: JSONFragment?
         var strict: Bool?
-    }
-}
-
-/// A `JSONValue` written by an `Encoder` (a schema sent back).
-struct JSONBody: Encodable {
-    var value: JSONValue
-
-    func encode(to encoder: Encoder) throws {
-        switch value {
-        case .null:
-            var c = encoder.singleValueContainer()
-            try c.encodeNil()
-        case .bool(let b):
-            var c = encoder.singleValueContainer()
-            try c.encode(b)
-        case .number(let n):
-            var c = encoder.singleValueContainer()
-            if let i = Int(n) { try c.encode(i) } else { try c.encode(Double(n) ?? 0) }
-        case .string(let s):
-            var c = encoder.singleValueContainer()
-            try c.encode(s)
-        case .array(let items):
-            var c = encoder.unkeyedContainer()
-            for item in items { try c.encode(JSONBody(value: item)) }
-        case .object(let members):
-            var c = encoder.container(keyedBy: AnyKey.self)
-            for (k, v) in members { try c.encode(JSONBody(value: v), forKey: AnyKey(stringValue: k)) }
-        }
     }
 }
 

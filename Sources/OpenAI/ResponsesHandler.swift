@@ -13,7 +13,7 @@ extension OpenAIService {
 
     func responses(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
         let b = try ready()
-        let wire = try JSONValueDecoder.decode(ResponsesRequest.self, body: request.body)
+        let wire = try ResponsesRequest.parse(request.body)
         try checkModel(wire.model, b)
         if wire.store == true && responseStore.capacity == 0 {
             throw ResponsesRequest.refuse("store", "the response store is off (config responses_store_size is 0); send 'store': false or raise responses_store_size")
@@ -40,10 +40,10 @@ extension OpenAIService {
         let stores = wire.store ?? (responseStore.capacity > 0)
         func body(status: String, output: [ResponseOutputItem], usage: ResponseUsage?, error: ResponseErrorBody? = nil) -> ResponseObject {
             var format = TextBody.Format(type: "text")
-            switch wire.text?.format {
+            switch wire.text {
             case .jsonObject?: format.type = "json_object"
             case .jsonSchema(let name, let schema, let strict)?:
-                format = TextBody.Format(type: "json_schema", name: name, schema: JSONBody(value: schema), strict: strict ?? false)
+                format = TextBody.Format(type: "json_schema", name: name, schema: JSONFragment(schema), strict: strict ?? false)
             case .text?, nil: break
             }
             return ResponseObject(id: id, createdAt: createdAt, status: status,
@@ -53,7 +53,7 @@ extension OpenAIService {
                                   store: stores, temperature: Double("\(r.temperature)") ?? 1, topP: Double("\(r.topP)") ?? 1,
                                   toolChoice: ToolChoiceBody(choice: r.toolChoice),
                                   tools: wire.tools.map { FunctionToolBody(name: $0.name, description: $0.description,
-                                                                           parameters: JSONBody(value: $0.parameters), strict: $0.strict ?? false) },
+                                                                           parameters: JSONFragment($0.parameters), strict: $0.strict ?? false) },
                                   text: TextBody(format: format), usage: usage, metadata: Dictionary(wire.metadata, uniquingKeysWith: { $1 }))
         }
 

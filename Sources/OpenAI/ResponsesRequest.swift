@@ -1,11 +1,11 @@
 import Foundation
 import Grammar
 
-/// A `POST /v1/responses` body (the OpenAI Responses API) as its Codable wire types, decoded once
-/// by `JSONValueDecoder`. `ResponsesRequest.completionRequest` turns it into the one internal
-/// request; everything that would change the answer and is not supported is a 400 naming the
-/// field, never dropped.
-struct ResponsesRequest: Decodable {
+/// A `POST /v1/responses` body (the OpenAI Responses API) as typed values, read once through
+/// `JSONFields` (errors name the field's path). `completionRequest` turns it into the
+/// `CompletionRequest` it equals; everything that would change the answer and is not supported
+/// is a 400 naming the field, never dropped.
+struct ResponsesRequest {
     var model: String
     var input: [InputItem]
     var instructions: String?
@@ -13,8 +13,8 @@ struct ResponsesRequest: Decodable {
     var temperature: Float?
     var topP: Float?
     var tools: [FunctionTool]
-    var toolChoice: ToolChoiceWire?
-    var text: TextConfig?
+    var toolChoice: ToolChoice?
+    var text: TextFormat?
     var parallelToolCalls: Bool?
     var stream: Bool
     var previousResponseID: String?
@@ -25,108 +25,85 @@ struct ResponsesRequest: Decodable {
     /// CastServe extension: false turns speculative decoding off for this request.
     var speculation: Bool
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
-        case model, input, instructions, maxOutputTokens = "max_output_tokens", temperature, topP = "top_p", tools
-        case toolChoice = "tool_choice", text, parallelToolCalls = "parallel_tool_calls", stream
-        case previousResponseID = "previous_response_id", store, metadata, speculation
-        // Accepted: they do not change the answer (or only say what already happens).
-        case user, truncation, include, serviceTier = "service_tier", promptCacheKey = "prompt_cache_key"
-        case safetyIdentifier = "safety_identifier", streamOptions = "stream_options", background, reasoning
-        case topLogprobs = "top_logprobs", maxToolCalls = "max_tool_calls", prompt, conversation
-    }
+    /// Every field the route reads. Besides those that shape the answer: accepted as they are
+    /// (`user`, `service_tier`, `prompt_cache_key`, `safety_identifier`, `stream_options`), and
+    /// accepted only with a value that asks for nothing CastServe lacks (the rest).
+    static let fields = ["model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools", "tool_choice", "text",
+                         "parallel_tool_calls", "stream", "previous_response_id", "store", "metadata", "speculation",
+                         "user", "service_tier", "prompt_cache_key", "safety_identifier", "stream_options",
+                         "truncation", "include", "background", "reasoning", "top_logprobs", "max_tool_calls", "prompt", "conversation"]
 
-    /// Fields the Responses API has that CastServe cannot honour, and why; each is a 400 when sent
-    /// with a value that asks for it.
+    /// A 400 for a field CastServe cannot honour, and why.
     static func refuse(_ field: String, _ why: String) -> OpenAIError {
         OpenAIError.invalid(field, "'\(field)' is not supported: \(why)", code: "unsupported_parameter")
     }
 
-    init(from decoder: Decoder) throws {
-        try decoder.refuseUnknownKeys(Set(CodingKeys.allCases.map(\.rawValue)), what: "a Responses API request")
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        model = try c.decodeIfPresent(String.self, forKey: .model) ?? ""
+    /// Parses and validates a request body.
+    static func parse(_ body: Data) throws -> ResponsesRequest {
+        let json = try JSONFields.body(body)
+        try json.refuseUnknown(fields, route: "POST /v1/responses")
+        let model = try json.string("model") ?? ""
         guard !model.isEmpty else {
             throw OpenAIError.invalid("model", "'model' is required: the loaded model's id or 'default' (see GET /v1/models)", code: "missing_required_parameter")
         }
-        if let text = try? c.decode(String.self, forKey: .input) {
-            input = [InputItem.message(role: "user", text: text)]
-        } else if c.contains(.input), try !c.decodeNil(forKey: .input) {
-            guard (try? c.nestedUnkeyedContainer(forKey: .input)) != nil else {
-                throw OpenAIError.invalid("input", "'input' must be a string or a list of items (messages, function_call, function_call_output)")
-            }
-            input = try c.decode([InputItem].self, forKey: .input)
-        } else {
-            input = []
+        var input: [InputItem] = []
+        switch json["input"] {
+        case .string(let text)?: input = [.message(role: "user", text: text)]
+        case .array(let items)?: input = try items.enumerated().map { try InputItem.parse($1, path: "input[\($0)]") }
+        case nil: break
+        default: throw json.invalid("input", "'input' must be a string or a list of items (messages, function_call, function_call_output)")
         }
-        instructions = try c.decodeIfPresent(String.self, forKey: .instructions)
-        maxOutputTokens = try c.decodeIfPresent(Int.self, forKey: .maxOutputTokens)
-        if let m = maxOutputTokens, !(1...1_048_576).contains(m) {
-            throw OpenAIError.invalid("max_output_tokens", "'max_output_tokens' is \(m); it must be between 1 and 1048576")
-        }
-        temperature = try c.decodeIfPresent(Float.self, forKey: .temperature)
-        if let t = temperature, !(0...2).contains(t) { throw OpenAIError.invalid("temperature", "'temperature' is \(t); it must be between 0 and 2") }
-        topP = try c.decodeIfPresent(Float.self, forKey: .topP)
-        if let p = topP, !(p > 0 && p <= 1) { throw OpenAIError.invalid("top_p", "'top_p' is \(p); it must be greater than 0 and at most 1") }
-        tools = try c.decodeIfPresent([FunctionTool].self, forKey: .tools) ?? []
-        guard tools.count <= 128 else { throw OpenAIError.invalid("tools", "'tools' holds \(tools.count) functions; at most 128") }
+        let tools = try (json.array("tools") ?? []).enumerated().map { try FunctionTool.parse($1, path: "tools[\($0)]") }
+        guard tools.count <= 128 else { throw json.invalid("tools", "'tools' holds \(tools.count) functions; at most 128") }
         for (i, t) in tools.enumerated() where tools[..<i].contains(where: { $0.name == t.name }) {
             throw OpenAIError.invalid("tools[\(i)].name", "two tools are named '\(t.name)'; names must be unique")
         }
-        toolChoice = try c.decodeIfPresent(ToolChoiceWire.self, forKey: .toolChoice)
-        text = try c.decodeIfPresent(TextConfig.self, forKey: .text)
-        parallelToolCalls = try c.decodeIfPresent(Bool.self, forKey: .parallelToolCalls)
-        stream = try c.decodeIfPresent(Bool.self, forKey: .stream) ?? false
-        previousResponseID = try c.decodeIfPresent(String.self, forKey: .previousResponseID)
-        store = try c.decodeIfPresent(Bool.self, forKey: .store)
-        speculation = try c.decodeIfPresent(Bool.self, forKey: .speculation) ?? true
-        metadata = []
-        if let raw = try c.decodeIfPresent(OrderedJSON.self, forKey: .metadata) {
-            switch raw.value {
-            case .null: break
-            case .object(let members):
-                guard members.count <= 16 else { throw OpenAIError.invalid("metadata", "'metadata' holds \(members.count) pairs; at most 16") }
-                metadata = try members.map { key, value in
-                    guard case .string(let s) = value else { throw OpenAIError.invalid("metadata.\(key)", "'metadata' values must be strings") }
-                    return (key, s)
-                }
-            default: throw OpenAIError.invalid("metadata", "'metadata' must be an object of string values")
-            }
+        var r = ResponsesRequest(model: model, input: input, instructions: try json.string("instructions"),
+                                 maxOutputTokens: try json.int("max_output_tokens", 1...1_048_576),
+                                 temperature: try json.number("temperature", 0...2), topP: try json.number("top_p", 0...1), tools: tools,
+                                 toolChoice: try json["tool_choice"].map { try toolChoice($0) },
+                                 text: try json.object("text").map { try TextFormat.parse($0) },
+                                 parallelToolCalls: try json.bool("parallel_tool_calls"), stream: try json.bool("stream") ?? false,
+                                 previousResponseID: try json.string("previous_response_id"), store: try json.bool("store"),
+                                 metadata: [], speculation: try json.bool("speculation") ?? true)
+        if let p = r.topP, p <= 0 { throw json.invalid("top_p", "'top_p' must be greater than 0 and at most 1") }
+        if let meta = try json.object("metadata") {
+            guard meta.members.count <= 16 else { throw json.invalid("metadata", "'metadata' holds \(meta.members.count) pairs; at most 16") }
+            r.metadata = try meta.members.map { key, _ in (key, try meta.string(key) ?? "") }
         }
-        guard !input.isEmpty || previousResponseID != nil else {
+        guard !r.input.isEmpty || r.previousResponseID != nil else {
             throw OpenAIError.invalid("input", "'input' is required: a string or a non-empty list of items", code: "missing_required_parameter")
         }
 
-        // Fields accepted for what they are, and refused when they ask for what CastServe lacks.
-        _ = try c.decodeIfPresent(String.self, forKey: .user)
-        _ = try c.decodeIfPresent(String.self, forKey: .serviceTier)
-        _ = try c.decodeIfPresent(String.self, forKey: .promptCacheKey)
-        _ = try c.decodeIfPresent(String.self, forKey: .safetyIdentifier)
-        _ = try c.decodeIfPresent(OrderedJSON.self, forKey: .streamOptions)
-        if let t = try c.decodeIfPresent(String.self, forKey: .truncation), t != "disabled" {
-            throw Self.refuse("truncation", "'\(t)' would drop input items to fit the context; CastServe only has 'disabled' (a prompt over the context length is a 400)")
+        // Accepted as they are: they do not change the answer.
+        for key in ["user", "service_tier", "prompt_cache_key", "safety_identifier"] { _ = try json.string(key) }
+        _ = try json.object("stream_options")
+        // Accepted only when they ask for nothing CastServe lacks.
+        if let t = try json.string("truncation"), t != "disabled" {
+            throw refuse("truncation", "'\(t)' would drop input items to fit the context; CastServe only has 'disabled' (a prompt over the context length is a 400)")
         }
-        if let include = try c.decodeIfPresent([String].self, forKey: .include), let first = include.first {
-            throw Self.refuse("include", "CastServe has no extra output to include ('\(first)'); send an empty list or leave it out")
+        if let include = try json.array("include"), let first = include.first {
+            throw refuse("include", "CastServe has no extra output to include (\(first.text)); send an empty list or leave it out")
         }
-        if try c.decodeIfPresent(Bool.self, forKey: .background) == true {
-            throw Self.refuse("background", "responses run in the foreground; leave 'background' out or false")
+        if try json.bool("background") == true {
+            throw refuse("background", "responses run in the foreground; leave 'background' out or false")
         }
-        if let r = try c.decodeIfPresent(OrderedJSON.self, forKey: .reasoning), case .object(let members) = r.value,
-           members.contains(where: { ["effort", "summary", "generate_summary"].contains($0.0) && $0.1 != .null }) {
-            throw Self.refuse("reasoning", "the model does not take a reasoning effort or summary; leave 'reasoning' out")
+        if let reasoning = try json.object("reasoning"), reasoning["effort"] != nil || reasoning["summary"] != nil || reasoning["generate_summary"] != nil {
+            throw refuse("reasoning", "the model does not take a reasoning effort or summary; leave 'reasoning' out")
         }
-        if let n = try c.decodeIfPresent(Int.self, forKey: .topLogprobs), n > 0 {
-            throw Self.refuse("top_logprobs", "log-probabilities are served on POST /v1/chat/completions ('logprobs', 'top_logprobs')")
+        if let n = try json.int("top_logprobs", 0...20), n > 0 {
+            throw refuse("top_logprobs", "log-probabilities are served on POST /v1/chat/completions ('logprobs', 'top_logprobs')")
         }
-        if try c.decodeIfPresent(Int.self, forKey: .maxToolCalls) != nil {
-            throw Self.refuse("max_tool_calls", "limit calls with 'parallel_tool_calls': false (exactly one call) instead")
+        if json["max_tool_calls"] != nil {
+            throw refuse("max_tool_calls", "limit calls with 'parallel_tool_calls': false (exactly one call) instead")
         }
-        if let p = try c.decodeIfPresent(OrderedJSON.self, forKey: .prompt), p.value != .null {
-            throw Self.refuse("prompt", "stored prompt templates live on OpenAI's servers; send the text as 'input'")
+        if json["prompt"] != nil {
+            throw refuse("prompt", "stored prompt templates live on OpenAI's servers; send the text as 'input'")
         }
-        if let v = try c.decodeIfPresent(OrderedJSON.self, forKey: .conversation), v.value != .null {
-            throw Self.refuse("conversation", "conversations live on OpenAI's servers; continue with 'previous_response_id' instead")
+        if json["conversation"] != nil {
+            throw refuse("conversation", "conversations live on OpenAI's servers; continue with 'previous_response_id' instead")
         }
+        return r
     }
 }
 
@@ -135,12 +112,10 @@ struct ResponsesRequest: Decodable {
 extension ResponsesRequest {
     /// One item of `input`: a message (text content), a function call the model made earlier, or
     /// a function call's output.
-    enum InputItem: Decodable, Equatable {
+    enum InputItem: Equatable {
         case message(role: String, text: String)
         case functionCall(callID: String, name: String, arguments: String)
         case functionCallOutput(callID: String, output: String)
-
-        enum Keys: String, CodingKey { case type, role, content, callID = "call_id", name, arguments, output, id, status }
 
         /// Item types of OpenAI's built-in tools and other server-side state, refused by name.
         static let serverSideTypes: Set<String> = [
@@ -149,64 +124,60 @@ extension ResponsesRequest {
             "mcp_list_tools", "mcp_approval_request", "mcp_approval_response", "custom_tool_call", "custom_tool_call_output",
         ]
 
-        init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: Keys.self)
-            let at = JSONValueDecoder.param(decoder.codingPath)
-            let type = try c.decodeIfPresent(String.self, forKey: .type) ?? "message"
+        static func parse(_ value: JSONValue, path: String) throws -> InputItem {
+            let item = try JSONFields(value, path: path, expected: "an item (a message, function_call or function_call_output)")
+            func required(_ key: String) throws -> String {
+                guard let s = try item.string(key) else {
+                    throw item.invalid(key, "'\(item.name(key))' is required", code: "missing_required_parameter")
+                }
+                return s
+            }
+            let type = try item.string("type") ?? "message"
             switch type {
             case "message":
-                try decoder.refuseUnknownKeys(["type", "role", "content", "id", "status"], what: "a message item")
-                let role = try c.decode(String.self, forKey: .role)
+                try item.refuseUnknown(["type", "role", "content", "id", "status"], route: "a message item")
+                let role = try required("role")
                 guard ["user", "assistant", "system", "developer"].contains(role) else {
-                    throw OpenAIError.invalid("\(at).role", "'\(at).role' is '\(role)'; use user, assistant, system or developer")
+                    throw item.invalid("role", "'\(item.name("role"))' is '\(role)'; use user, assistant, system or developer")
                 }
-                let text: String
-                if let s = try? c.decode(String.self, forKey: .content) {
-                    text = s
-                } else {
-                    text = try c.decode([ContentPart].self, forKey: .content).map(\.text).joined()
-                }
-                self = .message(role: role == "developer" ? "system" : role, text: text)
+                return .message(role: role == "developer" ? "system" : role, text: try text(item, "content"))
             case "function_call":
-                try decoder.refuseUnknownKeys(["type", "call_id", "name", "arguments", "id", "status"], what: "a function_call item")
-                self = .functionCall(callID: try c.decode(String.self, forKey: .callID), name: try c.decode(String.self, forKey: .name),
-                                     arguments: try c.decode(String.self, forKey: .arguments))
+                try item.refuseUnknown(["type", "call_id", "name", "arguments", "id", "status"], route: "a function_call item")
+                return .functionCall(callID: try required("call_id"), name: try required("name"), arguments: try required("arguments"))
             case "function_call_output":
-                try decoder.refuseUnknownKeys(["type", "call_id", "output", "id", "status"], what: "a function_call_output item")
-                let output: String
-                if let s = try? c.decode(String.self, forKey: .output) {
-                    output = s
-                } else {
-                    output = try c.decode([ContentPart].self, forKey: .output).map(\.text).joined()
-                }
-                self = .functionCallOutput(callID: try c.decode(String.self, forKey: .callID), output: output)
-            case _ where Self.serverSideTypes.contains(type):
-                throw OpenAIError.invalid("\(at).type", "'\(at).type' is '\(type)': an item of OpenAI's server-side tools or state, which CastServe does not have; send messages, function_call and function_call_output items", code: "unsupported_parameter")
+                try item.refuseUnknown(["type", "call_id", "output", "id", "status"], route: "a function_call_output item")
+                return .functionCallOutput(callID: try required("call_id"), output: try text(item, "output"))
+            case _ where serverSideTypes.contains(type):
+                throw item.invalid("type", "'\(item.name("type"))' is '\(type)': an item of OpenAI's server-side tools or state, which CastServe does not have; send messages, function_call and function_call_output items",
+                                   code: "unsupported_parameter")
             default:
-                throw OpenAIError.invalid("\(at).type", "'\(at).type' is '\(type)'; use message, function_call or function_call_output")
+                throw item.invalid("type", "'\(item.name("type"))' is '\(type)'; use message, function_call or function_call_output")
             }
         }
-    }
 
-    /// A text part of a message's content (`input_text`, or `output_text` of an earlier reply).
-    struct ContentPart: Decodable {
-        var text: String
-
-        enum Keys: String, CodingKey { case type, text, annotations, logprobs }
-
-        init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: Keys.self)
-            let at = JSONValueDecoder.param(decoder.codingPath)
-            let type = try c.decode(String.self, forKey: .type)
-            switch type {
-            case "input_text", "output_text", "text":
-                try decoder.refuseUnknownKeys(["type", "text", "annotations", "logprobs"], what: "a text part")
-                text = try c.decode(String.self, forKey: .text)
-            case "refusal":
-                throw OpenAIError.invalid("\(at).type", "'\(at)' is a refusal part; send the refusal text as an output_text part")
+        /// The text at `key`: a string, or a list of text parts (`input_text`, or `output_text`
+        /// of an earlier reply) joined.
+        static func text(_ item: JSONFields, _ key: String) throws -> String {
+            switch item[key] {
+            case .string(let s)?: return s
+            case .array(let parts)?:
+                return try parts.enumerated().map { j, value -> String in
+                    let part = try JSONFields(value, path: "\(item.name(key))[\(j)]", expected: "a text part")
+                    let type = try part.string("type") ?? ""
+                    switch type {
+                    case "input_text", "output_text", "text":
+                        try part.refuseUnknown(["type", "text", "annotations", "logprobs"], route: "a text part")
+                        guard let text = try part.string("text") else {
+                            throw part.invalid("text", "'\(part.name("text"))' is required", code: "missing_required_parameter")
+                        }
+                        return text
+                    default:
+                        throw part.invalid("type", "'\(part.name("type"))' is '\(type)': the model reads text only; send input_text parts (images, files and audio are not supported)",
+                                           code: "unsupported_parameter")
+                    }
+                }.joined()
             default:
-                throw OpenAIError.invalid("\(at).type", "'\(at).type' is '\(type)': the model reads text only; send input_text parts (images, files and audio are not supported)",
-                                          code: "unsupported_parameter")
+                throw item.invalid(key, "'\(item.name(key))' must be a string or a list of text parts", code: item[key] == nil ? "missing_required_parameter" : "invalid_value")
             }
         }
     }
@@ -248,13 +219,11 @@ extension ResponsesRequest {
 
 extension ResponsesRequest {
     /// A function tool (`{"type": "function", "name", "description", "parameters", "strict"}`).
-    struct FunctionTool: Decodable {
+    struct FunctionTool {
         var name: String
         var description: String?
         var parameters: JSONValue
         var strict: Bool?
-
-        enum Keys: String, CodingKey { case type, name, description, parameters, strict }
 
         /// OpenAI's built-in tools: they run on OpenAI's servers.
         static let builtIn: Set<String> = [
@@ -263,104 +232,82 @@ extension ResponsesRequest {
             "apply_patch", "custom",
         ]
 
-        init(from decoder: Decoder) throws {
-            let c = try decoder.container(keyedBy: Keys.self)
-            let at = JSONValueDecoder.param(decoder.codingPath)
-            let type = try c.decode(String.self, forKey: .type)
+        static func parse(_ value: JSONValue, path: String) throws -> FunctionTool {
+            let tool = try JSONFields(value, path: path, expected: "a tool")
+            let type = try tool.string("type") ?? ""
             guard type == "function" else {
-                if Self.builtIn.contains(type) {
-                    throw OpenAIError.invalid("\(at).type", "'\(at)' is the built-in tool '\(type)', which runs on OpenAI's servers; CastServe cannot run it. Define a function tool and run it yourself",
-                                              code: "unsupported_parameter")
+                if builtIn.contains(type) {
+                    throw tool.invalid("type", "'\(path)' is the built-in tool '\(type)', which runs on OpenAI's servers; CastServe cannot run it. Define a function tool and run it yourself",
+                                       code: "unsupported_parameter")
                 }
-                throw OpenAIError.invalid("\(at).type", "'\(at).type' is '\(type)'; only function tools ({\"type\": \"function\", \"name\", \"parameters\"}) are supported")
+                throw tool.invalid("type", "'\(tool.name("type"))' is '\(type)'; only function tools ({\"type\": \"function\", \"name\", \"parameters\"}) are supported")
             }
-            try decoder.refuseUnknownKeys(["type", "name", "description", "parameters", "strict"], what: "a function tool")
-            name = try c.decode(String.self, forKey: .name)
+            try tool.refuseUnknown(["type", "name", "description", "parameters", "strict"], route: "a function tool")
+            let name = try tool.string("name") ?? ""
             guard !name.isEmpty, name.count <= 64,
                   name.unicodeScalars.allSatisfy({ ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "_" || $0 == "-" }) else {
-                throw OpenAIError.invalid("\(at).name", "'\(at).name' must be 1-64 letters, digits, '_' or '-'")
+                throw tool.invalid("name", "'\(tool.name("name"))' must be 1-64 letters, digits, '_' or '-'")
             }
-            description = try c.decodeIfPresent(String.self, forKey: .description)
-            let schema = try c.decodeIfPresent(OrderedJSON.self, forKey: .parameters)?.value ?? .null
-            switch schema {
-            case .null: parameters = .object([])
-            case .object: parameters = schema
-            default: throw OpenAIError.invalid("\(at).parameters", "'\(at).parameters' must be a JSON schema object")
-            }
-            strict = try c.decodeIfPresent(Bool.self, forKey: .strict)
+            let parameters = try tool.object("parameters", expected: "a JSON schema object").map { JSONValue.object($0.members) } ?? .object([])
+            return FunctionTool(name: name, description: try tool.string("description"), parameters: parameters, strict: try tool.bool("strict"))
         }
     }
 
     /// `tool_choice`: none, auto, required, or `{"type": "function", "name": ...}`.
-    struct ToolChoiceWire: Decodable {
-        var choice: ToolChoice
-
-        enum Keys: String, CodingKey { case type, name }
-
-        init(from decoder: Decoder) throws {
-            if let s = try? decoder.singleValueContainer().decode(String.self) {
-                switch s {
-                case "none": choice = .none
-                case "auto": choice = .auto
-                case "required": choice = .required
-                default: throw OpenAIError.invalid("tool_choice", "'tool_choice' is '\(s)'; use none, auto, required or {\"type\": \"function\", \"name\": ...}")
-                }
-                return
+    static func toolChoice(_ value: JSONValue) throws -> ToolChoice {
+        if case .string(let s) = value {
+            switch s {
+            case "none": return .none
+            case "auto": return .auto
+            case "required": return .required
+            default: throw OpenAIError.invalid("tool_choice", "'tool_choice' is '\(s)'; use none, auto, required or {\"type\": \"function\", \"name\": ...}")
             }
-            let c = try decoder.container(keyedBy: Keys.self)
-            let type = try c.decode(String.self, forKey: .type)
-            guard type == "function" else {
-                throw OpenAIError.invalid("tool_choice.type", "'tool_choice.type' is '\(type)'; CastServe forces only function tools: {\"type\": \"function\", \"name\": ...}",
-                                          code: "unsupported_parameter")
-            }
-            try decoder.refuseUnknownKeys(["type", "name"], what: "a tool_choice")
-            choice = .function(try c.decode(String.self, forKey: .name))
         }
+        let choice = try JSONFields(value, path: "tool_choice", expected: "none, auto, required or {\"type\": \"function\", \"name\": ...}")
+        let type = try choice.string("type") ?? ""
+        guard type == "function" else {
+            throw choice.invalid("type", "'tool_choice.type' is '\(type)'; CastServe forces only function tools: {\"type\": \"function\", \"name\": ...}",
+                                 code: "unsupported_parameter")
+        }
+        try choice.refuseUnknown(["type", "name"], route: "a tool_choice")
+        guard let name = try choice.string("name") else {
+            throw choice.invalid("name", "'tool_choice.name' is required: the function to call", code: "missing_required_parameter")
+        }
+        return .function(name)
     }
 
-    /// `text`: the output format (and verbosity, which only the default is accepted for).
-    struct TextConfig: Decodable {
-        var format: Format
+    /// `text.format`: text, json_object, or json_schema (its schema in document order).
+    enum TextFormat {
+        case text, jsonObject
+        case jsonSchema(name: String, schema: JSONValue, strict: Bool?)
 
-        enum Keys: String, CodingKey { case format, verbosity }
-
-        enum Format: Decodable {
-            case text, jsonObject
-            case jsonSchema(name: String, schema: JSONValue, strict: Bool?)
-
-            enum Keys: String, CodingKey { case type, name, schema, strict, description }
-
-            init(from decoder: Decoder) throws {
-                let c = try decoder.container(keyedBy: Keys.self)
-                switch try c.decode(String.self, forKey: .type) {
-                case "text":
-                    try decoder.refuseUnknownKeys(["type"], what: "a text format")
-                    self = .text
-                case "json_object":
-                    try decoder.refuseUnknownKeys(["type"], what: "a json_object format")
-                    self = .jsonObject
-                case "json_schema":
-                    try decoder.refuseUnknownKeys(["type", "name", "schema", "strict", "description"], what: "a json_schema format")
-                    _ = try c.decodeIfPresent(String.self, forKey: .description)
-                    self = .jsonSchema(name: try c.decode(String.self, forKey: .name), schema: try c.decode(OrderedJSON.self, forKey: .schema).value,
-                                       strict: try c.decodeIfPresent(Bool.self, forKey: .strict))
-                case let other:
-                    throw OpenAIError.invalid("text.format.type", "'text.format.type' is '\(other)'; use text, json_object or json_schema")
+        /// Reads `text` (`format`, and `verbosity`, accepted only as the default).
+        static func parse(_ text: JSONFields) throws -> TextFormat {
+            try text.refuseUnknown(["format", "verbosity"], route: "'text'")
+            if let v = try text.string("verbosity"), v != "medium" {
+                throw ResponsesRequest.refuse("text.verbosity", "'\(v)' asks for a shorter or longer answer, which the model cannot be told; leave it out or 'medium'")
+            }
+            guard let format = try text.object("format") else { return .text }
+            switch try format.string("type") {
+            case "text"?:
+                try format.refuseUnknown(["type"], route: "a text format")
+                return .text
+            case "json_object"?:
+                try format.refuseUnknown(["type"], route: "a json_object format")
+                return .jsonObject
+            case "json_schema"?:
+                try format.refuseUnknown(["type", "name", "schema", "strict", "description"], route: "a json_schema format")
+                _ = try format.string("description")
+                guard let name = try format.string("name") else {
+                    throw format.invalid("name", "'text.format.name' is required", code: "missing_required_parameter")
                 }
+                guard let schema = try format.object("schema", expected: "a JSON schema object") else {
+                    throw format.invalid("schema", "'text.format.schema' is required: a JSON schema object", code: "missing_required_parameter")
+                }
+                return .jsonSchema(name: name, schema: .object(schema.members), strict: try format.bool("strict"))
+            case let other:
+                throw format.invalid("type", "'text.format.type' is '\(other ?? "")'; use text, json_object or json_schema")
             }
-        }
-
-        init(from decoder: Decoder) throws {
-            try decoder.refuseUnknownKeys(["format", "verbosity"], what: "'text'")
-            let c = try decoder.container(keyedBy: Keys.self)
-            format = try c.decodeIfPresent(Format.self, forKey: .format) ?? .text
-            if let v = try c.decodeIfPresent(String.self, forKey: .verbosity), v != "medium" {
-                throw Self.refuseVerbosity(v)
-            }
-        }
-
-        static func refuseVerbosity(_ v: String) -> OpenAIError {
-            ResponsesRequest.refuse("text.verbosity", "'\(v)' asks for a shorter or longer answer, which the model cannot be told; leave it out or 'medium'")
         }
     }
 }
@@ -382,7 +329,7 @@ extension ResponsesRequest {
         r.stream = stream
         r.speculation = speculation
         r.tools = tools.map { ToolDefinition(name: $0.name, description: $0.description, parameters: $0.parameters) }
-        r.toolChoice = toolChoice?.choice ?? (tools.isEmpty ? .none : .auto)
+        r.toolChoice = toolChoice ?? (tools.isEmpty ? .none : .auto)
         if case .function(let name) = r.toolChoice, !tools.contains(where: { $0.name == name }) {
             throw OpenAIError.invalid("tool_choice", "'tool_choice' names '\(name)', which is not among 'tools' (\(tools.map(\.name).joined(separator: ", ")))")
         }
@@ -391,7 +338,7 @@ extension ResponsesRequest {
         }
         r.parallelToolCalls = parallelToolCalls ?? true
         var sources: [(param: String, gbnf: String)] = []
-        switch text?.format {
+        switch text {
         case .jsonObject?: sources.append(("text.format", JSONSchemaGrammar.gbnfForAnyObject()))
         case .jsonSchema(_, let schema, _)?: sources.append(("text.format.schema", try CompletionRequest.compileSchema(schema, param: "text.format.schema")))
         case .text?, nil: break

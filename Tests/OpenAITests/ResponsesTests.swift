@@ -7,7 +7,7 @@ import Testing
 // the chat conversation, the output builder and its stream events, and the response store.
 
 private func decode(_ json: String) throws -> ResponsesRequest {
-    try JSONValueDecoder.decode(ResponsesRequest.self, body: Data(json.utf8))
+    try ResponsesRequest.parse(Data(json.utf8))
 }
 
 /// The `param` of the OpenAIError `body` throws, and its message.
@@ -57,7 +57,7 @@ private func objects(_ events: [ResponseEvent]) throws -> [[String: Any]] {
         (#"{"model": "m", "input": "x", "tools": [{"type": "file_search", "vector_store_ids": []}]}"#, "tools[0].type", "file_search"),
         (#"{"model": "m", "input": [{"role": "user", "content": [{"type": "input_image", "image_url": "u"}]}]}"#, "input[0].content[0].type", "input_image"),
         (#"{"model": "m", "input": [{"type": "reasoning", "id": "r"}]}"#, "input[0].type", "reasoning"),
-        (#"{"model": "m", "input": [{"role": "user", "content": 3}]}"#, "input[0].content", "a list"),
+        (#"{"model": "m", "input": [{"role": "user", "content": 3}]}"#, "input[0].content", "a list of text parts"),
         (#"{"model": "m", "input": "x", "temperature": "hot"}"#, "temperature", "a number"),
         (#"{"model": "m", "input": "x", "max_output_tokens": 1.5}"#, "max_output_tokens", "an integer"),
         (#"{"model": "m", "input": "x", "reasoning": {"effort": "low"}}"#, "reasoning", "reasoning"),
@@ -75,7 +75,7 @@ private func objects(_ events: [ResponseEvent]) throws -> [[String: Any]] {
 
     @Test func schemasKeepDocumentOrder() throws {
         let r = try decode(#"{"model": "m", "input": "x", "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object", "properties": {"z": {"type": "integer"}, "a": {"type": "integer"}}}}}}"#)
-        guard case .jsonSchema(_, let schema, _)? = r.text?.format, case .object(let members)? = schema["properties"] else {
+        guard case .jsonSchema(_, let schema, _)? = r.text, case .object(let members)? = schema["properties"] else {
             Issue.record("no json_schema format")
             return
         }
