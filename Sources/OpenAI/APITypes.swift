@@ -1,3 +1,4 @@
+import Engine
 import Foundation
 import HTTP
 
@@ -57,6 +58,8 @@ struct PromptTokensDetails: Encodable {
     enum CodingKeys: String, CodingKey { case cachedTokens = "cached_tokens" }
 }
 
+/// `usage.speculation`, an extension clients that do not know it ignore: what speculative
+/// decoding did for the request.
 struct SpeculationBody: Encodable {
     var draftedTokens: Int
     var acceptedTokens: Int
@@ -71,6 +74,17 @@ struct SpeculationBody: Encodable {
         case draftedTokens = "drafted_tokens", acceptedTokens = "accepted_tokens", decodeSteps = "decode_steps"
         case speculativeSteps = "speculative_steps", acceptanceRate = "acceptance_rate"
         case forcedDraftedTokens = "forced_drafted_tokens", forcedAcceptedTokens = "forced_accepted_tokens"
+    }
+}
+
+extension SpeculationBody {
+    /// The body for a run's counts `s`; nil when the server does not speculate.
+    init?(_ s: SpeculationUsage, backend: Backend) {
+        guard backend.engine.configuration.speculation else { return nil }
+        self.init(draftedTokens: s.draftedTokens, acceptedTokens: s.acceptedTokens, decodeSteps: s.decodeSteps,
+                  speculativeSteps: s.speculativeSteps,
+                  acceptanceRate: s.draftedTokens > 0 ? Double(s.acceptedTokens) / Double(s.draftedTokens) : 0,
+                  forcedDraftedTokens: s.forcedDraftedTokens, forcedAcceptedTokens: s.forcedAcceptedTokens)
     }
 }
 

@@ -213,14 +213,7 @@ struct CompletionRun {
         var usage = Usage(promptTokens: run.promptTokens, completionTokens: run.completionTokens,
                           totalTokens: run.promptTokens + run.completionTokens,
                           promptTokensDetails: PromptTokensDetails(cachedTokens: run.cachedTokens))
-        if backend.engine.configuration.speculation {
-            // An extension: clients that do not know the field ignore it.
-            let s = run.speculation
-            usage.speculation = SpeculationBody(draftedTokens: s.draftedTokens, acceptedTokens: s.acceptedTokens, decodeSteps: s.decodeSteps,
-                                                speculativeSteps: s.speculativeSteps,
-                                                acceptanceRate: s.draftedTokens > 0 ? Double(s.acceptedTokens) / Double(s.draftedTokens) : 0,
-                                                forcedDraftedTokens: s.forcedDraftedTokens, forcedAcceptedTokens: s.forcedAcceptedTokens)
-        }
+        usage.speculation = SpeculationBody(run.speculation, backend: backend)
         return usage
     }
 

@@ -30,7 +30,7 @@ public struct OpenAIError: Error, CustomStringConvertible, Equatable {
     }
 
     public static func notFound(_ path: String) -> OpenAIError {
-        OpenAIError(status: .notFound, message: "Unknown route \(path); see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/messages",
+        OpenAIError(status: .notFound, message: "Unknown route \(path); see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/responses, POST /v1/messages",
                     type: "invalid_request_error", param: nil, code: "unknown_route")
     }
 

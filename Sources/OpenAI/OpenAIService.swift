@@ -27,12 +27,17 @@ public struct ServiceSettings: Sendable {
     public var defaultMaxTokens: Int
     /// Sampling parameters for the fields a request leaves out (`sampling_defaults`).
     public var samplingDefaults: SamplingDefaults
+    /// How many responses `POST /v1/responses` keeps for `previous_response_id` and `GET`
+    /// (`responses_store_size`; 0 keeps none). Ignored when the service is given a shared store.
+    public var responsesStoreSize: Int
 
-    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI) {
+    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI,
+                responsesStoreSize: Int = 256) {
         self.modelAliases = modelAliases
         self.apiKeys = apiKeys
         self.defaultMaxTokens = defaultMaxTokens
         self.samplingDefaults = samplingDefaults
+        self.responsesStoreSize = responsesStoreSize
     }
 }
 
@@ -58,11 +63,16 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private let drainCondition = NSCondition()
     /// Output grammars of recent requests, bound to the model's vocabulary.
     let grammarCache = GrammarCache()
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}`.
+    let responseStore: ResponseStore
 
-    public init(settings: ServiceSettings, metrics: ServerMetrics, logger: Logger) {
+    /// `responseStore`: one store every model's service shares, so `GET /v1/responses/{id}` (routed
+    /// to the default model) finds a response of any model; nil gives this service its own.
+    public init(settings: ServiceSettings, metrics: ServerMetrics, logger: Logger, responseStore: ResponseStore? = nil) {
         self.settings = settings
         self.metrics = metrics
         self.logger = logger
+        self.responseStore = responseStore ?? ResponseStore(capacity: settings.responsesStoreSize)
     }
 
     /// The model is loaded: start serving.
@@ -155,13 +165,19 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         "/v1/chat/completions": ["POST"], "/v1/completions": ["POST"],
         "/tokenize": ["POST"], "/detokenize": ["POST"],
         "/v1/cast/cost": ["GET"], "/v1/cast/events": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
+        "/v1/responses": ["POST"],
         "/": ["GET", "HEAD"], "/index.html": ["GET", "HEAD"], "/app.js": ["GET", "HEAD"], "/app.css": ["GET", "HEAD"],
         "/favicon.svg": ["GET", "HEAD"], "/v1/messages": ["POST"], "/v1/messages/count_tokens": ["POST"],
     ]
 
     private func route(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
         let path = request.path
-        guard let allowed = Self.routes[path] else { throw OpenAIError.notFound(path) }
+        guard let allowed = Self.routes[path] else {
+            if path.hasPrefix("/v1/responses/"), case let id = path.dropFirst("/v1/responses/".count), !id.isEmpty, !id.contains("/") {
+                return try storedResponse(String(id), method: request.method, responder, &log)
+            }
+            throw OpenAIError.notFound(path)
+        }
         guard allowed.contains(request.method) else { throw OpenAIError.methodNotAllowed(request.method, path, allowed: allowed) }
         switch path {
         case _ where Self.isPagePath(path): pageAsset(request, responder, &log)
@@ -174,6 +190,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         case "/v1/messages": try messages(request, responder, &log, start: start)
         case "/v1/messages/count_tokens": try countTokens(request, responder, &log)
         case "/v1/embeddings": try embeddings(request, responder, &log, start: start)
+        case "/v1/responses": try responses(request, responder, &log, start: start)
         case "/tokenizer_info": try tokenizerInfo(responder)
         default: throw OpenAIError.notFound(path)
         }

@@ -20,6 +20,8 @@ struct ModelLoader: Sendable {
     let fixedCost: CostModel?
     /// The registry every model's metrics join (`ServerMetrics.sibling(model:)`).
     let metrics: ServerMetrics
+    /// The `/v1/responses` store every model's service shares (`responses_store_size`).
+    let responseStore: ResponseStore
     let logger: Logger
 
     func load(_ slot: ModelRegistry.Slot) throws -> ModelRegistry.Loaded {
@@ -67,8 +69,8 @@ struct ModelLoader: Sendable {
         let engine = Engine(model: transformer, configuration: engineConfig)
         let service = OpenAIService(
             settings: ServiceSettings(modelAliases: slot.entry.aliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens,
-                                      samplingDefaults: settings.samplingDefaults),
-            metrics: metrics.sibling(model: id), logger: logger)
+                                      samplingDefaults: settings.samplingDefaults, responsesStoreSize: settings.responsesStoreSize),
+            metrics: metrics.sibling(model: id), logger: logger, responseStore: responseStore)
         let stepMetrics = service.metrics
         let stepHistory = service.stepHistory
         engine.onStep = { report in

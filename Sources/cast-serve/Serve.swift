@@ -133,7 +133,8 @@ extension CastServe {
             let cores = (pool: ThreadPool(threads: settings.effectiveThreads), gate: StepGate())
             let rootMetrics = ServerMetrics()
             let loader = ModelLoader(threads: settings.effectiveThreads, pool: cores.pool, gate: cores.gate, recalibrate: recalibrate,
-                                     fixedCost: fixedCost, metrics: rootMetrics, logger: logger)
+                                     fixedCost: fixedCost, metrics: rootMetrics,
+                                     responseStore: ResponseStore(capacity: settings.responsesStoreSize), logger: logger)
             let registry = ModelRegistry(entries: models, server: settings, loader: loader.load)
             let router = ModelRouter(catalog: registry, metrics: rootMetrics, apiKeys: settings.apiKeys, logger: logger)
             let httpConfig = HTTPServerConfiguration(

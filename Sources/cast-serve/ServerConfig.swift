@@ -24,6 +24,8 @@ struct ServerConfig: Equatable {
     var corsAllowedOrigin: String?
     var maxWaitingRequests = 64
     var defaultMaxTokens = 256
+    /// Responses kept for `previous_response_id` and `GET /v1/responses/{id}` (0 keeps none).
+    var responsesStoreSize = 256
     var slots = 8
     var kvCacheTokens = 0
     var speculation = true
@@ -119,7 +121,7 @@ struct ServerConfig: Equatable {
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "drafter_model", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "cost_model_file", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
                             "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults", "models", "models_dir", "max_loaded_models",
-                            "memory_budget_bytes", "keep_alive_seconds", "model_load_timeout_seconds"]
+                            "memory_budget_bytes", "keep_alive_seconds", "model_load_timeout_seconds", "responses_store_size"]
 
     /// Sets `key` from a parsed JSON `value`; errors name `reportedKey` when given (a key inside an
     /// entry of `models`, such as `models[1].slots`).
@@ -172,6 +174,7 @@ struct ServerConfig: Equatable {
         case "cors_allowed_origin": corsAllowedOrigin = try optionalString()
         case "max_waiting_requests": maxWaitingRequests = try int(0...100_000)
         case "default_max_tokens": defaultMaxTokens = try int(1...1_048_576)
+        case "responses_store_size": responsesStoreSize = try int(0...1_000_000)
         case "slots": slots = try int(1...256)
         case "kv_cache_tokens": kvCacheTokens = try int(0...100_000_000)
         case "tls_cert": tlsCert = try optionalString()
