@@ -1,3 +1,4 @@
+import ChatTemplate
 import Engine
 import Foundation
 import Grammar
@@ -24,36 +25,45 @@ extension OpenAIService {
         }
     }
 
-    /// Prompt token ids of every prompt of `r`.
-    func promptTokens(_ r: CompletionRequest, chat: Bool, _ b: Backend) throws -> [[Int32]] {
+    /// Prompt token ids of every prompt of `r`, and per prompt whether its rendered text opened a
+    /// think block (`ReasoningSplitter.opensReasoning(prompt:)`).
+    func promptTokens(_ r: CompletionRequest, chat: Bool, _ b: Backend) throws -> (ids: [[Int32]], opensReasoning: [Bool]) {
         let tokenizer = b.formatter.tokenizer
         var out: [[Int32]] = []
+        var opens: [Bool] = []
+        if chat { try r.checkTemplateContext(b.formatter.template) }
         for p in r.prompts {
             switch p {
             case .chat(let messages):
-                func render(_ toolRoleAsUser: Bool) throws -> [Int32] {
+                func render(_ toolRoleAsUser: Bool) throws -> (text: String, tokens: [Int32]) {
                     let (m, tools) = ToolCallFormat.templateMessages(r, messages: messages, template: b.formatter.template, toolRoleAsUser: toolRoleAsUser)
-                    return try b.formatter.chatTokens(m, tools: tools)
+                    return try b.formatter.chatPrompt(m, tools: tools, context: r.templateContext)
                 }
+                let prompt: (text: String, tokens: [Int32])
                 do {
-                    out.append(try render(false))
+                    prompt = try render(false)
                 } catch {
                     // Templates that refuse a `tool` role get tool results as user messages.
-                    guard messages.contains(where: { $0.role == "tool" }), let ids = try? render(true) else {
+                    guard messages.contains(where: { $0.role == "tool" }), let rendered = try? render(true) else {
                         throw OpenAIError.invalid("messages", "The chat template could not render these messages: \(error)")
                     }
-                    out.append(ids)
+                    prompt = rendered
                 }
-            case .text(let t): out.append(b.formatter.completionTokens(t))
+                out.append(prompt.tokens)
+                opens.append(ReasoningSplitter.opensReasoning(prompt: prompt.text))
+            case .text(let t):
+                out.append(b.formatter.completionTokens(t))
+                opens.append(false)
             case .tokens(let ids):
                 if let bad = ids.first(where: { Int($0) >= tokenizer.vocabularySize }) {
                     throw OpenAIError.invalid("prompt", "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))")
                 }
                 out.append(ids)
+                opens.append(false)
             }
         }
         for ids in out { try checkContext(ids, b, param: chat ? "messages" : "prompt") }
-        return out
+        return (out, opens)
     }
 
     // MARK: - Generation
@@ -69,7 +79,9 @@ extension OpenAIService {
         if let bad = r.logitBias.keys.first(where: { Int($0) >= tokenizer.vocabularySize }) {
             throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
         }
-        let prompts = try promptTokens(r, chat: chat, b)
+        let (prompts, opensReasoning) = try promptTokens(r, chat: chat, b)
+        // Thinking models' replies are split into reasoning and content (ReasoningOutput).
+        let splitsReasoning = chat && settings.reasoningFormat == .auto && (b.formatter.template?.thinks ?? false)
         let grammar: TokenGrammar? = try r.outputGrammar.map { text in
             do {
                 return try grammarCache.grammar(text, formatter: b.formatter)
@@ -93,6 +105,7 @@ extension OpenAIService {
                                           grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
                 var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
                 state.readsToolCalls = r.usesTools
+                if splitsReasoning { state.splitReasoning(startingInside: r.startsInReasoning(promptOpensReasoning: opensReasoning[p])) }
                 do {
                     state.handle = try b.engine.submit(g) { queue.push(index, $0) }
                 } catch let e as EngineError {
@@ -239,7 +252,8 @@ struct CompletionRun {
                 } else if !piece.isEmpty {
                     delta.content = piece
                 }
-                if delta.toolCalls != nil || delta.content != nil || logprobs != nil {
+                delta.setReasoning(state.reasoningPiece)
+                if delta.toolCalls != nil || delta.content != nil || delta.reasoningContent != nil || logprobs != nil {
                     out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                         choices: [ChatChunkChoice(index: i, delta: delta, logprobs: logprobs, finishReason: nil)])))
                 }
@@ -253,10 +267,12 @@ struct CompletionRun {
                 out.append(text(Completion(id: id, created: created, model: model,
                                            choices: [CompletionChoice(index: i, text: piece, logprobs: lp, finishReason: nil)])))
             }
-        } else if case .finished = event, !piece.isEmpty {
+        } else if case .finished = event, !piece.isEmpty || !state.reasoningPiece.isEmpty {
             if chat {
+                var delta = ChatDelta(content: piece.isEmpty ? nil : piece)
+                delta.setReasoning(state.reasoningPiece)
                 out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
-                                                    choices: [ChatChunkChoice(index: i, delta: ChatDelta(content: piece), logprobs: nil, finishReason: nil)])))
+                                                    choices: [ChatChunkChoice(index: i, delta: delta, logprobs: nil, finishReason: nil)])))
             } else {
                 out.append(text(Completion(id: id, created: created, model: model,
                                            choices: [CompletionChoice(index: i, text: piece, logprobs: nil, finishReason: nil)])))
@@ -307,6 +323,7 @@ struct CompletionRun {
             let body = ChatCompletion(id: id, created: created, model: model, choices: choices.enumerated().map { i, c in
                 let generated = c.tokens.filter { !stopTokens.contains($0.id) }
                 var message = ChatMessageBody(content: c.text)
+                message.setReasoning(c.reasoningText)
                 if request.usesTools, c.finish != .length, case .calls(let calls) = ToolCallFormat.read(c.raw), !calls.isEmpty,
                    calls.allSatisfy(\.complete) {
                     message.content = nil

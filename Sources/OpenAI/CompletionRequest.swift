@@ -1,3 +1,4 @@
+import ChatTemplate
 import Foundation
 import Grammar
 import Model
@@ -11,6 +12,9 @@ public struct APIMessage: Equatable, Sendable {
     /// A `tool` message's `tool_call_id` and a message's optional `name`.
     public var toolCallID: String?
     public var name: String?
+    /// An assistant turn's reasoning sent back (`reasoning_content` or `reasoning`), for
+    /// templates that render it (Qwen3 keeps it for turns after the last user message).
+    public var reasoning: String?
 }
 
 /// A tool call in the conversation history: id, function name and arguments (JSON text).
@@ -98,6 +102,10 @@ public struct CompletionRequest: Sendable {
     public var tools: [ToolDefinition] = []
     public var toolChoice = ToolChoice.auto
     public var parallelToolCalls = true
+    /// More chat-template variables (`chat_template_kwargs`, `enable_thinking`; ReasoningOutput),
+    /// and whether `enable_thinking` came as its own field (for errors).
+    public var templateContext: [(String, TemplateValue)] = []
+    public var enableThinkingField = false
     /// Whether tool definitions go to the prompt and the output may be tool calls.
     public var usesTools: Bool { !tools.isEmpty && toolChoice != .none }
 
@@ -105,7 +113,7 @@ public struct CompletionRequest: Sendable {
                                         "min_p", "seed", "stop", "n", "presence_penalty", "frequency_penalty", "logprobs",
                                         "top_logprobs", "stream", "stream_options", "user", "speculation", "response_format",
                                         "tools", "tool_choice", "parallel_tool_calls", "logit_bias", "store", "metadata",
-                                        "grammar", "json_schema"]
+                                        "grammar", "json_schema", "chat_template_kwargs", "enable_thinking"]
 
     /// Parses and validates a request body. `chat` selects the chat or the completions schema;
     /// `defaults` fill the sampling fields it leaves out.
@@ -182,6 +190,8 @@ public struct CompletionRequest: Sendable {
             }
         }
         r.logitBias = try logitBias(json)
+        r.templateContext = try parseTemplateContext(json, body: body, chat: chat)
+        r.enableThinkingField = json["enable_thinking"].map { !($0 is NSNull) } ?? false
         try parseStructuredOutput(json, body: body, chat: chat, into: &r)
         r.stream = try bool(json, "stream") ?? false
         r.speculation = try bool(json, "speculation") ?? true
@@ -275,6 +285,15 @@ public struct CompletionRequest: Sendable {
                     throw OpenAIError.invalid("messages[\(i)].tool_call_id", "a 'tool' message needs 'tool_call_id': the id of the call it answers")
                 }
                 message.toolCallID = id
+            }
+            if role == "assistant" {
+                for key in ["reasoning_content", "reasoning"] {
+                    guard let value = m[key], !(value is NSNull) else { continue }
+                    guard let text = value as? String else {
+                        throw OpenAIError.invalid("messages[\(i)].\(key)", "'messages[\(i)].\(key)' must be a string: the reasoning of that turn")
+                    }
+                    message.reasoning = text
+                }
             }
             if let name = m["name"], !(name is NSNull) {
                 guard let n = name as? String else { throw OpenAIError.invalid("messages[\(i)].name", "'messages[\(i)].name' must be a string") }

@@ -27,12 +27,16 @@ public struct ServiceSettings: Sendable {
     public var defaultMaxTokens: Int
     /// Sampling parameters for the fields a request leaves out (`sampling_defaults`).
     public var samplingDefaults: SamplingDefaults
+    /// Whether replies of thinking models get their think block split off (`reasoning_format`).
+    public var reasoningFormat: ReasoningFormat
 
-    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI) {
+    public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI,
+                reasoningFormat: ReasoningFormat = .auto) {
         self.modelAliases = modelAliases
         self.apiKeys = apiKeys
         self.defaultMaxTokens = defaultMaxTokens
         self.samplingDefaults = samplingDefaults
+        self.reasoningFormat = reasoningFormat
     }
 }
 

@@ -61,6 +61,9 @@ extension CastServe {
         @Option(help: "Key/value cache storage: f16, q8_0 or f32 (overrides \"kv_cache_type\").")
         var kvCacheType: String?
 
+        @Option(help: "Thinking models' think blocks: auto splits them off as reasoning_content, none leaves them in the content (overrides \"reasoning_format\").")
+        var reasoningFormat: String?
+
         @Option(help: "Sequences decoded together (overrides \"slots\").")
         var slots: Int?
 
@@ -100,6 +103,7 @@ extension CastServe {
             if let drafterModel { settings.drafterModel = drafterModel }
             if let kernels { try settings.set("kernels", kernels, source: "--kernels") }
             if let kvCacheType { try settings.set("kv_cache_type", kvCacheType, source: "--kv-cache-type") }
+            if let reasoningFormat { try settings.set("reasoning_format", reasoningFormat, source: "--reasoning-format") }
             // The kernel set, before anything listens: a set this CPU cannot run stops the start.
             let kernelSet = try KernelSet.select(settings.kernels)
             note("kernels: \(kernelSet) (\(kernelSetSummary(settings.kernels)))")
@@ -118,7 +122,7 @@ extension CastServe {
             let logger = Logger(label: "castserve")
             let service = OpenAIService(
                 settings: ServiceSettings(modelAliases: settings.modelAliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens,
-                                          samplingDefaults: settings.samplingDefaults),
+                                          samplingDefaults: settings.samplingDefaults, reasoningFormat: settings.reasoningFormat),
                 logger: logger)
             let httpConfig = HTTPServerConfiguration(
                 host: settings.host, port: settings.port, maxConnections: settings.maxConnections, maxHeaderBytes: settings.maxHeaderBytes,

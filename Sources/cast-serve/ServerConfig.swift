@@ -45,6 +45,8 @@ struct ServerConfig: Equatable {
     var samplingDefaults = SamplingDefaults.llamaCpp
     var kernels = KernelChoice.auto
     var kvCacheType = KVCacheType.f16
+    /// Whether thinking models' think blocks are split off as reasoning (`auto`) or left in the content.
+    var reasoningFormat = ReasoningFormat.auto
 
     /// The learned drafter's file to load: `drafter_model` when set (nil when it is ""), else
     /// `drafters/<model file stem>.drafter.gguf` when that file exists.
@@ -106,7 +108,7 @@ struct ServerConfig: Equatable {
                             "idle_timeout_seconds", "drain_timeout_seconds", "cors_allowed_origin", "max_waiting_requests",
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "drafter_model", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "cost_model_file", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
-                            "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults"]
+                            "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults", "reasoning_format"]
 
     mutating func set(_ key: String, _ value: Any, source: String) throws {
         func string() throws -> String {
@@ -194,6 +196,12 @@ struct ServerConfig: Equatable {
                 throw ConfigError.outOfRange(key: key, value: name, allowed: "f16, q8_0 or f32", source: source)
             }
             kvCacheType = type
+        case "reasoning_format":
+            let name = try string()
+            guard let format = ReasoningFormat(rawValue: name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: ReasoningFormat.allCases.map(\.rawValue).joined(separator: " or "), source: source)
+            }
+            reasoningFormat = format
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)
