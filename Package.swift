@@ -94,6 +94,7 @@ let package = Package(
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Kernels", "GGUF", "ChatTemplate"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),
+        .testTarget(name: "OpenAITests", dependencies: ["OpenAI", "Engine", "Model", "Tokenizer", "Grammar"]),
         .testTarget(name: "SpeculationTests", dependencies: ["Speculation", "Model", "Kernels", "GGUF", "ChatTemplate"]),
     ],
     swiftLanguageModes: [.v5]

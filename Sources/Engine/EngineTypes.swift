@@ -68,6 +68,12 @@ public struct GeneratedToken: Sendable {
     public var logprob: Float?
     /// The most likely tokens at this step with their log-probabilities, when asked for.
     public var topLogprobs: [(id: Int32, logprob: Float)]
+
+    public init(id: Int32, logprob: Float? = nil, topLogprobs: [(id: Int32, logprob: Float)] = []) {
+        self.id = id
+        self.logprob = logprob
+        self.topLogprobs = topLogprobs
+    }
 }
 
 /// Events of one request, delivered in order on the engine thread. Handlers must not block.

@@ -6,32 +6,34 @@ import HTTP
 import Model
 import Tokenizer
 
-/// POST /v1/chat/completions and /v1/completions: validated request -> prompts -> one engine
-/// request per (prompt, choice) -> streamed chunks or one typed response.
-///
-/// One home each: the context check (`checkContext`), stop strings (`ChoiceState`, which
-/// cancels its engine request here when one matches), and a client that went away
-/// (`clientGone`, polled while waiting and on a failed write, cancels every choice).
+/// POST /v1/chat/completions and /v1/completions, an adapter over the request core: the body
+/// parses into a `CompletionRequest`, becomes a `RunRequest` (`runRequest`, which the Anthropic
+/// messages adapter shares), and `CompletionRun` maps the run's updates to OpenAI's chunks and
+/// bodies. The context check, stop handling and a client that went away are `RequestRun`'s.
 extension OpenAIService {
-    // MARK: - Prompts
+    // MARK: - Request
 
-    /// Refuses a prompt the context cannot hold with at least one more position.
-    func checkContext(_ ids: [Int32], _ b: Backend, param: String) throws {
-        guard !ids.isEmpty else { throw OpenAIError.invalid(param, "The prompt is empty after tokenization") }
-        guard ids.count < b.contextLength else {
-            throw OpenAIError(status: .badRequest,
-                              message: "This model's context length is \(b.contextLength) tokens, but the prompt has \(ids.count) tokens; shorten the prompt (at least one token must remain for the completion)",
-                              type: "invalid_request_error", param: param, code: "context_length_exceeded")
+    /// Refuses a model name that is neither the loaded model's id nor one of its aliases.
+    func checkModel(_ name: String, _ b: Backend) throws {
+        guard name == b.modelID || settings.modelAliases.contains(name) else {
+            throw OpenAIError.modelNotFound(name, available: [b.modelID] + settings.modelAliases)
         }
     }
 
+    /// Prompt token ids of every prompt of `r` (chat messages through the template, with the tool
+    /// instructions when tools are used).
+    func promptTokens(_ r: CompletionRequest, _ b: Backend) throws -> [[Int32]] {
+        try prompts(r, b).ids
+    }
+
     /// Prompt token ids of every prompt of `r`, and per prompt whether its rendered text opened a
-    /// think block (`ReasoningSplitter.opensReasoning(prompt:)`).
-    func promptTokens(_ r: CompletionRequest, chat: Bool, _ b: Backend) throws -> (ids: [[Int32]], opensReasoning: [Bool]) {
+    /// think block (`ReasoningSplitter.opensReasoning(prompt:)`). Chat prompts get the request's
+    /// template variables (`chat_template_kwargs`), each checked against what the template reads.
+    func prompts(_ r: CompletionRequest, _ b: Backend) throws -> (ids: [[Int32]], opensReasoning: [Bool]) {
         let tokenizer = b.formatter.tokenizer
         var out: [[Int32]] = []
         var opens: [Bool] = []
-        if chat { try r.checkTemplateContext(b.formatter.template) }
+        if !r.templateContext.isEmpty { try r.checkTemplateContext(b.formatter.template) }
         for p in r.prompts {
             switch p {
             case .chat(let messages):
@@ -62,8 +64,41 @@ extension OpenAIService {
                 opens.append(false)
             }
         }
-        for ids in out { try checkContext(ids, b, param: chat ? "messages" : "prompt") }
         return (out, opens)
+    }
+
+    /// The core's request for a validated chat or completions request: prompts rendered and
+    /// tokenized, the output grammar bound to the vocabulary, sampling and limits.
+    ///
+    /// `reasoning`: split a thinking model's replies into reasoning and content (ReasoningOutput;
+    /// only when `reasoning_format` is `auto` and the template writes think blocks). An adapter
+    /// that asks must map `ChoiceUpdate.reasoning` and `ChoiceState.reasoningText` to its wire
+    /// format; one that does not gets the think block in the text.
+    func runRequest(_ r: CompletionRequest, chat: Bool, reasoning: Bool = false, _ b: Backend) throws -> RunRequest {
+        let tokenizer = b.formatter.tokenizer
+        if let bad = r.logitBias.keys.first(where: { Int($0) >= tokenizer.vocabularySize }) {
+            throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
+        }
+        let (prompts, opensReasoning) = try self.prompts(r, b)
+        let grammar: TokenGrammar? = try r.outputGrammar.map { text in
+            do {
+                return try grammarCache.grammar(text, formatter: b.formatter)
+            } catch {
+                throw OpenAIError.invalid(r.outputGrammarParam ?? "grammar", "the output grammar could not be built: \(error)")
+            }
+        }
+        let scorePrompt = !chat && r.echo && r.logprobs
+        let sampling = SamplingParameters(temperature: r.temperature, topK: r.topK, topP: r.topP, minP: r.minP,
+                                          presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty, seed: r.seed)
+        let generation = GenerationRequest(promptTokens: [], maxTokens: r.maxTokens ?? settings.defaultMaxTokens, sampling: sampling,
+                                           stopTokens: [], logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
+                                           grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
+        var run = RunRequest(prompts: prompts, promptParam: chat ? "messages" : "prompt", choicesPerPrompt: r.n,
+                             generation: generation, stop: r.stop, readsToolCalls: r.usesTools)
+        if chat && reasoning && settings.reasoningFormat == .auto && (b.formatter.template?.thinks ?? false) {
+            run.reasoningStarts = opensReasoning.map { r.startsInReasoning(promptOpensReasoning: $0) }
+        }
+        return run
     }
 
     // MARK: - Generation
@@ -72,147 +107,53 @@ extension OpenAIService {
                   start: ContinuousClock.Instant) throws {
         let b = try ready()
         let r = try CompletionRequest.parse(request.body, chat: chat, defaults: settings.samplingDefaults)
-        guard r.model == b.modelID || settings.modelAliases.contains(r.model) else {
-            throw OpenAIError.modelNotFound(r.model, available: [b.modelID] + settings.modelAliases)
-        }
-        let tokenizer = b.formatter.tokenizer
-        if let bad = r.logitBias.keys.first(where: { Int($0) >= tokenizer.vocabularySize }) {
-            throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
-        }
-        let (prompts, opensReasoning) = try promptTokens(r, chat: chat, b)
-        // Thinking models' replies are split into reasoning and content (ReasoningOutput).
-        let splitsReasoning = chat && settings.reasoningFormat == .auto && (b.formatter.template?.thinks ?? false)
-        let grammar: TokenGrammar? = try r.outputGrammar.map { text in
-            do {
-                return try grammarCache.grammar(text, formatter: b.formatter)
-            } catch {
-                throw OpenAIError.invalid(r.outputGrammarParam ?? "grammar", "the output grammar could not be built: \(error)")
-            }
-        }
-        let maxTokens = r.maxTokens ?? settings.defaultMaxTokens
-        let scorePrompt = !chat && r.echo && r.logprobs
-        let queue = EventQueue()
-        var choices: [ChoiceState] = []
-        let stopTokens = b.formatter.stopTokens
-        for (p, ids) in prompts.enumerated() {
-            for k in 0..<r.n {
-                let index = p * r.n + k
-                let sampling = SamplingParameters(temperature: r.temperature, topK: r.topK, topP: r.topP, minP: r.minP,
-                                                  presencePenalty: r.presencePenalty, frequencyPenalty: r.frequencyPenalty,
-                                                  seed: r.seed.map { $0 &+ UInt64(index) })
-                let g = GenerationRequest(promptTokens: ids, maxTokens: min(maxTokens, b.contextLength - ids.count), sampling: sampling,
-                                          stopTokens: stopTokens, logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
-                                          grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
-                var state = ChoiceState(tokenizer: tokenizer, stops: r.stop)
-                state.readsToolCalls = r.usesTools
-                if splitsReasoning { state.splitReasoning(startingInside: r.startsInReasoning(promptOpensReasoning: opensReasoning[p])) }
-                do {
-                    state.handle = try b.engine.submit(g) { queue.push(index, $0) }
-                } catch let e as EngineError {
-                    for c in choices { if let h = c.handle { b.engine.cancel(h) } }
-                    throw OpenAIError.from(e)
-                }
-                choices.append(state)
-            }
-        }
-        let cancelAll = { for c in choices { if let h = c.handle { b.engine.cancel(h) } } }
-        responder.onDisconnect { cancelAll() }
-        var run = CompletionRun(service: self, backend: b, request: r, chat: chat, prompts: prompts,
-                                id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
+        try checkModel(r.model, b)
+        let run = try startRun(try runRequest(r, chat: chat, reasoning: chat, b), b)
+        let wire = CompletionRun(backend: b, request: r, chat: chat, prompts: run.request.prompts,
+                                 id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
         var stream: HTTPStream?
         if r.stream {
             stream = responder.startEventStream()
-            for i in choices.indices { if let opening = run.openingChunk(i) { try? stream?.sendEvent(opening) } }
+            for i in run.choices.indices { if let opening = wire.openingChunk(i) { try? stream?.sendEvent(opening) } }
         }
-        let clock = ContinuousClock()
-        var firstToken = true
-        var lastGoneCheck = clock.now
-        /// The one place a vanished client ends the request.
-        func clientGone() {
-            cancelAll()
-            log.status = 499
-            log.error = "client disconnected"
+        let outcome = run.drive(responder) { update in
+            guard let stream else { return }
+            for chunk in wire.chunks(update, run: run) { try stream.sendEvent(chunk) }
         }
-        while choices.contains(where: { !$0.isDone }) {
-            let next = queue.pop(timeout: 1)
-            // Poll the socket now and then even while tokens flow: a non-streaming response writes
-            // nothing until the end, so nothing else would notice a client that went away.
-            if next == nil || clock.now - lastGoneCheck > .milliseconds(200) {
-                lastGoneCheck = clock.now
-                if responder.isClientGone { clientGone(); return }
-            }
-            guard let (index, event) = next else { continue }
-            if case .token = event, firstToken {
-                firstToken = false
-                metrics.timeToFirstToken.record(clock.now - start)
-                log.ttft = clock.now - start
-            }
-            let wasDone = choices[index].finish != nil
-            let piece = choices[index].take(event, stopTokens: stopTokens)
-            if !wasDone, choices[index].finish == .stop, case .token = event, let h = choices[index].handle {
-                b.engine.cancel(h)  // a stop string ended this choice
-            }
-            guard let stream else { continue }
-            do {
-                for chunk in run.chunks(index, event: event, piece: piece, state: choices[index], finished: !wasDone && choices[index].finish != nil) {
-                    try stream.sendEvent(chunk)
-                }
-            } catch {
-                clientGone()
-                return
-            }
+        record(run, outcome, &log, start: start)
+        switch outcome {
+        case .clientGone: return
+        case .failed(let failure):
+            guard let stream else { throw OpenAIError.from(failure) }
+            try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
+            stream.finish()
+            log.status = 200
+            return
+        case .completed: break
         }
-        if let failure = choices.compactMap(\.failed).first {
-            if let stream {
-                try? stream.sendEvent(String(decoding: OpenAIError.from(failure).body, as: UTF8.self))
-                stream.finish()
-                log.status = 200
-                return
-            }
-            throw OpenAIError.from(failure)
-        }
-        let usage = run.usage(choices)
-        metrics.promptTokens.increment(by: Int64(usage.promptTokens))
-        metrics.promptCachedTokens.increment(by: Int64(usage.promptTokensDetails.cachedTokens))
-        metrics.completionTokens.increment(by: Int64(usage.completionTokens))
-        log.promptTokens = usage.promptTokens
-        log.completionTokens = usage.completionTokens
-        log.status = 200
+        let usage = wire.usage(run.usage)
         if let stream {
-            if r.includeUsage { try? stream.sendEvent(run.usageChunk(usage)) }
+            if r.includeUsage { try? stream.sendEvent(wire.usageChunk(usage)) }
             try? stream.sendEvent("[DONE]")
             stream.finish()
             return
         }
-        responder.send(jsonResponse(run.response(choices, usage: usage)))
+        responder.send(jsonResponse(wire.response(run, usage: usage)))
     }
 }
 
-/// The response side of one completion request: chunk and body shapes, log-probabilities,
+/// The wire side of one chat or completions request: chunk and body shapes, log-probabilities,
 /// echo, tool calls.
 struct CompletionRun {
-    let service: OpenAIService
     let backend: Backend
     let request: CompletionRequest
     let chat: Bool
     let prompts: [[Int32]]
     let id: String
     let created: Int
-    /// Per choice: tool-call deltas sent so far (streaming), and whether its reply is calls.
-    var toolStreams: [Int: ToolCallStream] = [:]
 
     var tokenizer: Tokenizer { backend.formatter.tokenizer }
     var model: String { backend.modelID }
-
-    init(service: OpenAIService, backend: Backend, request: CompletionRequest, chat: Bool, prompts: [[Int32]], id: String, created: Int) {
-        self.service = service
-        self.backend = backend
-        self.request = request
-        self.chat = chat
-        self.prompts = prompts
-        self.id = id
-        self.created = created
-    }
 
     func text<T: Encodable>(_ value: T) -> String { String(decoding: encodeJSON(value), as: UTF8.self) }
 
@@ -228,36 +169,33 @@ struct CompletionRun {
         return nil
     }
 
-    /// The chunks an engine event of choice `i` produces (`piece`: its new text).
-    mutating func chunks(_ i: Int, event: TokenEvent, piece: String, state: ChoiceState, finished: Bool) -> [String] {
+    /// The chunks one update of the run produces.
+    func chunks(_ u: ChoiceUpdate, run: RequestRun) -> [String] {
+        let i = u.choice
+        let state = run.choices[i]
         var out: [String] = []
-        if !chat, request.echo, case .started = event {
+        switch u.kind {
+        case .started where !chat && request.echo:
             // The prompt comes first, with its own log-probabilities when asked.
-            let prefix = echoPrefix(i)
             let lp = request.logprobs ? promptLogprobs(state, choice: i) : nil
             out.append(text(Completion(id: id, created: created, model: model,
-                                       choices: [CompletionChoice(index: i, text: prefix, logprobs: lp, finishReason: nil)])))
-        }
-        if case .token(let t) = event, !backend.formatter.stopTokens.contains(t.id) || !piece.isEmpty || (!chat && request.logprobs) {
-            let generated = !backend.formatter.stopTokens.contains(t.id)
+                                       choices: [CompletionChoice(index: i, text: echoPrefix(i), logprobs: lp, finishReason: nil)])))
+        case .token(let t, let endOfTurn) where !endOfTurn || !u.text.isEmpty || !u.reasoning.isEmpty || (!chat && request.logprobs):
             if chat {
                 var delta = ChatDelta()
                 var logprobs: ChatLogprobs?
-                if request.logprobs && generated { logprobs = ChatLogprobs(content: [chatLogprob(t)]) }
-                if request.usesTools, case .calls = ToolCallFormat.read(state.raw) {
-                    var s = toolStreams[i] ?? ToolCallStream()
-                    let deltas = s.deltas(state.raw)
-                    toolStreams[i] = s
-                    if !deltas.isEmpty { delta.toolCalls = deltas }
-                } else if !piece.isEmpty {
-                    delta.content = piece
+                if request.logprobs && !endOfTurn { logprobs = ChatLogprobs(content: [chatLogprob(t)]) }
+                if let calls = u.toolCalls {
+                    if !calls.isEmpty { delta.toolCalls = calls }
+                } else if !u.text.isEmpty {
+                    delta.content = u.text
                 }
-                delta.setReasoning(state.reasoningPiece)
+                delta.setReasoning(u.reasoning)
                 if delta.toolCalls != nil || delta.content != nil || delta.reasoningContent != nil || logprobs != nil {
                     out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                         choices: [ChatChunkChoice(index: i, delta: delta, logprobs: logprobs, finishReason: nil)])))
                 }
-            } else if !piece.isEmpty || request.logprobs {
+            } else if !u.text.isEmpty || request.logprobs {
                 var lp: CompletionLogprobs?
                 if request.logprobs {
                     var l = CompletionLogprobs()
@@ -265,21 +203,22 @@ struct CompletionRun {
                     lp = l
                 }
                 out.append(text(Completion(id: id, created: created, model: model,
-                                           choices: [CompletionChoice(index: i, text: piece, logprobs: lp, finishReason: nil)])))
+                                           choices: [CompletionChoice(index: i, text: u.text, logprobs: lp, finishReason: nil)])))
             }
-        } else if case .finished = event, !piece.isEmpty || !state.reasoningPiece.isEmpty {
+        case .ended where !u.text.isEmpty || !u.reasoning.isEmpty:
             if chat {
-                var delta = ChatDelta(content: piece.isEmpty ? nil : piece)
-                delta.setReasoning(state.reasoningPiece)
+                var delta = ChatDelta(content: u.text.isEmpty ? nil : u.text)
+                delta.setReasoning(u.reasoning)
                 out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                     choices: [ChatChunkChoice(index: i, delta: delta, logprobs: nil, finishReason: nil)])))
             } else {
                 out.append(text(Completion(id: id, created: created, model: model,
-                                           choices: [CompletionChoice(index: i, text: piece, logprobs: nil, finishReason: nil)])))
+                                           choices: [CompletionChoice(index: i, text: u.text, logprobs: nil, finishReason: nil)])))
             }
+        default: break
         }
-        if finished, let reason = state.finish {
-            let finish = finishReason(reason, state: state)
+        if u.finished, let reason = state.finish {
+            let finish = chat && run.endedWithToolCalls(i) ? "tool_calls" : reason.apiValue
             if chat {
                 out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                     choices: [ChatChunkChoice(index: i, delta: ChatDelta(), logprobs: nil, finishReason: finish)])))
@@ -298,40 +237,37 @@ struct CompletionRun {
 
     // MARK: - Whole responses
 
-    func usage(_ choices: [ChoiceState]) -> Usage {
-        let promptTotal = prompts.reduce(0) { $0 + $1.count } * request.n
-        let completionTotal = choices.reduce(0) { $0 + $1.completionTokens }
-        let cachedTotal = choices.reduce(0) { $0 + $1.cachedTokens }
-        var usage = Usage(promptTokens: promptTotal, completionTokens: completionTotal, totalTokens: promptTotal + completionTotal,
-                          promptTokensDetails: PromptTokensDetails(cachedTokens: cachedTotal))
+    func usage(_ run: RunUsage) -> Usage {
+        var usage = Usage(promptTokens: run.promptTokens, completionTokens: run.completionTokens,
+                          totalTokens: run.promptTokens + run.completionTokens,
+                          promptTokensDetails: PromptTokensDetails(cachedTokens: run.cachedTokens))
         if backend.engine.configuration.speculation {
             // An extension: clients that do not know the field ignore it.
-            let sum = { (f: (SpeculationUsage) -> Int) in choices.reduce(0) { $0 + f($1.speculation) } }
-            let drafted = sum { $0.draftedTokens }, accepted = sum { $0.acceptedTokens }
-            usage.speculation = SpeculationBody(draftedTokens: drafted, acceptedTokens: accepted, decodeSteps: sum { $0.decodeSteps },
-                                                speculativeSteps: sum { $0.speculativeSteps },
-                                                acceptanceRate: drafted > 0 ? Double(accepted) / Double(drafted) : 0,
-                                                forcedDraftedTokens: sum { $0.forcedDraftedTokens },
-                                                forcedAcceptedTokens: sum { $0.forcedAcceptedTokens })
+            let s = run.speculation
+            usage.speculation = SpeculationBody(draftedTokens: s.draftedTokens, acceptedTokens: s.acceptedTokens, decodeSteps: s.decodeSteps,
+                                                speculativeSteps: s.speculativeSteps,
+                                                acceptanceRate: s.draftedTokens > 0 ? Double(s.acceptedTokens) / Double(s.draftedTokens) : 0,
+                                                forcedDraftedTokens: s.forcedDraftedTokens, forcedAcceptedTokens: s.forcedAcceptedTokens)
         }
         return usage
     }
 
-    func response(_ choices: [ChoiceState], usage: Usage) -> Data {
+    func response(_ run: RequestRun, usage: Usage) -> Data {
         let stopTokens = backend.formatter.stopTokens
+        let choices = run.choices
         if chat {
             let body = ChatCompletion(id: id, created: created, model: model, choices: choices.enumerated().map { i, c in
                 let generated = c.tokens.filter { !stopTokens.contains($0.id) }
                 var message = ChatMessageBody(content: c.text)
                 message.setReasoning(c.reasoningText)
-                if request.usesTools, c.finish != .length, case .calls(let calls) = ToolCallFormat.read(c.raw), !calls.isEmpty,
-                   calls.allSatisfy(\.complete) {
+                if let calls = run.toolCalls(i) {
                     message.content = nil
-                    message.toolCalls = calls.map { ToolCallBody(id: ToolCallFormat.newID(), function: FunctionCallBody(name: $0.name ?? "", arguments: $0.arguments)) }
+                    message.toolCalls = calls.map { ToolCallBody(id: $0.id, function: FunctionCallBody(name: $0.name, arguments: $0.arguments)) }
                 }
+                let finish = message.toolCalls != nil || run.endedWithToolCalls(i) ? "tool_calls" : (c.finish ?? .length).apiValue
                 return ChatChoice(index: i, message: message,
                                   logprobs: request.logprobs ? ChatLogprobs(content: generated.map(chatLogprob)) : nil,
-                                  finishReason: message.toolCalls != nil ? "tool_calls" : finishReason(c.finish ?? .length, state: c))
+                                  finishReason: finish)
             }, usage: usage)
             return encodeJSON(body)
         }
@@ -348,11 +284,6 @@ struct CompletionRun {
             return CompletionChoice(index: i, text: prefix + c.text, logprobs: lp, finishReason: (c.finish ?? .length).apiValue)
         }, usage: usage)
         return encodeJSON(body)
-    }
-
-    func finishReason(_ reason: FinishReason, state: ChoiceState) -> String {
-        if chat, request.usesTools, reason == .stop, case .calls(let calls) = ToolCallFormat.read(state.raw), !calls.isEmpty { return "tool_calls" }
-        return reason.apiValue
     }
 
     // MARK: - Log-probabilities and echo

@@ -30,7 +30,8 @@ final class EventQueue: @unchecked Sendable {
     }
 }
 
-/// Per-choice text assembly: incremental detokenization, stop strings, log-probabilities.
+/// Per-choice text assembly (the request core's, `RequestRun`): incremental detokenization, stop
+/// strings, stop tokens, log-probabilities, the finish.
 struct ChoiceState {
     var decoder: Tokenizer.StreamingDecoder
     var stop: StopMatcher
@@ -42,7 +43,6 @@ struct ChoiceState {
     var cachedTokens = 0
     var finish: FinishReason?
     var failed: EngineError?
-    var handle: RequestHandle?
     var speculation = SpeculationUsage()
     /// The prompt's tokens with log-probabilities (echo with logprobs), and an embedding.
     var promptScores: [GeneratedToken] = []
@@ -103,6 +103,9 @@ struct ChoiceState {
         if last { raw += splitter.finish().content }
         rawReasoning = splitter
     }
+
+    /// The stop string that ended the reply, if one did.
+    var stopSequence: String? { stop.matched }
 
     /// Takes one engine event; returns the new text to emit for it.
     mutating func take(_ event: TokenEvent, stopTokens: Set<Int32>) -> String {

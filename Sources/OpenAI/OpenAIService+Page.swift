@@ -70,7 +70,7 @@ extension OpenAIService {
         // A new client gets the last few steps at once, so the charts start with something.
         var lastStep = max(stepHistory.lastNumber - 64, 0)
         if once {
-            responder.send(json(enginePayload(backend, after: &lastStep)))
+            responder.send(jsonResponse(encodeJSON(enginePayload(backend, after: &lastStep))))
             return
         }
         let stream = responder.startEventStream()
@@ -78,7 +78,7 @@ extension OpenAIService {
         while !isDraining {
             sequence += 1
             do {
-                try stream.sendEvent(jsonText(enginePayload(backend, after: &lastStep)), event: "engine", id: String(sequence))
+                try stream.sendEvent(String(decoding: encodeJSON(enginePayload(backend, after: &lastStep)), as: UTF8.self), event: "engine", id: String(sequence))
             } catch {
                 return  // the client is gone
             }
@@ -90,38 +90,28 @@ extension OpenAIService {
 
     /// The engine view's figures: the snapshot, the cost curve and the steps after `after`
     /// (advanced to the last one sent).
-    func enginePayload(_ backend: Backend, after: inout Int) -> [String: Any] {
+    func enginePayload(_ backend: Backend, after: inout Int) -> EngineViewBody {
         let engine = backend.engine
         let s = engine.snapshot
         let steps = stepHistory.steps(after: after, limit: 256)
         if let last = steps.last { after = last.number }
-        var body: [String: Any] = [
-            "object": "cast.engine",
-            "time": Date().timeIntervalSince1970,
-            "model": backend.modelID,
-            "running": s.running, "waiting": s.waiting, "slots": engine.configuration.slots,
-            "tokens_per_second": s.recentTokensPerSecond,
-            "prompt_tokens_total": s.promptTokensTotal, "completion_tokens_total": s.completionTokensTotal,
-            "steps_total": s.stepsTotal, "rows_total": s.rowsTotal,
-            "kv_blocks": ["total": s.kvBlocksTotal, "used": s.kvBlocksUsed, "cached": s.kvBlocksCached],
-            "prefix_cache": ["lookup_tokens": s.prefixLookupTokens, "hit_tokens": s.prefixHitTokens],
-            "preemptions": s.preemptions,
-            "speculation": engine.configuration.speculation,
-            "drafter": engine.configuration.drafter.rawValue,
-            "drafted_tokens": s.draftedTokens, "accepted_tokens": s.acceptedTokens, "speculative_steps": s.speculativeSteps,
-            "planned_goodput_tokens_per_second": s.plannedGoodput, "plain_goodput_tokens_per_second": s.plainGoodput,
-            "steps": steps.map(\.json),
-        ]
+        var body = EngineViewBody(
+            time: Date().timeIntervalSince1970, model: backend.modelID, running: s.running, waiting: s.waiting,
+            slots: engine.configuration.slots, tokensPerSecond: s.recentTokensPerSecond, promptTokensTotal: s.promptTokensTotal,
+            completionTokensTotal: s.completionTokensTotal, stepsTotal: s.stepsTotal, rowsTotal: s.rowsTotal,
+            kvBlocks: .init(total: s.kvBlocksTotal, used: s.kvBlocksUsed, cached: s.kvBlocksCached),
+            prefixCache: .init(lookupTokens: s.prefixLookupTokens, hitTokens: s.prefixHitTokens), preemptions: s.preemptions,
+            speculation: engine.configuration.speculation, drafter: engine.configuration.drafter.rawValue,
+            draftedTokens: s.draftedTokens, acceptedTokens: s.acceptedTokens, speculativeSteps: s.speculativeSteps,
+            plannedGoodputTokensPerSecond: s.plannedGoodput, plainGoodputTokensPerSecond: s.plainGoodput, steps: steps)
         if let cost = s.costModel {
-            // T(rows): a step of `rows` rows, all with logits, attending to no cached positions
-            // (the planner adds ms_per_position per attended position).
-            body["cost_curve"] = cost.body.map { ["rows": $0.rows, "ms": cost.milliseconds(rows: $0.rows)] }
-            body["ms_per_position"] = cost.msPerPosition
+            body.costCurve = cost.body.map { CostPointBody(rows: $0.rows, ms: cost.milliseconds(rows: $0.rows)) }
+            body.msPerPosition = cost.msPerPosition
         }
         if let predicted = s.lastPredictedMilliseconds, let observed = s.lastObservedMilliseconds {
-            body["last_step"] = ["predicted_ms": predicted, "observed_ms": observed]
+            body.lastStep = PredictedObservedBody(predictedMs: predicted, observedMs: observed)
         }
-        if let m = s.costErrorMedian { body["cost_error_median"] = m }
+        body.costErrorMedian = s.costErrorMedian
         return body
     }
 

@@ -176,68 +176,12 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
             responder.send(HTTPResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                         body: metrics.render(engine: backend?.engine.snapshot)))
         case "/v1/models": try models(responder, &log)
-        case "/v1/cast/cost":
-            let engine = try ready().engine
-            let snapshot = engine.snapshot
-            var body: [String: Any] = [
-                "object": "cast.cost_model",
-                "speculation": engine.configuration.speculation,
-                "drafter": engine.configuration.drafter.rawValue,
-                "drafter_state": snapshot.drafterStateLoaded ? "loaded" : "new",
-                "drafted_tokens": snapshot.draftedTokens, "accepted_tokens": snapshot.acceptedTokens,
-                "speculative_steps": snapshot.speculativeSteps,
-                "planned_goodput_tokens_per_second": snapshot.plannedGoodput,
-                "plain_goodput_tokens_per_second": snapshot.plainGoodput,
-                // Drafting time over step time plus drafting time, since start.
-                "draft_share": snapshot.draftSecondsTotal / max(snapshot.stepSecondsTotal + snapshot.draftSecondsTotal, 1e-9),
-            ]
-            if let learned = engine.configuration.learnedDrafter {
-                var drafter: [String: Any] = ["file": learned.path, "draft_tokens": learned.vocabularyCount,
-                                              "matrix_format": learned.matrixFormat.description]
-                // D: one frontier layer's cost by rows (after online correction).
-                if let cost = snapshot.drafterLayerCost { drafter["layer_cost"] = cost.corrected.map { ["rows": $0.rows, "ms": $0.ms] } }
-                drafter["acceptance_by_depth"] = snapshot.learnedAcceptanceByDepth.enumerated().map { d, a -> [String: Any] in
-                    ["depth": d + 1, "verified": a.observed, "accepted": a.accepted,
-                     "rate": a.observed > 0 ? Double(a.accepted) / Double(a.observed) : 0]
-                }
-                body["learned_drafter"] = drafter
-            }
-            if let cost = snapshot.costModel {
-                // T = step_cost[rows] + head_cost[rows with logits] (interpolated, after online
-                // correction) + ms_per_position * positions + host (fixed + per logit row + per node).
-                body["step_cost"] = cost.corrected.map { ["rows": $0.rows, "ms": $0.ms] }
-                body["head_cost"] = cost.head.map { ["rows": $0.rows, "ms": $0.ms] }
-                body["ms_per_position"] = cost.msPerPosition
-                body["host_ms"] = ["fixed": cost.host.coefficients[0], "per_logit_row": cost.host.coefficients[1],
-                                   "per_draft_node": cost.host.coefficients[2]]
-                // fixed: given by --cost-model, never refreshed; measured at start-up; or from the cache.
-                body["source"] = cost.isFixed ? "fixed" : snapshot.costMeasured ? "measured" : "cache"
-                var accuracy: [String: Any] = ["steps": snapshot.costErrorSteps]
-                if let m = snapshot.costErrorMedian, let p = snapshot.costErrorP90 {
-                    accuracy["median_abs_relative_error"] = m
-                    accuracy["p90_abs_relative_error"] = p
-                }
-                if let predicted = snapshot.lastPredictedMilliseconds, let observed = snapshot.lastObservedMilliseconds {
-                    accuracy["last_step"] = ["predicted_ms": predicted, "observed_ms": observed]
-                }
-                body["accuracy"] = accuracy
-                // The guard's measured A/B test: pure decode steps with and without draft trees.
-                body["measured_goodput"] = snapshot.measuredGoodput.enumerated().compactMap { b, g -> [String: Any]? in
-                    guard g.plainSteps + g.draftingSteps > 0 else { return nil }
-                    return ["decode_rows": b == 0 ? "1" : "\(1 << b)-\((2 << b) - 1)",
-                            "plain_tokens_per_second": g.plain * 1000, "plain_steps": g.plainSteps,
-                            "drafting_tokens_per_second": g.drafting * 1000, "drafting_steps": g.draftingSteps,
-                            "verdict": "\(g.verdict)"]
-                }
-            } else {
-                body["step_cost"] = [Any]()
-            }
-            responder.send(json(body))
+        case "/v1/cast/cost": responder.send(json(try costBody()))
         case "/tokenize": try tokenize(request, responder, &log)
         case "/detokenize": try detokenize(request, responder, &log)
         case "/v1/chat/completions": try complete(request, chat: true, responder, &log, start: start)
         case "/v1/completions": try complete(request, chat: false, responder, &log, start: start)
-        case "/v1/embeddings": try embeddings(request, responder, &log)
+        case "/v1/embeddings": try embeddings(request, responder, &log, start: start)
         case "/tokenizer_info": try tokenizerInfo(responder)
         default: throw OpenAIError.notFound(path)
         }
@@ -278,84 +222,116 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         switch current {
         case .loading:
             log.status = 503
-            responder.send(json(["status": "loading"], status: .serviceUnavailable))
+            responder.send(json(HealthBody(status: "loading"), status: .serviceUnavailable))
         case .draining:
             log.status = 503
-            responder.send(json(["status": "draining"], status: .serviceUnavailable))
+            responder.send(json(HealthBody(status: "draining"), status: .serviceUnavailable))
         case .ready(let b):
             let s = b.engine.snapshot
-            responder.send(json(["status": "ok", "model": b.modelID, "running": s.running, "waiting": s.waiting,
-                                 "kernels": b.engine.model.kernels.description]))
+            responder.send(json(HealthBody(status: "ok", model: b.modelID, running: s.running, waiting: s.waiting,
+                                           kernels: b.engine.model.kernels.description)))
         }
     }
 
-    private func modelObject(_ b: Backend) -> [String: Any] {
-        ["id": b.modelID, "object": "model", "created": created, "owned_by": "castserve", "context_length": b.contextLength,
-         "aliases": settings.modelAliases, "kernels": b.engine.model.kernels.description,
-         "kv_cache_type": b.engine.configuration.kvCacheType.rawValue,
-         "architecture": b.engine.model.config.architecture, "quantization": b.engine.model.config.quantization]
+    private func modelBody(_ b: Backend) -> ModelBody {
+        ModelBody(id: b.modelID, created: created, contextLength: b.contextLength, aliases: settings.modelAliases,
+                  kernels: b.engine.model.kernels.description, kvCacheType: b.engine.configuration.kvCacheType.rawValue,
+                  architecture: b.engine.model.config.architecture, quantization: b.engine.model.config.quantization)
     }
 
     private func models(_ responder: HTTPResponder, _ log: inout RequestLog) throws {
         let b = try ready()
-        responder.send(json(["object": "list", "data": [modelObject(b)]]))
+        responder.send(json(ModelListBody(data: [modelBody(b)])))
     }
 
     private func model(_ name: String, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
         let b = try ready()
-        guard name == b.modelID || settings.modelAliases.contains(name) else {
-            throw OpenAIError.modelNotFound(name, available: [b.modelID] + settings.modelAliases)
-        }
-        responder.send(json(modelObject(b)))
+        try checkModel(name, b)
+        responder.send(json(modelBody(b)))
     }
 
-    private func body(_ request: HTTPRequest) throws -> [String: Any] {
-        guard let o = try? JSONSerialization.jsonObject(with: request.body), let d = o as? [String: Any] else {
-            throw OpenAIError.invalid("body", "The request body must be a JSON object", code: "invalid_json")
+    /// GET /v1/cast/cost: the speculation planner's cost model, its accuracy and what it measured.
+    private func costBody() throws -> CostBody {
+        let engine = try ready().engine
+        let snapshot = engine.snapshot
+        var body = CostBody(speculation: engine.configuration.speculation, drafter: engine.configuration.drafter.rawValue,
+                            drafterState: snapshot.drafterStateLoaded ? "loaded" : "new", draftedTokens: snapshot.draftedTokens,
+                            acceptedTokens: snapshot.acceptedTokens, speculativeSteps: snapshot.speculativeSteps,
+                            plannedGoodputTokensPerSecond: snapshot.plannedGoodput, plainGoodputTokensPerSecond: snapshot.plainGoodput,
+                            draftShare: snapshot.draftSecondsTotal / max(snapshot.stepSecondsTotal + snapshot.draftSecondsTotal, 1e-9),
+                            stepCost: [])
+        if let learned = engine.configuration.learnedDrafter {
+            body.learnedDrafter = CostBody.LearnedDrafterBody(
+                file: learned.path, draftTokens: learned.vocabularyCount, matrixFormat: learned.matrixFormat.description,
+                layerCost: snapshot.drafterLayerCost.map { $0.corrected.map { CostPointBody(rows: $0.rows, ms: $0.ms) } },
+                acceptanceByDepth: snapshot.learnedAcceptanceByDepth.enumerated().map { d, a in
+                    CostBody.DepthBody(depth: d + 1, verified: a.observed, accepted: a.accepted,
+                                       rate: a.observed > 0 ? Double(a.accepted) / Double(a.observed) : 0)
+                })
         }
-        return d
+        guard let cost = snapshot.costModel else { return body }
+        body.stepCost = cost.corrected.map { CostPointBody(rows: $0.rows, ms: $0.ms) }
+        body.headCost = cost.head.map { CostPointBody(rows: $0.rows, ms: $0.ms) }
+        body.msPerPosition = cost.msPerPosition
+        body.hostMs = CostBody.HostBody(fixed: cost.host.coefficients[0], perLogitRow: cost.host.coefficients[1],
+                                        perDraftNode: cost.host.coefficients[2])
+        body.source = cost.isFixed ? "fixed" : snapshot.costMeasured ? "measured" : "cache"
+        var accuracy = CostBody.AccuracyBody(steps: snapshot.costErrorSteps)
+        if let m = snapshot.costErrorMedian, let p = snapshot.costErrorP90 {
+            accuracy.medianAbsRelativeError = m
+            accuracy.p90AbsRelativeError = p
+        }
+        if let predicted = snapshot.lastPredictedMilliseconds, let observed = snapshot.lastObservedMilliseconds {
+            accuracy.lastStep = PredictedObservedBody(predictedMs: predicted, observedMs: observed)
+        }
+        body.accuracy = accuracy
+        body.measuredGoodput = snapshot.measuredGoodput.enumerated().compactMap { b, g in
+            guard g.plainSteps + g.draftingSteps > 0 else { return nil }
+            return CostBody.MeasuredGoodputBody(decodeRows: b == 0 ? "1" : "\(1 << b)-\((2 << b) - 1)",
+                                                plainTokensPerSecond: g.plain * 1000, plainSteps: g.plainSteps,
+                                                draftingTokensPerSecond: g.drafting * 1000, draftingSteps: g.draftingSteps,
+                                                verdict: "\(g.verdict)")
+        }
+        return body
     }
 
     private func tokenize(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
         let b = try ready()
-        let d = try body(request)
+        let d = try JSONFields.body(request.body)
         // llama.cpp's field names, or vLLM's (`prompt`, `add_special_tokens`; lm-eval's remote tokenizer).
-        guard let content = (d["content"] ?? d["prompt"]) as? String else {
+        guard case .string(let content)? = d["content"] ?? d["prompt"] else {
             throw OpenAIError.invalid("content", "'content' (or 'prompt') is required: the text to tokenize")
         }
-        let special = (d["parse_special"] as? Bool) ?? true
+        let special = try d.bool("parse_special") ?? true
         var ids = b.formatter.tokenizer.encode(content, parseSpecial: special)
-        if ((d["add_special"] ?? d["add_special_tokens"]) as? Bool) == true, b.formatter.tokenizer.addsBOS, let bos = b.formatter.tokenizer.bosID {
+        if (d["add_special"] ?? d["add_special_tokens"]) == .bool(true), b.formatter.tokenizer.addsBOS, let bos = b.formatter.tokenizer.bosID {
             ids.insert(bos, at: 0)
         }
-        if (d["with_pieces"] as? Bool) == true {
-            responder.send(json(["tokens": ids.map { ["id": Int($0), "piece": b.formatter.tokenizer.decode([$0])] }]))
+        if d["with_pieces"] == .bool(true) {
+            responder.send(json(TokenizeBody.pieces(ids.map { .init(id: Int($0), piece: b.formatter.tokenizer.decode([$0])) })))
         } else {
-            responder.send(json(["tokens": ids.map(Int.init)]))
+            responder.send(json(TokenizeBody.ids(ids.map(Int.init))))
         }
     }
 
     private func detokenize(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
         let b = try ready()
-        let d = try body(request)
+        let d = try JSONFields.body(request.body)
         let vocab = b.formatter.tokenizer.vocabularySize
-        guard let list = d["tokens"] as? [Any] else { throw OpenAIError.invalid("tokens", "'tokens' is required: a list of token ids") }
+        guard case .array(let list)? = d["tokens"] else { throw OpenAIError.invalid("tokens", "'tokens' is required: a list of token ids") }
         let ids = try list.map { v -> Int32 in
-            guard let n = v as? NSNumber, !isJSONBool(v), let i = Int32(exactly: n.doubleValue), i >= 0, Int(i) < vocab else {
+            guard let n = JSONFields.integer(v), let i = Int32(exactly: n), i >= 0, Int(i) < vocab else {
                 throw OpenAIError.invalid("tokens", "'tokens' must hold token ids between 0 and \(vocab - 1)")
             }
             return i
         }
         let text = b.formatter.tokenizer.decode(ids)
-        responder.send(json(["content": text, "prompt": text]))
+        responder.send(json(DetokenizeBody(content: text, prompt: text)))
     }
 
-    func jsonText(_ object: [String: Any]) -> String {
-        String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self)
-    }
-
-    func json(_ object: [String: Any], status: HTTPStatus = .ok) -> HTTPResponse {
-        HTTPResponse(status: status, contentType: "application/json", body: jsonText(object))
+    /// A JSON response of a Codable body (the API's one encoder, `encodeJSON`).
+    func json<T: Encodable>(_ body: T, status: HTTPStatus = .ok) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "application/json", body: String(decoding: encodeJSON(body), as: UTF8.self))
     }
 }
 

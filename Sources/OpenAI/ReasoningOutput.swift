@@ -1,5 +1,4 @@
 import ChatTemplate
-import Foundation
 import Grammar
 
 /// Reasoning output of thinking models (Qwen3, QwQ, DeepSeek-R1 and its distills): the request
@@ -22,27 +21,22 @@ extension CompletionRequest {
     /// `chat_template_kwargs` (an object of extra chat-template variables, any JSON values) and
     /// `enable_thinking` (a boolean, shorthand for `chat_template_kwargs.enable_thinking`), as
     /// template variables in request order.
-    static func parseTemplateContext(_ json: [String: Any], body: Data, chat: Bool) throws -> [(String, TemplateValue)] {
+    static func parseTemplateContext(_ json: JSONFields, chat: Bool) throws -> [(String, TemplateValue)] {
         var context: [(String, TemplateValue)] = []
-        if let raw = json["chat_template_kwargs"], !(raw is NSNull) {
+        if let kwargs = try json.object("chat_template_kwargs", expected: "an object of chat-template variables, e.g. {\"enable_thinking\": false}") {
             guard chat else {
                 throw OpenAIError.invalid("chat_template_kwargs", "'chat_template_kwargs' is a chat completions field; use POST /v1/chat/completions")
             }
-            guard raw is [String: Any], case .object(let members)? = try? JSONValue.parse(String(decoding: body, as: UTF8.self))["chat_template_kwargs"] else {
-                throw OpenAIError.invalid("chat_template_kwargs", "'chat_template_kwargs' must be an object of chat-template variables, e.g. {\"enable_thinking\": false}")
-            }
-            for (name, value) in members {
-                let param = "chat_template_kwargs.\(name)"
+            for (name, value) in kwargs.members {
+                let param = kwargs.name(name)
                 if ChatTemplate.reservedVariables.contains(name) {
                     throw OpenAIError.invalid(param, "'\(param)' sets a variable the server renders itself (\(ChatTemplate.reservedVariables.sorted().joined(separator: ", "))); send it as its own request field")
                 }
-                if name == "enable_thinking" {
-                    guard case .bool = value else { throw OpenAIError.invalid(param, "'\(param)' must be true or false") }
-                }
+                if name == "enable_thinking" { _ = try kwargs.bool(name) }
                 context.append((name, ToolCallFormat.templateValue(value)))
             }
         }
-        if let thinking = try bool(json, "enable_thinking") {
+        if let thinking = try json.bool("enable_thinking") {
             guard chat else { throw OpenAIError.invalid("enable_thinking", "'enable_thinking' is a chat completions field; use POST /v1/chat/completions") }
             if let i = context.firstIndex(where: { $0.0 == "enable_thinking" }) {
                 guard context[i].1 == .bool(thinking) else {

@@ -10,7 +10,7 @@ import Model
 /// `steps(after:)` on connection threads; both under one lock, held only to copy.
 public final class StepHistory: @unchecked Sendable {
     /// One step as the engine view draws it (milliseconds; nil where speculation planned nothing).
-    struct Entry {
+    struct Entry: Encodable {
         var number: Int
         /// Seconds since the history started.
         var time: Double
@@ -23,14 +23,26 @@ public final class StepHistory: @unchecked Sendable {
         var observedMs: Double?
         var positions: Int?
 
-        var json: [String: Any] {
-            var o: [String: Any] = ["n": number, "t": (time * 1000).rounded() / 1000, "rows": rows, "tree_rows": treeRows,
-                                    "tree_rows_per_sequence": treeRowsPerSequence, "accepted_per_sequence": acceptedPerSequence,
-                                    "duration_ms": (durationMs * 1000).rounded() / 1000]
-            if let predictedMs { o["predicted_ms"] = (predictedMs * 1000).rounded() / 1000 }
-            if let observedMs { o["observed_ms"] = (observedMs * 1000).rounded() / 1000 }
-            if let positions { o["positions"] = positions }
-            return o
+        enum CodingKeys: String, CodingKey {
+            case n, t, rows, treeRows = "tree_rows", treeRowsPerSequence = "tree_rows_per_sequence"
+            case acceptedPerSequence = "accepted_per_sequence", durationMs = "duration_ms", predictedMs = "predicted_ms"
+            case observedMs = "observed_ms", positions
+        }
+
+        /// Times rounded to microseconds (milliseconds with three decimals).
+        func encode(to encoder: Encoder) throws {
+            let micro = { (ms: Double) in (ms * 1000).rounded() / 1000 }
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(number, forKey: .n)
+            try c.encode(micro(time), forKey: .t)
+            try c.encode(rows, forKey: .rows)
+            try c.encode(treeRows, forKey: .treeRows)
+            try c.encode(treeRowsPerSequence, forKey: .treeRowsPerSequence)
+            try c.encode(acceptedPerSequence, forKey: .acceptedPerSequence)
+            try c.encode(micro(durationMs), forKey: .durationMs)
+            try c.encodeIfPresent(predictedMs.map(micro), forKey: .predictedMs)
+            try c.encodeIfPresent(observedMs.map(micro), forKey: .observedMs)
+            try c.encodeIfPresent(positions, forKey: .positions)
         }
     }
 

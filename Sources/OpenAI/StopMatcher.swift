@@ -4,6 +4,8 @@
 /// whether it is; `finish` releases it at the end.
 public struct StopMatcher: Sendable {
     public let stops: [String]
+    /// The stop string that ended the text, once one has.
+    public private(set) var matched: String?
     private var pending = ""
 
     public init(stops: [String]) {
@@ -17,7 +19,10 @@ public struct StopMatcher: Sendable {
         pending += piece
         var earliest: String.Index?
         for stop in stops {
-            if let r = pending.range(of: stop), earliest.map({ r.lowerBound < $0 }) ?? true { earliest = r.lowerBound }
+            if let r = pending.range(of: stop), earliest.map({ r.lowerBound < $0 }) ?? true {
+                earliest = r.lowerBound
+                matched = stop
+            }
         }
         if let at = earliest {
             let text = String(pending[..<at])

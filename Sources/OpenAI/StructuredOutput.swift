@@ -6,9 +6,9 @@ import Grammar
 /// `parallel_tool_calls`, and `logit_bias`. Each becomes a GBNF grammar (or a bias map) here,
 /// so a schema or grammar the server cannot honour is a 400 naming the field, never ignored.
 extension CompletionRequest {
-    static func logitBias(_ json: [String: Any]) throws -> [Int32: Float] {
-        guard let raw = json["logit_bias"], !(raw is NSNull) else { return [:] }
-        guard let map = raw as? [String: Any] else {
+    static func logitBias(_ json: JSONFields) throws -> [Int32: Float] {
+        guard let raw = json["logit_bias"] else { return [:] }
+        guard case .object(let map) = raw else {
             throw OpenAIError.invalid("logit_bias", "'logit_bias' must be an object mapping token ids (as strings) to numbers between -100 and 100")
         }
         guard map.count <= 1024 else { throw OpenAIError.invalid("logit_bias", "'logit_bias' holds \(map.count) tokens; at most 1024") }
@@ -17,56 +17,38 @@ extension CompletionRequest {
             guard let id = Int32(key), id >= 0 else {
                 throw OpenAIError.invalid("logit_bias", "'logit_bias' key '\(key)' is not a token id; keys are token ids such as \"1234\" (see POST /tokenize)")
             }
-            guard let n = value as? NSNumber, !isJSONBool(value), n.doubleValue.isFinite, (-100...100).contains(n.doubleValue) else {
+            guard case .number(let text) = value, let d = Double(text), d.isFinite, (-100...100).contains(d) else {
                 throw OpenAIError.invalid("logit_bias", "'logit_bias' value for token \(key) must be a number between -100 and 100")
             }
-            out[id] = n.floatValue
+            out[id] = Float(d)
         }
         return out
     }
 
     /// Reads the output-constraining fields into `r.outputGrammar` and the tool fields.
-    static func parseStructuredOutput(_ json: [String: Any], body: Data, chat: Bool, into r: inout CompletionRequest) throws {
-        // Schemas are read again from the text in document order (properties are generated in it).
-        var orderedBody: JSONValue?
-        func ordered() throws -> JSONValue {
-            if let orderedBody { return orderedBody }
-            // Stricter than JSONSerialization (which lets, say, a trailing comma pass): what it
-            // refuses is a malformed body, answered as such.
-            let v: JSONValue
-            do {
-                v = try JSONValue.parse(String(decoding: body, as: UTF8.self))
-            } catch let e as GrammarError {
-                throw OpenAIError.invalid("body", "The request body is not valid JSON: \(e)", code: "invalid_json")
-            }
-            orderedBody = v
-            return v
-        }
+    static func parseStructuredOutput(_ json: JSONFields, chat: Bool, into r: inout CompletionRequest) throws {
         var sources: [(param: String, gbnf: String)] = []
 
-        if let raw = json["response_format"], !(raw is NSNull) {
-            guard let format = raw as? [String: Any], let type = format["type"] as? String else {
+        if let format = try json.object("response_format", expected: "{\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}") {
+            guard let type = try? format.string("type") else {
                 throw OpenAIError.invalid("response_format", "'response_format' must be {\"type\": \"text\" | \"json_object\" | \"json_schema\", ...}")
             }
             switch type {
             case "text": break
             case "json_object": sources.append(("response_format", JSONSchemaGrammar.gbnfForAnyObject()))
             case "json_schema":
-                guard let spec = format["json_schema"] as? [String: Any] else {
+                guard let spec = try? format.object("json_schema") else {
                     throw OpenAIError.invalid("response_format.json_schema", "'response_format.json_schema' is required: {\"name\", \"schema\", \"strict\"}")
                 }
-                if let strict = spec["strict"], !(strict is NSNull), !isJSONBool(strict) {
-                    throw OpenAIError.invalid("response_format.json_schema.strict", "'response_format.json_schema.strict' must be true or false")
-                }
+                _ = try spec.bool("strict")
                 let param = "response_format.json_schema.schema"
-                let schema = spec["schema"] == nil ? JSONValue.bool(true) : try ordered()["response_format"]?["json_schema"]?["schema"] ?? .bool(true)
-                sources.append((param, try compileSchema(schema, param: param)))
+                sources.append((param, try compileSchema(spec["schema"] ?? .bool(true), param: param)))
             default:
                 throw OpenAIError.invalid("response_format.type", "'response_format.type' is '\(type)'; use text, json_object or json_schema")
             }
         }
-        if let raw = json["grammar"], !(raw is NSNull) {
-            guard let text = raw as? String else { throw OpenAIError.invalid("grammar", "'grammar' must be a string of GBNF rules with a 'root' rule") }
+        if let raw = json["grammar"] {
+            guard case .string(let text) = raw else { throw OpenAIError.invalid("grammar", "'grammar' must be a string of GBNF rules with a 'root' rule") }
             do {
                 _ = try Grammar(gbnf: text)
             } catch let e as GrammarError {
@@ -74,21 +56,21 @@ extension CompletionRequest {
             }
             sources.append(("grammar", text))
         }
-        if let raw = json["json_schema"], !(raw is NSNull) {
-            guard raw is [String: Any] else { throw OpenAIError.invalid("json_schema", "'json_schema' must be a JSON schema object") }
-            sources.append(("json_schema", try compileSchema(try ordered()["json_schema"] ?? .bool(true), param: "json_schema")))
+        if let raw = json["json_schema"] {
+            guard case .object = raw else { throw OpenAIError.invalid("json_schema", "'json_schema' must be a JSON schema object") }
+            sources.append(("json_schema", try compileSchema(raw, param: "json_schema")))
         }
 
-        if let raw = json["tools"], !(raw is NSNull) {
+        if let raw = json["tools"] {
             guard chat else { throw OpenAIError.invalid("tools", "'tools' is a chat completions field; use POST /v1/chat/completions") }
-            r.tools = try tools(raw, ordered: ordered)
+            r.tools = try tools(raw)
         }
-        if let raw = json["tool_choice"], !(raw is NSNull) {
+        if let raw = json["tool_choice"] {
             r.toolChoice = try toolChoice(raw, tools: r.tools)
         } else if r.tools.isEmpty {
             r.toolChoice = .none
         }
-        r.parallelToolCalls = try bool(json, "parallel_tool_calls") ?? true
+        r.parallelToolCalls = try json.bool("parallel_tool_calls") ?? true
         if r.usesTools {
             sources.append(("tools", try ToolCallFormat.grammar(tools: r.tools, choice: r.toolChoice, parallel: r.parallelToolCalls)))
         }
@@ -112,54 +94,54 @@ extension CompletionRequest {
         }
     }
 
-    static func tools(_ raw: Any, ordered: () throws -> JSONValue) throws -> [ToolDefinition] {
-        guard let list = raw as? [Any] else {
+    /// A function name as OpenAI and Anthropic allow it: 1-64 ASCII letters, digits, '_' or '-'.
+    static func isValidToolName(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 64
+            && name.unicodeScalars.allSatisfy { ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "_" || $0 == "-" }
+    }
+
+    static func tools(_ raw: JSONValue) throws -> [ToolDefinition] {
+        guard case .array(let list) = raw else {
             throw OpenAIError.invalid("tools", "'tools' must be a list of {\"type\": \"function\", \"function\": {\"name\", \"description\", \"parameters\"}}")
         }
         guard list.count <= 128 else { throw OpenAIError.invalid("tools", "'tools' holds \(list.count) functions; at most 128") }
         var out: [ToolDefinition] = []
         for (i, item) in list.enumerated() {
             let param = "tools[\(i)]"
-            guard let tool = item as? [String: Any], tool["type"] as? String == "function", let function = tool["function"] as? [String: Any] else {
+            guard item["type"] == .string("function"), case .object? = item["function"], let function = try? JSONFields(item["function"]!, path: "\(param).function") else {
                 throw OpenAIError.invalid(param, "'\(param)' must be {\"type\": \"function\", \"function\": {...}}")
             }
-            guard let name = function["name"] as? String, !name.isEmpty, name.count <= 64,
-                  name.unicodeScalars.allSatisfy({ ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) || $0 == "_" || $0 == "-" }) else {
+            guard case .string(let name)? = function["name"], isValidToolName(name) else {
                 throw OpenAIError.invalid("\(param).function.name", "'\(param).function.name' must be 1-64 letters, digits, '_' or '-'")
             }
             guard !out.contains(where: { $0.name == name }) else {
                 throw OpenAIError.invalid("\(param).function.name", "two tools are named '\(name)'; names must be unique")
             }
-            if let d = function["description"], !(d is NSNull), !(d is String) {
-                throw OpenAIError.invalid("\(param).function.description", "'\(param).function.description' must be a string")
-            }
+            let description = try function.string("description")
             var parameters = JSONValue.object([])
-            if let p = function["parameters"], !(p is NSNull) {
-                guard p is [String: Any] else {
+            if let p = function["parameters"] {
+                guard case .object = p else {
                     throw OpenAIError.invalid("\(param).function.parameters", "'\(param).function.parameters' must be a JSON schema object")
                 }
-                guard case .array(let items)? = try ordered()["tools"], i < items.count, let schema = items[i]["function"]?["parameters"] else {
-                    throw OpenAIError.invalid("\(param).function.parameters", "'\(param).function.parameters' could not be read")
-                }
-                parameters = schema
+                parameters = p
             }
-            out.append(ToolDefinition(name: name, description: function["description"] as? String, parameters: parameters))
+            out.append(ToolDefinition(name: name, description: description, parameters: parameters))
         }
         return out
     }
 
-    static func toolChoice(_ raw: Any, tools: [ToolDefinition]) throws -> ToolChoice {
+    static func toolChoice(_ raw: JSONValue, tools: [ToolDefinition]) throws -> ToolChoice {
         let choice: ToolChoice
         switch raw {
-        case let s as String:
+        case .string(let s):
             switch s {
             case "none": choice = .none
             case "auto": choice = .auto
             case "required": choice = .required
             default: throw OpenAIError.invalid("tool_choice", "'tool_choice' is '\(s)'; use none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}")
             }
-        case let o as [String: Any]:
-            guard let f = o["function"] as? [String: Any], let name = f["name"] as? String else {
+        case .object:
+            guard case .string(let name)? = raw["function"]?["name"] else {
                 throw OpenAIError.invalid("tool_choice", "'tool_choice' must name a function: {\"type\": \"function\", \"function\": {\"name\": ...}}")
             }
             guard tools.contains(where: { $0.name == name }) else {

@@ -288,3 +288,11 @@ func editDistance(_ a: String, _ b: String) -> Int {
     }
     return a.isEmpty ? b.count : previous[b.count]
 }
+
+/// Whether a JSONSerialization value is a JSON boolean. (On Linux, `0 is Bool` and `1 is Bool` are
+/// true for numbers too, so the check looks at the boxed type.)
+func isJSONBool(_ value: Any) -> Bool {
+    if type(of: value) == Bool.self { return true }
+    guard let n = value as? NSNumber else { return false }
+    return String(cString: n.objCType) == "c"
+}
