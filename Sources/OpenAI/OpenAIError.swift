@@ -30,7 +30,7 @@ public struct OpenAIError: Error, CustomStringConvertible, Equatable {
     }
 
     public static func notFound(_ path: String) -> OpenAIError {
-        OpenAIError(status: .notFound, message: "Unknown route \(path); see GET /v1/models, POST /v1/chat/completions, POST /v1/completions",
+        OpenAIError(status: .notFound, message: "Unknown route \(path); see GET /v1/models, POST /v1/chat/completions, POST /v1/completions, POST /v1/messages",
                     type: "invalid_request_error", param: nil, code: "unknown_route")
     }
 
@@ -42,7 +42,7 @@ public struct OpenAIError: Error, CustomStringConvertible, Equatable {
     }
 
     public static let unauthorized: OpenAIError = {
-        var e = OpenAIError(status: .unauthorized, message: "Missing or invalid API key; send 'Authorization: Bearer YOUR_KEY'",
+        var e = OpenAIError(status: .unauthorized, message: "Missing or invalid API key; send 'Authorization: Bearer YOUR_KEY' or 'x-api-key: YOUR_KEY'",
                             type: "invalid_request_error", param: nil, code: "invalid_api_key")
         e.headers = [("WWW-Authenticate", "Bearer")]
         return e

@@ -122,12 +122,12 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         } catch let error as OpenAIError {
             log.status = error.status.code
             log.error = error.message
-            if !responder.hasStarted { responder.send(error.response) }
+            if !responder.hasStarted { responder.send(Self.isMessagesPath(request.path) ? AnthropicError.response(error) : error.response) }
         } catch {
             let e = OpenAIError(status: .internalServerError, message: "internal error: \(error)", type: "server_error", param: nil, code: "internal_error")
             log.status = 500
             log.error = e.message
-            if !responder.hasStarted { responder.send(e.response) }
+            if !responder.hasStarted { responder.send(Self.isMessagesPath(request.path) ? AnthropicError.response(e) : e.response) }
         }
         let elapsed = clock.now - start
         metrics.countRequest(route: routeLabel, status: log.status)
@@ -157,7 +157,7 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         "/tokenize": ["POST"], "/detokenize": ["POST"], "/health": ["GET", "HEAD"], "/metrics": ["GET", "HEAD"],
         "/v1/cast/cost": ["GET"], "/v1/cast/events": ["GET"], "/v1/embeddings": ["POST"], "/tokenizer_info": ["GET"],
         "/": ["GET", "HEAD"], "/index.html": ["GET", "HEAD"], "/app.js": ["GET", "HEAD"], "/app.css": ["GET", "HEAD"],
-        "/favicon.svg": ["GET", "HEAD"],
+        "/favicon.svg": ["GET", "HEAD"], "/v1/messages": ["POST"], "/v1/messages/count_tokens": ["POST"],
     ]
 
     private func route(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
@@ -181,6 +181,8 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         case "/detokenize": try detokenize(request, responder, &log)
         case "/v1/chat/completions": try complete(request, chat: true, responder, &log, start: start)
         case "/v1/completions": try complete(request, chat: false, responder, &log, start: start)
+        case "/v1/messages": try messages(request, responder, &log, start: start)
+        case "/v1/messages/count_tokens": try countTokens(request, responder, &log)
         case "/v1/embeddings": try embeddings(request, responder, &log, start: start)
         case "/tokenizer_info": try tokenizerInfo(responder)
         default: throw OpenAIError.notFound(path)
@@ -190,10 +192,18 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
     private func authorize(_ request: HTTPRequest) throws {
         guard !settings.apiKeys.isEmpty, request.path != "/health", request.path != "/metrics", request.method != "OPTIONS",
               !Self.isPagePath(request.path) else { return }
+        // OpenAI's clients send `Authorization: Bearer KEY`, Anthropic's `x-api-key: KEY`.
         let header = request.headers["Authorization"] ?? ""
         let prefix = "Bearer "
-        guard header.hasPrefix(prefix) else { throw OpenAIError.unauthorized }
-        let given = Array(header.dropFirst(prefix.count).utf8)
+        let key: Substring
+        if header.hasPrefix(prefix) {
+            key = header.dropFirst(prefix.count)
+        } else if let apiKey = request.headers["x-api-key"] {
+            key = Substring(apiKey)
+        } else {
+            throw OpenAIError.unauthorized
+        }
+        let given = Array(key.utf8)
         var matched = false
         for key in settings.apiKeys where Self.constantTimeEquals(given, Array(key.utf8)) { matched = true }
         guard matched else { throw OpenAIError.unauthorized }

@@ -21,8 +21,10 @@ enum ToolCallFormat {
 
     // MARK: - Grammar
 
-    /// GBNF for the replies `choice` allows.
-    static func grammar(tools: [ToolDefinition], choice: ToolChoice, parallel: Bool) throws -> String {
+    /// GBNF for the replies `choice` allows; a schema it cannot compile is a 400 naming
+    /// `schemaParam(i)` (the field of tool i's schema in the request's API).
+    static func grammar(tools: [ToolDefinition], choice: ToolChoice, parallel: Bool,
+                        schemaParam: (Int) -> String = { "tools[\($0)].function.parameters" }) throws -> String {
         var g = JSONSchemaGrammar()
         var calls: [String] = []
         for (i, tool) in tools.enumerated() {
@@ -35,7 +37,7 @@ enum ToolCallFormat {
                     arguments = try g.rule(for: tool.parameters, hint: "args-\(i)")
                 }
             } catch let e as GrammarError {
-                throw OpenAIError.invalid("tools[\(i)].function.parameters", "tools[\(i)].function.parameters: \(e)")
+                throw OpenAIError.invalid(schemaParam(i), "\(schemaParam(i)): \(e)")
             }
             let head = JSONSchemaGrammar.gbnfLiteral("{\"name\": \(JSONValue.quoted(tool.name)), \"arguments\": ")
             calls.append(g.add("call-\(i)", body: "\(head) \(arguments) \"}\""))
