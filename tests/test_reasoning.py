@@ -198,6 +198,31 @@ class OpenedBlockTests(unittest.TestCase):
         self.assertEqual(message["content"], "")
         self.assertTrue(message.get("reasoning_content"), message)
 
+    def test_messages_api_returns_a_thinking_block_equal_to_chat(self):
+        # Greedy, so /v1/messages (anthropic SDK) and chat completions generate the same reply.
+        status, body = self.post(max_tokens=12)
+        self.assertEqual(status, 200, body)
+        reasoning = body["choices"][0]["message"].get("reasoning_content", "")
+        content = body["choices"][0]["message"]["content"]
+        self.assertTrue(reasoning, body)
+        import anthropic
+        client = anthropic.Anthropic(base_url=self.server.base_url, api_key="unused", max_retries=0)
+        reply = client.messages.create(model="default", max_tokens=12, messages=ASK, extra_body={"temperature": 0})
+        self.assertEqual(reply.content[0].type, "thinking")
+        self.assertEqual(reply.content[0].thinking, reasoning)
+        self.assertEqual("".join(b.text for b in reply.content if b.type == "text"), content)
+        thinking, text, kinds = "", "", []
+        with client.messages.stream(model="default", max_tokens=12, messages=ASK, extra_body={"temperature": 0}) as events:
+            for event in events:
+                if event.type == "content_block_start":
+                    kinds.append(event.content_block.type)
+                elif event.type == "content_block_delta" and event.delta.type == "thinking_delta":
+                    thinking += event.delta.thinking
+                elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+                    text += event.delta.text
+        self.assertEqual(kinds[0], "thinking")
+        self.assertEqual((thinking, text), (reasoning, content))
+
     def test_thinking_off_starts_in_the_content(self):
         status, body = self.post(grammar=forced("Four."), enable_thinking=False)
         self.assertEqual(body["choices"][0]["message"]["content"], "Four.")
