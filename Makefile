@@ -159,7 +159,7 @@ $(KQUANT_ABS)/kquant_logits_reference.json: $(KQUANT_MODELS)
 	cd tools/reference && OPENBLAS_NUM_THREADS=1 $(PYTHON) gen_kquant_reference.py --dir $(KQUANT_ABS)
 
 ## Tiny synthetic GGUFs (random weights; qwen2, qwen3, Llama 3 RoPE, gemma3 sliding window) for
-## SyntheticArchitectureTests: generated, not committed, by the seeded tools/reference/gen_synthetic.py
+## SyntheticArchitectureTests, and qwen3_chat (byte tokenizer, Qwen3's chat template) for tests/test_reasoning.py: generated, not committed, by the seeded tools/reference/gen_synthetic.py
 ## with the gguf and numpy versions the reference logits were made with, then checked against the
 ## sha256s in tools/reference/MANIFEST.json.
 REFERENCE_PY_PACKAGES := gguf==0.19.0 numpy==2.4.6
@@ -167,14 +167,14 @@ REFERENCE_PY_PACKAGES := gguf==0.19.0 numpy==2.4.6
 # site-packages while the test clients install in the background).
 pip_ensure = $(PYTHON) -c 'import sys, importlib.metadata as m; sys.exit(any(m.version(n) != v for n, v in (a.split("==") for a in sys.argv[1:])))' $(1) 2>/dev/null \
 	|| $(PYTHON) -m pip install --quiet --disable-pip-version-check $(1)
-SYNTHETIC_MODELS := $(foreach m,qwen2 qwen3 llama3_rope gemma3_swa,Tests/Fixtures/synthetic/$(m).gguf)
+SYNTHETIC_MODELS := $(foreach m,qwen2 qwen3 llama3_rope gemma3_swa qwen3_chat,Tests/Fixtures/synthetic/$(m).gguf)
 synthetic-models: $(SYNTHETIC_MODELS)
 
 ## The pinned gguf and numpy the reference scripts and fixture generators need.
 reference-python:
 	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
 
-$(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py
+$(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py Tests/Fixtures/qwen3_chat_template.jinja
 	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
 	$(PYTHON) tools/reference/gen_synthetic.py --models-only
 	@$(PYTHON) -c 'import hashlib, json, sys; m = json.load(open("tools/reference/MANIFEST.json"))["fixtures"]; \

@@ -90,7 +90,7 @@ let package = Package(
         .executableTarget(name: "fuzz-request-json", dependencies: ["FuzzSupport", "OpenAI"]),
         .testTarget(name: "GGUFTests", dependencies: ["GGUF"]),
         .testTarget(name: "KernelsTests", dependencies: ["Kernels"]),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "GGUF", "Tokenizer", "ChatTemplate"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Kernels", "GGUF", "Tokenizer", "ChatTemplate", "Grammar"]),
         .testTarget(name: "HTTPTests", dependencies: ["HTTP"]),
         .testTarget(name: "EngineTests", dependencies: ["Engine", "Speculation", "Grammar", "Model", "Kernels", "GGUF", "ChatTemplate"]),
         .testTarget(name: "GrammarTests", dependencies: ["Grammar"]),

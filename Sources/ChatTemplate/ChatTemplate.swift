@@ -75,6 +75,13 @@ public struct ChatTemplate: Sendable {
     public let source: String
     /// Whether the template renders tool definitions itself (it reads the `tools` variable).
     public var supportsTools: Bool { source.contains("tools") }
+    /// Whether the template writes think blocks (`<think>…</think>`, Qwen3, QwQ, DeepSeek-R1): its
+    /// model's replies open with reasoning that `ReasoningSplitter` separates from the content.
+    public var thinks: Bool { source.contains(ReasoningSplitter.openTag) || source.contains(ReasoningSplitter.closeTag) }
+    /// Every variable name the template reads (e.g. `enable_thinking`), from its syntax tree.
+    public let variableNames: Set<String>
+    /// Variables `render` sets itself, which `context` may not replace.
+    public static let reservedVariables: Set<String> = ["messages", "add_generation_prompt", "bos_token", "eos_token", "tools"]
     private let nodes: [JinjaNode]
 
     /// Parses a template.
@@ -82,7 +89,13 @@ public struct ChatTemplate: Sendable {
     public init(source: String) throws(ChatTemplateError) {
         self.source = source
         self.nodes = try JinjaParser.parse(source)
+        var names = Set<String>()
+        for n in nodes { n.collectVariables(into: &names) }
+        variableNames = names
     }
+
+    /// Whether the template reads variable `name`, so a value for it can change the render.
+    public func reads(_ name: String) -> Bool { variableNames.contains(name) }
 
     /// Reads and parses `tokenizer.chat_template` from a GGUF file (else the built-in template of
     /// its architecture, `BuiltInTemplates`).
@@ -100,12 +113,16 @@ public struct ChatTemplate: Sendable {
     ///   - bosToken, eosToken: texts of the model's BOS/EOS tokens (templates often print `bos_token`).
     ///   - variables: extra string variables (e.g. `date_string`).
     ///   - tools: the `tools` variable (tool definitions), none when nil.
+    ///   - context: more variables of any JSON-like value (an API request's `chat_template_kwargs`,
+    ///     e.g. `enable_thinking`); none may be one of `reservedVariables` (precondition: callers
+    ///     refuse those names with their own error first).
     /// - Returns: the prompt text, to be encoded with `parseSpecial: true`.
     /// - Throws: `ChatTemplateError`, e.g. `.raised` when the template rejects the conversation.
     public func render(
         messages: [ChatMessage], addGenerationPrompt: Bool, bosToken: String = "", eosToken: String = "",
-        variables: [String: String] = [:], tools: [TemplateValue]? = nil
+        variables: [String: String] = [:], tools: [TemplateValue]? = nil, context: [(String, TemplateValue)] = []
     ) throws(ChatTemplateError) -> String {
+        precondition(context.allSatisfy { !Self.reservedVariables.contains($0.0) }, "context may not set render's own variables")
         var globals: [String: JinjaValue] = [
             "messages": .list(messages.map {
                 .dictionary(JinjaDictionary([("role", .string($0.role)), ("content", .string($0.content))] + $0.extra.map { ($0.0, $0.1.jinja) }))
@@ -116,6 +133,7 @@ public struct ChatTemplate: Sendable {
             "tools": tools.map { .list($0.map(\.jinja)) } ?? .none,
         ]
         for (name, value) in variables { globals[name] = .string(value) }
+        for (name, value) in context { globals[name] = value.jinja }
         var interpreter = JinjaInterpreter(globals: globals)
         return try interpreter.render(nodes)
     }

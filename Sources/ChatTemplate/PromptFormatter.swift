@@ -28,22 +28,32 @@ public final class PromptFormatter: @unchecked Sendable {
     }
 
     /// The rendered prompt text of a conversation, ending with the assistant's turn opener.
-    /// `tools`: tool definitions for templates that render them (`ChatTemplate.supportsTools`).
-    public func chatText(_ messages: [ChatMessage], tools: [TemplateValue]? = nil) throws -> String {
+    /// `tools`: tool definitions for templates that render them (`ChatTemplate.supportsTools`);
+    /// `context`: more template variables (`chat_template_kwargs`, see `ChatTemplate.render`).
+    public func chatText(_ messages: [ChatMessage], tools: [TemplateValue]? = nil, context: [(String, TemplateValue)] = []) throws -> String {
         guard let template else { throw PromptError.noChatTemplate }
-        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: bosText, eosToken: eosText, tools: tools)
+        return try template.render(messages: messages, addGenerationPrompt: true, bosToken: bosText, eosToken: eosText, tools: tools,
+                                   context: context)
     }
 
     /// Prompt tokens of a conversation (special tokens in the rendered template are parsed).
-    public func chatTokens(_ messages: [ChatMessage], tools: [TemplateValue]? = nil) throws -> [Int32] {
-        var text = try chatText(messages, tools: tools)
+    public func chatTokens(_ messages: [ChatMessage], tools: [TemplateValue]? = nil, context: [(String, TemplateValue)] = []) throws -> [Int32] {
+        try chatPrompt(messages, tools: tools, context: context).tokens
+    }
+
+    /// The rendered prompt text of a conversation and its tokens: the text tells whether the
+    /// template opened a think block (`ReasoningSplitter.opensReasoning(prompt:)`).
+    public func chatPrompt(_ messages: [ChatMessage], tools: [TemplateValue]? = nil,
+                           context: [(String, TemplateValue)] = []) throws -> (text: String, tokens: [Int32]) {
+        let rendered = try chatText(messages, tools: tools, context: context)
+        var text = rendered
         var ids: [Int32] = []
         // Templates that print the BOS text themselves must not get a second BOS.
         if tokenizer.addsBOS, let bos = tokenizer.bosID {
             if text.hasPrefix(bosText) && !bosText.isEmpty { text.removeFirst(bosText.count) }
             ids.append(bos)
         }
-        return ids + tokenizer.encode(text, parseSpecial: true)
+        return (rendered, ids + tokenizer.encode(text, parseSpecial: true))
     }
 
     /// Prompt tokens of plain completion text (special-token text is treated as plain text).

@@ -148,8 +148,17 @@ struct ChatMessageBody: Encodable {
     var role = "assistant"
     @Nullable var content: String?
     var toolCalls: [ToolCallBody]?
+    /// A thinking model's reasoning (ReasoningOutput), under llama-server's and DeepSeek's
+    /// `reasoning_content` and vLLM's newer `reasoning`; left out when there is none.
+    var reasoningContent: String?
+    var reasoning: String?
 
-    enum CodingKeys: String, CodingKey { case role, content, toolCalls = "tool_calls" }
+    enum CodingKeys: String, CodingKey { case role, content, toolCalls = "tool_calls", reasoningContent = "reasoning_content", reasoning }
+
+    mutating func setReasoning(_ text: String) {
+        reasoningContent = text.isEmpty ? nil : text
+        reasoning = reasoningContent
+    }
 }
 
 struct ChatChoice: Encodable {
@@ -190,8 +199,16 @@ struct ChatDelta: Encodable {
     var role: String?
     var content: String?
     var toolCalls: [ToolCallDelta]?
+    /// New reasoning text (both names, as on `ChatMessageBody`).
+    var reasoningContent: String?
+    var reasoning: String?
 
-    enum CodingKeys: String, CodingKey { case role, content, toolCalls = "tool_calls" }
+    enum CodingKeys: String, CodingKey { case role, content, toolCalls = "tool_calls", reasoningContent = "reasoning_content", reasoning }
+
+    mutating func setReasoning(_ text: String) {
+        reasoningContent = text.isEmpty ? nil : text
+        reasoning = reasoningContent
+    }
 }
 
 struct ChatChunkChoice: Encodable {

@@ -1,3 +1,4 @@
+import ChatTemplate
 import Engine
 import Foundation
 import Grammar
@@ -22,43 +23,63 @@ extension OpenAIService {
     /// Prompt token ids of every prompt of `r` (chat messages through the template, with the tool
     /// instructions when tools are used).
     func promptTokens(_ r: CompletionRequest, _ b: Backend) throws -> [[Int32]] {
+        try prompts(r, b).ids
+    }
+
+    /// Prompt token ids of every prompt of `r`, and per prompt whether its rendered text opened a
+    /// think block (`ReasoningSplitter.opensReasoning(prompt:)`). Chat prompts get the request's
+    /// template variables (`chat_template_kwargs`), each checked against what the template reads.
+    func prompts(_ r: CompletionRequest, _ b: Backend) throws -> (ids: [[Int32]], opensReasoning: [Bool]) {
         let tokenizer = b.formatter.tokenizer
         var out: [[Int32]] = []
+        var opens: [Bool] = []
+        if !r.templateContext.isEmpty { try r.checkTemplateContext(b.formatter.template) }
         for p in r.prompts {
             switch p {
             case .chat(let messages):
-                func render(_ toolRoleAsUser: Bool) throws -> [Int32] {
+                func render(_ toolRoleAsUser: Bool) throws -> (text: String, tokens: [Int32]) {
                     let (m, tools) = ToolCallFormat.templateMessages(r, messages: messages, template: b.formatter.template, toolRoleAsUser: toolRoleAsUser)
-                    return try b.formatter.chatTokens(m, tools: tools)
+                    return try b.formatter.chatPrompt(m, tools: tools, context: r.templateContext)
                 }
+                let prompt: (text: String, tokens: [Int32])
                 do {
-                    out.append(try render(false))
+                    prompt = try render(false)
                 } catch {
                     // Templates that refuse a `tool` role get tool results as user messages.
-                    guard messages.contains(where: { $0.role == "tool" }), let ids = try? render(true) else {
+                    guard messages.contains(where: { $0.role == "tool" }), let rendered = try? render(true) else {
                         throw OpenAIError.invalid("messages", "The chat template could not render these messages: \(error)")
                     }
-                    out.append(ids)
+                    prompt = rendered
                 }
-            case .text(let t): out.append(b.formatter.completionTokens(t))
+                out.append(prompt.tokens)
+                opens.append(ReasoningSplitter.opensReasoning(prompt: prompt.text))
+            case .text(let t):
+                out.append(b.formatter.completionTokens(t))
+                opens.append(false)
             case .tokens(let ids):
                 if let bad = ids.first(where: { Int($0) >= tokenizer.vocabularySize }) {
                     throw OpenAIError.invalid("prompt", "token id \(bad) is outside the vocabulary (0..<\(tokenizer.vocabularySize))")
                 }
                 out.append(ids)
+                opens.append(false)
             }
         }
-        return out
+        return (out, opens)
     }
 
     /// The core's request for a validated chat or completions request: prompts rendered and
     /// tokenized, the output grammar bound to the vocabulary, sampling and limits.
-    func runRequest(_ r: CompletionRequest, chat: Bool, _ b: Backend) throws -> RunRequest {
+    ///
+    /// `reasoning`: split a thinking model's replies into reasoning and content (ReasoningOutput;
+    /// only when `reasoning_format` is `auto` and the template writes think blocks). An adapter
+    /// that asks must map `ChoiceUpdate.reasoning` and `ChoiceState.reasoningText` to its wire
+    /// format; one that does not gets the think block in the text.
+    func runRequest(_ r: CompletionRequest, chat: Bool, reasoning: Bool = false, _ b: Backend) throws -> RunRequest {
         let tokenizer = b.formatter.tokenizer
         if let bad = r.logitBias.keys.first(where: { Int($0) >= tokenizer.vocabularySize }) {
             throw OpenAIError.invalid("logit_bias", "'logit_bias' names token \(bad), outside the vocabulary (0..<\(tokenizer.vocabularySize))")
         }
-        let prompts = try promptTokens(r, b)
+        let (prompts, opensReasoning) = try self.prompts(r, b)
         let grammar: TokenGrammar? = try r.outputGrammar.map { text in
             do {
                 return try grammarCache.grammar(text, formatter: b.formatter)
@@ -72,8 +93,12 @@ extension OpenAIService {
         let generation = GenerationRequest(promptTokens: [], maxTokens: r.maxTokens ?? settings.defaultMaxTokens, sampling: sampling,
                                            stopTokens: [], logprobs: r.logprobs, topLogprobs: r.topLogprobs, speculation: r.speculation,
                                            grammar: grammar, logitBias: r.logitBias, promptLogprobs: scorePrompt ? r.topLogprobs : nil)
-        return RunRequest(prompts: prompts, promptParam: chat ? "messages" : "prompt", choicesPerPrompt: r.n,
-                          generation: generation, stop: r.stop, readsToolCalls: r.usesTools)
+        var run = RunRequest(prompts: prompts, promptParam: chat ? "messages" : "prompt", choicesPerPrompt: r.n,
+                             generation: generation, stop: r.stop, readsToolCalls: r.usesTools)
+        if chat && reasoning && settings.reasoningFormat == .auto && (b.formatter.template?.thinks ?? false) {
+            run.reasoningStarts = opensReasoning.map { r.startsInReasoning(promptOpensReasoning: $0) }
+        }
+        return run
     }
 
     // MARK: - Generation
@@ -83,7 +108,7 @@ extension OpenAIService {
         let b = try ready()
         let r = try CompletionRequest.parse(request.body, chat: chat, defaults: settings.samplingDefaults)
         try checkModel(r.model, b)
-        let run = try startRun(try runRequest(r, chat: chat, b), b)
+        let run = try startRun(try runRequest(r, chat: chat, reasoning: chat, b), b)
         let wire = CompletionRun(backend: b, request: r, chat: chat, prompts: run.request.prompts,
                                  id: (chat ? "chatcmpl-" : "cmpl-") + responder.requestID, created: Int(Date().timeIntervalSince1970))
         var stream: HTTPStream?
@@ -155,7 +180,7 @@ struct CompletionRun {
             let lp = request.logprobs ? promptLogprobs(state, choice: i) : nil
             out.append(text(Completion(id: id, created: created, model: model,
                                        choices: [CompletionChoice(index: i, text: echoPrefix(i), logprobs: lp, finishReason: nil)])))
-        case .token(let t, let endOfTurn) where !endOfTurn || !u.text.isEmpty || (!chat && request.logprobs):
+        case .token(let t, let endOfTurn) where !endOfTurn || !u.text.isEmpty || !u.reasoning.isEmpty || (!chat && request.logprobs):
             if chat {
                 var delta = ChatDelta()
                 var logprobs: ChatLogprobs?
@@ -165,7 +190,8 @@ struct CompletionRun {
                 } else if !u.text.isEmpty {
                     delta.content = u.text
                 }
-                if delta.toolCalls != nil || delta.content != nil || logprobs != nil {
+                delta.setReasoning(u.reasoning)
+                if delta.toolCalls != nil || delta.content != nil || delta.reasoningContent != nil || logprobs != nil {
                     out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
                                                         choices: [ChatChunkChoice(index: i, delta: delta, logprobs: logprobs, finishReason: nil)])))
                 }
@@ -179,10 +205,12 @@ struct CompletionRun {
                 out.append(text(Completion(id: id, created: created, model: model,
                                            choices: [CompletionChoice(index: i, text: u.text, logprobs: lp, finishReason: nil)])))
             }
-        case .ended where !u.text.isEmpty:
+        case .ended where !u.text.isEmpty || !u.reasoning.isEmpty:
             if chat {
+                var delta = ChatDelta(content: u.text.isEmpty ? nil : u.text)
+                delta.setReasoning(u.reasoning)
                 out.append(text(ChatCompletionChunk(id: id, created: created, model: model,
-                                                    choices: [ChatChunkChoice(index: i, delta: ChatDelta(content: u.text), logprobs: nil, finishReason: nil)])))
+                                                    choices: [ChatChunkChoice(index: i, delta: delta, logprobs: nil, finishReason: nil)])))
             } else {
                 out.append(text(Completion(id: id, created: created, model: model,
                                            choices: [CompletionChoice(index: i, text: u.text, logprobs: nil, finishReason: nil)])))
@@ -224,6 +252,7 @@ struct CompletionRun {
             let body = ChatCompletion(id: id, created: created, model: model, choices: choices.enumerated().map { i, c in
                 let generated = c.tokens.filter { !stopTokens.contains($0.id) }
                 var message = ChatMessageBody(content: c.text)
+                message.setReasoning(c.reasoningText)
                 if let calls = run.toolCalls(i) {
                     message.content = nil
                     message.toolCalls = calls.map { ToolCallBody(id: $0.id, function: FunctionCallBody(name: $0.name, arguments: $0.arguments)) }

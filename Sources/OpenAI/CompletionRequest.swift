@@ -1,3 +1,4 @@
+import ChatTemplate
 import Foundation
 import Grammar
 import Model
@@ -11,6 +12,9 @@ public struct APIMessage: Equatable, Sendable {
     /// A `tool` message's `tool_call_id` and a message's optional `name`.
     public var toolCallID: String?
     public var name: String?
+    /// An assistant turn's reasoning sent back (`reasoning_content` or `reasoning`), for
+    /// templates that render it (Qwen3 keeps it for turns after the last user message).
+    public var reasoning: String?
 }
 
 /// A tool call in the conversation history: id, function name and arguments (JSON text).
@@ -98,6 +102,10 @@ public struct CompletionRequest: Sendable {
     public var tools: [ToolDefinition] = []
     public var toolChoice = ToolChoice.auto
     public var parallelToolCalls = true
+    /// More chat-template variables (`chat_template_kwargs`, `enable_thinking`; ReasoningOutput),
+    /// and whether `enable_thinking` came as its own field (for errors).
+    public var templateContext: [(String, TemplateValue)] = []
+    public var enableThinkingField = false
     /// Whether tool definitions go to the prompt and the output may be tool calls.
     public var usesTools: Bool { !tools.isEmpty && toolChoice != .none }
 
@@ -155,6 +163,8 @@ public struct CompletionRequest: Sendable {
             }
         }
         r.logitBias = try logitBias(json)
+        r.templateContext = try parseTemplateContext(json, chat: chat)
+        r.enableThinkingField = json["enable_thinking"] != nil
         try parseStructuredOutput(json, chat: chat, into: &r)
         r.stream = try json.bool("stream") ?? false
         r.speculation = try json.bool("speculation") ?? true
@@ -222,6 +232,10 @@ public struct CompletionRequest: Sendable {
                     throw OpenAIError.invalid("messages[\(i)].tool_call_id", "a 'tool' message needs 'tool_call_id': the id of the call it answers")
                 }
                 message.toolCallID = id
+            }
+            if role == "assistant" {
+                // A turn's reasoning sent back (either name); Qwen3's template renders it.
+                message.reasoning = try m.string("reasoning_content") ?? m.string("reasoning")
             }
             message.name = try m.string("name")
             return message

@@ -1,3 +1,4 @@
+import ChatTemplate
 import Engine
 import Foundation
 import Model
@@ -50,6 +51,13 @@ struct ChoiceState {
     var raw = ""
     /// Whether the reply is read as tool calls: a call that repeats an earlier one ends it.
     var readsToolCalls = false
+    /// A thinking model's reply split into reasoning and content (`splitReasoning`): the
+    /// splitter of the emitted text (after stop strings), the one of `raw` (so tool calls are read
+    /// from the content alone), all reasoning so far, and the reasoning of the last event.
+    var reasoning: ReasoningSplitter?
+    var rawReasoning: ReasoningSplitter?
+    var reasoningText = ""
+    var reasoningPiece = ""
 
     init(tokenizer: Tokenizer, stops: [String]) {
         decoder = Tokenizer.StreamingDecoder(tokenizer: tokenizer, skipSpecial: true)
@@ -58,11 +66,50 @@ struct ChoiceState {
 
     var isDone: Bool { finish != nil || failed != nil }
 
+    /// Splits this choice's reply into reasoning and content from now on; `startingInside`: the
+    /// prompt opened the think block.
+    mutating func splitReasoning(startingInside: Bool) {
+        reasoning = ReasoningSplitter(startsInReasoning: startingInside)
+        rawReasoning = ReasoningSplitter(startsInReasoning: startingInside)
+    }
+
+    /// Adds emitted text (after stop strings) to the reply; returns its content part and keeps
+    /// its reasoning part in `reasoningPiece`. `last`: the reply ends with it.
+    mutating func emit(_ piece: String, last: Bool) -> String {
+        guard var splitter = reasoning else {
+            text += piece
+            return piece
+        }
+        var split = splitter.append(piece)
+        if last {
+            let rest = splitter.finish()
+            split.reasoning += rest.reasoning
+            split.content += rest.content
+        }
+        reasoning = splitter
+        reasoningPiece += split.reasoning
+        reasoningText += split.reasoning
+        text += split.content
+        return split.content
+    }
+
+    /// Adds generated text to `raw`, the content part only when the reply is split.
+    mutating func appendRaw(_ decoded: String, last: Bool) {
+        guard var splitter = rawReasoning else {
+            raw += decoded
+            return
+        }
+        raw += splitter.append(decoded).content
+        if last { raw += splitter.finish().content }
+        rawReasoning = splitter
+    }
+
     /// The stop string that ended the reply, if one did.
     var stopSequence: String? { stop.matched }
 
     /// Takes one engine event; returns the new text to emit for it.
     mutating func take(_ event: TokenEvent, stopTokens: Set<Int32>) -> String {
+        reasoningPiece = ""
         switch event {
         case .started(let n, let cached):
             promptTokens = n
@@ -80,16 +127,15 @@ struct ChoiceState {
             tokens.append(t)
             if stopTokens.contains(t.id) { return "" }
             let decoded = decoder.append(t.id)
-            raw += decoded
+            appendRaw(decoded, last: false)
             if readsToolCalls, let cut = ToolCallFormat.cutAtRepeatedCall(raw) {
                 raw = cut
                 finish = .stop
-                return ""
+                return emit("", last: true)
             }
             let (piece, stopped) = stop.append(decoded)
-            text += piece
             if stopped { finish = .stop }
-            return piece
+            return emit(piece, last: stopped)
         case .finished(let reason, let prompt, let completion, let speculation):
             promptTokens = prompt
             self.speculation = speculation
@@ -97,12 +143,11 @@ struct ChoiceState {
             finish = reason
             completionTokens = completion
             let flushed = decoder.finish()
-            raw += flushed
+            appendRaw(flushed, last: true)
             let rest = stop.append(flushed)
             var tail = rest.text
             if rest.stopped { finish = .stop } else { tail += stop.finish() }
-            text += tail
-            return tail
+            return emit(tail, last: true)
         case .failed(let e):
             failed = e
             return ""

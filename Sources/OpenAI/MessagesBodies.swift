@@ -5,16 +5,22 @@ import HTTP
 // The response bodies and stream events of the Anthropic Messages API as Codable types, in
 // Anthropic's shapes (`stop_reason` and `stop_sequence` are explicit nulls while unknown).
 
-/// A content block of a reply: text, or a tool call with its input object.
+/// A content block of a reply: a thinking model's reasoning (ReasoningOutput; the signature is
+/// empty: nothing is signed here), text, or a tool call with its input object.
 enum MessageContentBlock: Encodable {
+    case thinking(String)
     case text(String)
     case toolUse(id: String, name: String, input: JSONValue)
 
-    enum CodingKeys: String, CodingKey { case type, text, id, name, input }
+    enum CodingKeys: String, CodingKey { case type, thinking, signature, text, id, name, input }
 
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         switch self {
+        case .thinking(let thinking):
+            try c.encode("thinking", forKey: .type)
+            try c.encode(thinking, forKey: .thinking)
+            try c.encode("", forKey: .signature)
         case .text(let text):
             try c.encode("text", forKey: .type)
             try c.encode(text, forKey: .text)
@@ -71,6 +77,7 @@ enum MessageStreamEvent: Encodable {
     case ping
     case contentBlockStart(index: Int, block: MessageContentBlock)
     case textDelta(index: Int, text: String)
+    case thinkingDelta(index: Int, thinking: String)
     case inputJSONDelta(index: Int, partialJSON: String)
     case contentBlockStop(index: Int)
     case messageDelta(stopReason: String, stopSequence: String?, outputTokens: Int)
@@ -82,7 +89,7 @@ enum MessageStreamEvent: Encodable {
         case .messageStart: return "message_start"
         case .ping: return "ping"
         case .contentBlockStart: return "content_block_start"
-        case .textDelta, .inputJSONDelta: return "content_block_delta"
+        case .textDelta, .thinkingDelta, .inputJSONDelta: return "content_block_delta"
         case .contentBlockStop: return "content_block_stop"
         case .messageDelta: return "message_delta"
         case .messageStop: return "message_stop"
@@ -93,9 +100,10 @@ enum MessageStreamEvent: Encodable {
     private struct Delta: Encodable {
         var type: String
         var text: String?
+        var thinking: String?
         var partialJSON: String?
 
-        enum CodingKeys: String, CodingKey { case type, text, partialJSON = "partial_json" }
+        enum CodingKeys: String, CodingKey { case type, text, thinking, partialJSON = "partial_json" }
     }
 
     private struct StopDelta: Encodable {
@@ -127,6 +135,9 @@ enum MessageStreamEvent: Encodable {
         case .textDelta(let index, let text):
             try c.encode(index, forKey: .index)
             try c.encode(Delta(type: "text_delta", text: text), forKey: .delta)
+        case .thinkingDelta(let index, let thinking):
+            try c.encode(index, forKey: .index)
+            try c.encode(Delta(type: "thinking_delta", thinking: thinking), forKey: .delta)
         case .inputJSONDelta(let index, let partialJSON):
             try c.encode(index, forKey: .index)
             try c.encode(Delta(type: "input_json_delta", partialJSON: partialJSON), forKey: .delta)

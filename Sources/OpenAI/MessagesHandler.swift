@@ -16,7 +16,7 @@ extension OpenAIService {
         let b = try ready()
         let m = try MessagesRequest.parse(request.body, defaults: settings.samplingDefaults)
         try checkModel(m.chat.model, b)
-        let run = try startRun(try runRequest(m.chat, chat: true, b), b)
+        let run = try startRun(try runRequest(m.chat, chat: true, reasoning: true, b), b)
         var wire = MessagesWire(id: "msg_" + responder.requestID, model: b.modelID)
         let stream = m.stream ? responder.startEventStream() : nil
         let outcome = run.drive(responder) { update in
@@ -60,8 +60,10 @@ struct MessagesWire {
     /// The open content block (index, and whether it is text), and the next block's index.
     private var open: (index: Int, text: Bool)?
     private var nextIndex = 0
-    /// Block index of each streamed tool call.
+    /// Block index of each streamed tool call, and of the thinking block (a thinking model's
+    /// reasoning, which comes first).
     private var callBlocks: [Int: Int] = [:]
+    private var thinkingBlock: Int?
 
     init(id: String, model: String) {
         self.id = id
@@ -86,11 +88,12 @@ struct MessagesWire {
 
     /// The whole message.
     func message(_ run: RequestRun) -> MessageBody {
-        let content: [MessageContentBlock]
+        var content: [MessageContentBlock] = []
+        if !run.choices[0].reasoningText.isEmpty { content.append(.thinking(run.choices[0].reasoningText)) }
         if let calls = run.toolCalls(0) {
-            content = calls.map { .toolUse(id: $0.id, name: $0.name, input: (try? JSONValue.parse($0.arguments)) ?? .object([])) }
+            content += calls.map { .toolUse(id: $0.id, name: $0.name, input: (try? JSONValue.parse($0.arguments)) ?? .object([])) }
         } else {
-            content = [.text(run.choices[0].text)]
+            content.append(.text(run.choices[0].text))
         }
         let (reason, sequence) = stop(run)
         return MessageBody(id: id, model: model, content: content, stopReason: reason, stopSequence: sequence, usage: usage(run))
@@ -121,6 +124,10 @@ struct MessagesWire {
             out.append(.messageStart(MessageBody(id: id, model: model, content: [], stopReason: nil, stopSequence: nil, usage: start)))
             out.append(.ping)
         }
+        if !u.reasoning.isEmpty {
+            if thinkingBlock == nil || open?.index != thinkingBlock { thinkingBlock = startBlock(.thinking(""), text: false, into: &out) }
+            out.append(.thinkingDelta(index: thinkingBlock!, thinking: u.reasoning))
+        }
         if !u.text.isEmpty {
             let index = open?.text == true ? open!.index : startBlock(.text(""), text: true, into: &out)
             out.append(.textDelta(index: index, text: u.text))
@@ -135,7 +142,7 @@ struct MessagesWire {
         }
         if u.finished {
             // A reply with no text and no calls still has its (empty) text block, as the whole message does.
-            if nextIndex == 0 { _ = startBlock(.text(""), text: true, into: &out) }
+            if nextIndex == (thinkingBlock == nil ? 0 : 1) { _ = startBlock(.text(""), text: true, into: &out) }
             closeBlock(into: &out)
             let (reason, sequence) = stop(run)
             out.append(.messageDelta(stopReason: reason, stopSequence: sequence, outputTokens: run.choices[u.choice].completionTokens))

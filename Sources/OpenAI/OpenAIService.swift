@@ -30,14 +30,17 @@ public struct ServiceSettings: Sendable {
     /// How many responses `POST /v1/responses` keeps for `previous_response_id` and `GET`
     /// (`responses_store_size`; 0 keeps none). Ignored when the service is given a shared store.
     public var responsesStoreSize: Int
+    /// Whether replies of thinking models get their think block split off (`reasoning_format`).
+    public var reasoningFormat: ReasoningFormat
 
     public init(modelAliases: [String], apiKeys: [String], defaultMaxTokens: Int, samplingDefaults: SamplingDefaults = .openAI,
-                responsesStoreSize: Int = 256) {
+                responsesStoreSize: Int = 256, reasoningFormat: ReasoningFormat = .auto) {
         self.modelAliases = modelAliases
         self.apiKeys = apiKeys
         self.defaultMaxTokens = defaultMaxTokens
         self.samplingDefaults = samplingDefaults
         self.responsesStoreSize = responsesStoreSize
+        self.reasoningFormat = reasoningFormat
     }
 }
 

@@ -57,6 +57,9 @@ struct RunRequest: Sendable {
     /// Whether replies are read as tool calls (docs/TOOLS.md): updates carry tool-call deltas
     /// instead of text, and a call that repeats an earlier one ends the reply.
     var readsToolCalls: Bool
+    /// Per prompt, whether its replies are split into reasoning and content and, if so, whether
+    /// they start inside the think block (ReasoningOutput); nil: no split, the think block is text.
+    var reasoningStarts: [Bool]?
 
     init(prompts: [[Int32]], promptParam: String, choicesPerPrompt: Int = 1, generation: GenerationRequest,
                 stop: [String] = [], readsToolCalls: Bool = false) {
@@ -90,6 +93,9 @@ struct ChoiceUpdate {
     var text: String
     /// New tool-call pieces; nil unless the reply reads as tool calls.
     var toolCalls: [ToolCallDelta]?
+    /// New reasoning text of a thinking model (`RunRequest.reasoningStarts`); `text` is then the
+    /// content alone, and tool calls are read from the content.
+    var reasoning = ""
     /// Whether this update ended the choice; `RequestRun.choices[choice]` has how.
     var finished: Bool
 }
@@ -157,6 +163,7 @@ final class RequestRun {
                 g.sampling.seed = g.sampling.seed.map { $0 &+ UInt64(index) }
                 var state = ChoiceState(tokenizer: tokenizer, stops: request.stop)
                 state.readsToolCalls = request.readsToolCalls
+                if let starts = request.reasoningStarts { state.splitReasoning(startingInside: starts[p]) }
                 do {
                     cancels.append(try generator.start(g) { queue.push(index, $0) })
                 } catch {
@@ -233,7 +240,7 @@ final class RequestRun {
         case .finished: kind = .ended
         default: kind = .other
         }
-        var update = ChoiceUpdate(choice: index, kind: kind, text: piece, toolCalls: nil, finished: finished)
+        var update = ChoiceUpdate(choice: index, kind: kind, text: piece, toolCalls: nil, reasoning: choices[index].reasoningPiece, finished: finished)
         if request.readsToolCalls, case .calls = ToolCallFormat.read(choices[index].raw) {
             update.toolCalls = toolStreams[index].deltas(choices[index].raw)
             update.text = ""

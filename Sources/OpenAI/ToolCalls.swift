@@ -109,6 +109,7 @@ enum ToolCallFormat {
                                                    ("arguments", (try? JSONValue.parse(c.arguments)).map(templateValue) ?? .string(c.arguments))]))])
                 })))
             }
+            if let reasoning = m.reasoning { extra.append(("reasoning_content", .string(reasoning))) }
             if let id = m.toolCallID { extra.append(("tool_call_id", .string(id))) }
             if let name = m.name { extra.append(("name", .string(name))) }
             if m.role == "tool" && toolRoleAsUser {

@@ -69,7 +69,8 @@ struct ModelLoader: Sendable {
         let engine = Engine(model: transformer, configuration: engineConfig)
         let service = OpenAIService(
             settings: ServiceSettings(modelAliases: slot.entry.aliases, apiKeys: settings.apiKeys, defaultMaxTokens: settings.defaultMaxTokens,
-                                      samplingDefaults: settings.samplingDefaults, responsesStoreSize: settings.responsesStoreSize),
+                                      samplingDefaults: settings.samplingDefaults, responsesStoreSize: settings.responsesStoreSize,
+                                      reasoningFormat: settings.reasoningFormat),
             metrics: metrics.sibling(model: id), logger: logger, responseStore: responseStore)
         let stepMetrics = service.metrics
         let stepHistory = service.stepHistory

@@ -66,6 +66,9 @@ extension CastServe {
         @Option(help: "Key/value cache storage: f16, q8_0 or f32 (overrides \"kv_cache_type\").")
         var kvCacheType: String?
 
+        @Option(help: "Thinking models' think blocks: auto splits them off as reasoning_content, none leaves them in the content (overrides \"reasoning_format\").")
+        var reasoningFormat: String?
+
         @Option(help: "Sequences decoded together (overrides \"slots\").")
         var slots: Int?
 
@@ -105,6 +108,7 @@ extension CastServe {
             if let drafterModel { settings.drafterModel = drafterModel }
             if let kernels { try settings.set("kernels", kernels, source: "--kernels") }
             if let kvCacheType { try settings.set("kv_cache_type", kvCacheType, source: "--kv-cache-type") }
+            if let reasoningFormat { try settings.set("reasoning_format", reasoningFormat, source: "--reasoning-format") }
             // A cost-model file, before anything listens: a missing or malformed one stops the start.
             if let costModel { settings.costModelFile = costModel }
             if recalibrate && settings.costModelFile != nil {

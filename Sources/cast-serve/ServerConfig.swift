@@ -59,6 +59,8 @@ struct ServerConfig: Equatable {
     var keepAliveSeconds: Double?
     /// How long a request waits for its model to load before it gets an error.
     var modelLoadTimeoutSeconds = 300.0
+    /// Whether thinking models' think blocks are split off as reasoning (`auto`) or left in the content.
+    var reasoningFormat = ReasoningFormat.auto
 
     /// The learned drafter's file to load: `drafter_model` when set (nil when it is ""), else
     /// `drafters/<model file stem>.drafter.gguf` when that file exists.
@@ -121,7 +123,7 @@ struct ServerConfig: Equatable {
                             "default_max_tokens", "slots", "kv_cache_tokens", "speculation", "drafter", "drafter_model", "max_draft_nodes",
                             "max_draft_depth", "cost_cache_dir", "cost_model_file", "tls_cert", "tls_key", "tls_handshake_timeout_seconds",
                             "gzip_min_bytes", "kernels", "kv_cache_type", "sampling_defaults", "models", "models_dir", "max_loaded_models",
-                            "memory_budget_bytes", "keep_alive_seconds", "model_load_timeout_seconds", "responses_store_size"]
+                            "memory_budget_bytes", "keep_alive_seconds", "model_load_timeout_seconds", "responses_store_size", "reasoning_format"]
 
     /// Sets `key` from a parsed JSON `value`; errors name `reportedKey` when given (a key inside an
     /// entry of `models`, such as `models[1].slots`).
@@ -230,6 +232,12 @@ struct ServerConfig: Equatable {
                 throw ConfigError.outOfRange(key: reported, value: name, allowed: "f16, q8_0 or f32", source: source)
             }
             kvCacheType = type
+        case "reasoning_format":
+            let name = try string()
+            guard let format = ReasoningFormat(rawValue: name) else {
+                throw ConfigError.outOfRange(key: key, value: name, allowed: ReasoningFormat.allCases.map(\.rawValue).joined(separator: " or "), source: source)
+            }
+            reasoningFormat = format
         default:
             let suggestion = ServerConfig.knownKeys.min { editDistance($0, key) < editDistance($1, key) }
             throw ConfigError.unknownKey(key: key, suggestion: suggestion, source: source)

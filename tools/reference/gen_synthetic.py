@@ -12,6 +12,11 @@ Models:
   llama3_rope  llama with rope_freqs.weight (Llama 3 style factors) and linear rope scaling 2
   gemma3_swa   gemma3 with sliding window 5 on layers 0-4 (layer 5 global), local RoPE base 10000,
                global base 1e6, post-norms, gelu-tanh, embedding scale, final logit softcap 30
+  qwen3_chat   qwen3 as above with a byte-level tokenizer (the 256 GPT-2 byte tokens, one merge "\n\n")
+               plus Qwen3's special tokens (<|im_start|>, <|im_end|>, <think>, </think>, ...) and the
+               real Qwen3 chat template (Tests/Fixtures/qwen3_chat_template.jinja), so the server can
+               serve it: the reasoning tests (tests/test_reasoning.py). Drawn from its own seed, after
+               the others, so their files are unchanged; no reference logits.
 Run from the repository root: python3 tools/reference/gen_synthetic.py
 """
 
@@ -33,8 +38,30 @@ VOCAB = 256
 SEQ = 24
 
 
-def write(name: str, arch: str, cfg: dict, rng: np.random.Generator) -> str:
+def byte_tokens() -> list[str]:
+    """GPT-2's byte-to-unicode alphabet: token i is byte i as byte-level BPE spells it."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAC + 1)) + list(range(0xAE, 0xFF + 1))
+    chars = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in chars:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+# Qwen3's special tokens and their GGUF token types (3 control, 4 user-defined: written as text).
+CHAT_SPECIALS = [("<|endoftext|>", 3), ("<|im_start|>", 3), ("<|im_end|>", 3), ("<think>", 4), ("</think>", 4),
+                 ("<tool_call>", 4), ("</tool_call>", 4), ("<tool_response>", 4), ("</tool_response>", 4)]
+
+
+# One merge (a llama-family GGUF needs a merge list): "\n\n", which Qwen3's template writes after </think>.
+CHAT_MERGES = [("Ċ", "Ċ")]
+
+
+def write(name: str, arch: str, cfg: dict, rng: np.random.Generator, chat: bool = False) -> str:
     e, f, nh, nkv, hd, layers = cfg["e"], cfg["f"], cfg["nh"], cfg["nkv"], cfg["hd"], cfg["layers"]
+    vocab = 256 + len(CHAT_MERGES) + len(CHAT_SPECIALS) if chat else VOCAB
     path = f"{OUT}/{name}.gguf"
     w = GGUFWriter(path, arch)
     w.add_string("general.name", f"synthetic {name}")
@@ -57,9 +84,23 @@ def write(name: str, arch: str, cfg: dict, rng: np.random.Generator) -> str:
         else:
             w.add_uint32(f"{arch}.{k}", v)
     w.add_string("tokenizer.ggml.model", "gpt2")
-    w.add_string("tokenizer.ggml.pre", "gpt2")
-    w.add_array("tokenizer.ggml.tokens", [f"<t{i}>" for i in range(VOCAB)])
-    w.add_array("tokenizer.ggml.merges", [])
+    if chat:
+        w.add_string("tokenizer.ggml.pre", "qwen2")
+        merged = [a + b for a, b in CHAT_MERGES]
+        w.add_array("tokenizer.ggml.tokens", byte_tokens() + merged + [t for t, _ in CHAT_SPECIALS])
+        w.add_array("tokenizer.ggml.token_type", [1] * (256 + len(merged)) + [k for _, k in CHAT_SPECIALS])
+        w.add_array("tokenizer.ggml.merges", [f"{a} {b}" for a, b in CHAT_MERGES])
+        names = [t for t, _ in CHAT_SPECIALS]
+        first = 256 + len(merged)
+        w.add_uint32("tokenizer.ggml.eos_token_id", first + names.index("<|im_end|>"))
+        w.add_uint32("tokenizer.ggml.padding_token_id", first + names.index("<|endoftext|>"))
+        w.add_bool("tokenizer.ggml.add_bos_token", False)
+        with open("Tests/Fixtures/qwen3_chat_template.jinja", encoding="utf-8") as fh:
+            w.add_string("tokenizer.chat_template", fh.read())
+    else:
+        w.add_string("tokenizer.ggml.pre", "gpt2")
+        w.add_array("tokenizer.ggml.tokens", [f"<t{i}>" for i in range(VOCAB)])
+        w.add_array("tokenizer.ggml.merges", [])
 
     def mat(nm: str, out_f: int, in_f: int):
         a = (rng.standard_normal((out_f, in_f)) / np.sqrt(in_f)).astype(np.float32)
@@ -72,10 +113,10 @@ def write(name: str, arch: str, cfg: dict, rng: np.random.Generator) -> str:
     def vec(nm: str, n: int, center: float = 1.0, spread: float = 0.2):
         w.add_tensor(nm, (center + spread * rng.standard_normal(n)).astype(np.float32))
 
-    mat("token_embd.weight", VOCAB, e)
+    mat("token_embd.weight", vocab, e)
     vec("output_norm.weight", e)
     if cfg.get("untied"):
-        mat("output.weight", VOCAB, e)
+        mat("output.weight", vocab, e)
     if cfg.get("rope_freqs"):
         half = hd // 2
         w.add_tensor("rope_freqs.weight", np.linspace(1.0, 8.0, half).astype(np.float32))
@@ -139,6 +180,10 @@ def main() -> None:
             "tokens": tokens,
             "logits": [[round(float(x), 5) for x in row] for row in logits],
         }
+    # The chat model: its own seed, so the models above are drawn exactly as before.
+    arch, cfg = MODELS["qwen3"]
+    path = write("qwen3_chat", arch, cfg, np.random.default_rng(20261207), chat=True)
+    print("qwen3_chat", os.path.getsize(path), "bytes", file=sys.stderr)
     if models_only:
         return
     with open("Tests/Fixtures/synthetic_logits.json", "w") as fh:

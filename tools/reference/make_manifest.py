@@ -25,7 +25,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 SCRIPTS = ["common.py", "texts.py", "float_ref.py", "gen_tokenizer.py", "gen_greedy_llamacpp.py",
            "gen_float_reference.py", "compare.py", "validate_f32.py", "make_manifest.py", "thin_cost_steps.py",
            "gen_kquant_fixture.py", "requantize.py", "gen_kquant_reference.py", "gen_gemma3.py", "gen_synthetic.py",
-           "requantize_gguf.py", "compare_gemma3_greedy.py", "compare_gemma3_logits_llamacpp.py", "kquantize.py"]
+           "requantize_gguf.py", "compare_gemma3_greedy.py", "compare_gemma3_logits_llamacpp.py", "kquantize.py",
+           "gen_qwen3_template.py"]
 FIXTURES = {
     "tokenizer.json": "gen_tokenizer.py (llama.cpp tokenizer)",
     "greedy_llamacpp.json": "gen_greedy_llamacpp.py (llama.cpp greedy)",
@@ -41,6 +42,9 @@ FIXTURES = {
     "synthetic/qwen3.gguf": "gen_synthetic.py (random weights)",
     "synthetic/llama3_rope.gguf": "gen_synthetic.py (random weights)",
     "synthetic/gemma3_swa.gguf": "gen_synthetic.py (random weights)",
+    "synthetic/qwen3_chat.gguf": "gen_synthetic.py (random weights, byte tokenizer, Qwen3 chat template)",
+    "qwen3_chat_template.jinja": "Qwen/Qwen3-0.6B tokenizer_config.json chat_template (as llama.cpp's models/templates keeps it)",
+    "qwen3_template_renders.json": "gen_qwen3_template.py (jinja2 with transformers' settings)",
 }
 
 
