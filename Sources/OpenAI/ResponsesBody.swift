@@ -73,22 +73,36 @@ struct ResponseUsage: Encodable {
     }
 }
 
-/// One item of `output`: the assistant's message (one `output_text` part), or a function call.
+/// One item of `output`: a thinking model's reasoning, the assistant's message (one
+/// `output_text` part), or a function call.
+///
+/// The reasoning item follows OpenAI's `ResponseReasoningItem` (openai-python
+/// `types/responses/response_reasoning_item.py`, the API reference's "Reasoning" output item):
+/// `{"type": "reasoning", "id": "rs_...", "summary": [], "content": [{"type": "reasoning_text",
+/// "text"}], "status"}`; the raw reasoning text is the content, and there is no summary.
 enum ResponseOutputItem: Encodable {
+    case reasoning(id: String, status: String, text: String)
     case message(id: String, status: String, text: String)
     case functionCall(id: String, callID: String, name: String, arguments: String, status: String)
 
     var id: String {
         switch self {
-        case .message(let id, _, _), .functionCall(let id, _, _, _, _): return id
+        case .reasoning(let id, _, _), .message(let id, _, _), .functionCall(let id, _, _, _, _): return id
         }
     }
 
-    enum Keys: String, CodingKey { case type, id, status, role, content, callID = "call_id", name, arguments }
+    enum Keys: String, CodingKey { case type, id, status, role, summary, content, callID = "call_id", name, arguments }
 
     func encode(to encoder: Encoder) throws {
         var c = encoder.container(keyedBy: Keys.self)
         switch self {
+        case .reasoning(let id, let status, let text):
+            try c.encode("reasoning", forKey: .type)
+            try c.encode(id, forKey: .id)
+            try c.encode([String](), forKey: .summary)
+            // As a message: no part while just opened, the one reasoning_text part once closed.
+            try c.encode(status == "in_progress" && text.isEmpty ? [] : [ReasoningTextPart(text: text)], forKey: .content)
+            try c.encode(status, forKey: .status)
         case .message(let id, let status, let text):
             try c.encode("message", forKey: .type)
             try c.encode(id, forKey: .id)
@@ -112,6 +126,12 @@ struct OutputTextPart: Encodable {
     var type = "output_text"
     var text: String
     var annotations: [String] = []
+}
+
+/// A `reasoning_text` content part of a reasoning item.
+struct ReasoningTextPart: Encodable {
+    var type = "reasoning_text"
+    var text: String
 }
 
 /// `tool_choice` as sent back: a mode string or `{"type": "function", "name"}`.
@@ -220,6 +240,18 @@ struct ResponseEventEncoder {
         enum CodingKeys: String, CodingKey {
             case itemID = "item_id", outputIndex = "output_index", contentIndex = "content_index", delta, text, logprobs
         }
+    }
+
+    /// response.reasoning_text.delta (`delta`) and response.reasoning_text.done (`text`): the
+    /// fields of OpenAI's `ResponseReasoningTextDeltaEvent` / `ResponseReasoningTextDoneEvent`
+    /// (item_id, output_index, content_index, delta or text, sequence_number, type).
+    struct ReasoningText: Encodable {
+        var itemID: String
+        var outputIndex: Int
+        var contentIndex = 0
+        var delta: String?
+        var text: String?
+        enum CodingKeys: String, CodingKey { case itemID = "item_id", outputIndex = "output_index", contentIndex = "content_index", delta, text }
     }
 
     /// response.function_call_arguments.delta (`delta`) and .done (`name`, `arguments`).

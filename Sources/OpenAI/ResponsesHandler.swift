@@ -4,8 +4,9 @@ import HTTP
 
 /// `POST /v1/responses` (the OpenAI Responses API), an adapter over the request core
 /// (`RequestRun`): the body becomes one chat conversation and the `CompletionRequest` it equals
-/// (so the prompt, grammar and limits are chat's), the run's updates become output items and
-/// stream events (`ResponseOutput`), and the finished response
+/// (so the prompt, grammar and limits are chat's), the run's updates (a thinking model's reasoning
+/// split off, as chat's `reasoning_content`) become output items and stream events
+/// (`ResponseOutput`), and the finished response
 /// goes to the `ResponseStore` unless `store` is false. `GET` and `DELETE /v1/responses/{id}`
 /// read and remove stored ones.
 extension OpenAIService {
@@ -31,7 +32,7 @@ extension OpenAIService {
         }
         let messages = ResponsesRequest.conversation(instructions: wire.instructions, history: history, input: wire.input)
         let r = try wire.completionRequest(messages: messages, defaults: settings.samplingDefaults)
-        var runRequest = try self.runRequest(r, chat: true, b)
+        var runRequest = try self.runRequest(r, chat: true, reasoning: true, b)
         runRequest.promptParam = "input"
         let run = try startRun(runRequest, b)
 
@@ -71,7 +72,7 @@ extension OpenAIService {
         }
         // Updates always build the output (streamed or not), so both carry the same items.
         let outcome = run.drive(responder) { update in
-            try send(output.append(text: update.text, toolCalls: update.toolCalls))
+            try send(output.append(reasoning: update.reasoning, text: update.text, toolCalls: update.toolCalls))
         }
         record(run, outcome, &log, start: start)
         switch outcome {

@@ -193,6 +193,54 @@ private func objects(_ events: [ResponseEvent]) throws -> [[String: Any]] {
                                                       APIToolCall(id: "call_b", name: "t", arguments: "{}")])
     }
 
+    @Test func reasoningIsAReasoningItemBeforeTheMessage() throws {
+        var output = ResponseOutput()
+        var events = output.append(reasoning: "Two and", text: "", toolCalls: nil)
+        events += output.append(reasoning: " two.", text: "", toolCalls: nil)
+        events += output.append(text: "Four.", toolCalls: nil)
+        events += output.finish(complete: true)
+        #expect(events.map(\.name) == ["response.output_item.added", "response.reasoning_text.delta", "response.reasoning_text.delta",
+                                       "response.reasoning_text.done", "response.output_item.done",
+                                       "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+                                       "response.output_text.done", "response.content_part.done", "response.output_item.done"])
+        let data = try objects(events)
+        #expect(data.map { $0["sequence_number"] as? Int } == Array(0..<11))
+        let added = try #require(data[0]["item"] as? [String: Any])
+        let id = try #require(added["id"] as? String)
+        #expect(id.hasPrefix("rs_") && added["type"] as? String == "reasoning" && added["status"] as? String == "in_progress")
+        #expect((added["content"] as? [Any])?.isEmpty == true && (added["summary"] as? [Any])?.isEmpty == true)
+        #expect(data[1]["item_id"] as? String == id && data[1]["output_index"] as? Int == 0 && data[1]["content_index"] as? Int == 0)
+        #expect(data[1]["delta"] as? String == "Two and" && data[1]["logprobs"] == nil)
+        #expect(data[5]["output_index"] as? Int == 1)
+        #expect(data[3]["text"] as? String == "Two and two." && data[3]["item_id"] as? String == id && data[3]["delta"] == nil)
+        let done = try #require(data[4]["item"] as? [String: Any])
+        #expect(done["status"] as? String == "completed" && data[4]["output_index"] as? Int == 0)
+        let parts = try #require(done["content"] as? [[String: Any]])
+        #expect(parts.count == 1 && parts[0]["type"] as? String == "reasoning_text" && parts[0]["text"] as? String == "Two and two.")
+        guard case .reasoning(id, "completed", "Two and two.")? = output.items.first, case .message(_, "completed", "Four.")? = output.items.last,
+              output.items.count == 2 else {
+            Issue.record("output is \(output.items)")
+            return
+        }
+        var expected = APIMessage(role: "assistant", content: "Four.")
+        expected.reasoning = "Two and two."
+        #expect(output.assistantMessage == expected)
+    }
+
+    @Test func aReplyCutInsideTheReasoningGetsAnEmptyIncompleteMessage() throws {
+        var output = ResponseOutput()
+        var events = output.append(reasoning: "Two", text: "", toolCalls: nil)
+        events += output.finish(complete: false)
+        #expect(events.map(\.name) == ["response.output_item.added", "response.reasoning_text.delta",
+                                       "response.reasoning_text.done", "response.output_item.done",
+                                       "response.output_item.added", "response.content_part.added",
+                                       "response.output_text.done", "response.content_part.done", "response.output_item.done"])
+        guard case .reasoning(_, "incomplete", "Two")? = output.items.first, case .message(_, "incomplete", "")? = output.items.last else {
+            Issue.record("output is \(output.items)")
+            return
+        }
+    }
+
     @Test func anIncompleteEmptyReplyIsAnIncompleteEmptyMessage() throws {
         var output = ResponseOutput()
         let events = output.finish(complete: false)
