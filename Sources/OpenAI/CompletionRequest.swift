@@ -103,9 +103,10 @@ public struct CompletionRequest: Sendable {
     public var toolChoice = ToolChoice.auto
     public var parallelToolCalls = true
     /// More chat-template variables (`chat_template_kwargs`, `enable_thinking`; ReasoningOutput),
-    /// and whether `enable_thinking` came as its own field (for errors).
+    /// and the request field that set `enable_thinking` when it is not `chat_template_kwargs`
+    /// (`enable_thinking`, or /v1/messages' `thinking`), for errors.
     public var templateContext: [(String, TemplateValue)] = []
-    public var enableThinkingField = false
+    public var enableThinkingParam: String?
     /// Whether tool definitions go to the prompt and the output may be tool calls.
     public var usesTools: Bool { !tools.isEmpty && toolChoice != .none }
 
@@ -164,7 +165,7 @@ public struct CompletionRequest: Sendable {
         }
         r.logitBias = try logitBias(json)
         r.templateContext = try parseTemplateContext(json, chat: chat)
-        r.enableThinkingField = json["enable_thinking"] != nil
+        if json["enable_thinking"] != nil { r.enableThinkingParam = "enable_thinking" }
         try parseStructuredOutput(json, chat: chat, into: &r)
         r.stream = try json.bool("stream") ?? false
         r.speculation = try json.bool("speculation") ?? true

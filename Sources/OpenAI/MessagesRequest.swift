@@ -10,8 +10,9 @@ import Grammar
 /// `tool_use` blocks become its tool calls; `stop_sequences` are stop strings; `tool_choice`
 /// auto/any/tool/none is auto/required/named/none of the tool-call grammar
 /// (`disable_parallel_tool_use` allows one call); `output_config.format` (a JSON schema) is the
-/// output grammar, as `response_format` is. Image and document blocks, server tools, extended
-/// thinking, `output_config.effort` and every other field get a 400 naming the field. Fields that
+/// output grammar, as `response_format` is; `thinking` enabled/disabled is the template's
+/// `enable_thinking` (`parseThinking`). Image and document blocks, server tools,
+/// `output_config.effort` and every other field get a 400 naming the field. Fields that
 /// change nothing in the answer are accepted: `metadata`, `cache_control` (prefixes are cached
 /// anyway), `service_tier`, `speed`, `inference_geo`, `user_profile_id`, `workspace_id`.
 struct MessagesRequest {
@@ -21,16 +22,13 @@ struct MessagesRequest {
 
     static let fields = ["model", "messages", "max_tokens", "system", "stop_sequences", "temperature", "top_p", "top_k",
                          "tools", "tool_choice", "stream", "output_config", "speculation", "metadata", "cache_control",
-                         "service_tier", "speed", "inference_geo", "user_profile_id", "workspace_id"]
-    static let countFields = ["model", "messages", "system", "tools", "tool_choice", "output_config", "cache_control"]
+                         "service_tier", "speed", "inference_geo", "user_profile_id", "workspace_id", "thinking"]
+    static let countFields = ["model", "messages", "system", "tools", "tool_choice", "output_config", "cache_control", "thinking"]
 
     /// Parses a body; `countOnly` (count_tokens) makes `max_tokens` optional and refuses `stream`.
     static func parse(_ body: Data, countOnly: Bool = false, defaults: SamplingDefaults = .openAI) throws -> MessagesRequest {
         let json = try JSONFields.body(body)
         let route = countOnly ? "/v1/messages/count_tokens" : "/v1/messages"
-        if json.contains("thinking") {
-            throw json.invalid("thinking", "'thinking' (extended thinking) is not supported by this server; leave it out")
-        }
         try json.refuseUnknown(countOnly ? countFields : fields, route: route)
         var r = CompletionRequest(model: try json.string("model") ?? "", prompts: [])
         guard !r.model.isEmpty else {
@@ -74,6 +72,7 @@ struct MessagesRequest {
         _ = try json.object("cache_control")
         for key in ["service_tier", "speed", "inference_geo", "user_profile_id", "workspace_id"] { _ = try json.string(key) }
         try parseTools(json, into: &r)
+        try parseThinking(json, into: &r)
         if let config = try json.object("output_config") {
             try config.refuseUnknown(["format"], route: "'output_config' of " + route)
             if let format = try config.object("format") {
@@ -212,5 +211,34 @@ struct MessagesRequest {
                                                          schemaParam: { "tools[\($0)].input_schema" })
             r.outputGrammarParam = "tools"
         }
+    }
+
+    /// `thinking` (extended thinking) as the chat template's `enable_thinking`, as
+    /// `chat_template_kwargs` sets it on chat completions: `{"type": "enabled", "budget_tokens": N}`
+    /// is true, `{"type": "disabled"}` false. `budget_tokens` is checked as Anthropic checks it
+    /// (an integer of at least 1024, below `max_tokens`) but not enforced: the model thinks until
+    /// it closes its think block or `max_tokens` runs out. A model whose template does not read
+    /// `enable_thinking` gets a 400 naming `thinking` (`checkTemplateContext`), either way: a
+    /// model that always thinks must not be told it was switched off.
+    static func parseThinking(_ json: JSONFields, into r: inout CompletionRequest) throws {
+        guard let thinking = try json.object("thinking", expected: "{\"type\": \"enabled\", \"budget_tokens\"} or {\"type\": \"disabled\"}") else { return }
+        switch try thinking.string("type") {
+        case "enabled":
+            try thinking.refuseUnknown(["type", "budget_tokens"], route: "'thinking'")
+            guard let budget = try thinking.int("budget_tokens", 1024...1_048_576) else {
+                throw OpenAIError.invalid("thinking.budget_tokens", "'thinking.budget_tokens' is required with type 'enabled': an integer of at least 1024, below 'max_tokens'",
+                                          code: "missing_required_parameter")
+            }
+            if let maxTokens = r.maxTokens, budget >= maxTokens {
+                throw OpenAIError.invalid("thinking.budget_tokens", "'thinking.budget_tokens' (\(budget)) must be less than 'max_tokens' (\(maxTokens))")
+            }
+            r.templateContext.append(("enable_thinking", .bool(true)))
+        case "disabled":
+            try thinking.refuseUnknown(["type"], route: "'thinking'")
+            r.templateContext.append(("enable_thinking", .bool(false)))
+        default:
+            throw OpenAIError.invalid("thinking.type", "'thinking.type' must be 'enabled' (with 'budget_tokens') or 'disabled'; this server does not support other thinking modes")
+        }
+        r.enableThinkingParam = "thinking"
     }
 }

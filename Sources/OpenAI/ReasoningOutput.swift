@@ -54,7 +54,7 @@ extension CompletionRequest {
     func checkTemplateContext(_ template: ChatTemplate?) throws {
         guard let template else { return }
         for (name, _) in templateContext where !template.reads(name) {
-            let param = name == "enable_thinking" && enableThinkingField ? "enable_thinking" : "chat_template_kwargs.\(name)"
+            let param = name == "enable_thinking" ? enableThinkingParam ?? "chat_template_kwargs.enable_thinking" : "chat_template_kwargs.\(name)"
             throw OpenAIError.invalid(param, "the model's chat template does not read '\(name)', so '\(param)' would change nothing; leave it out (the template reads: \(template.variableNames.subtracting(ChatTemplate.reservedVariables).sorted().joined(separator: ", ")))")
         }
     }

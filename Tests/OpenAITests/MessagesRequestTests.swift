@@ -63,13 +63,33 @@ import Testing
         (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "tools": [{"type": "web_search_20250305", "name": "web_search"}]}"#, "tools[0].type"),
         (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f"}]}"#, "tools[0].input_schema"),
         (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "tools": [{"name": "f", "input_schema": {"type": "object"}}], "tool_choice": {"type": "tool", "name": "g"}}"#, "tool_choice.name"),
-        (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled"}}"#, "thinking"),
+        (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled"}}"#, "thinking.budget_tokens"),
+        (#"{"model": "m", "max_tokens": 4096, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled", "budget_tokens": 1023}}"#, "thinking.budget_tokens"),
+        (#"{"model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled", "budget_tokens": 2048}}"#, "thinking.budget_tokens"),
+        (#"{"model": "m", "max_tokens": 4096, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled", "budget_tokens": 1024.5}}"#, "thinking.budget_tokens"),
+        (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "adaptive"}}"#, "thinking.type"),
+        (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "disabled", "budget_tokens": 1024}}"#, "thinking.budget_tokens"),
+        (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "thinking": true}"#, "thinking"),
         (#"{"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "x"}], "n": 2}"#, "n"),
     ])
     func refusalsNameTheField(body: String, param: String) {
         let e = error(body)
         #expect(e?.status == .badRequest)
         #expect(e?.param == param, "\(String(describing: e))")
+    }
+
+    @Test func thinkingIsTheTemplatesEnableThinking() throws {
+        let ask = #""model": "m", "max_tokens": 2048, "messages": [{"role": "user", "content": "x"}]"#
+        let on = try parse("{\(ask), \"thinking\": {\"type\": \"enabled\", \"budget_tokens\": 1024}}").chat
+        #expect(on.templateContext.map(\.0) == ["enable_thinking"] && on.templateContext.first?.1 == .bool(true))
+        #expect(on.enableThinkingParam == "thinking")
+        let off = try parse("{\(ask), \"thinking\": {\"type\": \"disabled\"}}").chat
+        #expect(off.templateContext.first?.1 == .bool(false) && off.enableThinkingParam == "thinking")
+        let none = try parse("{\(ask)}").chat
+        #expect(none.templateContext.isEmpty && none.enableThinkingParam == nil)
+        // count_tokens has no max_tokens to compare the budget with.
+        let counted = try parse(#"{"model": "m", "messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled", "budget_tokens": 5000}}"#, countOnly: true)
+        #expect(counted.chat.templateContext.first?.1 == .bool(true))
     }
 
     @Test func countTokensNeedsNoMaxTokensAndRefusesGenerationFields() throws {
