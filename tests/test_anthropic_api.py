@@ -234,7 +234,10 @@ class ErrorTests(unittest.TestCase):
     def test_refused_fields_name_themselves(self):
         cases = [
             ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
-            ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking"),
+            # SmolLM2's template does not read enable_thinking, so either mode would change nothing.
+            ({"thinking": {"type": "enabled", "budget_tokens": 1024}, "max_tokens": 2048}, "'thinking' would change nothing"),
+            ({"thinking": {"type": "disabled"}}, "'thinking' would change nothing"),
+            ({"thinking": {"type": "enabled", "budget_tokens": 1024}}, "thinking.budget_tokens"),
             ({"tool_choice": {"type": "tool", "name": "missing"}, "tools": [WEATHER]}, "tool_choice.name"),
             ({"temperature": 1.5}, "temperature"),
             ({"top_k": -1}, "top_k"),

@@ -144,6 +144,25 @@ class TemplateVariableTests(unittest.TestCase):
         self.assertEqual(plain[0], 200, plain[1])
         self.assertGreater(with_reasoning[1]["usage"]["prompt_tokens"], plain[1]["usage"]["prompt_tokens"] + len("Call add.") - 1)
 
+    def test_messages_thinking_reaches_the_template(self):
+        # As enable_thinking on chat: disabled closes an empty think block in the prompt (4 tokens).
+        import anthropic
+        anthropic_client = anthropic.Anthropic(base_url=server.base_url, api_key="unused", max_retries=0)
+
+        def count(**kwargs):
+            return anthropic_client.messages.count_tokens(model="default", messages=ASK, **kwargs).input_tokens
+        base = count()
+        self.assertEqual(count(thinking={"type": "enabled", "budget_tokens": 1024}), base)
+        self.assertEqual(count(thinking={"type": "disabled"}), base + 4)
+        reply = anthropic_client.messages.create(model="default", max_tokens=4, messages=ASK, thinking={"type": "disabled"})
+        self.assertEqual(reply.usage.input_tokens + (reply.usage.cache_read_input_tokens or 0), base + 4)  # computed + cached
+        for thinking, param in [({"type": "enabled", "budget_tokens": 1000}, "thinking.budget_tokens"),
+                                ({"type": "enabled", "budget_tokens": 4096}, "thinking.budget_tokens"),
+                                ({"type": "adaptive"}, "thinking.type")]:
+            status, body = server.json("POST", "/v1/messages", {"model": "default", "max_tokens": 2048, "messages": ASK, "thinking": thinking})
+            self.assertEqual(status, 400, body)
+            self.assertIn(param, body["error"]["message"])
+
     def test_refusals_name_the_field(self):
         cases = [
             ({"chat_template_kwargs": ["enable_thinking"]}, "chat_template_kwargs"),
@@ -222,6 +241,57 @@ class OpenedBlockTests(unittest.TestCase):
                     text += event.delta.text
         self.assertEqual(kinds[0], "thinking")
         self.assertEqual((thinking, text), (reasoning, content))
+
+    def test_responses_api_returns_a_reasoning_item_equal_to_chat(self):
+        # Greedy, so /v1/responses and chat completions generate the same reply: its reasoning is
+        # a `reasoning` item (one reasoning_text part) before the message.
+        status, body = self.post(max_tokens=12)
+        self.assertEqual(status, 200, body)
+        reasoning = body["choices"][0]["message"].get("reasoning_content", "")
+        content = body["choices"][0]["message"]["content"]
+        self.assertTrue(reasoning, body)
+        client = self.server.openai()
+        whole = client.responses.create(model="default", input="What is 2+2?", temperature=0, max_output_tokens=12)
+        self.assertEqual([item.type for item in whole.output], ["reasoning", "message"])
+        item = whole.output[0]
+        self.assertTrue(item.id.startswith("rs_"), item.id)
+        self.assertEqual([(part.type, part.text) for part in item.content], [("reasoning_text", reasoning)])
+        self.assertEqual(item.summary, [])
+        self.assertEqual(whole.output_text, content)
+        self.assertEqual(client.responses.retrieve(whole.id).output[0].content[0].text, reasoning)
+
+        names, deltas, done, items_done, completed = [], "", None, [], None
+        for event in client.responses.create(model="default", input="What is 2+2?", temperature=0, max_output_tokens=12, stream=True):
+            names.append(event.type)
+            if event.type == "response.reasoning_text.delta":
+                self.assertEqual((event.output_index, event.content_index), (0, 0))
+                deltas += event.delta
+            elif event.type == "response.reasoning_text.done":
+                done = event.text
+            elif event.type == "response.output_item.done":
+                items_done.append(event.item)
+            elif event.type in ("response.completed", "response.incomplete"):
+                completed = event.response
+        self.assertEqual(names[2], "response.output_item.added")
+        self.assertEqual(names[3], "response.reasoning_text.delta")
+        self.assertEqual((deltas, done), (reasoning, reasoning))
+        self.assertEqual(items_done[0].type, "reasoning")
+        self.assertEqual(items_done[0].content[0].text, reasoning)
+        self.assertEqual(completed.output[0].content[0].text, reasoning)
+        # The reasoning item closes before the message opens.
+        self.assertEqual(names[names.index("response.reasoning_text.done") + 1:][:2], ["response.output_item.done", "response.output_item.added"])
+
+    def test_messages_thinking_enabled_and_disabled(self):
+        import anthropic
+        client = anthropic.Anthropic(base_url=self.server.base_url, api_key="unused", max_retries=0)
+        off = client.messages.create(model="default", max_tokens=8, messages=ASK, thinking={"type": "disabled"},
+                                     extra_body={"temperature": 0})
+        self.assertNotIn("thinking", [block.type for block in off.content])
+        # The budget is checked, not enforced: the reply ends at max_tokens (here the context).
+        on = client.messages.create(model="default", max_tokens=1025, messages=ASK, thinking={"type": "enabled", "budget_tokens": 1024},
+                                    extra_body={"temperature": 0})
+        self.assertEqual(on.content[0].type, "thinking")
+        self.assertTrue(on.content[0].thinking)
 
     def test_thinking_off_starts_in_the_content(self):
         status, body = self.post(grammar=forced("Four."), enable_thinking=False)
