@@ -323,4 +323,9 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
     static func json<T: Encodable>(_ body: T, status: HTTPStatus = .ok) -> HTTPResponse {
         HTTPResponse(status: status, contentType: "application/json", body: String(decoding: encodeJSON(body), as: UTF8.self))
     }
+
+    /// Requests the HTTP layer refuses itself get the API's JSON error envelope (as the services').
+    public func refusalResponse(status: HTTPStatus, message: String) -> HTTPResponse? {
+        OpenAIService.refusal(status: status, message: message)
+    }
 }
