@@ -12,6 +12,11 @@ extension OpenAIService {
     /// Whether `path` answers in Anthropic's shapes.
     static func isMessagesPath(_ path: String) -> Bool { path == "/v1/messages" || path.hasPrefix("/v1/messages/") }
 
+    /// `e` in the shape of the route at `path`: Anthropic's on /v1/messages, OpenAI's elsewhere.
+    static func errorResponse(_ e: OpenAIError, path: String) -> HTTPResponse {
+        isMessagesPath(path) ? AnthropicError.response(e) : e.response
+    }
+
     func messages(_ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog, start: ContinuousClock.Instant) throws {
         let b = try ready()
         let m = try MessagesRequest.parse(request.body, defaults: settings.samplingDefaults)

@@ -180,9 +180,8 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
             defer { catalog.release(id) }
             service.handle(request, responder)
         } catch {
-            let e = error as? OpenAIError ?? OpenAIError(status: .internalServerError, message: "internal error: \(error)",
-                                                         type: "server_error", param: nil, code: "internal_error")
-            if !responder.hasStarted { responder.send(OpenAIService.isMessagesPath(path) ? AnthropicError.response(e) : e.response) }
+            let e = OpenAIError.wrapping(error)
+            if !responder.hasStarted { responder.send(OpenAIService.errorResponse(e, path: path)) }
             // Under the route's own label, as the services count what they answer.
             metrics.countRequest(route: OpenAIService.routes[path] != nil ? path : "other", status: e.status.code)
             logger.info("request_id=\(responder.requestID) method=\(request.method) route=\(path) status=\(e.status.code) error=\"\(e.message.replacingOccurrences(of: "\"", with: "'"))\"")
@@ -223,8 +222,7 @@ public final class ModelRouter: HTTPHandler, @unchecked Sendable {
             try OpenAIService.authorize(request, apiKeys: apiKeys)
             status = try route(request, responder)
         } catch {
-            let e = error as? OpenAIError ?? OpenAIError(status: .internalServerError, message: "internal error: \(error)",
-                                                         type: "server_error", param: nil, code: "internal_error")
+            let e = OpenAIError.wrapping(error)
             status = e.status.code
             message = e.message
             if !responder.hasStarted { responder.send(e.response) }

@@ -54,6 +54,13 @@ public struct OpenAIError: Error, CustomStringConvertible, Equatable {
     public static let draining = OpenAIError(status: .serviceUnavailable, message: "The server is shutting down; retry on another replica",
                                              type: "server_error", param: nil, code: "shutting_down")
 
+    /// `error` as the API error a handler answers: itself when it is one, else a 500
+    /// `internal_error` naming it.
+    public static func wrapping(_ error: Error) -> OpenAIError {
+        error as? OpenAIError ?? OpenAIError(status: .internalServerError, message: "internal error: \(error)", type: "server_error",
+                                             param: nil, code: "internal_error")
+    }
+
     /// Maps an engine error to its status and OpenAI body (the one place this mapping lives).
     public static func from(_ error: EngineError) -> OpenAIError {
         switch error {

@@ -129,15 +129,11 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
         do {
             try authorize(request)
             try route(request, responder, &log, start: start)
-        } catch let error as OpenAIError {
-            log.status = error.status.code
-            log.error = error.message
-            if !responder.hasStarted { responder.send(Self.isMessagesPath(request.path) ? AnthropicError.response(error) : error.response) }
         } catch {
-            let e = OpenAIError(status: .internalServerError, message: "internal error: \(error)", type: "server_error", param: nil, code: "internal_error")
-            log.status = 500
+            let e = OpenAIError.wrapping(error)
+            log.status = e.status.code
             log.error = e.message
-            if !responder.hasStarted { responder.send(Self.isMessagesPath(request.path) ? AnthropicError.response(e) : e.response) }
+            if !responder.hasStarted { responder.send(Self.errorResponse(e, path: request.path)) }
         }
         let elapsed = clock.now - start
         metrics.countRequest(route: routeLabel, status: log.status)
