@@ -209,26 +209,12 @@ extension CastBench {
 
         /// Every row's feature over a prefill of `tokens`, rounded to f16 (as `cast-bench features` writes them).
         func prefillFeatures(_ transformer: Transformer, cache: KVCache, tokens: [Int32], kernels: KernelSet) throws -> [Float] {
-            let d = transformer.config.embeddingLength
-            var out = [Float](repeating: 0, count: tokens.count * d)
-            var half = [UInt16](repeating: 0, count: d)
             cache.reset(slot: 0)
-            var start = 0
-            while start < tokens.count {
-                let end = min(start + transformer.maxStepRows, tokens.count)
-                let rows = (start..<end).map {
-                    BatchRow(slot: 0, token: tokens[$0], position: $0, parent: $0 == start ? -1 : $0 - start - 1, wantsLogits: false)
-                }
-                try transformer.forward(rows, cache: cache)
-                try cache.commit(slot: 0, rows: 0..<rows.count)
-                for r in 0..<rows.count {
-                    half.withUnsafeMutableBufferPointer { h in
-                        Ops.floatToHalf(transformer.lastLayerFeature(row: r), h.baseAddress!, count: d, kernels: kernels)
-                        out.withUnsafeMutableBufferPointer { Ops.halfToFloat(h.baseAddress!, $0.baseAddress! + (start + r) * d, count: d, kernels: kernels) }
-                    }
-                }
-                start = end
-            }
+            var half: [UInt16] = []
+            half.reserveCapacity(tokens.count * transformer.config.embeddingLength)
+            try appendPrefillFeatures(transformer, cache: cache, tokens: tokens, from: 0, kernels: kernels, to: &half)
+            var out = [Float](repeating: 0, count: half.count)
+            out.withUnsafeMutableBufferPointer { Ops.halfToFloat(half, $0.baseAddress!, count: half.count, kernels: kernels) }
             return out
         }
 

@@ -122,7 +122,6 @@ extension CastBench {
             put(UInt32(transformer.config.vocabularySize))
 
             let cache = transformer.makeCache(slots: 1, capacity: maxContext, type: .f16)
-            var half = [UInt16](repeating: 0, count: d)
             // The previous sequence's tokens and features (f16): a sequence that starts with the
             // same tokens (the greedy and the sampled reply to one prompt) reuses its cached rows.
             var previous: [Int32] = []
@@ -142,23 +141,7 @@ extension CastBench {
                 cache.truncate(slot: 0, to: shared)
                 features.removeAll(keepingCapacity: true)
                 features.append(contentsOf: previousFeatures.prefix(shared * d))
-                var start = shared
-                while start < s.tokens.count {
-                    let end = min(start + transformer.maxStepRows, s.tokens.count)
-                    // No logits: only the residual stream is read.
-                    let rows = (start..<end).map {
-                        BatchRow(slot: 0, token: s.tokens[$0], position: $0, parent: $0 == start ? -1 : $0 - start - 1, wantsLogits: false)
-                    }
-                    try transformer.forward(rows, cache: cache)
-                    try cache.commit(slot: 0, rows: 0..<rows.count)
-                    for r in 0..<rows.count {
-                        half.withUnsafeMutableBufferPointer {
-                            Ops.floatToHalf(transformer.lastLayerFeature(row: r), $0.baseAddress!, count: d, kernels: kernelSet)
-                        }
-                        features.append(contentsOf: half)
-                    }
-                    start = end
-                }
+                try appendPrefillFeatures(transformer, cache: cache, tokens: s.tokens, from: shared, kernels: kernelSet, to: &features)
                 features.withUnsafeBytes { buffer.append(contentsOf: $0) }
                 previous = s.tokens
                 swap(&previousFeatures, &features)
@@ -175,5 +158,31 @@ extension CastBench {
             }
             handle.write(buffer)
         }
+    }
+}
+
+/// Prefills `tokens[from...]` into slot 0 of `cache`, which holds the rows before `from`, in steps
+/// of at most `maxStepRows` rows without logits, and appends each computed row's last-layer
+/// feature (the residual stream before the output norm) to `features` as f16: what
+/// `cast-bench features` writes and `cast-bench drafter-check` replays.
+func appendPrefillFeatures(_ transformer: Transformer, cache: KVCache, tokens: [Int32], from: Int, kernels: KernelSet,
+                           to features: inout [UInt16]) throws {
+    let d = transformer.config.embeddingLength
+    var half = [UInt16](repeating: 0, count: d)
+    var start = from
+    while start < tokens.count {
+        let end = min(start + transformer.maxStepRows, tokens.count)
+        let rows = (start..<end).map {
+            BatchRow(slot: 0, token: tokens[$0], position: $0, parent: $0 == start ? -1 : $0 - start - 1, wantsLogits: false)
+        }
+        try transformer.forward(rows, cache: cache)
+        try cache.commit(slot: 0, rows: 0..<rows.count)
+        for r in 0..<rows.count {
+            half.withUnsafeMutableBufferPointer {
+                Ops.floatToHalf(transformer.lastLayerFeature(row: r), $0.baseAddress!, count: d, kernels: kernels)
+            }
+            features.append(contentsOf: half)
+        }
+        start = end
     }
 }
