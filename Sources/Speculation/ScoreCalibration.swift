@@ -16,6 +16,12 @@ public struct ScoreCalibration: Sendable {
     /// 1...maxDepth; deeper nodes share the last).
     public private(set) var observed: [[Int]]
     public private(set) var accepted: [[Int]]
+    /// `[source * (maxDepth + 1) + depth]`: expansions seen (a tested node, or the root, with at least
+    /// one verified child of the source at that depth) and those where one of the children was
+    /// accepted. What one more expansion is worth: a layered drafter adds several children per
+    /// expanded node, of which at most one can be accepted.
+    public private(set) var expansions: [Int]
+    public private(set) var expansionsAccepted: [Int]
 
     /// Share of a raw confidence believed before any observation.
     public let priorTrust: Float
@@ -27,6 +33,8 @@ public struct ScoreCalibration: Sendable {
         self.priorTrust = priorTrust
         observed = Array(repeating: Array(repeating: 0, count: Self.buckets), count: Self.sources * (maxDepth + 1))
         accepted = observed
+        expansions = Array(repeating: 0, count: Self.sources * (maxDepth + 1))
+        expansionsAccepted = expansions
     }
 
     func cell(depth: Int, source: UInt8) -> Int {
@@ -53,6 +61,15 @@ public struct ScoreCalibration: Sendable {
         let d = cell(depth: depth, source: source)
         let seen = observed[d].reduce(0, +), kept = accepted[d].reduce(0, +)
         return (Float(kept) + priorWeight * priorTrust / 2) / (Float(seen) + priorWeight)
+    }
+
+    /// The chance that expanding a node at depth `depth - 1` (the root: 0) whose path was accepted
+    /// brings an accepted child of `source` at `depth`: the share of such expansions seen in which
+    /// one of the verified children was accepted, with the prior `meanAcceptance` uses. Every child
+    /// the expansion brings counts, not only the best: the share is at least any one child's.
+    public func acceptancePerExpansion(depth: Int, source: UInt8) -> Float {
+        let d = cell(depth: depth, source: source)
+        return (Float(expansionsAccepted[d]) + priorWeight * priorTrust / 2) / (Float(expansions[d]) + priorWeight)
     }
 
     /// Acceptance per depth (1...maxDepth) of `source`'s nodes: (observed, accepted) summed over
@@ -82,6 +99,24 @@ public struct ScoreCalibration: Sendable {
             let b = Self.bucket(tree.confidences[i])
             observed[d][b] += 1
             if acceptedNodes.contains(i) { accepted[d][b] += 1 }
+        }
+        // Expansions: the tested parents are the root and the accepted nodes; per parent, a bit per
+        // source with a child below it, and one per source whose child was accepted.
+        for k in -1..<acceptedNodes.count {
+            let parent = k < 0 ? -1 : acceptedNodes[k]
+            var present: UInt32 = 0, hit: UInt32 = 0, depth = 0
+            for i in 0..<tree.count where tree.parents[i] == parent {
+                let bit = UInt32(1) << UInt32(min(Int(tree.sources[i]), Self.sources - 1))
+                present |= bit
+                depth = tree.depths[i]
+                if acceptedNodes.contains(i) { hit |= bit }
+            }
+            guard present != 0 else { continue }
+            for source in 0..<Self.sources where present & (UInt32(1) << UInt32(source)) != 0 {
+                let d = cell(depth: depth, source: UInt8(source))
+                expansions[d] += 1
+                if hit & (UInt32(1) << UInt32(source)) != 0 { expansionsAccepted[d] += 1 }
+            }
         }
     }
 

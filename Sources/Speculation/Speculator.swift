@@ -227,8 +227,10 @@ extension Speculator: LayerGate {
     /// drafting time, (expected tokens) / (T + drafting so far + D(k)), k = 0 included (stop).
     /// Expected tokens and T come from the planner's best cut of the calibrated trees so far plus,
     /// for each expanded frontier node, the child it is expected to bring: its path score times the
-    /// calibrated acceptance of a child below a node of its confidence at the next depth (at the
-    /// roots, the source's mean acceptance at depth 1). k is tried at 0, 1, 2, 4, ... and all.
+    /// source's acceptance per expansion at the next depth (`ScoreCalibration.acceptancePerExpansion`:
+    /// an expansion brings several children, one of which may be accepted; a node's mean acceptance
+    /// would count each child as a separate try and undervalue the layer). k is tried at 0, 1, 2, 4,
+    /// ... and all.
     /// Strategies other than `cast` expand everything (their trees are sized without a planner).
     public func expansion(of frontier: [FrontierNode], trees: [DraftTree], inputs: [DraftInput], source: UInt8,
                           spentMilliseconds: Double, layerMilliseconds: (Int) -> Double) -> Int {
@@ -245,8 +247,7 @@ extension Speculator: LayerGate {
         let expected = frontier.map { f -> CASTPlanner.Candidate in
             let tree = calibrated[f.tree]
             let depth = f.node < 0 ? 1 : tree.depths[f.node] + 1
-            let edge = f.node < 0 ? calibration.meanAcceptance(depth: 1, source: source)
-                : calibration.probability(confidence: trees[f.tree].confidences[f.node], depth: depth, source: source)
+            let edge = calibration.acceptancePerExpansion(depth: depth, source: source)
             return CASTPlanner.Candidate(sequence: f.tree, node: -1, score: (f.node < 0 ? 1 : tree.scores[f.node]) * edge, depth: depth,
                                          positions: inputs[f.tree].history.count + depth)
         }

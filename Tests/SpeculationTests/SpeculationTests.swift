@@ -119,6 +119,65 @@ import Speculation
         let c = over.calibrated(tree)
         #expect(c.scores[0] < 0.1 && c.scores[1] <= c.scores[0])
     }
+
+    @Test func acceptancePerExpansionCountsAnExpansionOnceWhicheverChildIsAccepted() {
+        // Three learned children below the root; below the first, one learned and one recycle child.
+        var tree = DraftTree()
+        for t in Int32(1)...3 { tree.add(token: t, parent: -1, confidence: 0.3, source: DraftSource.learned) }
+        tree.add(token: 4, parent: 0, confidence: 0.3, source: DraftSource.learned)
+        tree.add(token: 5, parent: 0, confidence: 0.3, source: DraftSource.recycle)
+        var cal = ScoreCalibration()
+        let prior = cal.acceptancePerExpansion(depth: 1, source: DraftSource.learned)
+        #expect(abs(prior - 0.25) < 1e-6)
+        // Each child wins a third of the time: every expansion at the root brings one.
+        for k in 0..<60 { cal.record(tree: tree, acceptedNodes: [k % 3]) }
+        #expect(cal.acceptancePerExpansion(depth: 1, source: DraftSource.learned) > 0.9)
+        #expect(cal.meanAcceptance(depth: 1, source: DraftSource.learned) < 0.4)
+        // Depth 2 was tested only below node 0 (20 times), and no child there was accepted:
+        // (0 + 4 x 0.25) / (20 + 4). The recycle source's expansion there is counted on its own;
+        // it never expanded the root (the prior).
+        #expect(abs(cal.acceptancePerExpansion(depth: 2, source: DraftSource.learned) - 1.0 / 24) < 1e-6)
+        #expect(abs(cal.acceptancePerExpansion(depth: 2, source: DraftSource.recycle) - 1.0 / 24) < 1e-6)
+        #expect(abs(cal.acceptancePerExpansion(depth: 1, source: DraftSource.recycle) - 0.25) < 1e-6)
+    }
+}
+
+/// The speculator as a drafter's layer gate: whether one more layer pays is judged with the
+/// source's acceptance per expansion (a layer's several children share one chance), on a fixed
+/// cost model.
+@Suite struct LayerGateTests {
+    /// A drafter that asks the gate once, about expanding its only root, and drafts nothing.
+    final class Probe: Drafter {
+        var name: String { "probe" }
+        var usesModel: Bool { true }
+        var layerCost: LayerCost? { LayerCost(points: [(1, 3), (64, 3)]) }
+        var answers: [Int] = []
+        func propose(_ inputs: [DraftInput]) throws -> [DraftTree] { inputs.map { _ in DraftTree() } }
+        func propose(_ inputs: [DraftInput], gate: LayerGate?) throws -> [DraftTree] {
+            answers.append(gate!.expansion(of: [FrontierNode(tree: 0, node: -1)], trees: [DraftTree()], inputs: inputs,
+                                           source: DraftSource.learned, spentMilliseconds: 0, layerMilliseconds: { $0 == 0 ? 0 : 3 }))
+            return inputs.map { _ in DraftTree() }
+        }
+    }
+
+    /// A step of 10 ms, 11 ms with one more row; a layer costs 3 ms. The root's three children
+    /// were accepted in turn (a third of the nodes, every expansion), or never.
+    func answer(acceptedEvery expansion: Bool) -> Int {
+        let probe = Probe()
+        let speculator = Speculator(drafter: probe, cost: CostModel(points: [(1, 10), (2, 11), (4, 13), (8, 17)]).fixed())
+        var tree = DraftTree()
+        for t in Int32(1)...3 { tree.add(token: t, parent: -1, confidence: 0.3, source: DraftSource.learned) }
+        for k in 0..<60 { speculator.record(tree, acceptedNodes: expansion ? [k % 3] : []) }
+        _ = speculator.draft([DraftInput(slot: 0, history: [5, 6, 7], maxNodes: 8, maxDepth: 4)],
+                             base: StepShape(rows: 1, logitRows: 1, positions: 3), baseTokens: 1, maxRows: 64)
+        return probe.answers.last ?? -1
+    }
+
+    @Test func aLayerWhoseChildrenShareOneLikelyAcceptanceIsRun() {
+        // Per node a third (1.33 tokens in 14 ms < 1 in 10 ms), per expansion nearly one (1.97 in 14 ms).
+        #expect(answer(acceptedEvery: true) == 1)
+        #expect(answer(acceptedEvery: false) == 0)
+    }
 }
 
 @Suite struct PlannerTests {
