@@ -224,6 +224,16 @@ class SpeculationByDefaultTest(unittest.TestCase):
             usage = body["usage"]["speculation"]
             self.assertGreater(usage["decode_steps"], 0)
             self.assertIn("drafted_tokens", usage)
+            # The shipped learned drafter is on by default; per depth, its accepted nodes are its
+            # expansions with an accepted child (one accepted node per depth, below a tested
+            # parent), and an expansion verifies at least one node.
+            learned = server.json("GET", "/v1/cast/cost")[1]["learned_drafter"]
+            per_node = {d["depth"]: d for d in learned["acceptance_by_depth"]}
+            per_expansion = {d["depth"]: d for d in learned["acceptance_per_expansion"]}
+            self.assertEqual(set(per_node), set(per_expansion))
+            for depth, e in per_expansion.items():
+                self.assertEqual(e["accepted"], per_node[depth]["accepted"], learned)
+                self.assertLessEqual(e["verified"], per_node[depth]["verified"], learned)
         finally:
             self.assertEqual(server.stop(), 0)
         tables = [f for f in os.listdir(cache) if f.startswith("recycle-") and f.endswith(".bin")]

@@ -65,6 +65,7 @@ extension Engine {
             snapshotValue.drafterSlotsHeld = speculator.drafter.slotsHeld
             // Every step (a few dozen sums): a benchmark reads it after its last request.
             snapshotValue.learnedAcceptanceByDepth = speculator.calibration.acceptanceByDepth(source: DraftSource.learned)
+            snapshotValue.learnedExpansionsByDepth = speculator.calibration.expansionsByDepth(source: DraftSource.learned)
         }
         if let step {
             snapshotValue.stepsTotal += 1

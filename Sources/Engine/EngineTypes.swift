@@ -194,6 +194,9 @@ public struct EngineSnapshot: Sendable {
     /// The learned drafter's nodes by depth (1, 2, ...): verified with their parent accepted, and
     /// accepted (a node a copy drafter proposed too counts as the copy drafter's: they merge first).
     public var learnedAcceptanceByDepth: [(observed: Int, accepted: Int)] = []
+    /// The learned drafter's expansions by the depth of their children (1, 2, ...): a tested node
+    /// (or the root) with verified learned children, and those where one child was accepted.
+    public var learnedExpansionsByDepth: [(expanded: Int, accepted: Int)] = []
     /// Slots whose drafter state (the learned drafter's root feature) is held.
     public var drafterSlotsHeld = 0
     public var lastPredictedMilliseconds: Double?

@@ -252,9 +252,9 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
             body.learnedDrafter = CostBody.LearnedDrafterBody(
                 file: learned.path, draftTokens: learned.vocabularyCount, matrixFormat: learned.matrixFormat.description,
                 layerCost: snapshot.drafterLayerCost.map { $0.corrected.map { CostPointBody(rows: $0.rows, ms: $0.ms) } },
-                acceptanceByDepth: snapshot.learnedAcceptanceByDepth.enumerated().map { d, a in
-                    CostBody.DepthBody(depth: d + 1, verified: a.observed, accepted: a.accepted,
-                                       rate: a.observed > 0 ? Double(a.accepted) / Double(a.observed) : 0)
+                acceptanceByDepth: snapshot.learnedAcceptanceByDepth.enumerated().map { CostBody.DepthBody(depth: $0 + 1, counts: ($1.observed, $1.accepted)) },
+                acceptancePerExpansion: snapshot.learnedExpansionsByDepth.enumerated().map {
+                    CostBody.DepthBody(depth: $0 + 1, counts: ($1.expanded, $1.accepted))
                 })
         }
         guard let cost = snapshot.costModel else { return body }

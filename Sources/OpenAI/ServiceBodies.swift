@@ -145,10 +145,13 @@ struct CostBody: Encodable {
         /// One frontier layer's cost by rows (after online correction).
         var layerCost: [CostPointBody]?
         var acceptanceByDepth: [DepthBody]
+        /// Per depth: expansions (a tested node or the root with verified learned children) and
+        /// those where one child was accepted; what the layer gate values a layer by.
+        var acceptancePerExpansion: [DepthBody]
 
         enum CodingKeys: String, CodingKey {
             case file, draftTokens = "draft_tokens", matrixFormat = "matrix_format", layerCost = "layer_cost"
-            case acceptanceByDepth = "acceptance_by_depth"
+            case acceptanceByDepth = "acceptance_by_depth", acceptancePerExpansion = "acceptance_per_expansion"
         }
     }
 
@@ -157,6 +160,13 @@ struct CostBody: Encodable {
         var verified: Int
         var accepted: Int
         var rate: Double
+
+        init(depth: Int, counts: (verified: Int, accepted: Int)) {
+            self.depth = depth
+            verified = counts.verified
+            accepted = counts.accepted
+            rate = counts.verified > 0 ? Double(counts.accepted) / Double(counts.verified) : 0
+        }
     }
 
     struct HostBody: Encodable {

@@ -81,6 +81,15 @@ public struct ScoreCalibration: Sendable {
         }
     }
 
+    /// Expansions per depth (1...maxDepth) of `source`: seen, and those with an accepted child
+    /// (`acceptancePerExpansion` without its prior).
+    public func expansionsByDepth(source: UInt8) -> [(expanded: Int, accepted: Int)] {
+        (1...maxDepth).map { depth in
+            let d = cell(depth: depth, source: source)
+            return (expansions[d], expansionsAccepted[d])
+        }
+    }
+
     /// Calibrated path scores for `tree` (edge probabilities multiplied down each path).
     public func calibrated(_ tree: DraftTree) -> DraftTree {
         var t = tree

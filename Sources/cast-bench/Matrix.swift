@@ -44,6 +44,9 @@ struct MatrixCell: Codable {
     /// The learned drafter's nodes accepted over those verified with their parent accepted, by
     /// depth 1, 2, ... (empty without a learned drafter).
     var learnedAcceptanceByDepth: [Double]
+    /// Per depth, the learned drafter's expansions with an accepted child over those verified (an
+    /// expanded node brings up to 3 children, at most one right).
+    var learnedAcceptancePerExpansion: [Double]
     var completionTokens: Int
     /// The cost model's |observed - predicted| / predicted over the cell's steps (speculating strategies).
     var costError: Spread?
@@ -68,6 +71,7 @@ struct MatrixCell: Codable {
         case draftMs = "draft_ms"
         case draftShare = "draft_share"
         case learnedAcceptanceByDepth = "learned_acceptance_by_depth"
+        case learnedAcceptancePerExpansion = "learned_acceptance_per_expansion"
         case categoryAcceptance = "category_acceptance"
         case completionTokens = "completion_tokens"
         case costError = "cost_model_abs_error"
@@ -309,11 +313,10 @@ extension CastBench {
             var stepSeconds = 0.0, forwardSeconds = 0.0, draftSeconds = 0.0
             var errors: [Double] = []
             var learnedByDepth: [(observed: Int, accepted: Int)] = []
+            var learnedExpansions: [(observed: Int, accepted: Int)] = []
             mutating func add(_ s: EngineSnapshot) {
-                for (d, a) in s.learnedAcceptanceByDepth.enumerated() {
-                    if d == learnedByDepth.count { learnedByDepth.append((0, 0)) }
-                    learnedByDepth[d] = (learnedByDepth[d].observed + a.observed, learnedByDepth[d].accepted + a.accepted)
-                }
+                Self.sum(s.learnedAcceptanceByDepth, into: &learnedByDepth)
+                Self.sum(s.learnedExpansionsByDepth.map { ($0.expanded, $0.accepted) }, into: &learnedExpansions)
                 roots += s.decodeRoots
                 steps += s.stepsTotal
                 drafted += s.draftedTokens
@@ -321,6 +324,19 @@ extension CastBench {
                 forwardSeconds += s.forwardSecondsTotal
                 draftSeconds += s.draftSecondsTotal
                 if let m = s.costErrorMedian { errors.append(m) }
+            }
+
+            /// Adds per-depth counts into `total` (longer lists extend it).
+            static func sum(_ counts: [(Int, Int)], into total: inout [(observed: Int, accepted: Int)]) {
+                for (d, c) in counts.enumerated() {
+                    if d == total.count { total.append((0, 0)) }
+                    total[d] = (total[d].observed + c.0, total[d].accepted + c.1)
+                }
+            }
+
+            /// Accepted over observed per depth, up to the first depth never observed.
+            static func rates(_ counts: [(observed: Int, accepted: Int)]) -> [Double] {
+                counts.prefix { $0.observed > 0 }.map { Double($0.accepted) / Double($0.observed) }
             }
         }
 
@@ -404,7 +420,8 @@ extension CastBench {
                 stepMs: stats.stepSeconds * 1000 / Double(steps), forwardMs: stats.forwardSeconds * 1000 / Double(steps),
                 draftMs: stats.draftSeconds * 1000 / Double(steps),
                 draftShare: stats.draftSeconds / max(stats.stepSeconds + stats.draftSeconds, 1e-9),
-                learnedAcceptanceByDepth: stats.learnedByDepth.prefix { $0.observed > 0 }.map { Double($0.accepted) / Double($0.observed) },
+                learnedAcceptanceByDepth: EngineStats.rates(stats.learnedByDepth),
+                learnedAcceptancePerExpansion: EngineStats.rates(stats.learnedExpansions),
                 completionTokens: completion, costError: Spread(stats.errors),
                 categories: byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
                 categoryTokensPerStep: byCategory.mapValues { Double($0.tokens) / Double(max($0.steps, 1)) },
@@ -437,6 +454,12 @@ final class StepRecorder: @unchecked Sendable {
 
 /// Markdown and SVG renderings of the matrix.
 enum MatrixChart {
+    /// The learned drafter's acceptance by depth, per node then per expansion ("0.16 0.30 / 0.41 0.45").
+    static func learned(_ c: MatrixCell) -> String {
+        func rates(_ r: [Double]) -> String { r.prefix(6).map { String(format: "%.2f", $0) }.joined(separator: " ") }
+        return c.learnedAcceptanceByDepth.isEmpty ? "" : rates(c.learnedAcceptanceByDepth) + " / " + rates(c.learnedAcceptancePerExpansion)
+    }
+
     static func markdown(_ r: MatrixReport) -> String {
         func spread(_ s: Spread?) -> String {
             guard let s else { return "" }
@@ -445,12 +468,12 @@ enum MatrixChart {
         var out = ["CastServe speculation matrix — \(r.model), \(r.threads) threads, \(r.kernels) kernels, drafter \(r.drafter)"
                    + (r.drafterModel.map { " + learned (\($0))" } ?? "") + ", "
                    + "\(r.prompts) prompts, \(r.rounds) paired rounds, commit \(r.machine.commit)", "",
-                   "| strategy | B | tok/s | x plain, paired (p10-p90) | tokens/step | draft rows/step | step ms | draft share | learned acceptance by depth | cost model abs error |",
+                   "| strategy | B | tok/s | x plain, paired (p10-p90) | tokens/step | draft rows/step | step ms | draft share | learned acceptance by depth, per node / per expansion | cost model abs error |",
                    "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for c in r.cells {
             out.append(String(format: "| %@ | %d | %.1f | %@ | %.2f | %.2f | %.2f | %.3f | %@ | %@ |", c.strategy, c.batch, c.tokS,
                               spread(c.pairedRatio), c.acceptedPerStep, c.treeRows, c.stepMs, c.draftShare,
-                              c.learnedAcceptanceByDepth.prefix(6).map { String(format: "%.2f", $0) }.joined(separator: " "),
+                              learned(c),
                               c.costError.map { String(format: "%.3f", $0.median) } ?? ""))
         }
         let categories = Array(Set(r.cells.flatMap { $0.categories.keys })).sorted()
