@@ -191,13 +191,17 @@ $(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py Tests/Fixtures/qwen3_chat_
 DRAFTER_DATA_SMOLLM2 := --per-category 100 --counts chat=320,code=320,math=150 --max-tokens 128 --first-set 30:96 \
 	  --chunk 140 --max-chunks 7 --samples 1 --seed 1 --slots 48
 DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 256 --steps 3000 --batch 256
-DRAFTER_TRAIN_GEMMA3 := --vocab 4096 --ffn 512 --steps 150 --batch 256
+## Gemma 3's data: the first set (24 prompts a category, replies of at most 96 tokens) and 3 chunks
+## of 140 of the weighted set (chat and code 120, the rest 60; replies of at most 128 tokens).
+DRAFTER_DATA_GEMMA3 := --per-category 60 --counts chat=120,code=120 --max-tokens 128 --first-set 24:96 \
+	  --chunk 140 --max-chunks 3 --samples 1 --seed 1 --slots 48
+DRAFTER_TRAIN_GEMMA3 := --vocab 4096 --ffn 512 --steps 2000 --batch 256
 drafters: build model $(GEMMA3_MODEL)
 	@$(call pip_ensure,$(REFERENCE_PY_PACKAGES))
 	$(PYTHON) tools/drafter/pipeline.py --model $(DEFAULT_MODEL) --out drafters/$(basename $(MODEL_FILE)).drafter.gguf \
 	  $(DRAFTER_DATA_SMOLLM2) -- $(DRAFTER_TRAIN_SMOLLM2)
 	$(PYTHON) tools/drafter/pipeline.py --model $(GEMMA3_MODEL) --out drafters/$(basename $(GEMMA3_FILE)).drafter.gguf \
-	  --per-category 24 --max-tokens 96 --samples 1 --seed 1 -- $(DRAFTER_TRAIN_GEMMA3)
+	  $(DRAFTER_DATA_GEMMA3) -- $(DRAFTER_TRAIN_GEMMA3)
 
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.
