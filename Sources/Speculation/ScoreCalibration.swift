@@ -54,18 +54,10 @@ public struct ScoreCalibration: Sendable {
         return (Float(accepted[d][b]) + priorWeight * prior) / (Float(observed[d][b]) + priorWeight)
     }
 
-    /// The acceptance of `source`'s nodes at `depth` over every confidence bucket (given the
-    /// parent's), with a prior of `priorTrust` / 2 worth `priorWeight` observations: what a node
-    /// not yet drafted is expected to bring.
-    public func meanAcceptance(depth: Int, source: UInt8) -> Float {
-        let d = cell(depth: depth, source: source)
-        let seen = observed[d].reduce(0, +), kept = accepted[d].reduce(0, +)
-        return (Float(kept) + priorWeight * priorTrust / 2) / (Float(seen) + priorWeight)
-    }
-
     /// The chance that expanding a node at depth `depth - 1` (the root: 0) whose path was accepted
     /// brings an accepted child of `source` at `depth`: the share of such expansions seen in which
-    /// one of the verified children was accepted, with the prior `meanAcceptance` uses. Every child
+    /// one of the verified children was accepted, with a prior of `priorTrust` / 2 worth
+    /// `priorWeight` expansions (what an expansion not yet seen is expected to bring). Every child
     /// the expansion brings counts, not only the best: the share is at least any one child's.
     public func acceptancePerExpansion(depth: Int, source: UInt8) -> Float {
         let d = cell(depth: depth, source: source)

@@ -132,7 +132,8 @@ import Speculation
         // Each child wins a third of the time: every expansion at the root brings one.
         for k in 0..<60 { cal.record(tree: tree, acceptedNodes: [k % 3]) }
         #expect(cal.acceptancePerExpansion(depth: 1, source: DraftSource.learned) > 0.9)
-        #expect(cal.meanAcceptance(depth: 1, source: DraftSource.learned) < 0.4)
+        let perNode = cal.acceptanceByDepth(source: DraftSource.learned)[0]
+        #expect(perNode.observed == 180 && perNode.accepted == 60)
         // Depth 2 was tested only below node 0 (20 times), and no child there was accepted:
         // (0 + 4 x 0.25) / (20 + 4). The recycle source's expansion there is counted on its own;
         // it never expanded the root (the prior).
