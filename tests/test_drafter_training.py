@@ -74,6 +74,29 @@ class DrafterPipelineTests(unittest.TestCase):
     def tearDownClass(cls):
         cls.tmp.cleanup()
 
+    def test_kept_replies_are_reused_only_for_their_own_prompts(self):
+        """A second run reuses the work folder's replies and features; a prompt set that changed
+        under them (one prompt fewer) is refused, naming the file, instead of training on replies
+        to other prompts."""
+        self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])
+        def rerun(prompts, out):
+            return subprocess.run(
+                [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC, "--out", out,
+                 "--work", self.work, "--prompts", prompts, "--bin", os.path.dirname(self.bench), "--samples", "1",
+                 "--slots", "4", "--seed", "5", "--", "--vocab", "48", "--ffn", "16", "--steps", "2", "--batch", "16"],
+                cwd=ROOT, capture_output=True, text=True, timeout=600)
+        again = rerun(self.prompts, os.path.join(self.work, "again.drafter.gguf"))
+        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+        self.assertNotIn("cast-bench replies --model", again.stderr)  # nothing answered twice
+        fewer = os.path.join(self.work, "fewer.prompts.jsonl")
+        with open(self.prompts) as f:
+            rows = [l for l in f if l.strip()]
+        with open(fewer, "w") as f:
+            f.writelines(rows[1:])
+        proc = rerun(fewer, os.path.join(self.work, "fewer.drafter.gguf"))
+        self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+        self.assertIn("replies.jsonl answers other prompts", proc.stderr)
+
     def test_pipeline_writes_a_contract_drafter(self):
         from drafter import check_gguf, sha256_file
         self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])

@@ -77,7 +77,14 @@ def main(argv=None) -> int:
         and NAME.features.bin (replies.jsonl and features.bin without a name)."""
         prefix = f"{name}." if name else ""
         replies, features = work / f"{prefix}replies.jsonl", work / f"{prefix}features.bin"
-        if not replies.exists():
+        if replies.exists():
+            # A kept chunk must answer this chunk's prompts: other --counts or --chunk re-chunk the set.
+            asked = {json.loads(l)["id"] for l in prompts.read_text().splitlines() if l.strip()}
+            answered = {json.loads(l)["id"] for l in replies.read_text().splitlines() if l.strip()}
+            if asked != answered:
+                raise DataError(f"{replies} answers other prompts than {prompts} ({len(answered ^ asked)} ids differ: "
+                                "the prompt set or its chunking changed); delete it and its features, or use another --work")
+        else:
             times["replies"] += run([cast_bench, "replies", "--model", str(args.model), "--prompts", str(prompts),
                                      "--out", str(replies) + ".part", "--samples", str(args.samples),
                                      "--seed", str(args.seed), "--slots", str(args.slots), "--kernels", args.kernels], log)
