@@ -7,6 +7,7 @@ served. Needs gguf and numpy (`make synthetic-models` installs them) and the syn
 
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -64,9 +65,14 @@ class DrafterPipelineTests(unittest.TestCase):
         cls.prompts = os.path.join(cls.work, "prompts.jsonl")
         synthetic_prompts(cls.prompts)
         cls.out = os.path.join(cls.work, "synthetic.drafter.gguf")
-        cls.run_pipeline = subprocess.run(
-            [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC, "--out", cls.out,
-             "--work", cls.work, "--prompts", cls.prompts, "--bin", os.path.dirname(cls.bench), "--samples", "1",
+        cls.run_pipeline = cls.pipeline(cls.work, cls.prompts, cls.out)
+
+    @classmethod
+    def pipeline(cls, work, prompts, out):
+        """pipeline.py on the synthetic model, a few training steps, in `work`."""
+        return subprocess.run(
+            [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC, "--out", out,
+             "--work", work, "--prompts", prompts, "--bin", os.path.dirname(cls.bench), "--samples", "1",
              "--slots", "4", "--seed", "5", "--", "--vocab", "48", "--ffn", "16", "--steps", "4", "--batch", "16"],
             cwd=ROOT, capture_output=True, text=True, timeout=600)
 
@@ -79,23 +85,21 @@ class DrafterPipelineTests(unittest.TestCase):
         under them (one prompt fewer) is refused, naming the file, instead of training on replies
         to other prompts."""
         self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])
-        def rerun(prompts, out):
-            return subprocess.run(
-                [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC, "--out", out,
-                 "--work", self.work, "--prompts", prompts, "--bin", os.path.dirname(self.bench), "--samples", "1",
-                 "--slots", "4", "--seed", "5", "--", "--vocab", "48", "--ffn", "16", "--steps", "2", "--batch", "16"],
-                cwd=ROOT, capture_output=True, text=True, timeout=600)
-        again = rerun(self.prompts, os.path.join(self.work, "again.drafter.gguf"))
-        self.assertEqual(again.returncode, 0, again.stderr[-3000:])
-        self.assertNotIn("cast-bench replies --model", again.stderr)  # nothing answered twice
-        fewer = os.path.join(self.work, "fewer.prompts.jsonl")
-        with open(self.prompts) as f:
-            rows = [l for l in f if l.strip()]
-        with open(fewer, "w") as f:
-            f.writelines(rows[1:])
-        proc = rerun(fewer, os.path.join(self.work, "fewer.drafter.gguf"))
-        self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
-        self.assertIn("replies.jsonl answers other prompts", proc.stderr)
+        # A copy of the work folder: the other tests read the first run's report there.
+        with tempfile.TemporaryDirectory(prefix="castserve-drafter-again-") as work:
+            for name in ("replies.jsonl", "features.bin"):
+                shutil.copy(os.path.join(self.work, name), work)
+            again = self.pipeline(work, self.prompts, os.path.join(work, "again.drafter.gguf"))
+            self.assertEqual(again.returncode, 0, again.stderr[-3000:])
+            self.assertNotIn("cast-bench replies --model", again.stderr)  # nothing answered twice
+            fewer = os.path.join(work, "fewer.prompts.jsonl")
+            with open(self.prompts) as f:
+                rows = [l for l in f if l.strip()]
+            with open(fewer, "w") as f:
+                f.writelines(rows[1:])
+            proc = self.pipeline(work, fewer, os.path.join(work, "fewer.drafter.gguf"))
+            self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+            self.assertIn("replies.jsonl answers other prompts", proc.stderr)
 
     def test_pipeline_writes_a_contract_drafter(self):
         from drafter import check_gguf, sha256_file
