@@ -28,7 +28,9 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
 ///   pure decode steps (tokens per millisecond) with draft trees, drafting time included, against
 ///   that of steps without. While drafting realizes less than 97% of plain decoding's measured
 ///   goodput at this batch size, only every 8th step drafts (a probe); while it pays, every 16th
-///   step is plain (so the plain figure stays current). Runs a grammar forces cost no drafting.
+///   step is plain (so the plain figure stays current); before the verdict, every other step is
+///   plain while the bucket has fewer plain samples than drafting ones. Runs a grammar forces cost
+///   no drafting.
 ///
 /// Both guards act on live measurement (step times, or plans made on a cost model that step times
 /// refresh), so both are off when the cost model is fixed (`CostModel.fixed()`): then the drafter
@@ -89,6 +91,10 @@ public final class Speculator {
         switch bucket.verdict {
         case .losing: return plannedSteps % 8 == 0
         case .paying where plannedSteps % 16 == 0: return false
+        // No verdict yet: every other step is plain until the plain samples catch up, so the test
+        // is decided within about 2 * minimumSteps steps of the bucket instead of waiting for
+        // plans that happen to choose nothing (at a busy batch size there may be none).
+        case .unknown where bucket.draftingSteps > bucket.plainSteps && plannedSteps % 2 == 0: return false
         default: break
         }
         // A drafter whose layers the planner gates costs little when it drafts nothing.

@@ -442,6 +442,32 @@ import Speculation
         #expect(drafted == 60, "one plain step in 16")
     }
 
+    @Test func aBucketWithoutAVerdictInterleavesPlainSteps() {
+        // Drafting steps only (the planner always chose nodes): no plain sample, no verdict.
+        let s = Speculator(drafter: NGramDrafter(), cost: Self.freeRows)
+        for _ in 0..<20 {
+            s.observe(Self.tree4, forwardMs: 7, hostMs: 1, base: Self.base4, baseTokens: 4, committed: 5)
+        }
+        #expect(s.measured[BucketGoodput.bucket(4)].verdict == .unknown)
+        var drafted = 0
+        for _ in 0..<(4 * BucketGoodput.minimumSteps) {
+            if s.shouldDraft(decodeRoots: 4) {
+                drafted += 1
+                s.observe(Self.tree4, forwardMs: 7, hostMs: 1, base: Self.base4, baseTokens: 4, committed: 5)
+            } else {
+                s.observe(Self.base4, forwardMs: 3.6, hostMs: 0.4, base: Self.base4, baseTokens: 4, committed: 4)
+            }
+        }
+        // Half the steps were plain until the verdict (drafting: 5 tokens in 8 ms, 0.625 of plain),
+        // then one probe in 8.
+        #expect(s.measured[BucketGoodput.bucket(4)].verdict == .losing)
+        #expect(s.measured[BucketGoodput.bucket(4)].plainSteps >= BucketGoodput.minimumSteps)
+        #expect(drafted < 2 * BucketGoodput.minimumSteps, "drafted \(drafted) of \(4 * BucketGoodput.minimumSteps) steps")
+        // With as many plain samples as drafting ones and still no verdict, drafting is the planner's call.
+        let fresh = Speculator(drafter: NGramDrafter(), cost: Self.freeRows)
+        #expect((0..<8).allSatisfy { _ in fresh.shouldDraft(decodeRoots: 4) })
+    }
+
     @Test func stepsWithPrefillRowsAreNoEvidence() {
         let s = Speculator(drafter: NGramDrafter(), cost: Self.freeRows)
         let mixed = StepShape(rows: 36, logitRows: 4, positions: 900)
