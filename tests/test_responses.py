@@ -324,6 +324,38 @@ class StoreTest(unittest.TestCase):
             client.responses.create(model=MODEL_ID, previous_response_id=first.id, input="Again?", max_output_tokens=4)
         self.assertEqual(e.exception.body["param"], "previous_response_id")
 
+    def test_input_items_list_the_request_input(self):
+        """GET /v1/responses/{id}/input_items through the client's paginated list: the request's own
+        items (not the continued conversation), newest first by default, pages by limit and after."""
+        first = client.responses.create(model=MODEL_ID, max_output_tokens=4, temperature=0, input=[
+            {"role": "developer", "content": "Answer briefly."},
+            {"role": "user", "content": [{"type": "input_text", "text": "Hello"}, {"type": "input_text", "text": " there"}]},
+            {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "12 C"}], tools=[WEATHER])
+        items = list(client.responses.input_items.list(first.id, order="asc"))
+        self.assertEqual([i.type for i in items], ["message", "message", "function_call", "function_call_output"])
+        self.assertEqual((items[0].role, items[0].content[0].text), ("system", "Answer briefly."))
+        self.assertEqual((items[1].role, items[1].content[0].type, items[1].content[0].text), ("user", "input_text", "Hello there"))
+        self.assertEqual((items[2].call_id, items[2].name, json.loads(items[2].arguments)), ("call_1", "get_weather", {"city": "Oslo"}))
+        self.assertEqual((items[3].call_id, items[3].output), ("call_1", "12 C"))
+        self.assertEqual(len({i.id for i in items}), 4)
+        newest_first = list(client.responses.input_items.list(first.id))
+        self.assertEqual([i.id for i in newest_first], [i.id for i in reversed(items)])
+        # Pages of one: has_more until the last, and `after` continues where a page ended.
+        page = client.responses.input_items.list(first.id, limit=1, order="asc")
+        self.assertEqual(([i.id for i in page.data], page.has_more), ([items[0].id], True))
+        rest = client.responses.input_items.list(first.id, limit=3, order="asc", after=items[0].id)
+        self.assertEqual(([i.id for i in rest.data], rest.has_more), ([i.id for i in items[1:]], False))
+        # A continuation lists its own input only.
+        second = client.responses.create(model=MODEL_ID, previous_response_id=first.id, input="Thanks!", max_output_tokens=2)
+        self.assertEqual([(i.role, i.content[0].text) for i in client.responses.input_items.list(second.id)], [("user", "Thanks!")])
+        for bad, param in (({"limit": 0}, "limit"), ({"order": "sideways"}, "order"), ({"after": "msg_nope"}, "after")):
+            with self.assertRaises(openai.BadRequestError) as e:
+                client.responses.input_items.list(first.id, **bad)
+            self.assertEqual(e.exception.body["param"], param)
+        with self.assertRaises(openai.NotFoundError):
+            client.responses.input_items.list("resp_never_stored")
+
     def test_store_false_is_not_kept(self):
         r = client.responses.create(model=MODEL_ID, input="Hi", max_output_tokens=2, store=False)
         self.assertFalse(r.store)

@@ -175,6 +175,10 @@ public final class OpenAIService: HTTPHandler, @unchecked Sendable {
             if path.hasPrefix("/v1/responses/"), case let id = path.dropFirst("/v1/responses/".count), !id.isEmpty, !id.contains("/") {
                 return try storedResponse(String(id), method: request.method, responder, &log)
             }
+            if path.hasPrefix("/v1/responses/"), path.hasSuffix("/input_items"),
+               case let id = path.dropFirst("/v1/responses/".count).dropLast("/input_items".count), !id.isEmpty, !id.contains("/") {
+                return try inputItems(String(id), request, responder, &log)
+            }
             throw OpenAIError.notFound(path)
         }
         guard allowed.contains(request.method) else { throw OpenAIError.methodNotAllowed(request.method, path, allowed: allowed) }

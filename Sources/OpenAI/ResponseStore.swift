@@ -1,8 +1,8 @@
 import Foundation
 
 /// The responses `POST /v1/responses` stored (`store`, true unless the request says false), so
-/// `previous_response_id` can continue one and `GET` / `DELETE /v1/responses/{id}` can read or
-/// remove it. Bounded: it keeps the latest `capacity` responses (config `responses_store_size`)
+/// `previous_response_id` can continue one, `GET` / `DELETE /v1/responses/{id}` can read or
+/// remove it and `GET /v1/responses/{id}/input_items` can list its input. Bounded: it keeps the latest `capacity` responses (config `responses_store_size`)
 /// and forgets the oldest first; a capacity of 0 stores nothing.
 ///
 /// Thread-safe (one lock): handlers on connection threads store and read concurrently.
@@ -12,6 +12,8 @@ public final class ResponseStore: @unchecked Sendable {
     struct Entry {
         var body: Data
         var conversation: [APIMessage]
+        /// The request's own `input` items, for `GET /v1/responses/{id}/input_items`.
+        var input: [ResponsesRequest.InputItem] = []
     }
 
     let capacity: Int

@@ -8,7 +8,7 @@ import HTTP
 /// split off, as chat's `reasoning_content`) become output items and stream events
 /// (`ResponseOutput`), and the finished response
 /// goes to the `ResponseStore` unless `store` is false. `GET` and `DELETE /v1/responses/{id}`
-/// read and remove stored ones.
+/// read and remove stored ones; `GET /v1/responses/{id}/input_items` lists a stored one's input.
 extension OpenAIService {
     // MARK: - Create
 
@@ -98,7 +98,7 @@ extension OpenAIService {
         let encoded = encodeJSON(final)
         if stores {
             let continued = ResponsesRequest.conversation(instructions: nil, history: history, input: wire.input) + [output.assistantMessage]
-            responseStore.store(id, ResponseStore.Entry(body: encoded, conversation: continued))
+            responseStore.store(id, ResponseStore.Entry(body: encoded, conversation: continued, input: wire.input))
         }
         if let stream {
             try? send(closing)
@@ -115,9 +115,7 @@ extension OpenAIService {
     func storedResponse(_ id: String, method: String, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
         let path = "/v1/responses/\(id)"
         guard method == "GET" || method == "DELETE" else { throw OpenAIError.methodNotAllowed(method, path, allowed: ["GET", "DELETE"]) }
-        let notFound = OpenAIError(status: .notFound,
-                                   message: "Response with id '\(id)' not found: it was never stored ('store': false), was deleted, or was evicted (the server keeps the latest \(responseStore.capacity) responses, config responses_store_size)",
-                                   type: "invalid_request_error", param: nil, code: "not_found")
+        let notFound = notStored(id)
         if method == "GET" {
             guard let entry = responseStore.entry(id) else { throw notFound }
             responder.send(jsonResponse(entry.body))
@@ -131,5 +129,120 @@ extension OpenAIService {
             responder.send(jsonResponse(encodeJSON(Deleted(id: id))))
         }
         log.status = 200
+    }
+
+    /// The 404 for a response id the store does not hold.
+    private func notStored(_ id: String) -> OpenAIError {
+        OpenAIError(status: .notFound,
+                    message: "Response with id '\(id)' not found: it was never stored ('store': false), was deleted, or was evicted (the server keeps the latest \(responseStore.capacity) responses, config responses_store_size)",
+                    type: "invalid_request_error", param: nil, code: "not_found")
+    }
+
+    /// `GET /v1/responses/{id}/input_items`: the stored response's own `input` items (not the
+    /// conversation a `previous_response_id` continued), as OpenAI lists them: a page of
+    /// `limit` (1-100, default 20) items in `order` (`desc`, the default, newest first, or `asc`),
+    /// starting after the item id `after`; each item has a stable id (`msg_`, `fc_` or `fco_`, the
+    /// response id and its index).
+    func inputItems(_ id: String, _ request: HTTPRequest, _ responder: HTTPResponder, _ log: inout RequestLog) throws {
+        guard request.method == "GET" else {
+            throw OpenAIError.methodNotAllowed(request.method, "/v1/responses/\(id)/input_items", allowed: ["GET"])
+        }
+        let query = Self.queryItems(request.query)
+        for name in query.keys where !["limit", "order", "after", "include", "include[]"].contains(name) {
+            throw OpenAIError.invalid(name, "'\(name)' is not a parameter of input_items; use limit, order or after", code: "unknown_parameter")
+        }
+        for name in ["include", "include[]"] where !(query[name] ?? "").isEmpty {
+            throw OpenAIError.invalid(name, "'\(name)' asks for image, file or audio parts; CastServe's input items are text only, so send no include",
+                                      code: "unsupported_parameter")
+        }
+        var limit = 20
+        if let text = query["limit"] {
+            guard let n = Int(text), (1...100).contains(n) else {
+                throw OpenAIError.invalid("limit", "'limit' must be an integer from 1 to 100 (items per page)")
+            }
+            limit = n
+        }
+        let order = query["order"] ?? "desc"
+        guard order == "asc" || order == "desc" else { throw OpenAIError.invalid("order", "'order' is '\(order)'; use asc or desc") }
+        guard let entry = responseStore.entry(id) else { throw notStored(id) }
+        var items = entry.input.enumerated().map { InputItemBody($1, id: id, index: $0) }
+        if order == "desc" { items.reverse() }
+        if let after = query["after"] {
+            guard let i = items.firstIndex(where: { $0.id == after }) else {
+                throw OpenAIError.invalid("after", "'after' is '\(after)', not an input item of \(id); pass an id from a previous page")
+            }
+            items.removeFirst(i + 1)
+        }
+        let page = Array(items.prefix(limit))
+        responder.send(jsonResponse(encodeJSON(InputItemList(data: page, firstID: page.first?.id, lastID: page.last?.id,
+                                                             hasMore: items.count > page.count))))
+        log.status = 200
+    }
+}
+
+/// One input item as `GET /v1/responses/{id}/input_items` lists it.
+struct InputItemBody: Encodable {
+    struct Part: Encodable {
+        var type: String
+        var text: String
+    }
+    var id: String
+    var type: String
+    var status = "completed"
+    var role: String?
+    var content: [Part]?
+    var callID: String?
+    var name: String?
+    var arguments: String?
+    var output: String?
+
+    init(_ item: ResponsesRequest.InputItem, id response: String, index: Int) {
+        let suffix = "\(response.hasPrefix("resp_") ? String(response.dropFirst(5)) : response)_\(index)"
+        switch item {
+        case .message(let role, let text):
+            id = "msg_" + suffix
+            type = "message"
+            self.role = role
+            content = [Part(type: role == "assistant" ? "output_text" : "input_text", text: text)]
+        case .functionCall(let callID, let name, let arguments):
+            id = "fc_" + suffix
+            type = "function_call"
+            self.callID = callID
+            self.name = name
+            self.arguments = arguments
+        case .functionCallOutput(let callID, let output):
+            id = "fco_" + suffix
+            type = "function_call_output"
+            self.callID = callID
+            self.output = output
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, type, status, role, content, name, arguments, output
+        case callID = "call_id"
+    }
+}
+
+/// A page of input items.
+struct InputItemList: Encodable {
+    var object = "list"
+    var data: [InputItemBody]
+    var firstID: String?
+    var lastID: String?
+    var hasMore: Bool
+
+    enum CodingKeys: String, CodingKey {
+        case object, data
+        case firstID = "first_id", lastID = "last_id", hasMore = "has_more"
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(object, forKey: .object)
+        try c.encode(data, forKey: .data)
+        try c.encode(firstID, forKey: .firstID)    // null on an empty page, as OpenAI sends
+        try c.encode(lastID, forKey: .lastID)
+        try c.encode(hasMore, forKey: .hasMore)
     }
 }
