@@ -5,7 +5,7 @@ import Speculation
 /// /health. Engine thread only (the snapshot is published under the lock).
 extension Engine {
     /// Hands the step's figures to `onStep`.
-    func report(_ step: Step, outcome: StepOutcome, duration: Duration, timing: StepTiming?) {
+    func report(_ step: Step, outcome: StepOutcome, duration: Duration, timing: StepTiming?, draftMs: Double) {
         guard let onStep else { return }
         let treeRows = step.owners.reduce(0) { $0 + ($1.plan?.tree.count ?? 0) }
         let perSequence = step.owners.compactMap { $0.plan.map { $0.tree.count } }
@@ -15,7 +15,7 @@ extension Engine {
                           forwardMilliseconds: timing?.forwardMs, hostMilliseconds: timing?.hostMs, rows: step.rows.count,
                           treeRows: treeRows, acceptedPerSequence: outcome.acceptedPerSequence,
                           plannedGoodput: plan?.goodput, plainGoodput: plan?.plain,
-                          treeRowsPerSequence: perSequence))
+                          treeRowsPerSequence: perSequence, draftMilliseconds: draftMs))
     }
 
     /// Saves what the drafter learned (the recycle table) where the configuration says.

@@ -291,9 +291,10 @@ public final class Engine: @unchecked Sendable {
             let outcome = commit(&step)
             let stepTime = clock.now - t0
             model.gate?.leave()
+            let draftMs = speculator?.draftMilliseconds ?? 0   // `learn` starts the next step's count
             let timing = learn(from: step, base: base, baseTokens: baseTokens, outcome: outcome, forwardMs: forwardMs,
                                stepMs: stepTime.seconds * 1000, sharedWaitMs: waitedMs)
-            report(step, outcome: outcome, duration: stepTime, timing: timing)
+            report(step, outcome: outcome, duration: stepTime, timing: timing, draftMs: draftMs)
             publish(now: (clock.now - start).seconds, tokens: outcome.produced, promptTokens: outcome.promptTokens,
                     step: (step.rows.count, stepTime.seconds))
         }

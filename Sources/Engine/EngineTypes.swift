@@ -205,7 +205,7 @@ public struct EngineSnapshot: Sendable {
 
 /// What one engine step did (see `Engine.onStep`).
 public struct StepReport: Sendable {
-    /// Wall time of the step (forward call and host work).
+    /// Wall time of the step (drafting, forward call and host work).
     public var duration: Duration
     /// With speculation on: the cost model's prediction for the step and what it took (ms: forward
     /// and host, drafting excluded), the step's shape, and the two parts of the observed time.
@@ -226,6 +226,8 @@ public struct StepReport: Sendable {
     /// Draft-tree nodes of each sequence that verified a tree in this step (same order as
     /// `acceptedPerSequence`).
     public var treeRowsPerSequence: [Int] = []
+    /// Of `duration`, the drafters' time (0 when nothing drafted).
+    public var draftMilliseconds: Double = 0
     /// Attended positions of the step (nil without a planned shape).
     public var positions: Int? { shape?.positions }
 }

@@ -36,10 +36,10 @@ struct MatrixCell: Codable {
     var acceptedPerStep: Double
     var treeRows: Double
     var stepMs: Double
-    /// Of `stepMs`, the forward call; and drafting time per step (outside `stepMs`).
+    /// Of `stepMs`, the forward call and the drafters' time.
     var forwardMs: Double
     var draftMs: Double
-    /// The drafter's share of step time: draftMs / (stepMs + draftMs).
+    /// The drafters' share of step time: draftMs / stepMs.
     var draftShare: Double
     /// The learned drafter's nodes accepted over those verified with their parent accepted, by
     /// depth 1, 2, ... (empty without a learned drafter).
@@ -57,6 +57,9 @@ struct MatrixCell: Codable {
     var categoryRatio: [String: Double]
     /// Per category, draft tokens accepted over draft tokens verified.
     var categoryAcceptance: [String: Double]
+    /// Per category, the drafters' share of the step time of its units (at B = 1 a unit is one
+    /// prompt, so this is the category's own; at larger B a unit mixes categories).
+    var categoryDraftShare: [String: Double]
 
     enum CodingKeys: String, CodingKey {
         case strategy, batch, categories
@@ -73,6 +76,7 @@ struct MatrixCell: Codable {
         case learnedAcceptanceByDepth = "learned_acceptance_by_depth"
         case learnedAcceptancePerExpansion = "learned_acceptance_per_expansion"
         case categoryAcceptance = "category_acceptance"
+        case categoryDraftShare = "category_draft_share"
         case completionTokens = "completion_tokens"
         case costError = "cost_model_abs_error"
     }
@@ -234,6 +238,7 @@ extension CastBench {
             for round in 1...rounds {
                 for batch in levels {
                     var engines: [String: Engine] = [:]
+                    var totals: [String: StepTotals] = [:]
                     for name in names {
                         var config = EngineConfiguration(slots: batch, contextLength: 2048, maxWaiting: prompts.count, prefillChunk: 256,
                                                          speculation: name != "plain", strategy: DraftStrategy(rawValue: name) ?? .cast)
@@ -242,17 +247,23 @@ extension CastBench {
                         config.kvCacheType = cacheType
                         config.costModel = cost
                         let engine = Engine(model: model, configuration: config)
-                        if (name == "cast" || name == "plain") && recordSteps != nil {
-                            engine.onStep = { recorder.add($0, batch: batch, round: round) }
+                        let record = (name == "cast" || name == "plain") && recordSteps != nil
+                        let stepTotals = StepTotals()
+                        engine.onStep = {
+                            stepTotals.add($0)
+                            if record { recorder.add($0, batch: batch, round: round) }
                         }
                         engines[name] = engine
+                        totals[name] = stepTotals
                     }
                     let units = stride(from: 0, to: prompts.count, by: batch).map { Array($0..<min($0 + batch, prompts.count)) }
                     for (u, unit) in units.enumerated() {
                         let shift = (u + round) % names.count
                         for name in names[shift...] + names[..<shift] {
-                            let r = try runUnit(engines[name]!, unit: unit, round: round, prompts: prompts, tokens: tokens,
+                            let from = totals[name]!.value
+                            var r = try runUnit(engines[name]!, unit: unit, round: round, prompts: prompts, tokens: tokens,
                                                 stopTokens: formatter.stopTokens)
+                            r.stepsFrom = from
                             runs[name, default: [:]][batch, default: []].append(r)
                         }
                     }
@@ -262,6 +273,15 @@ extension CastBench {
                         engine.shutdown()
                         engine.waitUntilStopped(timeout: .seconds(10))
                         stats[name, default: [:]][batch, default: EngineStats()].add(engine.snapshot)
+                        // A unit's steps: from its start to the next unit's on this engine (a
+                        // unit's last step is reported just after its requests finish).
+                        var ends = totals[name]!.value
+                        let level = runs[name]![batch]!.indices.filter { runs[name]![batch]![$0].round == round }
+                        for i in level.reversed() {
+                            let from = runs[name]![batch]![i].stepsFrom
+                            runs[name]![batch]![i].steps = (ends.stepMs - from.stepMs, ends.draftMs - from.draftMs)
+                            ends = from
+                        }
                         let mine = runs[name]![batch]!.filter { $0.round == round }
                         let t = Double(mine.reduce(0) { $0 + $1.tokens }) / mine.reduce(0) { $0 + $1.seconds }
                         log(String(format: "round %d  %-8@ B=%2d  %7.1f tok/s", round, name as NSString, batch, t))
@@ -305,6 +325,9 @@ extension CastBench {
             var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)]
             /// Per category: draft tokens verified and accepted.
             var draftsByCategory: [String: (drafted: Int, accepted: Int)]
+            /// The engine's step totals when the unit started, and the unit's own step and drafting time.
+            var stepsFrom = StepTotals.Value()
+            var steps: (stepMs: Double, draftMs: Double) = (0, 0)
         }
 
         /// Engine counters summed over rounds.
@@ -412,6 +435,13 @@ extension CastBench {
                     drafts[c] = (old.drafted + v.drafted, old.accepted + v.accepted)
                 }
             }
+            var stepTime: [String: (stepMs: Double, draftMs: Double)] = [:]
+            for r in runs {
+                for c in r.byCategory.keys {
+                    let old = stepTime[c] ?? (0, 0)
+                    stepTime[c] = (old.stepMs + r.steps.stepMs, old.draftMs + r.steps.draftMs)
+                }
+            }
             let completion = runs.reduce(0) { $0 + $1.tokens }
             let steps = max(stats.steps, 1), roots = max(stats.roots, 1)
             return MatrixCell(
@@ -419,15 +449,39 @@ extension CastBench {
                 acceptedPerStep: Double(completion) / Double(roots), treeRows: Double(stats.drafted) / Double(roots),
                 stepMs: stats.stepSeconds * 1000 / Double(steps), forwardMs: stats.forwardSeconds * 1000 / Double(steps),
                 draftMs: stats.draftSeconds * 1000 / Double(steps),
-                draftShare: stats.draftSeconds / max(stats.stepSeconds + stats.draftSeconds, 1e-9),
+                draftShare: stats.draftSeconds / max(stats.stepSeconds, 1e-9),
                 learnedAcceptanceByDepth: EngineStats.rates(stats.learnedByDepth),
                 learnedAcceptancePerExpansion: EngineStats.rates(stats.learnedExpansions),
                 completionTokens: completion, costError: Spread(stats.errors),
                 categories: byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
                 categoryTokensPerStep: byCategory.mapValues { Double($0.tokens) / Double(max($0.steps, 1)) },
                 categoryRatio: categoryRatios.compactMapValues { Spread($0)?.median },
-                categoryAcceptance: drafts.compactMapValues { $0.drafted > 0 ? Double($0.accepted) / Double($0.drafted) : nil })
+                categoryAcceptance: drafts.compactMapValues { $0.drafted > 0 ? Double($0.accepted) / Double($0.drafted) : nil },
+                categoryDraftShare: stepTime.compactMapValues { $0.stepMs > 0 ? $0.draftMs / $0.stepMs : nil })
         }
+    }
+}
+
+/// One engine's step and drafting time so far, from its step reports (thread-safe: reports
+/// arrive on the engine thread).
+final class StepTotals: @unchecked Sendable {
+    struct Value {
+        var stepMs = 0.0, draftMs = 0.0
+    }
+    private let lock = NSLock()
+    private var total = Value()
+
+    func add(_ r: StepReport) {
+        lock.lock()
+        total.stepMs += r.duration.seconds * 1000
+        total.draftMs += r.draftMilliseconds
+        lock.unlock()
+    }
+
+    var value: Value {
+        lock.lock()
+        defer { lock.unlock() }
+        return total
     }
 }
 
@@ -477,12 +531,14 @@ enum MatrixChart {
                               c.costError.map { String(format: "%.3f", $0.median) } ?? ""))
         }
         let categories = Array(Set(r.cells.flatMap { $0.categories.keys })).sorted()
-        out += ["", "Per category at B = 1: paired ratio to plain (tokens committed per decode step; draft tokens accepted / verified):", "",
+        out += ["", "Per category at B = 1: paired ratio to plain (tokens committed per decode step; draft tokens accepted / verified; "
+                + "drafters' share of step time):", "",
                 "| strategy | " + categories.joined(separator: " | ") + " |",
                 "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
         for c in r.cells where c.batch == 1 {
             out.append("| \(c.strategy) | " + categories.map {
-                String(format: "%.2f (%.2f; %.2f)", c.categoryRatio[$0] ?? 1, c.categoryTokensPerStep[$0] ?? 0, c.categoryAcceptance[$0] ?? 0)
+                String(format: "%.2f (%.2f; %.2f; %.3f)", c.categoryRatio[$0] ?? 1, c.categoryTokensPerStep[$0] ?? 0, c.categoryAcceptance[$0] ?? 0,
+                       c.categoryDraftShare[$0] ?? 0)
             }.joined(separator: " | ") + " |")
         }
         return out.joined(separator: "\n")
