@@ -310,26 +310,12 @@ def main(argv=None) -> int:
                 rows = st[j][first_ok[j]]
                 stats.append(rows.numpy())
                 cats += [seqs[i]["category"]] * len(rows)
-    stats = np.concatenate(stats)
-    cats = np.array(cats)
-
-    def summarize(mask):
-        s = stats[mask]
-        per, chain, prod = [], 0.0, 1.0
-        for k in range(depth):
-            reached = s[:, k] >= 0
-            rate = float(np.mean(s[reached, k] == 1)) if reached.any() else 0.0
-            per.append(round(rate, 4))
-            prod *= rate
-            chain += prod
-        return {"positions": int(mask.sum()), "acceptance_per_depth": per, "expected_accepted_chain4": round(chain, 3)}
-
+    evaluation = train_module.chain_report(np.concatenate(stats), np.array(cats))
     result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                        if k not in ("replies", "features")},
               "parameters": int(sum(p.numel() for p in model.parameters())),
               "train_seconds": round(seconds, 1), "training_positions_seen": positions,
-              "all": summarize(np.ones(len(stats), bool)),
-              "categories": {c: summarize(cats == c) for c in sorted(set(cats.tolist()))}}
+              **evaluation}
     args.report.write_text(json.dumps(result, indent=2) + "\n")
     log(f"held-out acceptance per depth {result['all']['acceptance_per_depth']}, chain4 {result['all']['expected_accepted_chain4']}")
     for c, e in result["categories"].items():

@@ -101,13 +101,17 @@ def main(argv=None) -> int:
             Path(str(features) + ".part").rename(features)
         return replies, features
 
+    def given(path: Path) -> Path:
+        """A prompt file passed in, refused when it is or overlaps the bench workload."""
+        if check_file(path, guard):
+            raise DataError(f"{path} has prompts of the held-out bench workload {args.bench}; "
+                            "build the prompts with tools/drafter/data.py")
+        return path
+
     try:
         prompts = work / "prompts.jsonl"
         if args.prompts:
-            if check_file(args.prompts, guard):
-                raise DataError(f"{args.prompts} has prompts of the held-out bench workload {args.bench}; "
-                                "build the prompts with tools/drafter/data.py")
-            prompts = args.prompts
+            prompts = given(args.prompts)
         elif not prompts.exists():
             build_prompts(prompts, args.per_category, args.counts, args.max_tokens)
         rows = [l for l in prompts.read_text().splitlines() if l.strip()]
@@ -138,10 +142,7 @@ def main(argv=None) -> int:
             # The prompts the bigger set adds, in its order; the set's own prompts keep their chunks.
             extended = work / "extend.prompts.jsonl"
             if args.extend_prompts:
-                if check_file(args.extend_prompts, guard):
-                    raise DataError(f"{args.extend_prompts} has prompts of the held-out bench workload {args.bench}; "
-                                    "build the prompts with tools/drafter/data.py")
-                extended = args.extend_prompts
+                extended = given(args.extend_prompts)
             elif not extended.exists():
                 build_prompts(extended, args.per_category, args.extend, args.max_tokens)
             known = {json.loads(l)["id"] for f in [prompts] + ([work / "first.prompts.jsonl"] if args.first_set else [])

@@ -94,6 +94,25 @@ class Data:
         return counts
 
 
+def chain_report(stats: np.ndarray, cats: np.ndarray) -> dict:
+    """Chain acceptance from per-start outcomes `stats` [starts, depth] (1 hit, 0 miss, -1 not
+    reached), overall and per category: at each depth the hit rate of the starts that reached it,
+    and the expected accepted tokens of the chain (sum over k of the product of the rates to k)."""
+    def summarize(mask):
+        s = stats[mask]
+        per_depth, chain, prod = [], 0.0, 1.0
+        for k in range(s.shape[1]):
+            reached = s[:, k] >= 0
+            rate = float(np.mean(s[reached, k] == 1)) if reached.any() else 0.0
+            per_depth.append(round(rate, 4))
+            prod *= rate
+            chain += prod
+        return {"positions": int(mask.sum()), "acceptance_per_depth": per_depth, "expected_accepted_chain4": round(chain, 3)}
+
+    return {"all": summarize(np.ones(len(stats), bool)),
+            "categories": {c: summarize(cats == c) for c in sorted(set(cats.tolist()))}}
+
+
 def draft_vocabulary(counts: np.ndarray, k: int) -> np.ndarray:
     """The K most frequent tokens (ties by id), most frequent first."""
     order = np.lexsort((np.arange(len(counts)), -counts))
@@ -237,8 +256,6 @@ class Trainer:
         greedy = np.array([self.data.rows[i]["mode"] == "greedy" for i in ex.seq_of])
         starts = np.nonzero(greedy)[0]
         cats = np.array([self.data.rows[i]["category"] for i in ex.seq_of[starts]])
-        alive_all = np.ones(len(starts), bool)
-        results = {}
         stats = np.zeros((len(starts), depth), dtype=np.int8)   # 1 hit, 0 miss, -1 not reached / no label
         for b in range(0, len(starts), batch):
             idx = starts[b:b + batch]
@@ -256,24 +273,8 @@ class Trainer:
                 stats[b:b + len(idx), k - 1] = np.where(reached, hit.astype(np.int8), -1)
                 alive = reached & hit
                 f = out
-        del alive_all
 
-        def summarize(mask):
-            s = stats[mask]
-            per_depth, chain = [], 0.0
-            prod = 1.0
-            for k in range(depth):
-                reached = s[:, k] >= 0
-                rate = float(np.mean(s[reached, k] == 1)) if reached.any() else 0.0
-                per_depth.append(round(rate, 4))
-                prod *= rate
-                chain += prod
-            return {"positions": int(mask.sum()), "acceptance_per_depth": per_depth,
-                    "expected_accepted_chain4": round(chain, 3)}
-
-        results["all"] = summarize(np.ones(len(starts), bool))
-        results["categories"] = {c: summarize(cats == c) for c in sorted(set(cats.tolist()))}
-        return results
+        return chain_report(stats, cats)
 
     def coverage(self, ks=(512, 1024, 2048, 4096, 8192, 16384, 32768)) -> dict:
         """Share of the held-out greedy labels inside the K most frequent training reply tokens."""
