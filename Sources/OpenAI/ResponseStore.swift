@@ -2,8 +2,9 @@ import Foundation
 
 /// The responses `POST /v1/responses` stored (`store`, true unless the request says false), so
 /// `previous_response_id` can continue one, `GET` / `DELETE /v1/responses/{id}` can read or
-/// remove it and `GET /v1/responses/{id}/input_items` can list its input. Bounded: it keeps the latest `capacity` responses (config `responses_store_size`)
-/// and forgets the oldest first; a capacity of 0 stores nothing.
+/// remove it and `GET /v1/responses/{id}/input_items` can list its input. Bounded: it keeps the
+/// latest `capacity` responses (config `responses_store_size`) and forgets the oldest first; a
+/// capacity of 0 stores nothing.
 ///
 /// Thread-safe (one lock): handlers on connection threads store and read concurrently.
 public final class ResponseStore: @unchecked Sendable {
