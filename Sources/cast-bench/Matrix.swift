@@ -279,7 +279,8 @@ extension CastBench {
                         let level = runs[name]![batch]!.indices.filter { runs[name]![batch]![$0].round == round }
                         for i in level.reversed() {
                             let from = runs[name]![batch]![i].stepsFrom
-                            runs[name]![batch]![i].steps = (ends.stepMs - from.stepMs, ends.draftMs - from.draftMs)
+                            runs[name]![batch]![i].steps = StepTotals.Value(stepMs: ends.stepMs - from.stepMs,
+                                                                             draftMs: ends.draftMs - from.draftMs)
                             ends = from
                         }
                         let mine = runs[name]![batch]!.filter { $0.round == round }
@@ -327,7 +328,7 @@ extension CastBench {
             var draftsByCategory: [String: (drafted: Int, accepted: Int)]
             /// The engine's step totals when the unit started, and the unit's own step and drafting time.
             var stepsFrom = StepTotals.Value()
-            var steps: (stepMs: Double, draftMs: Double) = (0, 0)
+            var steps = StepTotals.Value()
         }
 
         /// Engine counters summed over rounds.
@@ -422,10 +423,13 @@ extension CastBench {
                 }
             }
             var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)] = [:]
+            // Per category, the step and drafting time of the units it ran in.
+            var stepTime: [String: StepTotals.Value] = [:]
             for r in runs {
                 for (c, v) in r.byCategory {
                     let old = byCategory[c] ?? (0, 0, 0)
                     byCategory[c] = (old.tokens + v.tokens, old.seconds + v.seconds, old.steps + v.steps)
+                    stepTime[c, default: StepTotals.Value()].add(r.steps)
                 }
             }
             var drafts: [String: (drafted: Int, accepted: Int)] = [:]
@@ -433,13 +437,6 @@ extension CastBench {
                 for (c, v) in r.draftsByCategory {
                     let old = drafts[c] ?? (0, 0)
                     drafts[c] = (old.drafted + v.drafted, old.accepted + v.accepted)
-                }
-            }
-            var stepTime: [String: (stepMs: Double, draftMs: Double)] = [:]
-            for r in runs {
-                for c in r.byCategory.keys {
-                    let old = stepTime[c] ?? (0, 0)
-                    stepTime[c] = (old.stepMs + r.steps.stepMs, old.draftMs + r.steps.draftMs)
                 }
             }
             let completion = runs.reduce(0) { $0 + $1.tokens }
@@ -467,14 +464,18 @@ extension CastBench {
 final class StepTotals: @unchecked Sendable {
     struct Value {
         var stepMs = 0.0, draftMs = 0.0
+
+        mutating func add(_ other: Value) {
+            stepMs += other.stepMs
+            draftMs += other.draftMs
+        }
     }
     private let lock = NSLock()
     private var total = Value()
 
     func add(_ r: StepReport) {
         lock.lock()
-        total.stepMs += r.duration.seconds * 1000
-        total.draftMs += r.draftMilliseconds
+        total.add(Value(stepMs: r.duration.seconds * 1000, draftMs: r.draftMilliseconds))
         lock.unlock()
     }
 
