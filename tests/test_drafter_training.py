@@ -103,27 +103,32 @@ class DrafterPipelineTests(unittest.TestCase):
 
     def test_extension_answers_only_the_added_prompts(self):
         """--extend-prompts with a bigger set answers only the prompts the set does not have, in
-        their own chunk, and trains on both: the kept chunk is reused, not re-chunked or refused."""
+        their own chunk, and trains on both: the kept chunk is reused, not re-chunked or refused. A
+        second, bigger set answers only what it adds to the first, in chunks of its own."""
         self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])
         with tempfile.TemporaryDirectory(prefix="castserve-drafter-extend-") as work:
             for name in ("replies.jsonl", "features.bin"):
                 shutil.copy(os.path.join(self.work, name), work)
-            bigger = os.path.join(work, "bigger.prompts.jsonl")
+            bigger, biggest = os.path.join(work, "bigger.prompts.jsonl"), os.path.join(work, "biggest.prompts.jsonl")
             synthetic_prompts(bigger, count=16)   # the 12 of the set (same draws) and 4 more
+            synthetic_prompts(biggest, count=19)  # and 3 more again: a second extension
             out = os.path.join(work, "extended.drafter.gguf")
             proc = subprocess.run(
                 [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC, "--out", out,
-                 "--work", work, "--prompts", self.prompts, "--extend-prompts", bigger, "--bin", os.path.dirname(self.bench),
+                 "--work", work, "--prompts", self.prompts, "--extend-prompts", bigger, "--extend-prompts", biggest,
+                 "--bin", os.path.dirname(self.bench),
                  "--samples", "1", "--slots", "4", "--seed", "5", "--", "--vocab", "48", "--ffn", "16", "--steps", "2",
                  "--batch", "16"], cwd=ROOT, capture_output=True, text=True, timeout=600)
             self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-            self.assertIn("4 prompts besides the 12 of the set", proc.stderr)
-            self.assertEqual(proc.stderr.count("cast-bench replies --model"), 1, proc.stderr[-3000:])
-            with open(os.path.join(work, "ext00.replies.jsonl")) as f:
-                answered = {json.loads(l)["id"] for l in f if l.strip()}
-            self.assertEqual(answered, {f"synthetic-{i}" for i in range(12, 16)})
+            self.assertIn("4 prompts besides the 12 before it", proc.stderr)
+            self.assertIn("3 prompts besides the 16 before it", proc.stderr)
+            self.assertEqual(proc.stderr.count("cast-bench replies --model"), 2, proc.stderr[-3000:])
+            for chunk, ids in (("ext00", range(12, 16)), ("ext2-00", range(16, 19))):
+                with open(os.path.join(work, f"{chunk}.replies.jsonl")) as f:
+                    answered = {json.loads(l)["id"] for l in f if l.strip()}
+                self.assertEqual(answered, {f"synthetic-{i}" for i in ids})
             with open(os.path.join(work, "report.json")) as f:
-                self.assertEqual(json.load(f)["sequences"], 2 * 16)   # greedy + sampled per prompt
+                self.assertEqual(json.load(f)["sequences"], 2 * 19)   # greedy + sampled per prompt
 
     def test_pipeline_writes_a_contract_drafter(self):
         from drafter import check_gguf, sha256_file

