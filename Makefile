@@ -118,13 +118,21 @@ test:
 	@$(PHASE) --report
 
 ## Every kernel set against the scalar reference, kernel by kernel (Tests/CKernelsDriver): natively
-## (the x86 sets this CPU runs) and the neon set cross-compiled for aarch64, run under qemu-aarch64.
+## (the x86 sets this CPU runs), on an x86-64 host once more on an emulated AVX2-only CPU (qemu's
+## Haswell: the dispatch must pick avx2 there and never reach AVX-512), and the neon set
+## cross-compiled for aarch64, run under qemu-aarch64.
+HASWELL_CPU := Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid
 CKERNELS_SOURCES := $(filter-out Sources/CKernels/blas.c,$(wildcard Sources/CKernels/*.c))
 CKERNELS_FLAGS := -O2 -ffp-contract=off -fno-strict-aliasing -Wall -Wextra -Wno-unused-parameter -ISources/CKernels/include
 test-kernels: deps
 	@mkdir -p .build-kernels
 	clang $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-native
 	.build-kernels/kernel-sets-native
+	@if [ "$$(uname -m)" = x86_64 ]; then \
+	  echo "qemu-x86_64 -cpu $(HASWELL_CPU) .build-kernels/kernel-sets-native"; \
+	  out=$$(qemu-x86_64 -cpu $(HASWELL_CPU) .build-kernels/kernel-sets-native) || { echo "$$out"; exit 1; }; \
+	  echo "$$out"; echo "$$out" | grep -q "best set on this CPU: avx2" || { echo "the emulated AVX2-only CPU did not get avx2"; exit 1; }; \
+	fi
 	aarch64-linux-gnu-gcc -static $(CKERNELS_FLAGS) $(CKERNELS_SOURCES) Tests/CKernelsDriver/kernel_sets_test.c -lm -lpthread -o .build-kernels/kernel-sets-aarch64
 	qemu-aarch64 .build-kernels/kernel-sets-aarch64
 

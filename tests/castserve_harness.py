@@ -58,10 +58,13 @@ FIXED_COST_MODEL = os.path.join(ROOT, "tests", "fixtures", "cost_model_rows_free
 class Server:
     """One cast-serve process. `start()` returns once GET /health answers 200."""
 
-    def __init__(self, slots=4, env=None, args=(), context_length=1024, tls=None, cost_model=FIXED_COST_MODEL):
+    def __init__(self, slots=4, env=None, args=(), context_length=1024, tls=None, cost_model=FIXED_COST_MODEL,
+                 launcher=()):
         """`tls`: (certificate path, key path) to serve HTTPS; clients then verify against that certificate.
         `cost_model`: the fixed step-cost model file served with; None measures one at start-up (or
-        takes it from the cost cache), as a production server does."""
+        takes it from the cost cache), as a production server does. `launcher`: a command that runs
+        the server (e.g. an emulator of another CPU)."""
+        self.launcher = list(launcher)
         self.slots = slots
         self.cost_model = cost_model
         self.tls = tls
@@ -86,7 +89,7 @@ class Server:
             env["CASTSERVE_KERNELS"] = os.environ["CASTSERVE_E2E_KERNELS"]
         env.update(self.extra_env)
         config = os.path.join(ROOT, "config.json")
-        cmd = [binary_path(), "serve", "--port", "0", "--config", config, "--model", MODEL,
+        cmd = self.launcher + [binary_path(), "serve", "--port", "0", "--config", config, "--model", MODEL,
                "--slots", str(self.slots)] + self.args
         if self.cost_model is not None:
             cmd += ["--cost-model", self.cost_model]
@@ -95,7 +98,7 @@ class Server:
         self.log = tempfile.NamedTemporaryFile(prefix="castserve-e2e-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
-        line = self._first_line(timeout=30)
+        line = self._first_line(timeout=30 if not self.launcher else 180)
         prefix = f"listening on {self.scheme}://127.0.0.1:"
         if not line.startswith(prefix):
             self.kill()

@@ -7,6 +7,7 @@ run stops the start with an error naming the missing CPU features.
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
 import unittest
@@ -117,6 +118,41 @@ class KernelChoiceTests(unittest.TestCase):
         err = self.run_failing(["--kv-cache-type", "q4_0"])
         self.assertIn("kv_cache_type", err)
         self.assertIn("f16, q8_0 or f32", err)
+
+
+# An AVX2-only x86-64 CPU (no AVX-512), emulated: qemu-user's Haswell model without the features
+# its TCG does not emulate (each would print a warning per thread). qemu-user is in the Makefile's
+# apt packages for the neon kernel tests.
+HASWELL = ["qemu-x86_64", "-cpu", "Haswell-noTSX,-pcid,-x2apic,-tsc-deadline,-invpcid"]
+
+
+@unittest.skipUnless(X86 and AVX2 and shutil.which(HASWELL[0]), "needs an x86-64 host with AVX2 and qemu-x86_64")
+class AVX2OnlyCPUTests(unittest.TestCase):
+    """The server on an AVX2-only CPU, as an AVX-512 host can show it: under qemu's Haswell model
+    (CPUID without AVX-512) the kernel set chosen by auto is avx2, the learned drafter and
+    speculation run on it, and greedy answers are those of a native server with avx2 forced. Any
+    AVX-512 instruction reached on the way would stop the emulated server with SIGILL. The emulator
+    is tens of times slower than the host, so the reply is short."""
+
+    def test_auto_picks_avx2_and_answers_as_the_forced_set_does(self):
+        request = {"model": "default", "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}],
+                   "max_tokens": 10, "temperature": 0}
+        emulated = Server(slots=1, env={"CASTSERVE_KERNELS": "auto"}, launcher=HASWELL).start()
+        self.addCleanup(emulated.stop)
+        status, health = emulated.json("GET", "/health")
+        self.assertEqual((status, health["kernels"]), (200, "avx2"))
+        log = emulated.log_text(tail=10**7)   # the emulated start-up logs many polls of /health
+        self.assertIn("kernels: avx2 (auto", log)
+        self.assertIn("learned drafter: drafters/", log)
+        status, answer = emulated.json("POST", "/v1/chat/completions", request, timeout=300)
+        self.assertEqual(status, 200, answer)
+        emulated.stop()
+        native = Server(slots=1, env={"CASTSERVE_KERNELS": "avx2"}).start()
+        self.addCleanup(native.stop)
+        status, expected = native.json("POST", "/v1/chat/completions", request)
+        self.assertEqual(status, 200, expected)
+        self.assertEqual(answer["choices"][0]["message"]["content"], expected["choices"][0]["message"]["content"])
+        self.assertEqual(answer["usage"]["completion_tokens"], 10)
 
 
 if __name__ == "__main__":
