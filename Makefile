@@ -196,11 +196,13 @@ $(SYNTHETIC_MODELS): tools/reference/gen_synthetic.py Tests/Fixtures/qwen3_chat_
 ## on an idle 2-core host, 32 of them replies and features; Gemma 3: about 20). SmolLM2's data: the
 ## first set (30 prompts a category, replies of at most 96 tokens), all 7 chunks of 140 of the
 ## weighted set (chat and code 320, math 150, the rest 100; replies of at most 128 tokens), then
-## the 2,332 prompts the bigger set of --extend adds, in 17 chunks of 140.
+## the 2,332 prompts the first bigger set of --extend adds, in 17 chunks of 140, then the 1,845 the
+## second adds, in 14.
 DRAFTER_DATA_SMOLLM2 := --per-category 100 --counts chat=320,code=320,math=150 --max-tokens 128 --first-set 30:96 \
 	  --chunk 140 --max-chunks 7 --extend chat=1420,code=652,math=500,plain=350,summarize=200,rag=200,translate=200 \
+	  --extend chat=2071,code=652,math=893,plain=551,summarize=400,rag=400,translate=400 \
 	  --samples 1 --seed 1 --slots 48
-DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 256 --steps 6000 --batch 256
+DRAFTER_TRAIN_SMOLLM2 := --vocab 4096 --ffn 256 --steps 9000 --batch 256
 ## Gemma 3's data: the first set (24 prompts a category, replies of at most 96 tokens) and 3 chunks
 ## of 140 of the weighted set (chat and code 120, the rest 60; replies of at most 128 tokens).
 DRAFTER_DATA_GEMMA3 := --per-category 60 --counts chat=120,code=120 --max-tokens 128 --first-set 24:96 \
