@@ -107,7 +107,9 @@ class Server:
         if wait_ready:
             # A measured cost model is measured while /health answers 503: on a slow host with
             # CPU-bound neighbours that takes minutes, and the wait is a bound, not a speed test.
-            self.wait_ready(START_TIMEOUT if self.cost_model is not None else 4 * START_TIMEOUT)
+            # An emulated CPU (`launcher`) loads tens of times slower: the same bound, 4x.
+            slow = 4 if self.launcher else 1
+            self.wait_ready(slow * (START_TIMEOUT if self.cost_model is not None else 4 * START_TIMEOUT))
         return self
 
     def _first_line(self, timeout):
