@@ -130,6 +130,32 @@ class DrafterPipelineTests(unittest.TestCase):
             with open(os.path.join(work, "report.json")) as f:
                 self.assertEqual(json.load(f)["sequences"], 2 * 19)   # greedy + sampled per prompt
 
+    def test_extension_built_from_other_counts_is_refused(self):
+        """A kept `--extend` set records the counts it was built from; the same counts reuse it,
+        other counts are refused with the file named instead of silently keeping the old set."""
+        self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])
+        with tempfile.TemporaryDirectory(prefix="castserve-drafter-counts-") as work:
+            for name in ("replies.jsonl", "features.bin"):
+                shutil.copy(os.path.join(self.work, name), work)
+            synthetic_prompts(os.path.join(work, "extend.prompts.jsonl"), count=16)   # as data.py would have built it
+            with open(os.path.join(work, "extend.prompts.counts"), "w") as f:
+                f.write("chat=16\n")
+
+            def pipeline(counts):
+                return subprocess.run(
+                    [sys.executable, os.path.join(DRAFTER_DIR, "pipeline.py"), "--model", SYNTHETIC,
+                     "--out", os.path.join(work, "d.gguf"), "--work", work, "--prompts", self.prompts, "--extend", counts,
+                     "--bin", os.path.dirname(self.bench), "--samples", "1", "--slots", "4", "--seed", "5", "--",
+                     "--vocab", "48", "--ffn", "16", "--steps", "2", "--batch", "16"],
+                    cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+            proc = pipeline("chat=16")
+            self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+            self.assertIn("4 prompts besides the 12 before it", proc.stderr)
+            proc = pipeline("chat=20")
+            self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+            self.assertIn("extend.prompts.jsonl was built from --extend chat=16, not chat=20", proc.stderr)
+
     def test_pipeline_writes_a_contract_drafter(self):
         from drafter import check_gguf, sha256_file
         self.assertEqual(self.run_pipeline.returncode, 0, self.run_pipeline.stderr[-3000:])

@@ -152,8 +152,15 @@ def main(argv=None) -> int:
                 extended = given(value)
             else:
                 extended = work / ("extend.prompts.jsonl" if k == 0 else f"extend{k + 1}.prompts.jsonl")
+                # The counts a kept set was built from sit beside it: other counts would silently
+                # keep the old set (a folder from before this record gets it now).
+                recorded = extended.with_suffix(".counts")
+                if extended.exists() and recorded.exists() and recorded.read_text().strip() != value:
+                    raise DataError(f"{extended} was built from --extend {recorded.read_text().strip()}, not {value}; "
+                                    "delete it, its .counts and its ext chunks, or use another --work")
                 if not extended.exists():
                     build_prompts(extended, args.per_category, value, args.max_tokens)
+                recorded.write_text(value + "\n")
             added = [l for l in extended.read_text().splitlines() if l.strip() and json.loads(l)["id"] not in known]
             log(f"extension {extended}: {len(added)} prompts besides the {len(known)} before it")
             answer_chunks(added, name, args.extend_chunks if k == len(stages) - 1 else 0,
