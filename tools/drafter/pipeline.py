@@ -33,6 +33,11 @@ def run(cmd: list[str], log) -> float:
     return time.time() - t
 
 
+def line_ids(lines) -> set[str]:
+    """The "id" of every non-blank JSON line (prompts or replies files)."""
+    return {json.loads(l)["id"] for l in lines if l.strip()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, type=Path)
@@ -88,8 +93,7 @@ def main(argv=None) -> int:
         replies, features = work / f"{prefix}replies.jsonl", work / f"{prefix}features.bin"
         if replies.exists():
             # A kept chunk must answer this chunk's prompts: other --counts or --chunk re-chunk the set.
-            asked = {json.loads(l)["id"] for l in prompts.read_text().splitlines() if l.strip()}
-            answered = {json.loads(l)["id"] for l in replies.read_text().splitlines() if l.strip()}
+            asked, answered = line_ids(prompts.read_text().splitlines()), line_ids(replies.read_text().splitlines())
             if asked != answered:
                 raise DataError(f"{replies} answers other prompts than {prompts} ({len(answered ^ asked)} ids differ: "
                                 "the prompt set or its chunking changed); delete it and its features, or use another --work")
@@ -125,7 +129,7 @@ def main(argv=None) -> int:
             if not first.exists():
                 build_prompts(first, int(per_category), "", int(max_tokens))
             pairs.append(answer(first, "first"))
-            answered = {json.loads(l)["id"] for l in first.read_text().splitlines() if l.strip()}
+            answered = line_ids(first.read_text().splitlines())
             rows = [l for l in rows if json.loads(l)["id"] not in answered]
         size = args.chunk if args.chunk > 0 else max(len(rows), 1)
         if args.chunk <= 0 and not args.first_set:
@@ -144,8 +148,8 @@ def main(argv=None) -> int:
         # Each extension: the prompts its bigger set adds to all before it, in its order; earlier
         # prompts keep their chunks.
         stages = [("counts", c) for c in args.extend] + [("file", f) for f in args.extend_prompts]
-        known = {json.loads(l)["id"] for f in [prompts] + ([work / "first.prompts.jsonl"] if args.first_set else [])
-                 for l in f.read_text().splitlines() if l.strip()}
+        known = line_ids(l for f in [prompts] + ([work / "first.prompts.jsonl"] if args.first_set else [])
+                         for l in f.read_text().splitlines())
         for k, (kind, value) in enumerate(stages):
             name = "ext" if k == 0 else f"ext{k + 1}-"
             if kind == "file":
@@ -155,8 +159,9 @@ def main(argv=None) -> int:
                 # The counts a kept set was built from sit beside it: other counts would silently
                 # keep the old set (a folder from before this record gets it now).
                 recorded = extended.with_suffix(".counts")
-                if extended.exists() and recorded.exists() and recorded.read_text().strip() != value:
-                    raise DataError(f"{extended} was built from --extend {recorded.read_text().strip()}, not {value}; "
+                built_from = recorded.read_text().strip() if recorded.exists() else value
+                if extended.exists() and built_from != value:
+                    raise DataError(f"{extended} was built from --extend {built_from}, not {value}; "
                                     "delete it, its .counts and its ext chunks, or use another --work")
                 if not extended.exists():
                     build_prompts(extended, args.per_category, value, args.max_tokens)
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
             log(f"extension {extended}: {len(added)} prompts besides the {len(known)} before it")
             answer_chunks(added, name, args.extend_chunks if k == len(stages) - 1 else 0,
                           args.chunk if args.chunk > 0 else max(len(added), 1))
-            known |= {json.loads(l)["id"] for l in added}
+            known |= line_ids(added)
         train_args = [a for a in args.train_args if a != "--"]
         recipe = (f"tools/drafter/data.py build --per-category {args.per_category}"
                   + (f" --counts {args.counts}" if args.counts else "") + f" --seed {args.seed} --max-tokens {args.max_tokens}"
