@@ -99,6 +99,8 @@ CI_DIR := .build-ci
 # build adds testability) it rebuilt for 87 s. The fuzzers run 10 s each here (the committed corpus
 # also replays in HTTPTests); `make fuzz` alone runs FUZZ_SECONDS (30).
 TEST_FUZZ_SECONDS ?= 10
+## End-to-end test modules run at once (tests/run_e2e.py: most of their time is waiting on servers).
+E2E_JOBS ?= 2
 test:
 	@mkdir -p $(CI_DIR) && rm -f $(CI_DIR)/times $(CI_DIR)/pip.rc
 	$(PHASE) apt $(MAKE) --no-print-directory test-deps
@@ -113,7 +115,7 @@ test:
 	$(PHASE) swift-test $(SWIFT) test -c release
 	$(PHASE) wait-test-clients sh -c 'while [ ! -f $(CI_DIR)/pip.rc ]; do sleep 1; done; cat $(CI_DIR)/pip.log; exit $$(cat $(CI_DIR)/pip.rc)'
 	$(PHASE) lint-deploy $(MAKE) --no-print-directory lint-deploy
-	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PHASE) e2e $(PYTHON) -m unittest discover -s tests -p 'test_*.py' -v
+	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PHASE) e2e $(PYTHON) tests/run_e2e.py --jobs $(E2E_JOBS)
 	$(PHASE) fuzz $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	@$(PHASE) --report
 
