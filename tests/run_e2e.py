@@ -3,7 +3,8 @@
 
 Most of an end-to-end test's time is spent waiting: for a server to load and calibrate, for a
 stream, for a timeout to pass. `make test` therefore runs the modules `--jobs` at a time (each in
-its own `python3 -m unittest -v MODULE` process, so servers, ports and cost caches never mix:
+its own `python3 -m unittest -v MODULE` process, from the caller's directory with tests/ on
+PYTHONPATH as `unittest discover -s tests` has it, so servers, ports and cost caches never mix:
 the harness reads each server's port from its log and keeps a cost cache per process), the
 modules known to take longest first. Each module's output is printed whole when it finishes;
 a summary with every module's time and result comes last, and the exit status is 1 when any
@@ -38,8 +39,11 @@ def modules(names):
 
 
 def run(module):
+    # As `unittest discover -s tests` runs them: from the caller's directory (paths such as
+    # CASTSERVE_BIN=.build/release/cast-serve are relative to it), with tests/ importable.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p))
     start = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "unittest", "-v", module], cwd=HERE,
+    p = subprocess.run([sys.executable, "-m", "unittest", "-v", module], env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ran = re.findall(r"^Ran (\d+) tests?", p.stdout, re.M)
     return module, p.returncode, time.monotonic() - start, int(ran[-1]) if ran else 0, p.stdout
