@@ -99,7 +99,7 @@ CI_DIR := .build-ci
 # build adds testability) it rebuilt for 87 s. The fuzzers run 10 s each here (the committed corpus
 # also replays in HTTPTests); `make fuzz` alone runs FUZZ_SECONDS (30).
 TEST_FUZZ_SECONDS ?= 10
-## End-to-end test modules run at once (tests/run_e2e.py: most of their time is waiting on servers).
+# End-to-end test modules run at once (tests/run_e2e.py: most of their time is waiting on servers).
 E2E_JOBS ?= 2
 test:
 	@mkdir -p $(CI_DIR) && rm -f $(CI_DIR)/times $(CI_DIR)/pip.rc
