@@ -63,7 +63,11 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            exclude: ["README.md"]
+            exclude: ["README.md"],
+            // Compiled for testing in every configuration: OpenAITests imports it @testable, and so
+            // one `swift build -c release --build-tests` serves both the binaries and `swift test
+            // --skip-build` (`make test`); otherwise `swift test` recompiles every module.
+            swiftSettings: [.unsafeFlags(["-enable-testing"])]
         ),
         .executableTarget(
             name: "cast-serve",

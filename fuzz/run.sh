@@ -13,7 +13,7 @@
 # default; "none" for a libFuzzer-only build), FUZZ_RSS_MB (default 2048), FUZZ_TIMEOUT (seconds
 # per input, default 10), FUZZ_MAX_LEN (bytes, default 16384), FUZZ_KEEP (a directory that
 # receives the grown corpus), FUZZ_REPORT (a JSON file that receives the run's figures),
-# FUZZ_SKIP_BUILD=1 (reuse the last build).
+# FUZZ_SKIP_BUILD=1 (reuse the last build), FUZZ_BUILD_ONLY=1 (build and check the binary, then stop).
 set -euo pipefail
 
 usage() { echo "usage: fuzz/run.sh http-parser|request-json SECONDS [libFuzzer flags...]" >&2; exit 2; }
@@ -51,6 +51,7 @@ if ! grep -q "inline 8-bit counters" <<<"$probe"; then
   echo "$binary has no coverage instrumentation; remove $scratch and rebuild" >&2
   exit 1
 fi
+[ "${FUZZ_BUILD_ONLY:-0}" != 1 ] || exit 0
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/castserve-fuzz-$target.XXXXXX")
 mkdir -p "$work/corpus" "$work/artifacts"
