@@ -33,6 +33,10 @@ struct MatrixCell: Codable {
     /// Per unit (a group of `batch` prompts run together), this strategy's tok/s over plain
     /// decoding's for the same unit in the same round (absent for plain).
     var pairedRatio: Spread?
+    /// The same over the decode phase only: per request, the tokens after its first over the time
+    /// from its first token to its last (the prompt's prefill, the same work in every strategy, left
+    /// out); summed over the unit's requests.
+    var decodePairedRatio: Spread?
     var acceptedPerStep: Double
     var treeRows: Double
     var stepMs: Double
@@ -55,6 +59,8 @@ struct MatrixCell: Codable {
     var categoryTokensPerStep: [String: Double]
     /// Per category, the paired ratio to plain decoding (median over units and rounds).
     var categoryRatio: [String: Double]
+    /// Per category, the decode phase's paired ratio (as `decodePairedRatio`).
+    var categoryDecodeRatio: [String: Double]
     /// Per category, draft tokens accepted over draft tokens verified.
     var categoryAcceptance: [String: Double]
     /// Per category, the drafters' share of the step time of its units (at B = 1 a unit is one
@@ -64,6 +70,8 @@ struct MatrixCell: Codable {
     enum CodingKeys: String, CodingKey {
         case strategy, batch, categories
         case pairedRatio = "paired_ratio_to_plain"
+        case decodePairedRatio = "decode_paired_ratio_to_plain"
+        case categoryDecodeRatio = "category_decode_paired_ratio"
         case categoryTokensPerStep = "category_tokens_per_step"
         case categoryRatio = "category_paired_ratio"
         case tokS = "tok_s"
@@ -326,6 +334,9 @@ extension CastBench {
             var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)]
             /// Per category: draft tokens verified and accepted.
             var draftsByCategory: [String: (drafted: Int, accepted: Int)]
+            /// Per category, the decode phase of its requests: the tokens after each request's
+            /// first and the seconds from that first token to its last (prefill left out).
+            var decodeByCategory: [String: (tokens: Int, seconds: Double)]
             /// The engine's step totals when the unit started, and the unit's own step and drafting time.
             var stepsFrom = StepTotals.Value()
             var steps = StepTotals.Value()
@@ -373,6 +384,9 @@ extension CastBench {
                 var completion = 0
                 var byCategory: [String: (tokens: Int, seconds: Double, steps: Int)] = [:]
                 var drafts: [String: (drafted: Int, accepted: Int)] = [:]
+                var decode: [String: (tokens: Int, seconds: Double)] = [:]
+                /// Per prompt of the unit, when its first token arrived.
+                var firstToken: [Int: Double] = [:]
             }
             let tally = Tally()
             let clock = ContinuousClock()
@@ -382,9 +396,18 @@ extension CastBench {
                 try engine.submit(GenerationRequest(promptTokens: tokens[i], maxTokens: prompts[i].maxTokens, sampling: .greedy,
                                                     stopTokens: stopTokens)) { event in
                     switch event {
+                    case .token:
+                        let seconds = (clock.now - start).seconds
+                        tally.lock.lock()
+                        if tally.firstToken[i] == nil { tally.firstToken[i] = seconds }
+                        tally.lock.unlock()
                     case .finished(_, _, let completion, let usage):
                         let seconds = (clock.now - start).seconds
                         tally.lock.lock()
+                        if let first = tally.firstToken[i], completion > 1 {
+                            let old = tally.decode[category] ?? (0, 0)
+                            tally.decode[category] = (old.tokens + completion - 1, old.seconds + seconds - first)
+                        }
                         tally.completion += completion
                         let old = tally.byCategory[category] ?? (0, 0, 0)
                         tally.byCategory[category] = (old.tokens + completion, old.seconds + seconds, old.steps + usage.decodeSteps + 1)
@@ -401,7 +424,7 @@ extension CastBench {
             }
             for _ in unit { done.wait() }
             return UnitRun(round: round, unit: unit, tokens: tally.completion, seconds: (clock.now - start).seconds,
-                           byCategory: tally.byCategory, draftsByCategory: tally.drafts)
+                           byCategory: tally.byCategory, draftsByCategory: tally.drafts, decodeByCategory: tally.decode)
         }
 
         func cell(_ name: String, batch: Int, runs: [UnitRun], plain: [UnitRun]?, stats: EngineStats) -> MatrixCell {
@@ -410,15 +433,24 @@ extension CastBench {
                 let mine = runs.filter { $0.round == r }
                 return Double(mine.reduce(0) { $0 + $1.tokens }) / max(mine.reduce(0) { $0 + $1.seconds }, 1e-9)
             }
-            var ratios: [Double] = []
-            var categoryRatios: [String: [Double]] = [:]
+            var ratios: [Double] = [], decodeRatios: [Double] = []
+            var categoryRatios: [String: [Double]] = [:], categoryDecodeRatios: [String: [Double]] = [:]
+            /// This run's tokens per second over plain's (nil when either has none).
+            func ratio(_ a: (tokens: Int, seconds: Double)?, _ b: (tokens: Int, seconds: Double)?) -> Double? {
+                guard let a, let b, a.tokens > 0, b.tokens > 0, a.seconds > 0, b.seconds > 0 else { return nil }
+                return (Double(a.tokens) / a.seconds) / (Double(b.tokens) / b.seconds)
+            }
+            func decodeTotal(_ r: UnitRun) -> (tokens: Int, seconds: Double) {
+                r.decodeByCategory.values.reduce((0, 0.0)) { ($0.0 + $1.tokens, $0.1 + $1.seconds) }
+            }
             if name != "plain", let plain {
                 for r in runs {
-                    guard let p = plain.first(where: { $0.round == r.round && $0.unit == r.unit }), p.tokens > 0, r.seconds > 0 else { continue }
-                    ratios.append((Double(r.tokens) / r.seconds) / (Double(p.tokens) / p.seconds))
+                    guard let p = plain.first(where: { $0.round == r.round && $0.unit == r.unit }) else { continue }
+                    if let x = ratio((r.tokens, r.seconds), (p.tokens, p.seconds)) { ratios.append(x) }
+                    if let x = ratio(decodeTotal(r), decodeTotal(p)) { decodeRatios.append(x) }
                     for (c, v) in r.byCategory {
-                        guard let q = p.byCategory[c], q.tokens > 0, v.seconds > 0, q.seconds > 0 else { continue }
-                        categoryRatios[c, default: []].append((Double(v.tokens) / v.seconds) / (Double(q.tokens) / q.seconds))
+                        if let q = p.byCategory[c], let x = ratio((v.tokens, v.seconds), (q.tokens, q.seconds)) { categoryRatios[c, default: []].append(x) }
+                        if let x = ratio(r.decodeByCategory[c], p.decodeByCategory[c]) { categoryDecodeRatios[c, default: []].append(x) }
                     }
                 }
             }
@@ -443,6 +475,7 @@ extension CastBench {
             let steps = max(stats.steps, 1), roots = max(stats.roots, 1)
             return MatrixCell(
                 strategy: name, batch: batch, tokS: Spread(perRound)?.median ?? 0, pairedRatio: Spread(ratios),
+                decodePairedRatio: Spread(decodeRatios),
                 acceptedPerStep: Double(completion) / Double(roots), treeRows: Double(stats.drafted) / Double(roots),
                 stepMs: stats.stepSeconds * 1000 / Double(steps), forwardMs: stats.forwardSeconds * 1000 / Double(steps),
                 draftMs: stats.draftSeconds * 1000 / Double(steps),
@@ -453,6 +486,7 @@ extension CastBench {
                 categories: byCategory.mapValues { $0.seconds > 0 ? Double($0.tokens) / $0.seconds : 0 },
                 categoryTokensPerStep: byCategory.mapValues { Double($0.tokens) / Double(max($0.steps, 1)) },
                 categoryRatio: categoryRatios.compactMapValues { Spread($0)?.median },
+                categoryDecodeRatio: categoryDecodeRatios.compactMapValues { Spread($0)?.median },
                 categoryAcceptance: drafts.compactMapValues { $0.drafted > 0 ? Double($0.accepted) / Double($0.drafted) : nil },
                 categoryDraftShare: stepTime.compactMapValues { $0.stepMs > 0 ? $0.draftMs / $0.stepMs : nil })
         }
@@ -523,22 +557,23 @@ enum MatrixChart {
         var out = ["CastServe speculation matrix — \(r.model), \(r.threads) threads, \(r.kernels) kernels, drafter \(r.drafter)"
                    + (r.drafterModel.map { " + learned (\($0))" } ?? "") + ", "
                    + "\(r.prompts) prompts, \(r.rounds) paired rounds, commit \(r.machine.commit)", "",
-                   "| strategy | B | tok/s | x plain, paired (p10-p90) | tokens/step | draft rows/step | step ms | draft share | learned acceptance by depth, per node / per expansion | cost model abs error |",
-                   "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+                   "| strategy | B | tok/s | x plain, paired (p10-p90) | decode phase x plain (p10-p90) | tokens/step | draft rows/step | step ms | draft share | learned acceptance by depth, per node / per expansion | cost model abs error |",
+                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for c in r.cells {
-            out.append(String(format: "| %@ | %d | %.1f | %@ | %.2f | %.2f | %.2f | %.3f | %@ | %@ |", c.strategy, c.batch, c.tokS,
-                              spread(c.pairedRatio), c.acceptedPerStep, c.treeRows, c.stepMs, c.draftShare,
+            out.append(String(format: "| %@ | %d | %.1f | %@ | %@ | %.2f | %.2f | %.2f | %.3f | %@ | %@ |", c.strategy, c.batch, c.tokS,
+                              spread(c.pairedRatio), spread(c.decodePairedRatio), c.acceptedPerStep, c.treeRows, c.stepMs, c.draftShare,
                               learned(c),
                               c.costError.map { String(format: "%.3f", $0.median) } ?? ""))
         }
         let categories = Array(Set(r.cells.flatMap { $0.categories.keys })).sorted()
-        out += ["", "Per category at B = 1: paired ratio to plain (tokens committed per decode step; draft tokens accepted / verified; "
-                + "drafters' share of step time):", "",
+        out += ["", "Per category at B = 1: paired ratio to plain (decode phase's paired ratio; tokens committed per decode step; "
+                + "draft tokens accepted / verified; drafters' share of step time):", "",
                 "| strategy | " + categories.joined(separator: " | ") + " |",
                 "|---|" + categories.map { _ in "---:" }.joined(separator: "|") + "|"]
         for c in r.cells where c.batch == 1 {
             out.append("| \(c.strategy) | " + categories.map {
-                String(format: "%.2f (%.2f; %.2f; %.3f)", c.categoryRatio[$0] ?? 1, c.categoryTokensPerStep[$0] ?? 0, c.categoryAcceptance[$0] ?? 0,
+                String(format: "%.2f (%.2f; %.2f; %.2f; %.3f)", c.categoryRatio[$0] ?? 1, c.categoryDecodeRatio[$0] ?? 1,
+                       c.categoryTokensPerStep[$0] ?? 0, c.categoryAcceptance[$0] ?? 0,
                        c.categoryDraftShare[$0] ?? 0)
             }.joined(separator: " | ") + " |")
         }
