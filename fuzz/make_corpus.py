@@ -159,6 +159,8 @@ def json_seeds():
         "truncated": CHAT_BODY[:40],
         "invalid_utf8": b'{"model":"default","messages":[{"role":"user","content":"\xff\xfe\xc3\x28"}]}',
         "lone_surrogate": b'{"model":"default","messages":[{"role":"user","content":"\\ud800"}]}',
+        # A high surrogate whose next escape is not a low one (the debug fuzz build trapped on it).
+        "broken_surrogate_pair": b'{"model":"default","messages":[{"role":"user","content":"\\ud83d\\ud0e00 \\u0041"}]}',
         "deep_array": b'{"model":"default","messages":' + b"[" * 3000 + b"]" * 3000 + b"}",
         "deep_object": b'{"model":"default","x":' + b'{"a":' * 2000 + b"1" + b"}" * 2000 + b"}",
         "missing_model": d({"messages": msgs}),

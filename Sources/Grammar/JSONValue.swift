@@ -153,13 +153,24 @@ public indirect enum JSONValue: Equatable, Sendable {
                     if code >= 0xD800 && code < 0xDC00, i + 1 < bytes.count, bytes[i] == UInt8(ascii: "\\"), bytes[i + 1] == UInt8(ascii: "u") {
                         i += 2
                         let low = try hex4()
-                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                        if low >= 0xDC00 && low < 0xE000 {
+                            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                        } else {
+                            // A high surrogate without its low half is U+FFFD; the escape after it stands alone.
+                            append(scalar: 0xFFFD, to: &out)
+                            code = low
+                        }
                     }
-                    out += Array(String(Character(Unicode.Scalar(code) ?? "\u{FFFD}")).utf8)
+                    append(scalar: code, to: &out)
                 default: out.append(e)
                 }
             }
             throw error("unterminated string")
+        }
+
+        /// The UTF-8 of the scalar `code`, or of U+FFFD where `code` is none (a lone surrogate).
+        func append(scalar code: UInt32, to out: inout [UInt8]) {
+            out += Array(String(Character(Unicode.Scalar(code) ?? "\u{FFFD}")).utf8)
         }
 
         mutating func hex4() throws -> UInt32 {

@@ -384,6 +384,17 @@ func isPrefix(_ g: TokenGrammar, _ text: String) -> Bool {
         #expect(!accepts(g, #"{"a": tru}"#))
     }
 
+    /// A high surrogate followed by an escape that is not a low one (found by fuzz/run.sh
+    /// request-json: the subtraction overflowed and trapped) becomes U+FFFD, the escape after it
+    /// itself; a proper pair is one scalar, and a lone low surrogate is U+FFFD.
+    @Test func jsonValueSurrogateEscapes() throws {
+        #expect(try JSONValue.parse(#""\ud83d\ud0e00""#) == .string("\u{FFFD}\u{D0E0}0"))
+        #expect(try JSONValue.parse(#""\ud83d\u0041""#) == .string("\u{FFFD}A"))
+        #expect(try JSONValue.parse(#""\ud83d\ude00""#) == .string("\u{1F600}"))
+        #expect(try JSONValue.parse(#""\ude00x""#) == .string("\u{FFFD}x"))
+        #expect(try JSONValue.parse(#""\ud83d""#) == .string("\u{FFFD}"))
+    }
+
     @Test func jsonValueKeepsOrderAndRoundTrips() throws {
         let v = try JSONValue.parse(#" {"z": 1, "a": [true, null, "\u00e9\n"], "m": {"k": -2.5e1}} "#)
         #expect(v.text == #"{"z": 1, "a": [true, null, "é\n"], "m": {"k": -2.5e1}}"#)
