@@ -180,7 +180,8 @@ public struct CostModel: Sendable, Codable, Equatable {
     // MARK: - Online refresh
 
     /// This model, fixed: observations no longer change it, and a speculator planning with it
-    /// drafts wherever the plan says it pays, whatever the steps measure (no measured guards).
+    /// drafts wherever the plan says it pays, whatever the steps measure (no measured guards;
+    /// drafting time counts as zero in the layer gate).
     public func fixed() -> CostModel {
         var m = self
         m.isFixed = true

@@ -35,8 +35,10 @@ public enum DraftStrategy: String, Sendable, CaseIterable {
 /// Both guards act on live measurement (step times, or plans made on a cost model that step times
 /// refresh), so both are off when the cost model is fixed (`CostModel.fixed()`): then the drafter
 /// runs every step and the planner alone decides, from the given table, and the same requests
-/// draft the same trees on any host at any load. The A/B figures are still recorded (they are
-/// shown at GET /v1/cast/cost) but decide nothing.
+/// draft the same trees on any host at any load. For the same reason the layer gate counts
+/// drafting as free under a fixed model (the table has no drafting cost; the drafter's layer
+/// times are measured live). The A/B figures are still recorded (they are shown at GET
+/// /v1/cast/cost) but decide nothing.
 ///
 /// Thread-safety: engine thread only.
 public final class Speculator {
@@ -238,6 +240,9 @@ extension Speculator: LayerGate {
     /// would count each child as a separate try and undervalue the layer). k is tried at 0, 1, 2, 4,
     /// ... and all.
     /// Strategies other than `cast` expand everything (their trees are sized without a planner).
+    /// Under a fixed cost model drafting time counts as zero (the live clock and the drafter's
+    /// measured layer cost would make the trees depend on the host): the gate then expands while
+    /// the planner's goodput from the table grows.
     public func expansion(of frontier: [FrontierNode], trees: [DraftTree], inputs: [DraftInput], source: UInt8,
                           spentMilliseconds: Double, layerMilliseconds: (Int) -> Double) -> Int {
         guard strategy == .cast, let step = drafting, !frontier.isEmpty else { return frontier.count }
@@ -257,11 +262,13 @@ extension Speculator: LayerGate {
             return CASTPlanner.Candidate(sequence: f.tree, node: -1, score: (f.node < 0 ? 1 : tree.scores[f.node]) * edge, depth: depth,
                                          positions: inputs[f.tree].history.count + depth)
         }
+        let fixed = cost.isFixed
         func goodput(_ k: Int) -> Double {
             let plan = CASTPlanner.plan(candidates: candidates + expected.prefix(k), sequences: inputs.count, base: step.base,
                                         baseTokens: step.tokens, maxRows: step.maxRows, cost: cost, minimumGain: 0)
             let ms = cost.milliseconds(plan.shape)
-            return plan.goodput / 1000 * ms / (ms + spentMilliseconds + layerMilliseconds(k))
+            let drafting = fixed ? 0 : spentMilliseconds + layerMilliseconds(k)
+            return plan.goodput / 1000 * ms / (ms + drafting)
         }
         var best = 0, bestGoodput = goodput(0)
         var k = 1

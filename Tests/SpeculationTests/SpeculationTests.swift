@@ -144,28 +144,35 @@ import Speculation
 }
 
 /// The speculator as a drafter's layer gate: whether one more layer pays is judged with the
-/// source's acceptance per expansion (a layer's several children share one chance), on a fixed
-/// cost model.
+/// source's acceptance per expansion (a layer's several children share one chance) and the
+/// drafting time, which a fixed cost model counts as zero.
 @Suite struct LayerGateTests {
-    /// A drafter that asks the gate once, about expanding its only root, and drafts nothing.
+    /// A drafter that asks the gate once, about expanding its only root, and drafts nothing; a
+    /// layer costs `layerMs`, and `spentMs` were spent drafting before it.
     final class Probe: Drafter {
         var name: String { "probe" }
         var usesModel: Bool { true }
-        var layerCost: LayerCost? { LayerCost(points: [(1, 3), (64, 3)]) }
+        let layerMs: Double, spentMs: Double
+        var layerCost: LayerCost? { LayerCost(points: [(1, layerMs), (64, layerMs)]) }
         var answers: [Int] = []
+        init(layerMs: Double = 3, spentMs: Double = 0) {
+            self.layerMs = layerMs
+            self.spentMs = spentMs
+        }
         func propose(_ inputs: [DraftInput]) throws -> [DraftTree] { inputs.map { _ in DraftTree() } }
         func propose(_ inputs: [DraftInput], gate: LayerGate?) throws -> [DraftTree] {
+            let layer = layerMs
             answers.append(gate!.expansion(of: [FrontierNode(tree: 0, node: -1)], trees: [DraftTree()], inputs: inputs,
-                                           source: DraftSource.learned, spentMilliseconds: 0, layerMilliseconds: { $0 == 0 ? 0 : 3 }))
+                                           source: DraftSource.learned, spentMilliseconds: spentMs, layerMilliseconds: { $0 == 0 ? 0 : layer }))
             return inputs.map { _ in DraftTree() }
         }
     }
 
-    /// A step of 10 ms, 11 ms with one more row; a layer costs 3 ms. The root's three children
-    /// were accepted in turn (a third of the nodes, every expansion), or never.
-    func answer(acceptedEvery expansion: Bool) -> Int {
-        let probe = Probe()
-        let speculator = Speculator(drafter: probe, cost: CostModel(points: [(1, 10), (2, 11), (4, 13), (8, 17)]).fixed())
+    /// A step of 10 ms, 11 ms with one more row (a measured model unless `fixed`). The root's
+    /// three children were accepted in turn (a third of the nodes, every expansion), or never.
+    func answer(acceptedEvery expansion: Bool, probe: Probe = Probe(), fixed: Bool = false) -> Int {
+        let table = CostModel(points: [(1, 10), (2, 11), (4, 13), (8, 17)])
+        let speculator = Speculator(drafter: probe, cost: fixed ? table.fixed() : table)
         var tree = DraftTree()
         for t in Int32(1)...3 { tree.add(token: t, parent: -1, confidence: 0.3, source: DraftSource.learned) }
         for k in 0..<60 { speculator.record(tree, acceptedNodes: expansion ? [k % 3] : []) }
@@ -175,9 +182,20 @@ import Speculation
     }
 
     @Test func aLayerWhoseChildrenShareOneLikelyAcceptanceIsRun() {
-        // Per node a third (1.33 tokens in 14 ms < 1 in 10 ms), per expansion nearly one (1.97 in 14 ms).
+        // A layer of 3 ms: per node a third (1.33 tokens in 14 ms < 1 in 10 ms), per expansion
+        // nearly one (1.97 in 14 ms).
         #expect(answer(acceptedEvery: true) == 1)
         #expect(answer(acceptedEvery: false) == 0)
+    }
+
+    @Test func aFixedCostModelCountsDraftingAsFree() {
+        // A 30-ms layer: 1.97 tokens in 41 ms do not pay on a measured model (1 in 10 ms); on a
+        // fixed one the gate decides from the table alone (1.97 tokens in 11 ms), so the same
+        // trees grow on any host, however long drafting took (40 ms already spent).
+        #expect(answer(acceptedEvery: true, probe: Probe(layerMs: 30)) == 0)
+        #expect(answer(acceptedEvery: true, probe: Probe(layerMs: 30), fixed: true) == 1)
+        #expect(answer(acceptedEvery: true, probe: Probe(layerMs: 30, spentMs: 40), fixed: true) == 1)
+        #expect(answer(acceptedEvery: false, fixed: true) == 0)
     }
 }
 
