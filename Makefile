@@ -225,7 +225,7 @@ drafters: build model $(GEMMA3_MODEL)
 ## libFuzzer + AddressSanitizer on the HTTP parser and the request decoder, $(FUZZ_SECONDS) s each
 ## (fuzz/README.md); fails on a crash, broken invariant, leak or timeout.
 FUZZ_SECONDS ?= 30
-## FUZZ_CONFIG=debug builds them unoptimised (faster to build).
+# FUZZ_CONFIG=debug builds them unoptimised (faster to build).
 FUZZ_CONFIG ?= release
 fuzz:
 	FUZZ_CONFIG=$(FUZZ_CONFIG) ./fuzz/run.sh http-parser $(FUZZ_SECONDS)
