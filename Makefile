@@ -105,7 +105,7 @@ TEST_FUZZ_SECONDS ?= 10
 # End-to-end test modules run at once (tests/run_e2e.py: most of their time is waiting on servers).
 E2E_JOBS ?= 2
 test:
-	@mkdir -p $(CI_DIR) && rm -f $(CI_DIR)/times $(CI_DIR)/*.rc
+	@mkdir -p $(CI_DIR) && rm -f $(CI_DIR)/times $(CI_DIR)/pip.rc
 	$(PHASE) apt $(MAKE) --no-print-directory test-deps
 	$(PHASE) models $(MAKE) --no-print-directory model gemma3-model
 	$(PHASE) reference-python $(MAKE) --no-print-directory reference-python
@@ -116,13 +116,11 @@ test:
 	$(PHASE) swift-build $(SWIFT) build -c release --build-tests
 	$(PHASE) host-build $(MAKE) --no-print-directory host-build
 	$(PHASE) swift-test $(SWIFT) test -c release --skip-build
-	$(PHASE) wait-test-clients $(call wait_background,pip)
+	$(PHASE) wait-test-clients sh -c 'while [ ! -f $(CI_DIR)/pip.rc ]; do sleep 1; done; cat $(CI_DIR)/pip.log; exit $$(cat $(CI_DIR)/pip.rc)'
 	$(PHASE) lint-deploy $(MAKE) --no-print-directory lint-deploy
 	CASTSERVE_BIN=$(RELEASE_BIN)/cast-serve $(PHASE) e2e $(PYTHON) tests/run_e2e.py --jobs $(E2E_JOBS)
 	$(PHASE) fuzz $(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) FUZZ_CONFIG=debug
 	@$(PHASE) --report
-# Waits for a background job of `test` ($(CI_DIR)/NAME.rc holds its status), prints its log, passes its status on.
-wait_background = sh -c 'while [ ! -f $(CI_DIR)/$(1).rc ]; do sleep 1; done; cat $(CI_DIR)/$(1).log; exit $$(cat $(CI_DIR)/$(1).rc)'
 
 ## Every kernel set against the scalar reference, kernel by kernel (Tests/CKernelsDriver): natively
 ## (the x86 sets this CPU runs), on an x86-64 host once more on an emulated AVX2-only CPU (qemu's
